@@ -21,7 +21,7 @@ demo: setup
 	$(BIN)/workbench demo
 
 test: setup
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/workbench bench

@@ -65,6 +65,17 @@ def main(
 ) -> None:
     global _debug
     _debug = debug
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our progress and errors: no MLflow INFO lines or download bars."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _overrides(overrides: Optional[list[str]], device: Optional[str] = None, tracking_uri: Optional[str] = None) -> list[str]:
@@ -131,7 +142,10 @@ def run(
     from workbench.config import load_config
     from workbench import train
 
-    cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
+    if resume:  # the run's own config; --set may still change e.g. train.device
+        cfg = train.load_run_config(resume, tracking_uri or "", _overrides(overrides, device))
+    else:
+        cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
     result = train.run(cfg, resume_run_id=resume)
     typer.echo(result.summary())
 
@@ -152,19 +166,81 @@ def evaluate(
 
 
 # ------------------------------------------------------------------- sweep
-@app.command()
+@app.command(no_args_is_help=True)
 @friendly
-def sweep(name: Annotated[str, typer.Argument(help="A sweep name (see `workbench sweep list`) or a YAML path.")] = "list") -> None:
-    """Run a named ablation sweep through Optuna (not built yet)."""
-    raise errors.NotBuiltYet("`workbench sweep` is not built yet (issue: sweeps)")
+def sweep(
+    name: Annotated[str, typer.Argument(help="`list`, a sweep name from experiments/sweeps/, or a sweep YAML path.")],
+    overrides: Overrides = None,
+    slots: Annotated[Optional[int], typer.Option("--slots", help="Run N trials at once as CPU processes.")] = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="One trial per GPU at once, e.g. --gpus 0,1,2,3 (default: all visible GPUs, else 1 CPU slot).")] = None,
+    per_gpu: Annotated[int, typer.Option("--per-gpu", help="Pack K small trials on each GPU.")] = 1,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage: an RDB URL (postgresql://..., mysql://...) shared by hosts, or a journal file (default: <train.out_dir>/sweeps/optuna-journal.log).")] = None,
+    worker: Annotated[bool, typer.Option("--worker", help="Join an existing study (e.g. from another host with the same --storage) and run its queued trials.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an existing study (running the sweep again does the same, but --resume refuses to start a new one).")] = False,
+    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Optuna study name (default: the sweep's name).")] = None,
+    tracking_uri: TrackingUri = None,
+    heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between trial heartbeats on RDB storages; a trial silent for 2x is failed and retried.")] = 30,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live per-slot progress on the terminal.")] = True,
+) -> None:
+    """Run a named ablation sweep: each variant x seed as a trial of an Optuna study.
+
+    \b
+    workbench sweep list                    the named sweeps
+    workbench sweep mask-ratio --slots 2    run (or resume) on 2 CPU processes
+    workbench sweep my.yaml --gpus 0,1 --per-gpu 2
+    workbench sweep NAME --storage postgresql://... --worker   (another host)
+
+    Each trial runs in its own process and is logged to MLflow as a child run of
+    the sweep's parent run. Running a sweep again (or --resume) after Ctrl-C or a
+    crash finishes only the trials that are missing.
+    """
+    from workbench import sweeps
+
+    if name == "list":
+        typer.echo(sweeps.spec_table(sweeps.list_specs()))
+        return
+    options = sweeps.SweepOptions(
+        storage=storage, study_name=study_name, worker=worker, resume=resume, gpus=gpus, per_gpu=per_gpu,
+        slots=slots, tracking_uri=tracking_uri, heartbeat_s=heartbeat, progress=progress,
+    )
+    result = sweeps.run_sweep(sweeps.load_spec(name, overrides), options)
+    typer.echo(result.summary())
+    if result.interrupted:
+        typer.echo(f"interrupted: `workbench sweep {name}` finishes the missing trials", err=True)
+        raise typer.Exit(130)
+    problem = result.problem()
+    if problem is not None:
+        raise problem
 
 
 # ------------------------------------------------------------------ report
+ReportOut = Annotated[Path, typer.Option("--out", help="Directory for tables, figures and index.html.")]
+
+
 @report_app.command("ablations")
 @friendly
-def report_ablations() -> None:
-    """Ablation tables (mean ± std over seeds, Δ vs baseline, paired test)."""
-    raise errors.NotBuiltYet("`workbench report ablations` is not built yet (issue: reports)")
+def report_ablations(
+    sweeps: Annotated[Optional[list[str]], typer.Argument(help="Sweep names or parent run ids (default: every sweep).")] = None,
+    metric: Annotated[
+        Optional[list[str]], typer.Option("--metric", "-m", help="Metric column, e.g. retrieval/tr_r1 or vqa (repeatable; default: the sweep's).")
+    ] = None,
+    fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="md | csv | latex | html (repeatable; default: all).")] = None,
+    out: ReportOut = Path("reports"),
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Also draw training curves and mask-ratio figures.")] = True,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Ablation tables (mean ± std over seeds, Δ vs baseline, paired t-test) and figures."""
+    from workbench.reports.ablations import report_ablations as build
+    from workbench.reports.tables import FORMATS, to_markdown
+
+    result = build(
+        sweeps or [], metrics=metric or [], formats=fmt or list(FORMATS), out=out,
+        tracking_uri=tracking_uri or "", with_figures=figures,
+    )
+    for report in result.sweeps.values():
+        typer.echo(to_markdown(report.table))
+        typer.echo("\n".join(f"wrote {path}" for path in report.files))
+    typer.echo(f"index: {result.index} ({result.runs_read} runs read)")
 
 
 @report_app.command("attention")
@@ -177,9 +253,15 @@ def report_attention() -> None:
 # ---------------------------------------------------------------------- ui
 @app.command()
 @friendly
-def ui() -> None:
-    """Start the MLflow UI on the project's tracking store (not built yet)."""
-    raise errors.NotBuiltYet("`workbench ui` is not built yet (issue: reports)")
+def ui(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to bind; only this machine by default.")] = "127.0.0.1",
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Start the MLflow UI on the project's tracking store (127.0.0.1 unless --host)."""
+    from workbench.reports.ui import serve
+
+    raise typer.Exit(serve(tracking_uri or "", host=host, port=port, echo=typer.echo))
 
 
 # -------------------------------------------------------------------- demo

@@ -137,7 +137,7 @@ class SoftMaskConfig:
     enabled: bool = False
     weight: float = at_least(1.0, 0.0)
     mode: Literal["soft", "hard", "random", "off"] = "soft"
-    layer: int = -1  # fusion layer whose text->image attention drives Grad-CAM (python index)
+    layer: int = 0  # fusion layer whose text->image attention drives Grad-CAM; not the last: only its CLS row reaches ITM
     hard_ratio: float = ratio(0.25)
 
 
@@ -279,6 +279,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise bad
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads '1e6' (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
@@ -448,25 +453,28 @@ def load_config(
     cfg = RunConfig()
     if experiment:
         _apply(cfg, read_yaml(resolve_experiment(experiment)))
-    if overrides:
-        if isinstance(overrides, dict):
-            flat = overrides
-        else:
-            flat = dict(parse_override(o) for o in overrides)
-        for key in flat:
-            _hint_for(key)
-        _apply(cfg, nest(flat))
+    _apply_overrides(cfg, overrides)
     return validate(cfg)
+
+
+def _apply_overrides(cfg: RunConfig, overrides: list[str] | dict[str, Any] | None) -> None:
+    if not overrides:
+        return
+    flat = overrides if isinstance(overrides, dict) else dict(parse_override(o) for o in overrides)
+    for key in flat:
+        _hint_for(key)
+    _apply(cfg, nest(flat))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a RunConfig from `to_dict` output (e.g. a run's saved config.yaml)."""
+def from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+    """Rebuild a RunConfig from `to_dict` output (e.g. a run's saved config.yaml), then overrides."""
     cfg = RunConfig()
     _apply(cfg, data)
+    _apply_overrides(cfg, overrides)
     return validate(cfg)
 
 

@@ -1,0 +1,21 @@
+"""Shared fixtures. `shapes_tiny`: ShapesWorld `tiny` (seed 0), generated once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shapes_tiny(tmp_path_factory) -> Path:
+    """Root of a ShapesWorld `tiny` data set (seed 0, with its tokenizer). Treat it as read-only."""
+    from workbench.data.shapes import generate
+
+    root = tmp_path_factory.mktemp("shapesworld") / "tiny"
+    generate(root, seed=0, size="tiny")
+    return root

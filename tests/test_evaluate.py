@@ -1,0 +1,254 @@
+"""Downstream evaluation: retrieval metrics and attention share by hand; every task end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_config import TINY_MODEL
+from workbench.config import EVAL_TASKS, ConfigError, load_config
+from workbench.evaluate import TASKS, evaluate_all
+from workbench.evaluate.attention import cross_attention_maps, in_object_share, named_object
+from workbench.evaluate.finetune import finetuned
+from workbench.evaluate.retrieval import retrieval_scores
+from workbench.evaluate.ve import VE
+from workbench.evaluate.rerank import rerank_rows, score_all_pairs
+from workbench.evaluate.retrieval_metrics import retrieval_metrics
+
+# --------------------------------------------------------------- retrieval metrics
+# 3 images x 15 captions; captions 0-4 describe image 0, 5-9 image 1, 10-14 image 2.
+TXT2IMG = [0] * 5 + [1] * 5 + [2] * 5
+SCORES_WITH_TIES = np.array(
+    [
+        # image 0: its best caption (0) scores 9, no wrong caption reaches 9 -> TR rank 0
+        [9, 1, 1, 1, 5, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0],
+        # image 1: best own caption scores 5; wrong captions 0,1,2 score 7 and 3,4 tie at 5
+        # -> TR rank 5 (a tie counts against the model; optimistic would say 3)
+        [7, 7, 7, 5, 5, 5, 4, 4, 4, 4, 0, 0, 0, 0, 0],
+        # image 2: every caption ties -> TR rank 10 (all 10 wrong captions count)
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    ],
+    dtype=np.float32,
+)
+# IR ranks by hand (column j, count wrong images scoring >= the true one):
+#   c0 [9,7,0] -> 0; c1..c3 [1,7,0] -> 1; c4 [5,5,0] tie -> 1; c5 [2,5,0] -> 0;
+#   c6..c9 [2,4,0] -> 0; c10..c14 [0,0,0] all tie -> 2.
+# TR ranks [0, 5, 10]: R@1 1/3, R@5 1/3, R@10 2/3.  IR: R@1 6/15, R@5 15/15, R@10 15/15.
+EXPECTED_WITH_TIES = {
+    "tr_r1": 100 / 3,
+    "tr_r5": 100 / 3,
+    "tr_r10": 200 / 3,
+    "ir_r1": 40.0,
+    "ir_r5": 100.0,
+    "ir_r10": 100.0,
+    "r_mean": 1120 / 18,
+}
+
+
+def test_retrieval_metrics_hand_computed_with_pessimistic_ties():
+    metrics = retrieval_metrics(SCORES_WITH_TIES, TXT2IMG)
+    assert metrics.keys() == EXPECTED_WITH_TIES.keys()
+    for key, value in EXPECTED_WITH_TIES.items():
+        assert metrics[key] == pytest.approx(value), key
+
+
+def test_retrieval_metrics_accepts_torch_and_a_matching_img2txt():
+    img2txt = [list(range(5)), list(range(5, 10)), list(range(10, 15))]
+    metrics = retrieval_metrics(torch.from_numpy(SCORES_WITH_TIES), TXT2IMG, img2txt)
+    assert metrics["r_mean"] == pytest.approx(1120 / 18)
+
+
+def test_retrieval_metrics_rejects_inconsistent_maps():
+    wrong = [list(range(4)), list(range(4, 10)), list(range(10, 15))]
+    with pytest.raises(ValueError, match="disagree"):
+        retrieval_metrics(SCORES_WITH_TIES, TXT2IMG, wrong)
+    with pytest.raises(ValueError, match="expected"):
+        retrieval_metrics(SCORES_WITH_TIES[:, :14], TXT2IMG)
+
+
+def test_retrieval_metrics_nan_scores_rank_last():
+    # one caption per image; image 1's true score is NaN -> it ranks below everything
+    scores = np.array([[1.0, 0.0], [0.0, np.nan]])
+    metrics = retrieval_metrics(scores, [0, 1])
+    assert metrics["tr_r1"] == 50.0 and metrics["ir_r1"] == 50.0
+    assert metrics["tr_r5"] == 100.0
+
+
+def test_retrieval_metrics_separate_t2i_scores_drive_image_retrieval():
+    scores_i2t = np.eye(2)  # perfect text retrieval
+    scores_t2i = np.array([[0.0, 1.0], [1.0, 0.0]])  # every caption prefers the wrong image
+    metrics = retrieval_metrics(scores_i2t, [0, 1], scores_t2i=scores_t2i)
+    assert (metrics["tr_r1"], metrics["ir_r1"], metrics["ir_r5"]) == (100.0, 0.0, 100.0)
+
+
+# ------------------------------------------------------------------------- re-rank
+SIMILARITY = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.2, 0.8]])  # [2 images, 3 texts]
+
+
+def _pair_score(image_index, text_index):
+    """A recognisable 'ITM logit': 10 * image + text."""
+    return (10 * image_index + text_index).float()
+
+
+def test_rerank_rows_scores_top_k_by_itm_and_fills_the_rest():
+    calls = []
+
+    def scorer(image_index, text_index):
+        calls.append(len(image_index))
+        return _pair_score(image_index, text_index)
+
+    i2t = rerank_rows(SIMILARITY, 2, scorer, batch_size=3, rows_are_images=True)
+    # image 1: text 2 first, then the 0.2 tie goes to the lower index (text 0)
+    assert i2t.tolist() == [[0.0, -100.0, 2.0], [10.0, -100.0, 12.0]]
+    assert calls == [3, 1]  # 4 pairs in chunks of the eval batch size
+    t2i = rerank_rows(SIMILARITY.T, 1, _pair_score, batch_size=8, rows_are_images=False)
+    assert t2i.tolist() == [[0.0, -100.0], [-100.0, 11.0], [-100.0, 12.0]]
+
+
+def test_score_all_pairs_and_k_beyond_the_candidates():
+    assert score_all_pairs(2, 3, _pair_score, batch_size=4).tolist() == [[0, 1, 2], [10, 11, 12]]
+    everything = rerank_rows(SIMILARITY, 99, _pair_score, batch_size=4, rows_are_images=True)
+    assert everything.tolist() == [[0, 1, 2], [10, 11, 12]]
+
+
+# ------------------------------------------------------------------ attention share
+def test_in_object_share_counts_partly_covered_patches_by_area():
+    patch_map = torch.tensor([[0.1, 0.2], [0.3, 0.4]])  # 2x2 patch grid over a 4x4 image
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[0:2, 0:2] = True  # the whole top-left patch
+    mask[0:2, 2] = True  # half of the top-right patch
+    # inside fractions [[1, 0.5], [0, 0]] -> (0.1 * 1 + 0.2 * 0.5) / 1.0
+    assert in_object_share(patch_map, mask).item() == pytest.approx(0.2)
+
+
+def test_in_object_share_batched_and_empty_map():
+    maps = torch.stack([torch.ones(2, 2), torch.zeros(2, 2)])
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[:, 2:, :] = True  # bottom half of the image
+    assert in_object_share(maps, mask).tolist() == [0.5, 0.0]
+
+
+def test_named_object_needs_exactly_one_match():
+    objects = [{"shape": "circle", "color": "red"}, {"shape": "circle", "color": "blue"},
+               {"shape": "square", "color": "red"}]
+    assert named_object("there is a large red circle.", objects) == 0
+    assert named_object("a square that is red.", objects) == 2
+    assert named_object("the circle is on the left.", objects) is None  # two circles
+    assert named_object("the red circle is left of the red square.", objects) is None  # two objects
+    assert named_object("there are three shapes.", objects) is None
+
+
+# ------------------------------------------------------------- on tiny ShapesWorld
+CPU = torch.device("cpu")
+RETRIEVAL_KEYS = {"tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "r_mean"}
+
+
+def _setup(root, *extra):
+    from workbench.data import load_tokenizer
+    from workbench.models import build_model
+    from workbench.objectives import build_objectives
+
+    overrides = TINY_MODEL + [
+        f"data.root={root}", "data.shapes_size=tiny", "train.device=cpu",
+        "eval.rerank_k=4", "eval.finetune_steps=2", "eval.finetune_batch_size=8", "eval.batch_size=16",
+        *extra,
+    ]
+    cfg = load_config("base", overrides)
+    tokenizer = load_tokenizer(cfg.data)
+    torch.manual_seed(0)
+    model = build_model(cfg, tokenizer)
+    special = {"pad": tokenizer.pad_token_id, "mask": tokenizer.mask_token_id,
+               "cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id}
+    objectives = build_objectives(cfg.objectives, model.dims, special, len(tokenizer))
+    return cfg, tokenizer, model, objectives
+
+
+def _snapshot(*modules):
+    return [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
+
+
+def test_every_task_gives_documented_metrics_and_leaves_the_model_alone(shapes_tiny):
+    assert set(TASKS) == set(EVAL_TASKS)
+    cfg, tokenizer, model, objectives = _setup(shapes_tiny, f"eval.tasks=[{','.join(EVAL_TASKS)}]")
+    model.train()
+    objectives.train()
+    before = _snapshot(model, objectives)
+    seen = []
+    metrics = evaluate_all(model, objectives, cfg, tokenizer, CPU, progress=seen.append)
+
+    expected = {f"eval/{group}/{key}" for group in ("retrieval", "retrieval_itc", "video_retrieval",
+                                                     "video_retrieval_itc") for key in RETRIEVAL_KEYS}
+    expected |= {"eval/vqa/acc", "eval/nlvr/acc", "eval/ve/acc", "eval/attention/in_object"}
+    assert set(metrics) == expected
+    for name, value in metrics.items():
+        upper = 1.0 if name == "eval/attention/in_object" else 100.0
+        assert 0.0 <= value <= upper and math.isfinite(value), (name, value)
+    assert metrics["eval/attention/in_object"] > 0.0  # named objects cover some patches
+    assert seen == [*EVAL_TASKS, "attention"]
+
+    for saved, module in zip(before, (model, objectives)):
+        for key, value in module.state_dict().items():
+            assert torch.equal(saved[key], value), key
+    assert all(m.training for m in model.modules()) and all(m.training for m in objectives.modules())
+
+
+def test_finetune_is_deterministic_for_a_seed(shapes_tiny):
+    cfg, tokenizer, model, _ = _setup(shapes_tiny)
+    first_model, first_head, first_acc = finetuned(VE, model, cfg, tokenizer, CPU)
+    _, again_head, again_acc = finetuned(VE, model, cfg, tokenizer, CPU)
+    cfg.train.seed = 1
+    _, other_head, _ = finetuned(VE, model, cfg, tokenizer, CPU)
+    assert first_acc == again_acc
+    for (name, a), b in zip(first_head.state_dict().items(), again_head.state_dict().values()):
+        assert torch.equal(a, b), name
+    changed = [not torch.equal(a, b) for a, b in zip(first_model.parameters(), model.parameters())]
+    assert any(changed)  # the copy was trained ...
+    assert not torch.equal(first_head[0].weight, other_head[0].weight)  # ... from the seed
+
+
+def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):
+    from workbench.data import task_dataset
+
+    cfg, tokenizer, model, objectives = _setup(shapes_tiny)
+    dataset, _ = task_dataset(cfg, tokenizer, "retrieval", cfg.eval.split)
+    scores = retrieval_scores(model.eval(), objectives, dataset, tokenizer, cfg, CPU)
+    i2t, t2i = scores["final"]
+    assert i2t.shape == (len(dataset), len(dataset.texts)) and t2i.shape == i2t.t().shape
+    assert ((i2t != -100).sum(dim=1) == 4).all() and ((t2i != -100).sum(dim=1) == 4).all()
+    itc_i2t, _ = scores["itc"]
+    top = itc_i2t.topk(4, dim=1).indices  # the re-ranked candidates are ITC's top 4
+    assert (i2t.gather(1, top) != -100).all()
+
+    itm_off = _setup(shapes_tiny, "objectives.itm.enabled=false", "eval.tasks=[retrieval]")
+    metrics = evaluate_all(*itm_off[2:], itm_off[0], itm_off[1], CPU)
+    assert all(metrics[f"eval/retrieval/{k}"] == metrics[f"eval/retrieval_itc/{k}"] for k in RETRIEVAL_KEYS)
+
+    itc_off = _setup(shapes_tiny, "objectives.itc.enabled=false", "objectives.itm.negatives=random")
+    full = retrieval_scores(itc_off[2].eval(), itc_off[3], dataset, tokenizer, itc_off[0], CPU)
+    assert set(full) == {"final"} and (full["final"][0] != -100).all()  # every pair scored by ITM
+
+    neither = _setup(shapes_tiny, "objectives.itc.enabled=false", "objectives.itm.enabled=false",
+                     "objectives.softmask.enabled=false")
+    with pytest.raises(ConfigError, match="retrieval needs objectives.itc or objectives.itm"):
+        retrieval_scores(neither[2], neither[3], dataset, tokenizer, neither[0], CPU)
+
+
+def test_cross_attention_maps_are_the_fusion_probabilities_on_patches(shapes_tiny):
+    from workbench.data import task_dataset
+
+    cfg, tokenizer, model, _ = _setup(shapes_tiny)
+    dataset, collate = task_dataset(cfg, tokenizer, "ve", cfg.eval.split)
+    batch = collate([dataset[i] for i in range(3)])
+    model.eval()
+    maps = cross_attention_maps(model, batch, reduce="mean", query_position=torch.tensor([0, 1, 2]))
+    side = cfg.data.image_size // cfg.model.vision.patch_size
+    assert maps.shape == (3, 1, side, side)
+    with torch.no_grad():
+        out = model(batch, return_attention=True)
+    attn = out["cross_attn"][-1].mean(dim=1)  # [B, L, S]
+    expected = attn[torch.arange(3), torch.tensor([0, 1, 2])][:, out["patch_positions"]]
+    assert torch.allclose(maps.reshape(3, -1), expected)
+    assert (maps.sum(dim=(1, 2, 3)) < 1).all()  # the frame CLS takes the rest of the mass

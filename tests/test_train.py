@@ -1,0 +1,101 @@
+"""`workbench run`: training loop, MLflow tracking, determinism, resume, NaN handling."""
+
+import math
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tiny_config import tiny_run
+from workbench import train
+from workbench.cli import app
+from workbench.config import load_config
+from workbench.errors import RunError
+
+
+@pytest.fixture
+def store(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _cfg(shapes_tiny, store, tmp_path, *extra, steps=6):
+    return load_config("base", tiny_run(shapes_tiny, store, tmp_path / "out", *extra, steps=steps))
+
+
+def _history(client, run_id, key="train/loss/total"):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_run_logs_params_metrics_artifacts_and_downstream(shapes_tiny, store, tmp_path):
+    cfg = _cfg(shapes_tiny, store, tmp_path, "eval.tasks=[retrieval,vqa]", steps=30)
+    result = train.run(cfg, progress=False)
+    assert result.status == "FINISHED" and result.steps == 30 and math.isfinite(result.final_loss)
+
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment])
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["status"] == "FINISHED"
+    assert row["params.objectives.scl.image_mask_ratio"] == "0.8"
+    assert row["params.train.steps"] == "30"
+    assert 0.0 <= row["metrics.eval/retrieval/tr_r1"] <= 100.0
+    assert 0.0 <= row["metrics.eval/vqa/acc"] <= 100.0
+    assert row["tags.workbench.seed"] == "0"
+    assert row["tags.workbench.data_hash"]
+
+    client = MlflowClient(store)
+    for key in ("train/loss/itc", "train/loss/itm", "train/loss/mlm", "train/loss/mvsc", "train/loss/mlsc",
+                "train/loss_weighted/itc", "train/loss/total", "train/lr"):
+        steps = [step for step, _ in _history(client, result.run_id, key)]
+        assert steps == list(range(2, 31, 2)), key  # every log_every steps, each step once
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "checkpoints"} <= artifacts
+    assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == ["checkpoints/last.pt"]
+    inputs = client.get_run(result.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.digest
+
+
+def test_same_seed_same_losses_bit_for_bit(shapes_tiny, store, tmp_path):
+    first = train.run(_cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]"), progress=False)
+    second = train.run(_cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]"), progress=False)
+    other = train.run(_cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]", "train.seed=1"), progress=False)
+    client = MlflowClient(store)
+    assert _history(client, first.run_id) == _history(client, second.run_id)
+    assert _history(client, first.run_id) != _history(client, other.run_id)
+
+
+def test_resume_reaches_the_same_result_as_a_straight_run(shapes_tiny, store, tmp_path):
+    extra = ("eval.tasks=[]", "train.checkpoint_every=10", "augment.image=true", "augment.text=true")
+    straight = train.run(_cfg(shapes_tiny, store, tmp_path, *extra, steps=40), progress=False)
+
+    cfg = _cfg(shapes_tiny, store, tmp_path, *extra, steps=40)
+    killed = train.run(cfg, progress=False, stop_after=20)
+    assert killed.status == "RUNNING" and killed.steps == 20
+    resumed = train.run(train.load_run_config(killed.run_id, store), resume_run_id=killed.run_id, progress=False)
+
+    assert resumed.run_id == killed.run_id and resumed.status == "FINISHED"
+    assert resumed.final_loss == straight.final_loss
+    client = MlflowClient(store)
+    assert _history(client, resumed.run_id) == _history(client, straight.run_id)  # no step logged twice
+
+
+def test_nan_loss_stops_with_a_clear_error_and_a_failed_run(shapes_tiny, store, tmp_path):
+    cfg = _cfg(shapes_tiny, store, tmp_path, "train.lr=1e6", "train.warmup_steps=0", "train.grad_clip=0", steps=20)
+    with pytest.raises(RunError, match=r"non-finite loss at step \d+: loss/\w+"):
+        train.run(cfg, progress=False)
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment])
+    assert list(runs["status"]) == ["FAILED"]
+
+
+def test_cli_run_exit_codes(shapes_tiny, store, tmp_path):
+    runner = CliRunner()
+    args = ["run"] + [a for o in tiny_run(shapes_tiny, store, tmp_path / "out", "eval.tasks=[]") for a in ("--set", o)]
+    ok = runner.invoke(app, args)
+    assert ok.exit_code == 0, ok.output
+    assert "FINISHED" in ok.stdout
+    nan = runner.invoke(app, args + ["--set", "train.lr=1e6", "--set", "train.grad_clip=0", "--set", "train.steps=20"])
+    assert nan.exit_code == 1
+    assert nan.stderr.strip().splitlines()[-1].startswith("error: non-finite loss at step")
+    assert "Traceback" not in nan.output

@@ -1,0 +1,36 @@
+"""Overrides that make a run take seconds on CPU: tiny widths, few steps, tiny data."""
+
+TINY_MODEL = [
+    "model.vision.width=32",
+    "model.vision.depth=1",
+    "model.vision.heads=2",
+    "model.vision.patch_size=16",
+    "model.text.width=32",
+    "model.text.depth=1",
+    "model.text.heads=2",
+    "model.fusion.width=32",
+    "model.fusion.layers=1",
+    "model.fusion.heads=2",
+    "objectives.itc.embed_dim=16",
+]
+
+
+def tiny_run(data_root, tracking_uri, out_dir, *extra, steps=6):
+    """Overrides for a complete (train + eval) run of `steps` steps in a few seconds."""
+    return TINY_MODEL + [
+        f"data.root={data_root}",
+        "data.shapes_size=tiny",
+        f"tracking.uri={tracking_uri}",
+        f"train.out_dir={out_dir}",
+        f"train.steps={steps}",
+        "train.batch_size=8",
+        "train.warmup_steps=2",
+        "train.log_every=2",
+        "train.checkpoint_every=0",
+        "train.device=cpu",
+        "eval.tasks=[retrieval]",
+        "eval.rerank_k=4",
+        "eval.finetune_steps=2",
+        "eval.batch_size=16",
+        *extra,
+    ]

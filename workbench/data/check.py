@@ -1,0 +1,99 @@
+"""`check_dataset`: everything wrong with a data set, found before a long run starts.
+
+Reads every configured file in skip mode (so all problems are counted, not just
+the first), decodes every image/video once, and summarises caption lengths in
+words and tokens (how many exceed `data.max_text_len` and will be truncated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.data.datasets import TASK_SPLITS
+from workbench.data.media import load_image
+from workbench.data.readers import data_path, read_entries, video_length
+from workbench.errors import DataError
+
+_TASK_KIND = {"retrieval": "retrieval", "video_retrieval": "video", "vqa": "vqa", "nlvr": "nlvr", "ve": "ve"}
+_TEXT_KEYS = ("caption", "question", "sentence")
+
+
+def _expected_files(cfg) -> list[tuple[str, str]]:
+    """(file name, kind) of every file a run with this config reads."""
+    files = [(name, "pretrain") for name in cfg.data.pretrain_files]
+    files += [(name, "video") for name in cfg.data.video_pretrain_files]
+    for task in cfg.eval.tasks:
+        splits = [cfg.eval.split] + (["train"] if "train" in TASK_SPLITS[task] and "retrieval" not in task else [])
+        files += [(f"{task}_{split}.json", _TASK_KIND[task]) for split in splits]
+    return files
+
+
+def _texts(entry: dict) -> list[str]:
+    out = []
+    for key in _TEXT_KEYS:
+        value = entry.get(key)
+        if value is not None:
+            out += value if isinstance(value, list) else [value]
+    return out
+
+
+def _unreadable(entry: dict) -> list[str]:
+    problems = []
+    for key in ("image", "images", "video"):
+        paths = entry.get(key, [])
+        for path in paths if isinstance(paths, list) else [paths]:
+            try:
+                if key == "video":
+                    video_length(Path(path))
+                else:
+                    load_image(path)
+            except DataError as err:
+                problems.append(str(err))
+    return problems
+
+
+def _stats(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    array = np.asarray(values)
+    return {"min": int(array.min()), "mean": round(float(array.mean()), 2), "max": int(array.max())}
+
+
+def check_dataset(cfg, tokenizer=None, decode_media: bool = True) -> dict[str, Any]:
+    """Summary: per file entries, bad entries (with the first reasons), unreadable media,
+    caption lengths; plus missing files and `ok` (nothing wrong at all)."""
+    data = dataclasses.replace(cfg.data, on_bad_sample="skip")
+    summary: dict[str, Any] = {"root": str(Path(data.root)), "files": {}, "missing_files": []}
+    for name, kind in _expected_files(cfg):
+        if not data_path(data, name).is_file():
+            summary["missing_files"].append(str(data_path(data, name)))
+            continue
+        report: dict[str, Any] = {"kind": kind}
+        try:
+            entries = read_entries(data, [name], kind, min_frames=data.num_frames if kind == "video" else 0)
+        except DataError as err:
+            report.update(entries=0, bad_entries=None, problems=[str(err)], unreadable=0)
+            summary["files"][name] = report
+            continue
+        unreadable = [p for entry in entries.items for p in _unreadable(entry)] if decode_media else []
+        texts = [t for entry in entries.items for t in _texts(entry)]
+        report.update(
+            entries=len(entries.items),
+            bad_entries=entries.skipped,
+            problems=entries.problems + unreadable[:10],
+            unreadable=len(unreadable),
+            text_words=_stats([len(t.split()) for t in texts]),
+        )
+        if tokenizer is not None and texts:
+            lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+            report["text_tokens"] = _stats(lengths)
+            report["truncated"] = sum(n > data.max_text_len for n in lengths)
+        summary["files"][name] = report
+    summary["ok"] = not summary["missing_files"] and all(
+        r["bad_entries"] == 0 and r["unreadable"] == 0 for r in summary["files"].values()
+    )
+    return summary

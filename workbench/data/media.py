@@ -1,0 +1,83 @@
+"""Decode images and videos into uint8 frame tensors [T, 3, H, W] (an image is T=1).
+
+Videos are `.npy` arrays [T, H, W, 3] (ShapesWorld) or directories of frame images
+(sorted by name; how real videos are usually pre-extracted). Frames are sampled
+TSN-style: the video is cut into `num_frames` equal segments; evaluation takes the
+middle frame of each, training a random frame of each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from workbench.errors import DataError
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """uint8 [1, 3, H, W]."""
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"unreadable image {path}: {_one_line(err)}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
+
+
+def frame_indices(total: int, num_frames: int, rng: np.random.Generator | None) -> list[int]:
+    """One frame per equal segment: the middle one (rng=None) or a random one."""
+    if total < num_frames:
+        raise ValueError(f"{total} frames < {num_frames}")
+    edges = [total * i // num_frames for i in range(num_frames + 1)]
+    if rng is None:
+        return [(start + end - 1) // 2 for start, end in zip(edges, edges[1:])]
+    return [int(rng.integers(start, end)) for start, end in zip(edges, edges[1:])]
+
+
+def load_video(path: str | Path, num_frames: int, rng: np.random.Generator | None) -> torch.Tensor:
+    """uint8 [num_frames, 3, H, W], frames sampled by `frame_indices`."""
+    path = Path(path)
+    if path.is_dir():
+        frames = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        picked = _pick(path, len(frames), num_frames, rng)
+        return torch.cat([load_image(frames[i]) for i in picked])
+    if path.suffix != ".npy":
+        raise DataError(
+            f"unreadable video {path}: supported are .npy arrays [T, H, W, 3] and directories of frame images"
+        )
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"unreadable video {path}: {_one_line(err)}") from None
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise DataError(
+            f"unreadable video {path}: expected uint8 [T, H, W, 3], got {array.dtype} {list(array.shape)}"
+        )
+    picked = _pick(path, array.shape[0], num_frames, rng)
+    return torch.from_numpy(np.ascontiguousarray(array[picked])).permute(0, 3, 1, 2)
+
+
+def _pick(path: Path, total: int, num_frames: int, rng: np.random.Generator | None) -> list[int]:
+    if total < num_frames:
+        raise DataError(
+            f"video {path} has {total} frames, fewer than data.num_frames={num_frames} "
+            "(lower data.num_frames or set data.on_bad_sample=skip)"
+        )
+    return frame_indices(total, num_frames, rng)
+
+
+def load_masks(path: str | Path) -> torch.Tensor:
+    """uint8 [K, H, W] object masks (ShapesWorld `masks/<id>.npy`)."""
+    try:
+        return torch.from_numpy(np.load(path, allow_pickle=False))
+    except (OSError, ValueError) as err:
+        raise DataError(f"unreadable mask file {path}: {_one_line(err)}") from None

@@ -1,0 +1,146 @@
+"""METER-style co-attention fusion: two streams (text, image) of pre-norm layers.
+
+In every layer each stream does self-attention -> cross-attention to the other
+stream's previous state -> FFN, each a pre-norm residual branch (pre-norm trains
+stably from scratch; a final LayerNorm closes each stream). Attention runs on
+`scaled_dot_product_attention`; with `return_attention=True` the text->image
+cross-attention is computed explicitly so its probabilities can be returned,
+still in the autograd graph for Grad-CAM.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp
+from torch import nn
+
+from workbench.config import FusionConfig
+
+TEXT, IMAGE = 0, 1  # token-type ids
+
+
+class Attention(nn.Module):
+    """Multi-head attention of `x` over `context`; `key_mask` [B,S] bool, True = may be attended to."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(width, width)
+        self.key = nn.Linear(width, width)
+        self.value = nn.Linear(width, width)
+        self.out = nn.Linear(width, width)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [B, H, N, d]
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None, return_probs: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q = self.split_heads(self.query(x))
+        k = self.split_heads(self.key(context))
+        v = self.split_heads(self.value(context))
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        if return_probs:  # softmax(QK^T / sqrt(d)) written out, to hand back the probabilities
+            scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(dim=-1)
+            mixed = probs @ v
+        else:
+            probs = None
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(mixed.transpose(1, 2).flatten(2)), probs
+
+
+class CoAttentionBlock(nn.Module):
+    """One stream of one fusion layer: self-attention -> cross-attention -> FFN (pre-norm)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm_self = nn.LayerNorm(width)
+        self.self_attn = Attention(width, heads)
+        self.norm_cross = nn.LayerNorm(width)
+        self.norm_context = nn.LayerNorm(width)
+        self.cross_attn = Attention(width, heads)
+        self.norm_mlp = nn.LayerNorm(width)
+        self.mlp = Mlp(width, int(width * mlp_ratio))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor | None,
+        context: torch.Tensor,
+        context_mask: torch.Tensor | None,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.norm_self(x)
+        x = x + self.self_attn(h, h, x_mask)[0]
+        update, cross_probs = self.cross_attn(self.norm_cross(x), self.norm_context(context), context_mask, return_attention)
+        x = x + update
+        x = x + self.mlp(self.norm_mlp(x))
+        return x, cross_probs
+
+
+def init_bert_weights(module: nn.Module) -> None:
+    """BERT's init: trunc_normal(0.02) for linear/embedding weights, zero bias, unit LayerNorm."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class CoAttentionFusion(nn.Module):
+    def __init__(self, cfg: FusionConfig, *, vision_width: int, text_width: int, image_global_token: bool):
+        super().__init__()
+        width = cfg.width
+        self.image_global_token = image_global_token  # pooling=global_cls: image token 0 is the video CLS
+        self.text_bridge = nn.Linear(text_width, width)
+        self.image_bridge = nn.Linear(vision_width, width)
+        self.token_type = nn.Embedding(2, width)
+        self.text_layers = nn.ModuleList(CoAttentionBlock(width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
+        self.image_layers = nn.ModuleList(CoAttentionBlock(width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
+        self.text_norm = nn.LayerNorm(width)
+        self.image_norm = nn.LayerNorm(width)
+        self.text_pooler = nn.Sequential(nn.Linear(width, width), nn.Tanh())
+        self.image_pooler = nn.Sequential(nn.Linear(width, width), nn.Tanh())
+        self.apply(init_bert_weights)
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        frame_cls_positions: torch.Tensor,
+        image_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Masks: 1/True = a real token. `cross_attn[i]`: layer i's text->image probabilities [B,H,L,S]."""
+        text_keep = text_mask.bool()
+        image_keep = None if image_mask is None else image_mask.bool()
+        text = self.text_bridge(text_tokens) + self.token_type.weight[TEXT]
+        image = self.image_bridge(image_tokens) + self.token_type.weight[IMAGE]
+        cross_attn = []
+        for text_layer, image_layer in zip(self.text_layers, self.image_layers):
+            new_text, probs = text_layer(text, text_keep, image, image_keep, return_attention)
+            image, _ = image_layer(image, image_keep, text, text_keep)
+            text = new_text
+            cross_attn.append(probs)
+        text, image = self.text_norm(text), self.image_norm(image)
+        fused_text_cls = text[:, 0]
+        fused_frame_cls = image[:, frame_cls_positions]
+        fused_image_cls = image[:, 0] if self.image_global_token else fused_frame_cls.mean(1)
+        out = {
+            "fused_text": text,
+            "fused_image": image,
+            "fused_text_cls": fused_text_cls,
+            "fused_frame_cls": fused_frame_cls,
+            "fused_image_cls": fused_image_cls,
+            "joint": torch.cat([self.text_pooler(fused_text_cls), self.image_pooler(fused_image_cls)], dim=-1),
+        }
+        if return_attention:
+            out["cross_attn"] = cross_attn
+        return out

@@ -1,0 +1,125 @@
+"""ITC: image-text contrastive loss on the uni-modal CLS features (ALBEF / SCL).
+
+Captions of the same ``image_id`` are positives of each other (ALBEF's ``idx``
+targets): the target mass of a row is spread evenly over them, so a batch holding
+two captions of one image does not push them apart. Without ``image_id`` in the
+batch, the diagonal is the only positive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.config import ITCConfig
+from workbench.objectives.context import StepContext
+from workbench.objectives.contrastive import focal_info_nce, positive_targets
+from workbench.objectives.momentum import MomentumQueue
+
+
+def temperature_range() -> tuple[float, float]:
+    """The clamp range of the learnable temperature = the allowed range of its config field."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(ITCConfig)}["temperature"]
+    return meta["min"], meta["max"]
+
+
+def batch_ids(batch: dict[str, Tensor]) -> Tensor:
+    """``image_id`` when the batch has it, else one id per row (diagonal positives)."""
+    if "image_id" in batch:
+        return batch["image_id"]
+    return torch.arange(batch["text_ids"].shape[0], device=batch["text_ids"].device)
+
+
+def positive_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Share of rows whose argmax lands on a positive (detached)."""
+    hit = targets.detach().gather(1, logits.detach().argmax(dim=1, keepdim=True)) > 0
+    return hit.float().mean()
+
+
+class ITC(nn.Module):
+    """Projections (+ L2 norm), learnable temperature and (focal) symmetric InfoNCE.
+
+    With ``queue_size > 0`` (needs ``model``) the momentum encoder's queued features
+    are extra negatives/positives and ``distill_alpha`` softens the targets (ALBEF).
+    """
+
+    names = ("itc",)
+
+    def __init__(self, vision_width: int, text_width: int, cfg: ITCConfig, model: nn.Module | None = None) -> None:
+        super().__init__()
+        self.weight = cfg.weight
+        self.focal_gamma = cfg.focal_gamma
+        self.distill_alpha = cfg.distill_alpha
+        self.image_proj = nn.Linear(vision_width, cfg.embed_dim)
+        self.text_proj = nn.Linear(text_width, cfg.embed_dim)
+        self.temperature = nn.Parameter(torch.tensor(float(cfg.temperature)))
+        self.temperature_min, self.temperature_max = temperature_range()
+        self.momentum: MomentumQueue | None = None
+        if cfg.queue_size > 0:
+            if model is None:
+                raise ValueError("objectives.itc.queue_size > 0 copies the model: build_objectives(..., model=model)")
+            self.momentum = MomentumQueue(
+                model, self.image_proj, self.text_proj, queue_size=cfg.queue_size, momentum=cfg.momentum
+            )
+
+    def image_embed(self, image_cls: Tensor) -> Tensor:
+        return F.normalize(self.image_proj(image_cls), dim=-1)
+
+    def text_embed(self, text_cls: Tensor) -> Tensor:
+        return F.normalize(self.text_proj(text_cls), dim=-1)
+
+    def similarity(self, ctx: StepContext) -> dict[str, Tensor]:
+        """In-batch logits (memoised per step; ITM's hard negatives read them too)."""
+        return ctx.memo("itc", lambda: self._similarity(ctx))
+
+    def _similarity(self, ctx: StepContext) -> dict[str, Tensor]:
+        with torch.no_grad():  # ALBEF clamps in place before every use
+            self.temperature.clamp_(self.temperature_min, self.temperature_max)
+        image_embed = self.image_embed(ctx.image["image_cls"])
+        text_embed = self.text_embed(ctx.text["text_cls"])
+        logits = image_embed @ text_embed.t() / self.temperature
+        return {
+            "image_embed": image_embed,
+            "text_embed": text_embed,
+            "logits_i2t": logits,
+            "logits_t2i": logits.t(),
+        }
+
+    def _with_queue(self, ctx: StepContext, sim: dict[str, Tensor], ids: Tensor) -> tuple[Tensor, ...]:
+        """Logits against [momentum batch features, queue], their distilled targets, the hard ones."""
+        momentum = self.momentum
+        momentum.update([ctx.model, self.image_proj, self.text_proj])
+        image_m, text_m = momentum.encode(ctx.batch)
+        image_all = torch.cat([image_m, momentum.image_queue.clone()])
+        text_all = torch.cat([text_m, momentum.text_queue.clone()])
+        targets = positive_targets(ids, torch.cat([ids, momentum.id_queue]))
+        temperature = self.temperature
+        logits_i2t = sim["image_embed"] @ text_all.t() / temperature
+        logits_t2i = sim["text_embed"] @ image_all.t() / temperature
+        with torch.no_grad():
+            alpha = self.distill_alpha
+            targets_i2t = alpha * F.softmax(image_m @ text_all.t() / temperature, dim=1) + (1 - alpha) * targets
+            targets_t2i = alpha * F.softmax(text_m @ image_all.t() / temperature, dim=1) + (1 - alpha) * targets
+        momentum.enqueue(image_m, text_m, ids)
+        return logits_i2t, logits_t2i, targets_i2t, targets_t2i, targets
+
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:
+        sim = self.similarity(ctx)
+        ids = batch_ids(ctx.batch)
+        if self.momentum is None:
+            positives = positive_targets(ids, ids)
+            logits_i2t, logits_t2i = sim["logits_i2t"], sim["logits_t2i"]
+            targets_i2t = targets_t2i = positives
+        else:
+            logits_i2t, logits_t2i, targets_i2t, targets_t2i, positives = self._with_queue(ctx, sim, ids)
+        loss_i2t = focal_info_nce(logits_i2t, targets_i2t, self.focal_gamma)
+        loss_t2i = focal_info_nce(logits_t2i, targets_t2i, self.focal_gamma)
+        accuracy = (positive_accuracy(logits_i2t, positives) + positive_accuracy(logits_t2i, positives)) / 2
+        return {
+            "itc_loss": (loss_i2t + loss_t2i) / 2,
+            "itc_acc": accuracy,
+            "itc_temperature": self.temperature.detach().clone(),
+        }

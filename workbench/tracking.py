@@ -1,0 +1,259 @@
+"""Everything MLflow: where the store is, how a run is opened, what it records.
+
+The default store is MLflow's own default (``sqlite:///mlflow.db`` in the working
+directory) so a bare ``mlflow ui`` there shows every run. Step metrics are
+buffered and sent in batches (``MlflowClient.log_batch``) from a background
+thread so tracking stays a small share of step time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import queue
+import subprocess
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from workbench.config import ConfigError, RunConfig, flatten, to_yaml
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+TAG_PREFIX = "workbench."
+
+
+def resolve_uri(uri: str = "") -> str:
+    """Explicit URI > $MLFLOW_TRACKING_URI > sqlite:///mlflow.db in the working directory."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def client(uri: str = "") -> MlflowClient:
+    return MlflowClient(tracking_uri=resolve_uri(uri))
+
+
+def experiment_id(name: str, uri: str = "") -> str:
+    """Get or create an experiment by name; a store we cannot reach is a one-line error."""
+    mlflow_client = client(uri)
+    try:
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return mlflow_client.create_experiment(name)
+    except mlflow.exceptions.MlflowException as err:
+        if "already exists" in str(err):  # a concurrent process created it first
+            return mlflow_client.get_experiment_by_name(name).experiment_id
+        raise ConfigError(f"tracking.uri: cannot use MLflow store {resolve_uri(uri)!r}: {err}") from None
+    except Exception as err:  # connection refused, unreadable path, ...
+        raise ConfigError(f"tracking.uri: cannot reach MLflow store {resolve_uri(uri)!r}: {err}") from None
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    names = ["torch", "torchvision", "timm", "transformers", "mlflow", "optuna", "numpy"]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+class MetricLogger:
+    """Buffers step metrics and sends them with ``log_batch`` from a worker thread.
+
+    ``log`` never blocks on the network/database; ``close`` flushes everything, so a
+    metric handed to the logger is never lost when a run ends (also on failure).
+    """
+
+    def __init__(self, mlflow_client: MlflowClient, run_id: str, flush_every: int = 200):
+        self._client = mlflow_client
+        self._run_id = run_id
+        self._flush_every = flush_every
+        self._pending: list[Metric] = []
+        self._queue: queue.Queue[list[Metric] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="mlflow-metrics", daemon=True)
+        self._thread.start()
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self._pending += [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        if len(self._pending) >= self._flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._queue.put(self._pending)
+            self._pending = []
+
+    def _work(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            try:
+                for start in range(0, len(batch), 1000):  # MLflow's per-call metric limit
+                    self._client.log_batch(self._run_id, metrics=batch[start : start + 1000])
+            except Exception as err:  # keep going; reported at close
+                self._error = err
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise RuntimeError(f"MLflow metric logging failed: {self._error}")
+
+
+class RunTracker:
+    """One MLflow run: params, tags, artifacts and metrics of a workbench run."""
+
+    def __init__(self, mlflow_client: MlflowClient, run_id: str, enabled: bool = True):
+        self.client = mlflow_client
+        self.run_id = run_id
+        self.enabled = enabled
+        self.metrics = MetricLogger(mlflow_client, run_id) if enabled else None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.metrics is not None:
+            self.metrics.log(metrics, step)
+
+    def log_final(self, metrics: dict[str, float], step: int) -> None:
+        """Final (e.g. downstream) metrics, sent at once."""
+        if self.enabled and metrics:
+            self.log_metrics(metrics, step)
+            self.metrics.flush()
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.enabled:
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, str(value))
+
+    def close_metrics(self) -> None:
+        """Flush and stop the metric thread, leaving the run's status as it is."""
+        if self.metrics is not None:
+            metrics, self.metrics = self.metrics, None
+            metrics.close()
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if not self.enabled:
+            return
+        try:
+            self.close_metrics()
+        finally:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def _params(cfg: RunConfig) -> dict[str, str]:
+    return {key: str(value)[:6000] for key, value in flatten(cfg).items()}
+
+
+def start_run(
+    cfg: RunConfig,
+    *,
+    resume_run_id: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> RunTracker:
+    """Open (or reopen, for --resume) the MLflow run of one workbench run."""
+    if not cfg.tracking.enabled:
+        return RunTracker(None, resume_run_id or f"local-{int(time.time() * 1000)}", enabled=False)
+    mlflow_client = client(cfg.tracking.uri)
+    if resume_run_id:
+        try:
+            mlflow_client.get_run(resume_run_id)
+        except mlflow.exceptions.MlflowException:
+            raise ConfigError(f"--resume: no MLflow run {resume_run_id!r} in {resolve_uri(cfg.tracking.uri)}") from None
+        mlflow_client.update_run(resume_run_id, status="RUNNING")
+        return RunTracker(mlflow_client, resume_run_id)
+    exp_id = experiment_id(cfg.tracking.experiment, cfg.tracking.uri)
+    all_tags = {f"{TAG_PREFIX}git_commit": git_commit(), **(tags or {})}
+    all_tags.update({f"{TAG_PREFIX}version.{k}": v for k, v in package_versions().items()})
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = mlflow_client.create_run(exp_id, run_name=cfg.tracking.run_name or None, tags=all_tags)
+    tracker = RunTracker(mlflow_client, run.info.run_id)
+    params = _params(cfg)
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        mlflow_client.log_batch(run.info.run_id, params=items[start : start + 100])
+    mlflow_client.log_text(run.info.run_id, to_yaml(cfg), "config.yaml")
+    return tracker
+
+
+def last_logged_step(tracker: RunTracker, key: str) -> int:
+    """Highest step already logged for `key` (-1 if none): a resumed run logs only later steps."""
+    if not tracker.enabled:
+        return -1
+    history = tracker.client.get_metric_history(tracker.run_id, key)
+    return max((m.step for m in history), default=-1)
+
+
+def log_dataset(tracker: RunTracker, root: Path, manifest: dict[str, Any]) -> None:
+    """Record the data set (path + content hash) with MLflow's dataset tracking."""
+    if not tracker.enabled:
+        return
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local source
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(Path(root).resolve()))
+    name = f"{manifest.get('generator', Path(root).name)}-{manifest.get('size', '')}".strip("-")
+    dataset = MetaDataset(source=source, name=name, digest=str(manifest.get("data_hash", ""))[:36] or None)
+    tracker.client.log_inputs(
+        tracker.run_id,
+        datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train")])],
+    )
+
+
+def read_run_config(run_id: str, uri: str = "") -> str:
+    """The config.yaml artifact of a run."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client(uri).download_artifacts(run_id, "config.yaml", tmp)).read_text()
+    except Exception as err:
+        raise ConfigError(f"run {run_id!r}: cannot read its config.yaml from {resolve_uri(uri)}: {err}") from None
+
+
+def download_checkpoint(tracker: RunTracker, dest: Path) -> Path:
+    """Fetch checkpoints/last.pt of a run from the MLflow artifact store."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        path = tracker.client.download_artifacts(tracker.run_id, "checkpoints/last.pt", str(dest))
+    except Exception as err:
+        raise ConfigError(f"run {tracker.run_id!r}: no checkpoint locally or in MLflow ({err})") from None
+    return Path(path)

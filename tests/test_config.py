@@ -108,9 +108,3 @@ def test_cli_config_show_and_one_line_errors():
         "error: unknown config key 'objectives.scl.image_mask_ratoi' — did you mean 'objectives.scl.image_mask_ratio'?"
     ]
     assert "Traceback" not in bad.output
-
-
-def test_unbuilt_commands_say_so_and_fail():
-    result = CliRunner().invoke(app, ["data", "check"])
-    assert result.exit_code == 1
-    assert "not built yet" in result.stderr

@@ -123,9 +123,66 @@ def data_shapes(
 
 @data_app.command("check")
 @friendly
-def data_check(experiment: Experiment = "base", overrides: Overrides = None) -> None:
-    """Validate a data set before a long run: counts, missing files, unreadable images."""
-    raise errors.NotBuiltYet("`workbench data check` is not built yet (issue: real data)")
+def data_check(
+    experiment: Experiment = "base",
+    overrides: Overrides = None,
+    decode: Annotated[
+        bool, typer.Option("--decode/--no-decode", help="Open every image and video (--no-decode: only check they exist).")
+    ] = True,
+) -> None:
+    """Validate a data set before a long run: counts, missing files, unreadable images, caption lengths.
+
+    Checks every file the configured run would read (pre-training files and each
+    eval task's splits). Exit code 2 when anything is wrong.
+    """
+    from workbench.config import load_config
+    from workbench.data import check_dataset, load_tokenizer
+
+    cfg = load_config(experiment, _overrides(overrides))
+    problems: list[str] = []
+    try:
+        tokenizer = load_tokenizer(cfg.data)
+    except errors.DataError as err:
+        tokenizer, problems = None, [f"tokenizer: {errors.one_line(err).removeprefix('error: ')}"]
+    summary = check_dataset(cfg, tokenizer, decode_media=decode)
+    _print_check(summary)
+    problems += [f"missing file: {path}" for path in summary["missing_files"]]
+    problems += [
+        problem if name in problem else f"{name}: {problem}"
+        for name, report in summary["files"].items()
+        for problem in report["problems"]
+    ]
+    typer.echo("\n".join(problems))
+    if problems or not summary["ok"]:
+        typer.echo(f"data check: problems found in {summary['root']} (listed above)", err=True)
+        raise typer.Exit(2)
+    entries = sum(report["entries"] for report in summary["files"].values())
+    typer.echo(f"data check: OK — {len(summary['files'])} files, {entries} entries in {summary['root']}")
+
+
+def _print_check(summary: dict) -> None:
+    """One table row per data file: counts, bad entries, unreadable media, text lengths."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def stats(values: dict | None) -> str:
+        return f"{values['min']}/{values['mean']}/{values['max']}" if values else "-"
+
+    names = [*summary["files"], *(Path(path).name for path in summary["missing_files"])]
+    table = Table(title=f"data check: {summary['root']}", title_justify="left")
+    table.add_column("file", no_wrap=True, min_width=max(map(len, names), default=4))
+    table.add_column("kind", no_wrap=True)
+    for column in ("entries", "bad", "unreadable", "words min/mean/max", "tokens min/mean/max", "truncated"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, report in summary["files"].items():
+        bad = "unreadable file" if report["bad_entries"] is None else str(report["bad_entries"])
+        table.add_row(
+            name, report["kind"], str(report["entries"]), bad, str(report["unreadable"]),
+            stats(report.get("text_words")), stats(report.get("text_tokens")), str(report.get("truncated", "-")),
+        )
+    for path in summary["missing_files"]:
+        table.add_row(Path(path).name, "-", "missing", "-", "-", "-", "-", "-")
+    Console(highlight=False, width=max(140, Console().width)).print(table)
 
 
 # --------------------------------------------------------------------- run
@@ -137,17 +194,37 @@ def run(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     tracking_uri: TrackingUri = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="MLflow run id to continue from its last checkpoint.")] = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.")
+    ] = 1,
 ) -> None:
-    """Pre-train one configured model, evaluate it downstream, log all to MLflow."""
-    from workbench.config import load_config
-    from workbench import train
+    """Pre-train one configured model, evaluate it downstream, log all to MLflow.
 
+    \b
+    Several GPUs: `workbench run --nproc 4 ...`, or several hosts:
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-endpoint=HOST:PORT -m workbench run ...
+    """
+    from workbench.config import load_config
+    from workbench import distributed, train
+
+    if nproc != 1 and not distributed.ranks_from_env().active:
+        if not resume:  # a bad key or an uneven batch: one line now, not once per process
+            cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
+            distributed.local_batch_size(cfg.train.batch_size, nproc)
+        args = ["--debug"] if _debug else []
+        args += ["run", "--experiment", experiment, *[f"--set={o}" for o in overrides or []]]
+        args += [f"--{name}={value}" for name, value in
+                 (("device", device), ("tracking-uri", tracking_uri), ("resume", resume)) if value]
+        import subprocess
+
+        raise typer.Exit(subprocess.run(distributed.torchrun_command(nproc, args)).returncode)
     if resume:  # the run's own config; --set may still change e.g. train.device
         cfg = train.load_run_config(resume, tracking_uri or "", _overrides(overrides, device))
     else:
         cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
     result = train.run(cfg, resume_run_id=resume)
-    typer.echo(result.summary())
+    if distributed.ranks_from_env().is_main:
+        typer.echo(result.summary())
 
 
 @app.command("eval")
@@ -245,9 +322,20 @@ def report_ablations(
 
 @report_app.command("attention")
 @friendly
-def report_attention() -> None:
-    """Cross-attention and Grad-CAM maps for held-out images."""
-    raise errors.NotBuiltYet("`workbench report attention` is not built yet (issue: reports)")
+def report_attention(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of a finished pre-training run.")],
+    compare: Annotated[Optional[str], typer.Option("--compare", help="A second run id, drawn side by side.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Number of held-out images.")] = 8,
+    out: ReportOut = Path("reports"),
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Cross-attention and Grad-CAM maps per word for held-out images, plus in-object scores."""
+    from workbench.reports.attention_figure import report_attention as build, scores_markdown
+
+    result = build(run_id, compare, n=n, out=out, tracking_uri=tracking_uri or "")
+    typer.echo(scores_markdown(result.scores))
+    typer.echo("\n".join(f"wrote {path}" for path in result.files))
+    typer.echo(f"index: {result.index}")
 
 
 # ---------------------------------------------------------------------- ui
@@ -276,6 +364,36 @@ def demo() -> None:
     manifest = generate(Path(cfg.data.root), seed=cfg.data.shapes_seed, size=cfg.data.shapes_size)
     typer.echo(f"ShapesWorld ready in {cfg.data.root}: {manifest['counts']}")
     typer.echo(to_yaml(cfg), nl=False)
+
+
+# ------------------------------------------------------------------- bench
+@app.command()
+@friendly
+def bench(
+    config: Annotated[Optional[list[str]], typer.Option("--config", "-c", help="base | paper (repeatable; default: both).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny widths, one step per measurement: a smoke test.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of tables.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Pairs per step (default: the config's; paper on CPU: 2).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Timed steps per block (default 3).")] = None,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", help="Timed blocks; medians are reported (default 3).")] = None,
+    loop_steps: Annotated[Optional[int], typer.Option("--loop-steps", help="Steps per block of the data/tracking loop (default train.log_every).")] = None,
+    compile_step: Annotated[bool, typer.Option("--compile", help="Benchmark with train.compile=true.")] = False,
+    data_root: Annotated[Optional[str], typer.Option("--data-root", help="Data set for the base config (default: tiny ShapesWorld in a temp dir).")] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Samples/s, MFU and where a pre-training step's time goes: objectives, fusion passes, data, tracking."""
+    import json
+
+    from workbench import bench as benchmark
+
+    options = benchmark.BenchOptions(
+        configs=tuple(config or benchmark.BenchOptions().configs), quick=quick, device=device or "auto",
+        batch_size=batch_size, steps=steps, repeats=repeats, loop_steps=loop_steps, compile=compile_step,
+        data_root=data_root or "", overrides=list(overrides or []),
+    )
+    result = benchmark.run_bench(options)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else benchmark.render(result))
 
 
 if __name__ == "__main__":  # pragma: no cover

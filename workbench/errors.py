@@ -17,12 +17,8 @@ class RunError(RuntimeError):
     """A run failed while running (e.g. a NaN loss). Exit code 1."""
 
 
-class NotBuiltYet(RuntimeError):
-    """A command whose implementation has not landed yet. Exit code 1."""
-
-
 USER_ERRORS = (ConfigError, DataError)
-RUNTIME_ERRORS = (RunError, NotBuiltYet)
+RUNTIME_ERRORS = (RunError,)
 
 
 def exit_code(err: BaseException) -> int:

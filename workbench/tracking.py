@@ -38,6 +38,16 @@ def client(uri: str = "") -> MlflowClient:
     return MlflowClient(tracking_uri=resolve_uri(uri))
 
 
+def artifact_location(uri: str = "") -> str | None:
+    """For a SQLite store, artifacts live beside the database (`<db dir>/mlruns`), not in
+    whatever directory the process happens to run in; other stores use their own default."""
+    resolved = resolve_uri(uri)
+    if not resolved.startswith("sqlite:///"):
+        return None
+    database = Path(resolved.removeprefix("sqlite:///"))
+    return (database.resolve().parent / "mlruns").as_uri()
+
+
 def experiment_id(name: str, uri: str = "") -> str:
     """Get or create an experiment by name; a store we cannot reach is a one-line error."""
     mlflow_client = client(uri)
@@ -45,7 +55,7 @@ def experiment_id(name: str, uri: str = "") -> str:
         found = mlflow_client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        return mlflow_client.create_experiment(name)
+        return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
     except mlflow.exceptions.MlflowException as err:
         if "already exists" in str(err):  # a concurrent process created it first
             return mlflow_client.get_experiment_by_name(name).experiment_id

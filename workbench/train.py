@@ -5,6 +5,10 @@ with AdamW + warmup/decay; checkpoint; evaluate downstream; log everything to
 MLflow. Same config and seed on CPU => same losses bit for bit, also across a
 kill and `--resume` (model, optimizer, scheduler and RNG states are
 checkpointed; the data stream is a pure function of (seed, step)).
+
+Under torchrun each process runs `run` as one rank of a DDP run (see
+`workbench.distributed`): it trains on its slice of every global batch; rank 0
+alone logs to MLflow, writes checkpoints and evaluates.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench import checkpoint, tracking
+from workbench import checkpoint, distributed, tracking
 from workbench.config import RunConfig, from_dict, to_yaml
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import RunError
 from workbench.optim import build_optimizer, build_scheduler
+from workbench.pretrainer import Pretrainer, build
 from workbench.progress import TrainProgress
 
 
@@ -42,18 +47,6 @@ class RunResult:
         return "\n".join(lines)
 
 
-class Pretrainer(nn.Module):
-    """The VLP model plus the objective modules (which own the heads)."""
-
-    def __init__(self, model: nn.Module, objectives: nn.Module):
-        super().__init__()
-        self.model = model
-        self.objectives = objectives
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.objectives(self.model, batch)
-
-
 def prepare_data(cfg: RunConfig) -> dict[str, Any]:
     """Make sure the data set exists (generating ShapesWorld if configured); its manifest."""
     from workbench.data import data_hash, ensure_data
@@ -61,15 +54,6 @@ def prepare_data(cfg: RunConfig) -> dict[str, Any]:
     manifest = ensure_data(cfg.data) or {"generator": Path(cfg.data.root).name}
     manifest.setdefault("data_hash", data_hash(cfg.data))
     return manifest
-
-
-def build(cfg: RunConfig, tokenizer) -> Pretrainer:
-    from workbench.models import build_model
-    from workbench.objectives import build_objectives, special_ids_of
-
-    model = build_model(cfg, tokenizer)
-    objectives = build_objectives(cfg.objectives, model.dims, special_ids_of(tokenizer), len(tokenizer), model=model)
-    return Pretrainer(model, objectives)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -98,7 +82,7 @@ def _loggable(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _state(pretrainer: Pretrainer, optimizer, scheduler, step: int, cfg: RunConfig) -> dict[str, Any]:
-    return {
+    state = {
         "model": pretrainer.model.state_dict(),
         "objectives": pretrainer.objectives.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -107,6 +91,36 @@ def _state(pretrainer: Pretrainer, optimizer, scheduler, step: int, cfg: RunConf
         "rng": checkpoint.rng_state(),
         "config": to_yaml(cfg),
     }
+    if distributed.is_active():  # collective: every rank's RNG, so each rank's stream resumes exactly
+        state["rng_ranks"] = distributed.all_objects(checkpoint.rng_state())
+    return state
+
+
+def _save(path: Path, state: dict[str, Any], ranks: distributed.Ranks) -> Path:
+    """Rank 0 writes the checkpoint (every rank builds `state`: `_state` is collective under DDP)."""
+    if ranks.is_main:
+        checkpoint.save(path, state)
+    return path
+
+
+def _restore_rng(state: dict[str, Any], ranks: distributed.Ranks, seed: int) -> None:
+    saved = state.get("rng_ranks") or [state["rng"]]
+    if ranks.rank < len(saved):
+        checkpoint.set_rng_state(saved[ranks.rank])
+    else:  # resumed on more ranks than were saved: a fresh stream of its own
+        torch.manual_seed(distributed.rank_seed(seed + state["step"], ranks.rank))
+
+
+def _start_tracker(cfg: RunConfig, ranks: distributed.Ranks, **kwargs: Any) -> tracking.RunTracker:
+    """Rank 0 opens the MLflow run; the other ranks get a disabled tracker with the same run id."""
+    tracker = tracking.start_run(cfg, **kwargs) if ranks.is_main else None
+    run_id = distributed.broadcast_object(tracker.run_id if tracker else None)
+    return tracker or tracking.RunTracker(None, run_id, enabled=False)
+
+
+def _over_ranks(out: dict[str, torch.Tensor], ranks: distributed.Ranks) -> dict[str, torch.Tensor]:
+    """Under DDP every reported scalar averaged over ranks: the global batch's losses, a NaN seen by all."""
+    return distributed.mean_over_ranks(_loggable(out)) if ranks.active else out
 
 
 def run(
@@ -123,9 +137,30 @@ def run(
     `stop_after` ends the session after that many total steps, leaving the run
     RUNNING and resumable (what a pre-empted job looks like); tests use it.
     """
+    ranks, device = distributed.setup(cfg.train.device)
+    try:
+        return _run(
+            cfg, ranks, device, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=tags,
+            progress=progress, stop_after=stop_after,
+        )
+    finally:
+        distributed.teardown(ranks, synchronize=False)  # error path; a normal end has left the group already
+
+
+def _run(
+    cfg: RunConfig,
+    ranks: distributed.Ranks,
+    device: torch.device,
+    *,
+    resume_run_id: str | None,
+    parent_run_id: str | None,
+    tags: dict[str, str] | None,
+    progress: bool,
+    stop_after: int | None,
+) -> RunResult:
     from workbench.data import PretrainStream, load_tokenizer
 
-    device = resolve_device(cfg.train.device)
+    distributed.local_batch_size(cfg.train.batch_size, ranks.world_size)  # fail before anything starts
     dtype = autocast_dtype(cfg.train, device)
     seed_everything(cfg.train.seed)
     manifest = prepare_data(cfg)
@@ -136,12 +171,13 @@ def run(
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
     run_tags = {"workbench.seed": str(cfg.train.seed), "workbench.data_hash": manifest["data_hash"], **(tags or {})}
-    tracker = tracking.start_run(cfg, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags)
+    tracker = _start_tracker(cfg, ranks, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags)
     ckpt_path = Path(cfg.train.out_dir) / tracker.run_id / checkpoint.LAST
     start_step, already_logged = 0, -1
     state = None
     if resume_run_id:
-        state = checkpoint.load(_local_or_downloaded(ckpt_path, tracker), map_location=device)
+        path = distributed.broadcast_object(_local_or_downloaded(ckpt_path, tracker) if ranks.is_main else None)
+        state = checkpoint.load(path, map_location=device)  # other hosts: train.out_dir must be shared
         pretrainer.model.load_state_dict(state["model"])
         pretrainer.objectives.load_state_dict(state["objectives"])
         optimizer.load_state_dict(state["optimizer"])
@@ -153,14 +189,20 @@ def run(
 
     if cfg.train.compile:
         pretrainer.forward = torch.compile(pretrainer.forward)  # type: ignore[method-assign]
-    stream = PretrainStream(cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda").batches(start_step)
+    trainer = distributed.wrap(pretrainer, device, ranks)
+    stream = PretrainStream(
+        cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda",
+        rank=ranks.rank, world_size=ranks.world_size,
+    ).batches(start_step)
     if state is not None:  # after everything else that draws random numbers at start-up
-        checkpoint.set_rng_state(state["rng"])
+        _restore_rng(state, ranks, cfg.train.seed)
+    elif ranks.rank:  # each rank its own masks, negatives and dropout (rank 0 keeps the one-process stream)
+        torch.manual_seed(distributed.rank_seed(cfg.train.seed, ranks.rank))
     params = [p for p in pretrainer.parameters() if p.requires_grad]
     last_ckpt: Path | None = ckpt_path if resume_run_id else None
     final_loss = float("nan")
     end_step = cfg.train.steps if stop_after is None else min(cfg.train.steps, stop_after)
-    bar = TrainProgress(total=cfg.train.steps, start=start_step, enabled=progress)
+    bar = TrainProgress(total=cfg.train.steps, start=start_step, enabled=progress and ranks.is_main)
     step = start_step
     try:
         pretrainer.train()
@@ -168,8 +210,9 @@ def run(
         for step in range(start_step, end_step):
             batch = _to_device(next(stream), device)
             with autocast(device, dtype):
-                out = pretrainer(batch)
-            _check_finite(out, step, last_ckpt)
+                out = trainer(batch)
+            reported = _over_ranks(out, ranks)
+            _check_finite(reported, step, last_ckpt)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out["loss"]).backward()
             if cfg.train.grad_clip > 0:
@@ -178,17 +221,17 @@ def run(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            window_samples += batch["text_ids"].shape[0]
+            window_samples += batch["text_ids"].shape[0] * ranks.world_size
 
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                values = _loggable(out)
+                values = _loggable(reported)
                 numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist()))
                 final_loss = numbers["loss"]
                 elapsed = time.perf_counter() - window_start
                 throughput = window_samples / elapsed if elapsed > 0 else 0.0
                 window_start, window_samples = time.perf_counter(), 0
-                if step > already_logged:
+                if done > already_logged:  # metric steps are 1-based (`done`)
                     metrics = {f"train/{'loss/total' if k == 'loss' else k}": v for k, v in numbers.items()}
                     metrics["train/lr"] = scheduler.get_last_lr()[0]
                     metrics["train/samples_per_s"] = throughput
@@ -197,7 +240,7 @@ def run(
             else:
                 bar.update(done, None, None)
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
-                last_ckpt = checkpoint.save(ckpt_path, _state(pretrainer, optimizer, scheduler, done, cfg))
+                last_ckpt = _save(ckpt_path, _state(pretrainer, optimizer, scheduler, done, cfg), ranks)
         step = end_step
     except RunError:
         bar.close()
@@ -214,11 +257,15 @@ def run(
     bar.close()
 
     if step < cfg.train.steps:  # stopped early on purpose: resumable
-        checkpoint.save(ckpt_path, _state(pretrainer, optimizer, scheduler, step, cfg))
+        _save(ckpt_path, _state(pretrainer, optimizer, scheduler, step, cfg), ranks)
+        distributed.teardown(ranks)
         tracker.close_metrics()
         return RunResult(tracker.run_id, "RUNNING", final_loss=final_loss, steps=step, checkpoint=ckpt_path)
 
-    checkpoint.save(ckpt_path, _state(pretrainer, optimizer, scheduler, step, cfg))
+    _save(ckpt_path, _state(pretrainer, optimizer, scheduler, step, cfg), ranks)
+    distributed.teardown(ranks)  # evaluation is rank 0's alone: nothing may wait on the other ranks
+    if not ranks.is_main:
+        return RunResult(tracker.run_id, "FINISHED", final_loss=final_loss, steps=step)
     try:
         metrics = evaluate(pretrainer, cfg, tokenizer, device)
         tracker.log_final(metrics, step=step)

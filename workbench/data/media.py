@@ -1,9 +1,10 @@
 """Decode images and videos into uint8 frame tensors [T, 3, H, W] (an image is T=1).
 
-Videos are `.npy` arrays [T, H, W, 3] (ShapesWorld) or directories of frame images
-(sorted by name; how real videos are usually pre-extracted). Frames are sampled
-TSN-style: the video is cut into `num_frames` equal segments; evaluation takes the
-middle frame of each, training a random frame of each.
+Videos are `.npy` arrays [T, H, W, 3] (ShapesWorld), directories of frame images
+(sorted by name; how real videos are often pre-extracted) or video files (mp4,
+webm, ... decoded with PyAV). Frames are sampled TSN-style: the video is cut into
+`num_frames` equal segments; evaluation takes the middle frame of each, training
+a random frame of each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PIL import Image
 from workbench.errors import DataError
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+VIDEO_FILE_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".gif")
 
 
 def _one_line(err: BaseException) -> str:
@@ -50,9 +52,12 @@ def load_video(path: str | Path, num_frames: int, rng: np.random.Generator | Non
         frames = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         picked = _pick(path, len(frames), num_frames, rng)
         return torch.cat([load_image(frames[i]) for i in picked])
+    if path.suffix.lower() in VIDEO_FILE_SUFFIXES:
+        return decode_video_file(path, num_frames, rng)
     if path.suffix != ".npy":
         raise DataError(
-            f"unreadable video {path}: supported are .npy arrays [T, H, W, 3] and directories of frame images"
+            f"unreadable video {path}: supported are .npy arrays [T, H, W, 3], directories of frame images "
+            f"and video files ({', '.join(VIDEO_FILE_SUFFIXES)})"
         )
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -64,6 +69,60 @@ def load_video(path: str | Path, num_frames: int, rng: np.random.Generator | Non
         )
     picked = _pick(path, array.shape[0], num_frames, rng)
     return torch.from_numpy(np.ascontiguousarray(array[picked])).permute(0, 3, 1, 2)
+
+
+def _pyav(path: Path):
+    try:
+        import av
+    except ImportError:
+        raise DataError(f"unreadable video {path}: decoding video files needs PyAV (pip install av)") from None
+    return av
+
+
+def _open_video_file(path: Path):
+    """A PyAV container with at least one video stream; DataError naming the file otherwise."""
+    av = _pyav(path)
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as err:
+        raise DataError(f"unreadable video {path}: {_one_line(err)}") from None
+    if not container.streams.video:
+        container.close()
+        raise DataError(f"unreadable video {path}: no video stream in the file")
+    return container
+
+
+def video_file_length(path: str | Path) -> int:
+    """Frames in a video file: the container's count, else its packets counted (nothing decoded)."""
+    path = Path(path)
+    av = _pyav(path)
+    with _open_video_file(path) as container:
+        stream = container.streams.video[0]
+        try:
+            return stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+        except av.error.FFmpegError as err:
+            raise DataError(f"unreadable video {path}: {_one_line(err)}") from None
+
+
+def decode_video_file(path: str | Path, num_frames: int, rng: np.random.Generator | None) -> torch.Tensor:
+    """uint8 [num_frames, 3, H, W] of a video file: frames picked by `frame_indices` (in
+    presentation order), decoded in one pass that stops after the last picked frame."""
+    path = Path(path)
+    av = _pyav(path)
+    picked = _pick(path, video_file_length(path), num_frames, rng)
+    wanted, frames = set(picked), {}
+    with _open_video_file(path) as container:
+        try:
+            for index, frame in enumerate(container.decode(video=0)):
+                if index in wanted:
+                    frames[index] = frame.to_ndarray(format="rgb24")
+                if index >= picked[-1]:
+                    break
+        except av.error.FFmpegError as err:
+            raise DataError(f"unreadable video {path}: {_one_line(err)}") from None
+    if len(frames) < len(wanted):
+        raise DataError(f"unreadable video {path}: decoding ended before frame {min(wanted - set(frames))}")
+    return torch.from_numpy(np.stack([frames[i] for i in picked])).permute(0, 3, 1, 2)
 
 
 def _pick(path: Path, total: int, num_frames: int, rng: np.random.Generator | None) -> list[int]:

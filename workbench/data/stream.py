@@ -7,6 +7,10 @@ before it. Each sample's augmentation is seeded by (seed, step, position), so th
 batches do not depend on `data.num_workers`. With video files configured, image
 batches come on even steps and video batches on odd steps (each kind walks its own
 sequence at half the pace).
+
+Under DDP (`world_size` ranks) `train.batch_size` is the global batch: rank r
+loads positions r*B/W .. (r+1)*B/W - 1 of each step's global batch, so the
+samples, their seeds and their augmentations are those of a one-process run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from workbench.data.datasets import CaptionDataset, Collate
 from workbench.data.readers import read_entries
+from workbench.distributed import local_batch_size
 
 _KIND_CODE = {"image": 0, "video": 1}
 
@@ -57,9 +62,11 @@ class _StepKeys:
 class PretrainStream:
     """Training batches forever: `for batch in stream.batches(start_step): ...`."""
 
-    def __init__(self, cfg, tokenizer, seed: int, *, pin_memory: bool = False):
+    def __init__(self, cfg, tokenizer, seed: int, *, pin_memory: bool = False, rank: int = 0, world_size: int = 1):
         data = cfg.data
         self.seed, self.batch_size = seed, cfg.train.batch_size
+        self.local_batch_size = local_batch_size(cfg.train.batch_size, world_size)
+        self.positions = range(rank * self.local_batch_size, (rank + 1) * self.local_batch_size)
         self.num_workers, self.pin_memory = data.num_workers, pin_memory
         self.collate = Collate(tokenizer, data.max_text_len)
         mask = tokenizer.mask_token
@@ -92,11 +99,11 @@ class PretrainStream:
         return self._permutations[key]
 
     def step_keys(self, step: int) -> list[tuple[str, int, int]]:
-        """The (kind, entry index, sample seed) of every sample of `step`."""
+        """The (kind, entry index, sample seed) of this rank's samples of `step` (all of them in one process)."""
         kind, kind_step = self.kind_of(step)
         size = len(self.datasets[kind])
         keys = []
-        for position in range(self.batch_size):
+        for position in self.positions:
             epoch, offset = divmod(kind_step * self.batch_size + position, size)
             index = int(self._permutation(kind, epoch)[offset])
             keys.append((kind, index, sample_seed(self.seed, step, position)))

@@ -36,21 +36,41 @@ def focal_info_nce(logits: Tensor, targets: Tensor, gamma: float) -> Tensor:
     return -terms.sum(dim=1).mean()
 
 
-def symmetric_info_nce(recovered: Tensor, target: Tensor, temperature: float) -> Tensor:
+def symmetric_info_nce(
+    recovered: Tensor,
+    target: Tensor,
+    temperature: float,
+    *,
+    recovered_all: Tensor | None = None,
+    target_all: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
     """Symmetric InfoNCE between L2-normalised [B, D] features, positives on the diagonal.
 
     Also accepts [..., B, D] stacks (e.g. one matrix per video frame) and averages them.
+    Across ranks, ``recovered_all`` / ``target_all`` are every rank's features
+    gathered ([..., N, D]): rows are this rank's B samples, columns all N, and the
+    positive of row i is column ``offset + i``. The mean over ranks of this loss is
+    the one-process loss of the whole batch.
     """
-    logits = (recovered @ target.transpose(-1, -2) / temperature).float()
-    size = logits.shape[-1]
-    labels = torch.arange(size, device=logits.device).repeat(logits.numel() // (size * size))
+    if recovered_all is None and target_all is None:
+        logits = (recovered @ target.transpose(-1, -2) / temperature).float()
+        columns_logits = logits.transpose(-1, -2)
+    else:
+        recovered_all = recovered if recovered_all is None else recovered_all
+        target_all = target if target_all is None else target_all
+        logits = (recovered @ target_all.transpose(-1, -2) / temperature).float()
+        columns_logits = (target @ recovered_all.transpose(-1, -2) / temperature).float()
+    rows_per_matrix, size = logits.shape[-2:]
+    labels = offset + torch.arange(rows_per_matrix, device=logits.device)
+    labels = labels.repeat(logits.numel() // (rows_per_matrix * size))
     rows = F.cross_entropy(logits.reshape(-1, size), labels)  # every matrix has B rows: mean of means
-    columns = F.cross_entropy(logits.transpose(-1, -2).reshape(-1, size), labels)
+    columns = F.cross_entropy(columns_logits.reshape(-1, size), labels)
     return (rows + columns) / 2
 
 
-def diagonal_accuracy(logits: Tensor) -> Tensor:
-    """Share of rows whose argmax is their own column (detached)."""
+def diagonal_accuracy(logits: Tensor, offset: int = 0) -> Tensor:
+    """Share of rows whose argmax is their own column ``offset + row`` (detached)."""
     logits = logits.detach().reshape(-1, *logits.shape[-2:])
-    labels = torch.arange(logits.shape[-1], device=logits.device)
+    labels = offset + torch.arange(logits.shape[-2], device=logits.device)
     return (logits.argmax(dim=-1) == labels).float().mean()

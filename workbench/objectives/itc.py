@@ -4,6 +4,12 @@ Captions of the same ``image_id`` are positives of each other (ALBEF's ``idx``
 targets): the target mass of a row is spread evenly over them, so a batch holding
 two captions of one image does not push them apart. Without ``image_id`` in the
 batch, the diagonal is the only positive.
+
+Under DDP the embeddings of every rank are gathered with gradient, so each rank's
+rows are contrasted with the whole global batch (ALBEF's ``all_gather_with_grad``);
+``logits_i2t`` / ``logits_t2i`` stay this rank's [B, B] block, which is what ITM
+draws its hard negatives from (local, as in ALBEF: a cross-rank negative would
+need the other rank's token sequences).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from workbench import distributed
 from workbench.config import ITCConfig
 from workbench.objectives.context import StepContext
 from workbench.objectives.contrastive import focal_info_nce, positive_targets
@@ -31,6 +38,17 @@ def batch_ids(batch: dict[str, Tensor]) -> Tensor:
     if "image_id" in batch:
         return batch["image_id"]
     return torch.arange(batch["text_ids"].shape[0], device=batch["text_ids"].device)
+
+
+def global_batch_ids(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(this rank's ids, every rank's ids in rank order); one process: ``batch_ids`` twice."""
+    ids = batch_ids(batch)
+    if not distributed.is_active():
+        return ids, ids
+    if "image_id" in batch:
+        return ids, distributed.gather(ids)
+    offset = distributed.row_offset(ids.shape[0])  # row positions in the global batch
+    return ids + offset, torch.arange(ids.shape[0] * distributed.world_size(), device=ids.device)
 
 
 def positive_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -80,22 +98,41 @@ class ITC(nn.Module):
             self.temperature.clamp_(self.temperature_min, self.temperature_max)
         image_embed = self.image_embed(ctx.image["image_cls"])
         text_embed = self.text_embed(ctx.text["text_cls"])
-        logits = image_embed @ text_embed.t() / self.temperature
+        if not distributed.is_active():
+            logits = image_embed @ text_embed.t() / self.temperature
+            return {
+                "image_embed": image_embed,
+                "text_embed": text_embed,
+                "logits_i2t": logits,
+                "logits_t2i": logits.t(),
+                "logits_i2t_all": logits,
+                "logits_t2i_all": logits.t(),
+            }
+        # rows: this rank's samples; columns: every rank's, in rank order
+        logits_i2t_all = image_embed @ distributed.gather_with_grad(text_embed).t() / self.temperature
+        logits_t2i_all = text_embed @ distributed.gather_with_grad(image_embed).t() / self.temperature
+        offset = distributed.row_offset(image_embed.shape[0])
+        local = slice(offset, offset + image_embed.shape[0])
         return {
             "image_embed": image_embed,
             "text_embed": text_embed,
-            "logits_i2t": logits,
-            "logits_t2i": logits.t(),
+            "logits_i2t": logits_i2t_all[:, local],
+            "logits_t2i": logits_t2i_all[:, local],
+            "logits_i2t_all": logits_i2t_all,
+            "logits_t2i_all": logits_t2i_all,
         }
 
-    def _with_queue(self, ctx: StepContext, sim: dict[str, Tensor], ids: Tensor) -> tuple[Tensor, ...]:
-        """Logits against [momentum batch features, queue], their distilled targets, the hard ones."""
+    def _with_queue(
+        self, ctx: StepContext, sim: dict[str, Tensor], ids: Tensor, ids_all: Tensor
+    ) -> tuple[Tensor, ...]:
+        """Logits against [momentum batch features (every rank's), queue], their distilled targets, the hard ones."""
         momentum = self.momentum
         momentum.update([ctx.model, self.image_proj, self.text_proj])
         image_m, text_m = momentum.encode(ctx.batch)
-        image_all = torch.cat([image_m, momentum.image_queue.clone()])
-        text_all = torch.cat([text_m, momentum.text_queue.clone()])
-        targets = positive_targets(ids, torch.cat([ids, momentum.id_queue]))
+        image_m_all, text_m_all = distributed.gather(image_m), distributed.gather(text_m)
+        image_all = torch.cat([image_m_all, momentum.image_queue.clone()])
+        text_all = torch.cat([text_m_all, momentum.text_queue.clone()])
+        targets = positive_targets(ids, torch.cat([ids_all, momentum.id_queue]))
         temperature = self.temperature
         logits_i2t = sim["image_embed"] @ text_all.t() / temperature
         logits_t2i = sim["text_embed"] @ image_all.t() / temperature
@@ -103,18 +140,18 @@ class ITC(nn.Module):
             alpha = self.distill_alpha
             targets_i2t = alpha * F.softmax(image_m @ text_all.t() / temperature, dim=1) + (1 - alpha) * targets
             targets_t2i = alpha * F.softmax(text_m @ image_all.t() / temperature, dim=1) + (1 - alpha) * targets
-        momentum.enqueue(image_m, text_m, ids)
+        momentum.enqueue(image_m_all, text_m_all, ids_all)  # the same on every rank
         return logits_i2t, logits_t2i, targets_i2t, targets_t2i, targets
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         sim = self.similarity(ctx)
-        ids = batch_ids(ctx.batch)
+        ids, ids_all = global_batch_ids(ctx.batch)
         if self.momentum is None:
-            positives = positive_targets(ids, ids)
-            logits_i2t, logits_t2i = sim["logits_i2t"], sim["logits_t2i"]
+            positives = positive_targets(ids, ids_all)
+            logits_i2t, logits_t2i = sim["logits_i2t_all"], sim["logits_t2i_all"]
             targets_i2t = targets_t2i = positives
         else:
-            logits_i2t, logits_t2i, targets_i2t, targets_t2i, positives = self._with_queue(ctx, sim, ids)
+            logits_i2t, logits_t2i, targets_i2t, targets_t2i, positives = self._with_queue(ctx, sim, ids, ids_all)
         loss_i2t = focal_info_nce(logits_i2t, targets_i2t, self.focal_gamma)
         loss_t2i = focal_info_nce(logits_t2i, targets_t2i, self.focal_gamma)
         accuracy = (positive_accuracy(logits_i2t, positives) + positive_accuracy(logits_t2i, positives)) / 2

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from workbench import distributed
 from workbench.config import SCLConfig
 from workbench.objectives.context import StepContext, uniform
 from workbench.objectives.contrastive import diagonal_accuracy, symmetric_info_nce
@@ -56,14 +57,24 @@ def keep_patch_indices(
 def completion_loss(recovered: Tensor, target: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     """Symmetric InfoNCE between L2-normalised recovered and detached target, [B, D] or [B, T, D].
 
-    Frames ([B, T, D]) are contrasted frame by frame and averaged.
+    Frames ([B, T, D]) are contrasted frame by frame and averaged. Under DDP the
+    other ranks' samples are negatives too (gathered, with gradient for ``recovered``).
     """
-    if recovered.dim() == 3:
-        recovered, target = recovered.transpose(0, 1), target.transpose(0, 1)  # [T, B, D]
     recovered = F.normalize(recovered.float(), dim=-1)
     target = F.normalize(target.detach().float(), dim=-1)
-    loss = symmetric_info_nce(recovered, target, temperature)
-    accuracy = diagonal_accuracy(recovered @ target.transpose(-1, -2))
+    recovered_all = target_all = None
+    offset = distributed.row_offset(recovered.shape[0])
+    if distributed.is_active():
+        recovered_all, target_all = distributed.gather_with_grad(recovered), distributed.gather(target)
+    if recovered.dim() == 3:  # [T, B, D]: one matrix per frame
+        recovered, target = recovered.transpose(0, 1), target.transpose(0, 1)
+        if recovered_all is not None:
+            recovered_all, target_all = recovered_all.transpose(0, 1), target_all.transpose(0, 1)
+    loss = symmetric_info_nce(
+        recovered, target, temperature, recovered_all=recovered_all, target_all=target_all, offset=offset
+    )
+    columns = target if target_all is None else target_all
+    accuracy = diagonal_accuracy(recovered @ columns.transpose(-1, -2), offset)
     return loss, accuracy
 
 

@@ -1,0 +1,411 @@
+"""Reports read a REAL MLflow store (sqlite in a temp dir) laid out as INTERFACES.md says.
+
+The sweeps here are written with MlflowClient exactly as sweeps/train write them
+(parent with sweep.yaml, children with tags, step losses and eval metrics), with
+hand-picked numbers so every table cell can be checked by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from workbench.config import ConfigError
+from workbench.reports import outputs, stats, tables
+from workbench.reports.ablations import report_ablations
+from workbench.reports.store import load_sweeps, using_store
+from workbench.reports.ui import ui_command, ui_url
+
+# variant -> per seed: tr_r1 (None = the seed's run FAILED before evaluating)
+TOGGLES = {
+    "baseline": [10.0, 12.0, 14.0],
+    "mvsc_only": [13.0, 15.0, 20.0],
+    "no_scl": [9.0, 13.0, None],
+}
+TOGGLES_SPEC = {
+    "name": "toggles",
+    "axes": {"objectives.scl.mvsc": [True, False]},
+    "baseline": "baseline",
+    "seeds": [0, 1, 2],
+    "metrics": ["retrieval/tr_r1", "vqa/acc"],
+    "variants": [{"name": v, "overrides": {}} for v in TOGGLES],
+}
+STEPS = (10, 20, 30)
+
+
+def itc_loss(variant_index: int, seed: int, step: int) -> float:
+    return 4.0 - step / 10 + seed + variant_index
+
+
+def log_child(client, exp, parent, sweep, variant, seed, metrics, params, status, variant_index=0):
+    tags = {
+        "mlflow.parentRunId": parent,
+        "workbench.sweep": sweep,
+        "workbench.variant": variant,
+        "workbench.seed": str(seed),
+        "workbench.trial": str(seed),
+    }
+    run_id = client.create_run(exp, tags=tags).info.run_id
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    steps = [Metric("train/loss/itc", itc_loss(variant_index, seed, s), 0, s) for s in STEPS]
+    steps += [Metric("train/loss/total", 2 * itc_loss(variant_index, seed, s), 0, s) for s in STEPS]
+    final = [Metric(k, v, 0, STEPS[-1]) for k, v in metrics.items()]
+    client.log_batch(run_id, metrics=steps + final)
+    client.set_terminated(run_id, status)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("reports", artifact_location=(root / "artifacts").as_uri())
+
+    # sweep 1: toggles, with sweep.yaml; no_scl's seed 2 failed
+    parent = client.create_run(exp, run_name="toggles", tags={"workbench.sweep": "toggles"}).info.run_id
+    client.log_text(parent, yaml.safe_dump(TOGGLES_SPEC, sort_keys=False), "sweep.yaml")
+    for index, (variant, values) in enumerate(TOGGLES.items()):
+        for seed, tr_r1 in enumerate(values):
+            metrics = {} if tr_r1 is None else {"eval/retrieval/tr_r1": tr_r1, "eval/vqa/acc": 50.0 + seed * index}
+            log_child(client, exp, parent, "toggles", variant, seed, metrics,
+                      {"objectives.scl.mvsc": variant != "no_scl"}, "FAILED" if tr_r1 is None else "FINISHED", index)
+    client.set_terminated(parent)
+
+    # sweep 2: mask ratios on a 2 x 2 grid, 2 seeds, no sweep.yaml (spec from the child tags)
+    mask_parent = client.create_run(exp, tags={"workbench.sweep": "mask"}).info.run_id
+    for index, (image, text) in enumerate([(0.4, 0.2), (0.8, 0.2), (0.4, 0.6), (0.8, 0.6)]):
+        variant = "baseline" if index == 0 else f"i{image}_t{text}"
+        for seed in (0, 1):
+            log_child(client, exp, mask_parent, "mask", variant, seed,
+                      {"eval/retrieval/r_mean": 10 * image + text + seed},
+                      {"objectives.scl.image_mask_ratio": image, "objectives.scl.text_mask_ratio": text}, "FINISHED")
+    client.set_terminated(mask_parent)
+    return {"uri": uri, "client": client, "parent": parent, "mask_parent": mask_parent, "root": root}
+
+
+@pytest.fixture(scope="module")
+def report(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    return report_ablations(tracking_uri=store["uri"], out=out), out
+
+
+# ------------------------------------------------------------------ tables
+def test_table_has_one_row_per_variant_with_hand_computed_stats(report):
+    result, _ = report
+    table = result.sweeps["toggles"].table
+    assert table.variants == ["baseline", "mvsc_only", "no_scl"]
+    assert table.metrics == ["eval/retrieval/tr_r1", "eval/vqa/acc"]
+    tr = table.stats["eval/retrieval/tr_r1"]
+    assert tr.loc["baseline", "mean"] == 12.0 and tr.loc["baseline", "std"] == 2.0
+    assert tr.loc["mvsc_only", "mean"] == 16.0
+    assert tr.loc["mvsc_only", "std"] == pytest.approx(math.sqrt(13))
+    assert tr.loc["mvsc_only", "delta"] == 4.0
+    # paired diffs (3, 3, 6): t = 4 with 2 dof -> p = 1 - t / sqrt(2 + t^2)
+    assert tr.loc["mvsc_only", "p_value"] == pytest.approx(1 - 4 / math.sqrt(18))
+    assert list(tr["n"]) == [3, 3, 2]
+
+
+def test_failed_seed_gives_n2_and_a_flag_not_an_average(report):
+    table = report[0].sweeps["toggles"].table
+    tr = table.stats["eval/retrieval/tr_r1"]
+    assert tr.loc["no_scl", "n"] == 2 and tr.loc["no_scl", "mean"] == 11.0
+    assert tr.loc["no_scl", "delta"] == -1.0
+    assert tr.loc["no_scl", "n_pairs"] == 2 and tr.loc["no_scl", "p_value"] == pytest.approx(1.0)  # diffs -1, +1
+    assert table.flags == {"baseline": "", "mvsc_only": "", "no_scl": "failed: seed 2"}
+
+
+def test_table_matches_a_recomputation_from_search_runs(report, store):
+    result, out = report
+    with using_store(store["uri"]):
+        runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`workbench.sweep` = 'toggles'")
+    runs = runs[runs["status"] == "FINISHED"].dropna(subset=["tags.mlflow.parentRunId"])
+    csv = pd.read_csv(out / "toggles" / "ablations.csv", index_col="variant")
+    for metric in ("eval/retrieval/tr_r1", "eval/vqa/acc"):
+        expect = runs.groupby("tags.workbench.variant")[f"metrics.{metric}"].agg(["mean", "std", "count"])
+        assert np.allclose(csv[f"{metric}.mean"], expect.loc[csv.index, "mean"])
+        assert np.allclose(csv[f"{metric}.std"], expect.loc[csv.index, "std"])
+        assert list(csv[f"{metric}.n"]) == list(expect.loc[csv.index, "count"])
+        base = expect.loc["baseline", "mean"]
+        assert np.allclose(csv[f"{metric}.delta"].iloc[1:], expect.loc[csv.index[1:], "mean"] - base)
+    assert csv.loc["no_scl", "flag"] == "failed: seed 2"
+
+
+def test_every_format_is_written_with_delta_p_and_bold_best(report):
+    _, out = report
+    folder = out / "toggles"
+    md = (folder / "ablations.md").read_text()
+    assert "| variant | TR@1 | TR@1 Δ | TR@1 p | VQA acc | VQA acc Δ | VQA acc p | flag |" in md
+    assert "| mvsc_only | **16.00 ± 3.61 (n=3)** | +4.00 | 0.057 |" in md
+    assert "| no_scl | 11.00 ± 2.83 (n=2) | -1.00 | 1.000 |" in md and "failed: seed 2 |" in md
+    assert "paired t-test" in md
+    tex = (folder / "ablations.tex").read_text()
+    assert r"mvsc\_only & \bfseries 16.00 $\pm$ 3.61 (n=3) & +4.00 & 0.057" in tex
+    assert r"TR@1 $\Delta$" in tex and r"\begin{tabular}" in tex
+    html = (folder / "ablations.html").read_text()
+    assert "font-weight: bold" in html and "16.00 ± 3.61 (n=3)" in html and "failed: seed 2" in html
+    assert not list(folder.glob(".*tmp*"))  # no temp files left behind
+
+
+def test_spec_falls_back_to_child_tags_and_baseline_goes_first(report):
+    table = report[0].sweeps["mask"].table
+    assert table.baseline == "baseline"
+    assert table.variants == ["baseline", "i0.8_t0.2", "i0.4_t0.6", "i0.8_t0.6"]
+    assert table.expected_seeds == [0, 1]
+    assert table.metrics == ["eval/retrieval/r_mean"]  # default metrics: those logged
+    assert any("no sweep.yaml" in note for note in table.notes)
+    assert table.stats.loc["i0.8_t0.6", ("eval/retrieval/r_mean", "mean")] == pytest.approx(8.6 + 0.5)
+
+
+# ----------------------------------------------------------------- figures
+def image_is_drawn(path: Path) -> bool:
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    return pixels.size > 10_000 and pixels.std() > 1.0
+
+
+def test_figures_exist_as_non_empty_png_and_pdf(report):
+    _, out = report
+    for path in [out / "toggles" / "training_curves", out / "mask" / "training_curves", out / "mask" / "mask_ratio"]:
+        assert image_is_drawn(path.with_suffix(".png"))
+        assert path.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    assert not (out / "toggles" / "mask_ratio.png").exists()  # no mask ratio varies there
+    index = (out / "index.html").read_text()
+    assert "toggles/ablations.md" in index and "mask/mask_ratio.png" in index
+
+
+def test_curve_and_mask_ratio_numbers(store):
+    from workbench.reports import figures, history
+
+    sweeps, _ = load_sweeps(["toggles"], store["uri"])
+    runs = sweeps[0].runs
+    with using_store(store["uri"]):
+        hist = history.loss_histories(runs["run_id"], history.loss_keys(runs))
+    assert history.loss_keys(runs) == ["train/loss/itc", "train/loss/total"]
+    curves = figures.curve_stats(hist, runs).set_index(["key", "variant", "step"])
+    # mvsc_only (index 1), seeds 0..2 at step 10: 4 - 1 + seed + 1 -> 4, 5, 6
+    assert curves.loc[("train/loss/itc", "mvsc_only", 10), "mean"] == 5.0
+    assert curves.loc[("train/loss/itc", "mvsc_only", 10), "std"] == 1.0
+    assert curves.loc[("train/loss/itc", "no_scl", 30), "n"] == 2  # the failed seed is not drawn
+    mask = load_sweeps(["mask"], store["uri"])[0][0].runs
+    assert figures.mask_ratio_axes(mask) == ["image", "text"]
+    grid = figures.mask_ratio_stats(mask, ["eval/retrieval/r_mean"]).set_index(["image", "text"])
+    assert grid.loc[(0.8, 0.6), "mean"] == pytest.approx(9.1) and grid.loc[(0.8, 0.6), "n"] == 2
+
+
+def test_figures_are_logged_to_the_parent_as_artifacts_only(report, store):
+    client = store["client"]
+    logged = {info.path for info in client.list_artifacts(store["parent"], "reports")}
+    assert {"reports/ablations.md", "reports/ablations.csv", "reports/ablations.tex", "reports/ablations.html",
+            "reports/training_curves.png", "reports/training_curves.pdf"} <= logged
+    assert client.get_run(store["parent"]).data.metrics == {}
+
+
+# ------------------------------------------------------------ statistics
+def test_paired_test_edge_cases():
+    seeds = pd.Index([0, 1, 2])
+    base = pd.Series([1.0, 2.0, 3.0], index=seeds)
+    assert math.isnan(stats.paired_test(pd.Series([2.0, np.nan, np.nan], index=seeds), base)[0])  # 1 pair
+    p_value, pairs = stats.paired_test(base + 1.0, base)  # constant difference: undefined, not p = 0
+    assert math.isnan(p_value) and pairs == 3
+
+
+def test_metric_names_resolve_and_unknown_ones_are_one_line_errors(store):
+    runs = load_sweeps(["toggles"], store["uri"])[0][0].runs
+    assert stats.resolve_metrics(["retrieval"], runs, strict=True) == ["eval/retrieval/tr_r1"]
+    assert stats.resolve_metrics(["eval/vqa/acc"], runs, strict=True) == ["eval/vqa/acc"]
+    with pytest.raises(ConfigError, match=r"--metric: 'vqa/accuracy' is not logged .*eval/vqa/acc"):
+        stats.resolve_metrics(["vqa/accuracy"], runs, strict=True)
+
+
+def test_bad_selectors_and_formats(store, tmp_path):
+    with pytest.raises(ConfigError, match="SWEEP 'nope': no sweep of that name"):
+        load_sweeps(["nope"], store["uri"])
+    with pytest.raises(ConfigError, match="SWEEP \"x' OR 1\""):
+        load_sweeps(["x' OR 1"], store["uri"])
+    with pytest.raises(ConfigError, match="--format: 'pdf' is not one of md, csv, latex, html"):
+        report_ablations(["toggles"], formats=["pdf"], tracking_uri=store["uri"], out=tmp_path)
+
+
+def test_selecting_by_parent_run_id_and_metric(store, tmp_path):
+    result = report_ablations([store["parent"]], metrics=["vqa/acc"], formats=["csv"], tracking_uri=store["uri"],
+                              out=tmp_path, with_figures=False, log_to_mlflow=False)
+    table = result.sweeps["toggles"].table
+    assert table.metrics == ["eval/vqa/acc"]
+    # vqa = 50 + seed * variant index: no_scl (index 2) seeds 0, 1 -> 50, 52
+    assert table.stats.loc["no_scl", ("eval/vqa/acc", "mean")] == 51.0
+    assert sorted(p.name for p in (tmp_path / "toggles").iterdir()) == ["ablations.csv"]
+
+
+def test_metric_labels():
+    assert tables.metric_label("eval/retrieval/tr_r1") == "TR@1"
+    assert tables.metric_label("eval/video_retrieval/ir_r1") == "video IR@1"
+    assert tables.metric_label("eval/nlvr/acc") == "NLVR2 acc"
+    assert tables.metric_label("eval/attention/in_object") == "attention in-object"
+
+
+# ----------------------------------------------------------------- outputs
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
+    path = outputs.write_text(tmp_path / "t.md", "old")
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.md"]
+
+
+# ---------------------------------------------------------------------- ui
+def test_ui_command_binds_localhost_and_uses_the_resolved_store(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert ui_command() == [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db",
+                            "--host", "127.0.0.1", "--port", "5000"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
+    command = ui_command(port=8123)
+    assert command[command.index("--backend-store-uri") + 1] == "sqlite:////tmp/x.db"
+    assert command[command.index("--port") + 1] == "8123"
+    assert ui_command("sqlite:///a.db", host="0.0.0.0")[-3] == "0.0.0.0"
+    assert ui_url("127.0.0.1", 8123) == "http://127.0.0.1:8123" and ui_url("::1", 80) == "http://[::1]:80"
+    with pytest.raises(ConfigError, match=r"--port: 70000 is out of range — allowed: 1\.\.65535"):
+        ui_command(port=70000)
+
+
+# --------------------------------------------------------------------- cli
+def test_cli_report_ablations_and_one_line_errors(store, tmp_path):
+    from workbench.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "ablations", "toggles", "--format", "md", "--no-figures",
+                                 "--tracking-uri", store["uri"], "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "toggles" / "ablations.md").exists() and "mvsc_only" in result.output
+    bad = runner.invoke(app, ["report", "ablations", "toggles", "--metric", "vqa/nope",
+                              "--tracking-uri", store["uri"], "--out", str(tmp_path)])
+    assert bad.exit_code == 2
+    assert bad.output.strip().startswith("error: --metric: 'vqa/nope'") and len(bad.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------- a small real sweep (train + sweeps)
+@pytest.fixture(scope="module")
+def real_sweep(shapes_tiny, tmp_path_factory):
+    """2 variants x 3 seeds of 4-step tiny runs with retrieval eval, through `run_sweep`."""
+    from tiny_config import tiny_run
+    from workbench.sweeps.runner import SweepOptions, run_sweep
+    from workbench.sweeps.spec import load_spec
+
+    tmp = tmp_path_factory.mktemp("real_sweep")
+    spec_path = tmp / "real.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "base": "base",
+        "variants": {"baseline": {"objectives.scl.enabled": False}, "scl": {"objectives.scl.enabled": True}},
+        "baseline": "baseline",
+        "seeds": 3,
+        "metrics": ["eval/retrieval/r_mean", "eval/retrieval/tr_r1", "eval/attention/in_object"],
+        "objective": {"metric": "eval/retrieval/r_mean", "direction": "maximize"},
+    }))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    # artifacts (sweep.yaml, checkpoints) under tmp, not ./mlruns of the working directory
+    MlflowClient(uri).create_experiment("workbench", artifact_location=(tmp / "artifacts").as_uri())
+    sets = [s for s in tiny_run(shapes_tiny, uri, tmp / "out", steps=4) if not s.startswith("tracking.")]
+    result = run_sweep(load_spec(spec_path, sets), SweepOptions(slots=2, tracking_uri=uri, progress=False))
+    assert result.problem() is None
+    return {"uri": uri, "parent": result.parent_run_id, "tmp": tmp}
+
+
+def test_report_on_a_real_sweep_matches_search_runs(real_sweep):
+    out = real_sweep["tmp"] / "reports"
+    result = report_ablations(tracking_uri=real_sweep["uri"], out=out)
+    (name,) = result.sweeps
+    table = result.sweeps[name].table
+    assert table.variants == ["baseline", "scl"]
+    assert table.metrics == ["eval/retrieval/r_mean", "eval/retrieval/tr_r1", "eval/attention/in_object"]
+    assert (table.stats.xs("n", axis=1, level=1) == 3).all().all()
+    assert table.flags == {"baseline": "", "scl": ""}
+    with using_store(real_sweep["uri"]):
+        runs = mlflow.search_runs(search_all_experiments=True,  # a retried trial leaves a KILLED run too
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{real_sweep['parent']}' and attributes.status = 'FINISHED'")
+    for metric in table.metrics:
+        by_variant = {v: g.set_index("tags.workbench.seed")[f"metrics.{metric}"] for v, g in runs.groupby("tags.workbench.variant")}
+        base, scl = by_variant["baseline"], by_variant["scl"].reindex(by_variant["baseline"].index)
+        assert table.cell("scl", metric, "mean") == pytest.approx(scl.mean())
+        assert table.cell("scl", metric, "std") == pytest.approx(scl.std())
+        assert table.cell("scl", metric, "delta") == pytest.approx(scl.mean() - base.mean())
+        if (scl - base).std() > 0:
+            from scipy.stats import ttest_rel
+
+            assert table.cell("scl", metric, "p_value") == pytest.approx(ttest_rel(scl, base).pvalue)
+    md = (out / name / "ablations.md").read_text()
+    assert "| variant | R mean | R mean Δ | R mean p |" in md
+    assert {p.suffix for p in (out / name).iterdir()} == {".md", ".csv", ".tex", ".html", ".png", ".pdf"}
+    assert image_is_drawn(out / name / "training_curves.png")
+
+
+def child_runs(real_sweep) -> dict[str, str]:
+    client = MlflowClient(real_sweep["uri"])
+    exp = client.get_run(real_sweep["parent"]).info.experiment_id
+    runs = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{real_sweep['parent']}' and tags.`workbench.seed` = '0' "
+                                     "and attributes.status = 'FINISHED'")
+    return {run.data.tags["workbench.variant"]: run.info.run_id for run in runs}
+
+
+def test_attention_figure_draws_exactly_the_models_maps(real_sweep):
+    from workbench.data import tokenize
+    from workbench.evaluate.attention import cross_attention_maps
+    from workbench.reports import attention_figure as af
+    from workbench.reports.attention_maps import cls_maps, held_out, in_object_scores
+
+    runs = child_runs(real_sweep)
+    out = real_sweep["tmp"] / "reports"
+    report = af.report_attention(runs["baseline"], runs["scl"], n=1, out=out, tracking_uri=real_sweep["uri"])
+    folder = out / "attention" / f"{runs['baseline'][:8]}_vs_{runs['scl'][:8]}"
+    for stem in ("overview", "image_0"):
+        assert image_is_drawn(folder / f"{stem}.png") and (folder / f"{stem}.pdf").stat().st_size > 1000
+    assert list(report.scores.index) == [runs["baseline"], runs["scl"]]
+
+    # the arrays handed to imshow (before colour mapping) are what the model returns for that input
+    run_maps = report.runs[0]
+    loaded, data = run_maps.loaded, report.data
+    fig = af.word_figure(af.display_rgb(loaded.cfg, data.images[0]), data.masks[0], data.captions[0],
+                         [(run_maps.label, run_maps.words[0])])
+    cross_row = fig.axes[1 : 1 + len(run_maps.words[0].words)]
+    text = tokenize(loaded.tokenizer, [data.captions[0]], loaded.cfg.data.max_text_len)
+    batch = {"image": data.images[:1], **text}
+    for ax, position in zip(cross_row, run_maps.words[0].positions):
+        drawn = np.asarray(ax.get_images()[1].get_array())
+        expect = cross_attention_maps(loaded.model, batch, layer=-1, reduce="max", query_position=position)[0, 0]
+        assert drawn.sum() == pytest.approx(float(expect.sum()), rel=1e-5)
+        assert np.allclose(drawn, expect.numpy(), atol=1e-6)
+
+    assert np.allclose(run_maps.cls, cross_attention_maps(loaded.model, batch, layer=-1, reduce="max"))
+
+    # on every eligible held-out image the [CLS] score is the run's logged eval/attention/in_object
+    everything = held_out(loaded, 10_000)
+    score = in_object_scores(everything, cls_maps(loaded, everything), [])["cls_cross"]
+    assert score == pytest.approx(loaded.logged_in_object, abs=1e-5)
+
+    logged = {info.path for info in MlflowClient(real_sweep["uri"]).list_artifacts(real_sweep["parent"], f"reports/attention/{folder.name}")}
+    assert f"reports/attention/{folder.name}/overview.png" in logged
+
+
+def test_cli_report_attention_and_a_bad_run_id(real_sweep, tmp_path):
+    from workbench.cli import app
+
+    runs = child_runs(real_sweep)
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "attention", runs["scl"], "--n", "1", "--out", str(tmp_path),
+                                 "--tracking-uri", real_sweep["uri"]])
+    assert result.exit_code == 0, result.output
+    assert "Attention-in-object scores (1 held-out images)" in result.output
+    bad = runner.invoke(app, ["report", "attention", "nope", "--tracking-uri", real_sweep["uri"], "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and bad.output.strip() == f"error: RUN_ID 'nope': no such run in {real_sweep['uri']}"

@@ -1,0 +1,74 @@
+"""The benchmark as a plain-text table (``--json`` prints ``BenchResult.to_dict()`` instead)."""
+
+from __future__ import annotations
+
+from workbench.bench.breakdown import ENCODERS, OPTIMIZER, OTHER
+from workbench.bench.runner import BenchResult
+
+# targets of the performance issue (benchmark numbers, not tests)
+MFU_TARGET_CPU = 0.35
+DATA_LOADING_TARGET = 0.05
+TRACKING_TARGET = 0.02
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:5.1f} %"
+
+
+def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return [line(header), line(["-" * w for w in widths]), *[line(r) for r in rows]]
+
+
+def _shares(result: BenchResult, title: str, get) -> list[str]:
+    """One row per key over all configs (blank where a config lacks it)."""
+    per_config = [get(c) for c in result.configs]
+    keys = list(dict.fromkeys(k for shares in per_config for k in shares))
+    rows = [[k] + [_pct(shares[k]) if k in shares else "" for shares in per_config] for k in keys]
+    return ["", *_rows([title] + [c.name for c in result.configs], rows)]
+
+
+def render(result: BenchResult) -> str:
+    before, after = result.load_average
+    lines = [
+        f"workbench bench on {result.device} ({result.threads} threads, {result.cores} cores), "
+        f"torch {result.torch_version}; load average {before:.1f} -> {after:.1f}"
+        + (" [quick: tiny widths]" if result.quick else ""),
+        "FLOPs: FlopCounterMode over one forward+backward step (matmuls, convolutions, attention; "
+        "2 per multiply-add; elementwise ops not counted)",
+        f"peak: {'bf16' if result.device.startswith('cuda') else 'fp32'} {result.peak_matrix}x{result.peak_matrix} "
+        "matmul, timed after each block of steps in this process; MFU = median step FLOP/s / median peak",
+        "",
+    ]
+    header = ["config", "batch", "step s", "spread", "samples/s", "GFLOP/step", "GFLOP/s", "peak GFLOP/s", "MFU",
+              "fusion passes/calls"]
+    rows = [
+        [c.name, c.batch_size, f"{c.step_s:.3f}", _pct(c.to_dict()["step_spread"]), f"{c.samples_per_s:.2f}",
+         f"{c.flops_per_step / 1e9:.2f}", f"{c.achieved_flops_per_s / 1e9:.1f}", f"{c.peak / 1e9:.1f}",
+         _pct(c.mfu), f"{c.fusion_passes}/{c.fuse_calls}"]
+        for c in result.configs
+    ]
+    lines += _rows(header, rows)
+    if result.configs:
+        lines += _shares(result, "fusion pass (fwd+bwd, share of step)", lambda c: c.breakdown.passes)
+        lines += _shares(
+            result, "objective (own + even share of passes read)", lambda c: c.breakdown.objectives
+        )
+        lines += _shares(
+            result, "shared", lambda c: {k: v for k, v in c.breakdown.components.items() if k in (ENCODERS, OPTIMIZER, OTHER)}
+        )
+        readers = "; ".join(f"{p}: {', '.join(r)}" for p, r in result.configs[0].breakdown.readers.items())
+        lines.append(f"(pass readers: {readers}; shares from one profiled step)")
+    if result.overheads is not None:
+        o = result.overheads
+        lines += [
+            "",
+            f"training loop, base config on its data, {len(o.blocks)} blocks of {result.loop_steps} steps "
+            f"(tracking on/off alternating):",
+            f"  data loading            {_pct(o.data_loading_share)} of loop time   (target <= {_pct(DATA_LOADING_TARGET).strip()})",
+            f"  tracking overhead, A/B  {_pct(o.tracking_ab)}   (untracked step spread {_pct(o.noise).strip()})",
+            f"  tracking overhead, direct {_pct(o.tracking_direct)} of loop time (target <= {_pct(TRACKING_TARGET).strip()})",
+            f"  MLflow run start        {o.run_start_s:.2f} s once per run",
+        ]
+    return "\n".join(lines)

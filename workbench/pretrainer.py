@@ -1,0 +1,33 @@
+"""The VLP model plus its objective modules: what is trained, checkpointed and evaluated.
+
+Shared by training, evaluation and the attention reports, so a checkpoint is
+always rebuilt exactly the way it was made (including the ITC momentum copy).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from workbench.config import RunConfig
+
+
+class Pretrainer(nn.Module):
+    """The VLP model plus the objective modules (which own the heads)."""
+
+    def __init__(self, model: nn.Module, objectives: nn.Module):
+        super().__init__()
+        self.model = model
+        self.objectives = objectives
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.objectives(self.model, batch)
+
+
+def build(cfg: RunConfig, tokenizer) -> Pretrainer:
+    from workbench.models import build_model
+    from workbench.objectives import build_objectives, special_ids_of
+
+    model = build_model(cfg, tokenizer)
+    objectives = build_objectives(cfg.objectives, model.dims, special_ids_of(tokenizer), len(tokenizer), model=model)
+    return Pretrainer(model, objectives)

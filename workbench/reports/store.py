@@ -1,0 +1,322 @@
+"""Read sweeps out of MLflow: one `mlflow.search_runs` query -> pandas, plus each sweep's spec.
+
+A sweep is a parent run (tag `workbench.sweep`, artifact `sweep.yaml`) and its
+child runs (tags `mlflow.parentRunId`, `workbench.variant`, `workbench.seed`).
+The spec (variant order, baseline, seeds, metrics) comes from `sweep.yaml` when
+the parent has one, else it is rebuilt from the child tags. Reports never import
+the training or sweep code: MLflow is the only contract (INTERFACES.md).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.exceptions import MlflowException
+
+from workbench.config import ConfigError
+from workbench.errors import DataError
+from workbench.tracking import resolve_uri
+
+SWEEP_TAG = "workbench.sweep"
+VARIANT_TAG = "workbench.variant"
+SEED_TAG = "workbench.seed"
+PARENT_TAG = "mlflow.parentRunId"
+SPEC_ARTIFACT = "sweep.yaml"
+SEED_PARAM = "train.seed"
+EVAL_PREFIX = "eval/"
+FINISHED = "FINISHED"
+PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# Params the figures read (mask-ratio axes, whether SCL ran) and the seed fallback.
+MASK_RATIO_PARAMS = {"image": "objectives.scl.image_mask_ratio", "text": "objectives.scl.text_mask_ratio"}
+SCL_ENABLED_PARAM = "objectives.scl.enabled"
+KEEP_PARAMS = (*MASK_RATIO_PARAMS.values(), SCL_ENABLED_PARAM, SEED_PARAM)
+BASELINE_TAG = "workbench.baseline"  # on the parent, when the sweep names its baseline
+KEEP_COLUMNS = {"run_id", "status", "start_time"}
+KEEP_COLUMNS |= {f"tags.{t}" for t in (SWEEP_TAG, VARIANT_TAG, SEED_TAG, PARENT_TAG, BASELINE_TAG)}
+KEEP_COLUMNS |= {f"params.{p}" for p in KEEP_PARAMS}
+KEEP_PREFIXES = ("metrics.eval/", "metrics.train/loss/")
+# Sweep names and run ids go into MLflow filter strings; allow no quotes.
+SELECTOR = re.compile(r"^[A-Za-z0-9_.:/+-]+$")
+
+
+@dataclass
+class SweepSpec:
+    """What a sweep promised: variants in order (baseline first), seeds, metrics."""
+
+    name: str
+    variants: list[str]
+    baseline: str
+    seeds: list[int]
+    metrics: list[str] = field(default_factory=list)  # as written; resolved against the runs later
+    axes: dict[str, Any] = field(default_factory=dict)
+    source: str = "tags"  # "sweep.yaml" or "tags"
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    parent_run_id: str | None
+    runs: pd.DataFrame  # child runs: run_id, status, start_time, variant, seed, metrics.*, params.*
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@contextmanager
+def using_store(uri: str = "") -> Iterator[str]:
+    """Point the fluent MLflow API at `uri` for a block, then restore what was set before."""
+    resolved = resolve_uri(uri)
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    uri_before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(resolved)
+    try:
+        yield resolved
+    finally:
+        mlflow.set_tracking_uri(uri_before)
+        if env_before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """MLflow builds one ORM object per param/tag/metric row; pausing the cyclic GC
+    while they are made halves the time of a 1,000-run query (none of them are cycles)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def search(filter_string: str) -> pd.DataFrame:
+    """`mlflow.search_runs` over every experiment of the current store."""
+    try:
+        with _gc_paused():
+            return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string)
+    except MlflowException as err:
+        raise ConfigError(f"tracking uri {mlflow.get_tracking_uri()!r}: cannot search runs: {err}") from None
+
+
+def _check_selector(selector: str) -> str:
+    if not SELECTOR.match(selector):
+        raise ConfigError(f"SWEEP {selector!r}: not a sweep name or run id (allowed characters: letters, digits, _ . : / + -)")
+    return selector
+
+
+def slim(runs: pd.DataFrame) -> pd.DataFrame:
+    """Only the columns reports read: a wide frame (every param and tag of every run) makes each
+    row filter copy ~100 string columns, which dominated a 1,000-run report."""
+    keep = [c for c in runs.columns if c in KEEP_COLUMNS or c.startswith(KEEP_PREFIXES)]
+    return runs[keep]
+
+
+def read_sweep_runs(selectors: Sequence[str] = ()) -> pd.DataFrame:
+    """Parent and child runs of the selected sweeps (names or parent run ids); all sweeps when empty."""
+    if not selectors:
+        return slim(search(f"tags.`{SWEEP_TAG}` LIKE '%'"))
+    frames = []
+    for selector in map(_check_selector, selectors):
+        found = search(f"tags.`{SWEEP_TAG}` = '{selector}'")
+        if found.empty:  # maybe a parent run id
+            children = search(f"tags.`{PARENT_TAG}` = '{selector}'")
+            parent = search(f"attributes.run_id = '{selector}'") if not children.empty else children
+            found = pd.concat([parent, children], ignore_index=True)
+        if found.empty:
+            raise ConfigError(f"SWEEP {selector!r}: no sweep of that name and no parent run of that id in {mlflow.get_tracking_uri()}")
+        frames.append(found)
+    runs = pd.concat([slim(frame) for frame in frames], ignore_index=True)
+    return runs.drop_duplicates("run_id", ignore_index=True)
+
+
+# ------------------------------------------------------------------ spec
+def _variant_names(raw: Any, where: str) -> list[str]:
+    """`variants` as a list of names, a list of {name: ..} dicts, or a mapping name -> overrides."""
+    if isinstance(raw, dict):
+        return [str(name) for name in raw]
+    if not isinstance(raw, list):
+        raise DataError(f"{where}: variants: expected a list or a mapping, got {type(raw).__name__}")
+    names = []
+    for i, item in enumerate(raw):
+        if isinstance(item, (str, int, float)):
+            names.append(str(item))
+        elif isinstance(item, dict) and "name" in item:
+            names.append(str(item["name"]))
+        elif isinstance(item, dict) and len(item) == 1:
+            names.append(str(next(iter(item))))
+        else:
+            raise DataError(f"{where}: variants[{i}]: cannot read a variant name from {item!r}")
+    return names
+
+
+def _seeds(raw: Any, where: str) -> list[int]:
+    """`seeds` as a list of ints or a count."""
+    if isinstance(raw, bool):
+        raise DataError(f"{where}: seeds: {raw!r} is not a list of integers or a count")
+    if isinstance(raw, int):
+        return list(range(raw))
+    try:
+        return [int(seed) for seed in raw]
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: seeds: {raw!r} is not a list of integers or a count") from None
+
+
+def parse_spec(data: Any, where: str, fallback_name: str) -> SweepSpec:
+    """A SweepSpec from a loaded `sweep.yaml` (unknown keys are ignored: the sweep owns its format)."""
+    if not isinstance(data, dict):
+        raise DataError(f"{where}: expected a mapping, got {type(data).__name__}")
+    variants = _variant_names(data.get("variants", []), where)
+    baseline = data.get("baseline")
+    if isinstance(baseline, dict):
+        baseline = baseline.get("name")
+    baseline = str(baseline) if baseline is not None else _default_baseline(variants)
+    metrics = data.get("metrics") or []
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    return SweepSpec(
+        name=str(data.get("name") or fallback_name),
+        variants=variants,
+        baseline=baseline,
+        seeds=_seeds(data["seeds"], where) if data.get("seeds") is not None else [],
+        metrics=[str(m) for m in metrics],
+        axes=data.get("axes") or {},
+        source=SPEC_ARTIFACT,
+    )
+
+
+def _default_baseline(variants: list[str]) -> str:
+    if "baseline" in variants:
+        return "baseline"
+    return variants[0] if variants else ""
+
+
+@contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """Artifact downloads of a report (a YAML, a checkpoint) print no progress bars."""
+    before = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = before
+
+
+def load_spec_artifact(parent_run_id: str) -> Any | None:
+    """The parent's `sweep.yaml` as loaded YAML, or None when it has none."""
+    where = f"runs:/{parent_run_id}/{SPEC_ARTIFACT}"
+    try:
+        with quiet_downloads():
+            text = mlflow.artifacts.load_text(where)
+    except (MlflowException, OSError):
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise DataError(f"{where}: invalid YAML: {' '.join(str(err).split())}") from None
+
+
+# ------------------------------------------------------------- children
+def tidy_children(children: pd.DataFrame) -> pd.DataFrame:
+    """Child runs with plain `variant`/`seed` columns; seed from the tag, else the train.seed param."""
+    runs = children.copy()
+    runs["variant"] = runs.get(f"tags.{VARIANT_TAG}", pd.Series(index=runs.index, dtype=object)).fillna("?")
+    seed = runs.get(f"tags.{SEED_TAG}", pd.Series(index=runs.index, dtype=object))
+    if f"params.{SEED_PARAM}" in runs:
+        seed = seed.fillna(runs[f"params.{SEED_PARAM}"])
+    runs["seed"] = pd.to_numeric(seed, errors="coerce").astype("Int64")
+    return runs.sort_values("start_time", kind="stable", ignore_index=True)
+
+
+def one_run_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """Of repeated (variant, seed) runs keep the latest FINISHED one, else the latest."""
+    order = runs.assign(_finished=runs["status"].eq(FINISHED)).sort_values(
+        ["_finished", "start_time"], kind="stable"
+    )
+    kept = order.drop_duplicates(["variant", "seed"], keep="last").drop(columns="_finished")
+    return kept.sort_values("start_time", kind="stable", ignore_index=True)
+
+
+def spec_from_runs(name: str, runs: pd.DataFrame) -> SweepSpec:
+    """Fallback spec: variants in order of first appearance, seeds seen, metrics left to the report."""
+    variants = list(dict.fromkeys(runs["variant"]))
+    seeds = sorted(int(s) for s in runs["seed"].dropna().unique())
+    return SweepSpec(name=name, variants=variants, baseline=_default_baseline(variants), seeds=seeds)
+
+
+def _complete_spec(spec: SweepSpec, runs: pd.DataFrame, notes: list[str]) -> SweepSpec:
+    """Add variants the runs have but the spec lacks; the baseline goes first."""
+    extra = [v for v in dict.fromkeys(runs["variant"]) if v not in spec.variants]
+    if extra:
+        notes.append(f"variants not in {SPEC_ARTIFACT}: {', '.join(extra)}")
+    variants = spec.variants + extra
+    if spec.baseline and spec.baseline not in variants:
+        notes.append(f"baseline {spec.baseline!r} has no runs")
+        variants = [spec.baseline] + variants
+    if spec.baseline in variants:
+        variants = [spec.baseline] + [v for v in variants if v != spec.baseline]
+    if not spec.seeds:
+        spec.seeds = sorted(int(s) for s in runs["seed"].dropna().unique())
+    spec.variants = variants
+    return spec
+
+
+# --------------------------------------------------------------- sweeps
+def split_sweeps(runs: pd.DataFrame) -> list[Sweep]:
+    """Group a search result into sweeps: the latest parent per sweep name, with its children."""
+    if runs.empty:
+        return []
+    parent_ids = runs.get(f"tags.{PARENT_TAG}", pd.Series(index=runs.index, dtype=object))
+    is_child = parent_ids.notna()
+    parents = runs[~is_child].sort_values("start_time", kind="stable")
+    children = tidy_children(runs[is_child])
+    groups = {pid: group for pid, group in children.groupby(f"tags.{PARENT_TAG}", sort=False)}
+
+    by_name: dict[str, list[str]] = {}  # sweep name -> parent ids, oldest first
+    for _, parent in parents.iterrows():
+        by_name.setdefault(str(parent.get(f"tags.{SWEEP_TAG}") or parent["run_id"]), []).append(parent["run_id"])
+    for pid, group in groups.items():  # children whose parent run is gone
+        if pid not in set(parents["run_id"]):
+            name = str(group[f"tags.{SWEEP_TAG}"].dropna().iloc[0]) if f"tags.{SWEEP_TAG}" in group else pid
+            by_name.setdefault(name, []).append(pid)
+
+    sweeps = []
+    for name, pids in by_name.items():
+        pid = pids[-1]
+        notes = [f"{len(pids) - 1} older parent run(s) of sweep {name!r} ignored; the latest is {pid}"] if len(pids) > 1 else []
+        group = one_run_per_seed(groups.get(pid, tidy_children(runs.iloc[0:0])))
+        has_parent = pid in set(parents["run_id"])
+        raw = load_spec_artifact(pid) if has_parent else None
+        if raw is not None:
+            spec = parse_spec(raw, f"runs:/{pid}/{SPEC_ARTIFACT}", name)
+        else:
+            spec = spec_from_runs(name, group)
+            tagged = parents.loc[parents["run_id"] == pid, f"tags.{BASELINE_TAG}"] if f"tags.{BASELINE_TAG}" in parents else []
+            if len(tagged) and isinstance(tagged.iloc[0], str) and tagged.iloc[0]:
+                spec.baseline = tagged.iloc[0]
+            notes.append(f"no {SPEC_ARTIFACT} on the parent run: variants, seeds and baseline read from run tags")
+        sweeps.append(Sweep(_complete_spec(spec, group, notes), pid if has_parent else None, group, notes))
+    return sweeps
+
+
+def load_sweeps(selectors: Sequence[str] = (), tracking_uri: str = "") -> tuple[list[Sweep], int]:
+    """The selected sweeps (all when none) and how many runs were read."""
+    with using_store(tracking_uri):
+        runs = read_sweep_runs(selectors)
+        sweeps = split_sweeps(runs)
+    if not sweeps:
+        raise ConfigError(f"no sweeps in the MLflow store {resolve_uri(tracking_uri)} (runs tagged {SWEEP_TAG})")
+    return sweeps, len(runs)

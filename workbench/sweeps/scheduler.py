@@ -1,0 +1,174 @@
+"""Slot threads: each takes the next trial, runs it in a child process, repeats.
+
+One thread per slot, all in the sweep process; the work happens in the children,
+the threads only wait on them. Taking a trial (reap orphans, pop the queue or ask
+TPE, claim) is serialised by one lock so that this process never pops a trial
+twice even on a storage without row locks. A slot with nothing to take waits
+until every queued and running trial of the study is finished, since a running
+one may still fail and be re-queued.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+
+import optuna
+from optuna.trial import TrialState
+
+from workbench.sweeps.execute import SweepContext, TrialOutcome, run_trial
+from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress, eta
+from workbench.sweeps.slots import Slot
+from workbench.sweeps.space import TrialPlan
+from workbench.sweeps.study import claim, fail, grid_key, pop_waiting, reap_orphans
+
+COUNT_EVERY_S = 2.0  # how often the display re-counts the study (other workers finish trials too)
+
+
+class Scheduler:
+    def __init__(self, ctx: SweepContext, slots: list[Slot], progress: SweepProgress, poll_s: float = 1.0):
+        self.ctx = ctx
+        self.slots = slots
+        self.progress = progress
+        self.poll_s = poll_s
+        self.outcomes: list[TrialOutcome] = []
+        self.crashes: list[str] = []  # unexpected errors in the sweep itself (not in a trial)
+        self._take_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._running_here: set[int] = set()
+        self._views = {slot.name: SlotView(slot.name) for slot in slots}
+
+    # -------------------------------------------------------------- main thread
+    def run(self) -> list[TrialOutcome]:
+        threads = [
+            threading.Thread(target=self._slot_loop, args=(slot,), name=f"slot-{slot.name}", daemon=True)
+            for slot in self.slots
+        ]
+        for thread in threads:
+            thread.start()
+        counted_at, counted_outcomes, counts = 0.0, 0, (0, 0)
+        try:
+            while any(thread.is_alive() for thread in threads):
+                if time.monotonic() - counted_at > COUNT_EVERY_S or len(self.outcomes) != counted_outcomes:
+                    counted_outcomes = len(self.outcomes)
+                    counts, counted_at = self.count(), time.monotonic()
+                self.progress.update(self.snapshot(*counts))
+                time.sleep(0.25)
+        except KeyboardInterrupt:
+            self.ctx.interrupted.set()
+            self.ctx.no_new_trials.set()
+            self._notify()
+            for thread in threads:  # each stops its child (SIGTERM: the run is marked KILLED)
+                thread.join()
+        self.progress.update(self.snapshot(*self.count()))
+        return self.outcomes
+
+    def count(self) -> tuple[int, int]:
+        """(done, failed) over the whole study: variant x seed keys completed, or finished TPE trials."""
+        trials = self.ctx.study.get_trials(deepcopy=False)
+        if self.ctx.spec.is_grid:
+            done = {grid_key(t) for t in trials if t.state == TrialState.COMPLETE}
+            open_keys = {grid_key(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+            failed = {grid_key(t) for t in trials if t.state == TrialState.FAIL} - done - open_keys
+            return len(done), len(failed)
+        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        retried = {t.system_attrs.get("failed_trial") for t in trials}
+        failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
+        return done, failed
+
+    def snapshot(self, done: int, failed: int) -> Snapshot:
+        durations = [o.seconds for o in self.outcomes if o.state == "COMPLETE" and not o.reused]
+        total = self.ctx.spec.total_trials
+        return Snapshot(
+            title=self.ctx.study_name,
+            done=done,
+            total=total,
+            failed=failed,
+            slots=[SlotView(**vars(view)) for view in self._views.values()],
+            eta_s=eta(total - done - failed, durations, len(self.slots)),
+        )
+
+    # -------------------------------------------------------------- slot threads
+    def _slot_loop(self, slot: Slot) -> None:
+        while not self.ctx.no_new_trials.is_set():
+            try:
+                trial = self._take()
+            except Exception:  # the storage is unreachable: stop the sweep, say why
+                self._crash(f"taking a trial on {slot.name}", traceback.format_exc())
+                return
+            if trial is None:
+                if self._finished():
+                    return
+                with self._changed:
+                    self._changed.wait(self.poll_s)
+                continue
+            self._run(slot, trial)
+
+    def _run(self, slot: Slot, trial: optuna.Trial) -> None:
+        view = self._views[slot.name]
+        view.trial, view.started = trial.number, time.monotonic()
+
+        def show(plan: TrialPlan) -> None:
+            view.variant, view.seed = plan.variant, plan.seed
+
+        try:
+            outcome = run_trial(self.ctx, slot, trial, on_plan=show)
+            self.outcomes.append(outcome)
+            self.progress.trial_finished(_line(slot, outcome))
+        except Exception:  # a bug or an unreachable store: stop taking trials, re-queue this one
+            detail = traceback.format_exc()
+            self._crash(f"trial {trial.number} on {slot.name}", detail)
+            try:
+                last = detail.strip().splitlines()[-1]
+                fail(self.ctx.study, self.ctx.storage, trial.number, f"sweep error: {last}", retry=self.ctx.retry)
+            except Exception:  # the storage itself is gone; a later run reaps the trial (dead owner)
+                pass
+        finally:
+            with self._take_lock:
+                self._running_here.discard(trial.number)
+            view.trial, view.variant, view.seed = None, "", None
+            self._notify()
+
+    def _take(self) -> optuna.Trial | None:
+        ctx = self.ctx
+        with self._take_lock:
+            reap_orphans(ctx.study, ctx.storage, self._running_here, ctx.retry)
+            trial = pop_waiting(ctx.study, ctx.storage)
+            if trial is None and not ctx.spec.is_grid and self._search_budget_left():
+                trial = ctx.study.ask()
+            if trial is not None:
+                claim(ctx.study, ctx.storage, trial)
+                self._running_here.add(trial.number)
+            return trial
+
+    def _search_budget_left(self) -> bool:
+        trials = self.ctx.study.get_trials(deepcopy=False)
+        started = [t for t in trials if "failed_trial" not in t.system_attrs]
+        return len(started) < self.ctx.spec.search.trials
+
+    def _finished(self) -> bool:
+        open_trials = self.ctx.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+        if open_trials:
+            return False
+        return self.ctx.spec.is_grid or not self._search_budget_left()
+
+    def _crash(self, where: str, detail: str) -> None:
+        self.crashes.append(f"{where}: {detail.strip().splitlines()[-1]}")
+        self.progress.trial_finished(f"sweep error in {where}:\n{detail}")
+        self.ctx.no_new_trials.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+
+def _line(slot: Slot, outcome: TrialOutcome) -> str:
+    what = f"trial {outcome.number} {outcome.variant} seed {outcome.seed}"
+    if outcome.state == "COMPLETE":
+        how = "reused finished run" if outcome.reused else f"{outcome.seconds:.0f} s"
+        return f"{slot.name}: {what}: COMPLETE {outcome.value:.4g} ({how})"
+    if outcome.state == "PRUNED":
+        return f"{slot.name}: {what}: PRUNED"
+    return f"{slot.name}: {what}: FAIL — {outcome.error}"

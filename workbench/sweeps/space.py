@@ -1,0 +1,47 @@
+"""`space(spec, trial) -> TrialPlan`: what an Optuna trial means as config overrides.
+
+The only place a trial's parameters are read. Grid trials carry two params,
+``variant`` and ``seed``; TPE trials carry one param per range (named by its
+dotted config key) and run the spec's first seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from workbench.sweeps.spec import Range, SweepSpec
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    variant: str
+    seed: int
+    overrides: dict[str, Any]  # the variant's own overrides + train.seed (spec overrides come on top in the child)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.variant, self.seed
+
+
+def space(spec: SweepSpec, trial: optuna.Trial, lineage: int | None = None) -> TrialPlan:
+    """Ask `trial` for its parameters. `lineage` = number of the first attempt (names TPE variants)."""
+    if spec.is_grid:
+        name = trial.suggest_categorical("variant", [v.name for v in spec.variants])
+        seed = trial.suggest_categorical("seed", list(spec.seeds))
+        variant = spec.variant(name)
+        return TrialPlan(name, int(seed), {**variant.overrides, "train.seed": int(seed)})
+    values = {rng.key: _suggest(trial, rng) for rng in spec.search.ranges}
+    seed = spec.seeds[0]
+    number = trial.number if lineage is None else lineage
+    return TrialPlan(f"trial-{number:04d}", seed, {**values, "train.seed": seed})
+
+
+def _suggest(trial: optuna.Trial, rng: Range) -> Any:
+    if rng.kind == "choice":
+        return trial.suggest_categorical(rng.key, list(rng.choices))
+    if rng.kind == "int":
+        return trial.suggest_int(rng.key, rng.low, rng.high, step=rng.step or 1, log=rng.log)
+    return trial.suggest_float(rng.key, float(rng.low), float(rng.high), step=rng.step, log=rng.log)

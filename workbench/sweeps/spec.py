@@ -1,0 +1,575 @@
+"""Sweep specs: a YAML file that names a base experiment, the axes to vary and what to report.
+
+A sweep is a search space, not a code path: every trial is the base experiment
+plus a dict of dotted config overrides. Three shapes, exactly one per file:
+
+* ``axes``     -- a grid: the cartesian product of value lists, one variant per point;
+* ``variants`` -- named variants, each a dict of overrides (``baseline``, ``+mvsc``, ...);
+* ``search``   -- TPE over ranges (optionally with a pruner), ``search.trials`` trials.
+
+Everything is checked here, before any trial starts: unknown spec fields and
+config keys ("did you mean"), and every variant's full config is resolved with
+``load_config`` so a bad value fails now, not an hour into the sweep.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench.config import (
+    EVAL_TASKS,
+    EXPERIMENTS_DIR,
+    ConfigError,
+    RunConfig,
+    all_keys,
+    flatten,
+    load_config,
+    parse_override,
+    read_yaml,
+    resolve_experiment,
+)
+
+SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
+SPEC_FIELDS = (
+    "description", "base", "overrides", "axes", "variants", "search",
+    "baseline", "seeds", "metrics", "objective", "retries",
+)
+SEARCH_FIELDS = ("sampler", "trials", "ranges", "pruner", "seed")
+RANGE_FIELDS = ("low", "high", "log", "step", "choices")
+PRUNER_FIELDS = ("kind", "metric", "direction", "warmup_steps", "startup_trials", "interval_s")
+OBJECTIVE_FIELDS = ("metric", "direction")
+DIRECTIONS = ("maximize", "minimize")
+PRUNERS = ("median", "hyperband", "none")
+SAMPLERS = ("tpe",)
+# Keys the sweep itself sets for every trial; a spec may not vary them.
+SWEEP_OWNED = {
+    "train.seed": "the sweep sets it from `seeds`",
+    "tracking.uri": "use --tracking-uri",
+    "tracking.run_name": "the sweep names each trial's run",
+    "tracking.enabled": "a sweep always tracks its trials",
+}
+# Metric key prefix -> the eval task that produces it (to check the objective is produced).
+METRIC_TASKS = {"retrieval": "retrieval", "retrieval_itc": "retrieval", **{t: t for t in EVAL_TASKS}}
+_SAFE_NAME = re.compile(r"^[\w.=,+\-:/ ]+$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a grid sweep: a name and the config overrides that make it."""
+
+    name: str
+    overrides: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Range:
+    """One dimension of a TPE search: numeric ``low``..``high`` (``log``, ``step``) or ``choices``."""
+
+    key: str
+    kind: str = "float"  # "float" | "int" (from the config field's type) | "choice"
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Pruner:
+    """Optuna pruner fed with an intermediate metric of the running trial's MLflow run."""
+
+    kind: str = "median"
+    metric: str = "train/loss/total"
+    direction: str = "minimize"
+    warmup_steps: int = 0
+    startup_trials: int = 2
+    interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Search:
+    sampler: str
+    trials: int
+    ranges: tuple[Range, ...]
+    pruner: Pruner
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    path: Path
+    description: str
+    base: str  # resolved path of the base experiment YAML
+    overrides: dict[str, Any]  # applied to every trial (spec `overrides` then --set)
+    variants: tuple[Variant, ...]  # grid sweeps; empty for a search
+    axes: dict[str, list[Any]]
+    baseline: str | None
+    seeds: tuple[int, ...]
+    metrics: tuple[str, ...]
+    objective: str
+    direction: str
+    retries: int
+    search: Search | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    ref: str = ""  # how the user named it (a name or a path), for "run `workbench sweep REF`" hints
+
+    @property
+    def is_grid(self) -> bool:
+        return self.search is None
+
+    @property
+    def total_trials(self) -> int:
+        return len(self.variants) * len(self.seeds) if self.is_grid else self.search.trials
+
+    def variant(self, name: str) -> Variant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise ConfigError(f"sweep {self.name!r}: no variant {name!r}")
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as the sweep runs it (variants expanded): the parent run's `sweep.yaml`."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "base": self.base,
+            "overrides": self.overrides,
+            "baseline": self.baseline,
+            "seeds": list(self.seeds),
+            "metrics": list(self.metrics),
+            "objective": {"metric": self.objective, "direction": self.direction},
+            "retries": self.retries,
+        }
+        if self.is_grid:
+            out["axes"] = self.axes
+            out["variants"] = [{"name": v.name, "overrides": v.overrides} for v in self.variants]
+        else:
+            out["search"] = self.raw.get("search")
+        return out
+
+    def fingerprint(self) -> str:
+        """Identifies what the trials compute; a study built from another spec must not be resumed."""
+        data = self.resolved()
+        data.pop("description")
+        data["base"] = read_yaml(Path(self.base))
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ finding
+def spec_dirs() -> list[Path]:
+    """Project sweeps (./experiments/sweeps) first, then the packaged ones."""
+    dirs = [Path.cwd() / "experiments" / "sweeps", SWEEPS_DIR]
+    unique: list[Path] = []
+    for folder in dirs:
+        if folder.is_dir() and folder.resolve() not in [d.resolve() for d in unique]:
+            unique.append(folder)
+    return unique
+
+
+def known_names() -> list[str]:
+    return sorted({p.stem for folder in spec_dirs() for p in folder.glob("*.yaml")})
+
+
+def resolve_spec_path(name_or_path: str | Path) -> Path:
+    """A sweep is a YAML path or a name under experiments/sweeps/ (e.g. 'mask-ratio')."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"sweep file not found: {path}")
+        return path
+    for folder in spec_dirs():
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = known_names()
+    close = difflib.get_close_matches(str(name_or_path), known, n=1)
+    hint = f" — did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"unknown sweep {str(name_or_path)!r} (known: {', '.join(known)}){hint}")
+
+
+def list_specs() -> list[SweepSpec]:
+    """Every named sweep, loaded and validated (a broken one raises, naming its file)."""
+    return [load_spec(name) for name in known_names()]
+
+
+# ------------------------------------------------------------------ loading
+def load_spec(name_or_path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    """Read, validate and expand a sweep spec; `overrides` (--set) apply to every trial."""
+    path = resolve_spec_path(name_or_path)
+    data = _read_mapping(path)
+    where = f"sweep {path.stem!r} ({path})"
+    _check_fields(data, SPEC_FIELDS, where)
+    shapes = [k for k in ("axes", "variants", "search") if data.get(k) is not None]
+    if len(shapes) != 1:
+        found = ", ".join(shapes) or "none"
+        raise ConfigError(f"{where}: give exactly one of axes, variants, search (found: {found})")
+
+    base = _resolve_base(data.get("base", "base"), path, where)
+    common = _mapping(data.get("overrides") or {}, f"{where}: overrides")
+    _check_keys(common, f"{where}: overrides", allow_tracking=True)
+    cli = dict(parse_override(text) for text in overrides or [])
+    _check_keys(cli, "--set", allow_tracking=True)
+    common = {**common, **cli}
+
+    seeds = _seeds(data.get("seeds", 3), where)
+    retries = _int_at_least(data.get("retries", 2), 0, f"{where}: retries")
+    metrics = _metrics(data.get("metrics"), where)
+    objective, direction = _objective(data.get("objective"), metrics, where)
+
+    variants: tuple[Variant, ...] = ()
+    axes: dict[str, list[Any]] = {}
+    search = None
+    if "axes" in shapes:
+        axes = _axes(data["axes"], where)
+        variants = grid_variants(axes)
+    elif "variants" in shapes:
+        variants = _named_variants(data["variants"], where)
+    else:
+        search = _search(data["search"], where)
+    for variant in variants:
+        if not _SAFE_NAME.match(variant.name):
+            raise ConfigError(
+                f"{where}: variant name {variant.name!r} may only use letters, digits and _ . = , + - : / space"
+            )
+    varied = set(axes) | {key for variant in variants for key in variant.overrides}
+    if search is not None:
+        varied |= {rng.key for rng in search.ranges}
+    clash = sorted(varied & set(cli))
+    if clash:
+        raise ConfigError(f"--set {clash[0]}: it is varied by sweep {path.stem!r}; it cannot be overridden")
+
+    spec = SweepSpec(
+        name=path.stem,
+        path=path,
+        description=str(data.get("description") or "").strip(),
+        base=str(base),
+        overrides=common,
+        variants=variants,
+        axes=axes,
+        baseline=_baseline(data.get("baseline"), variants, axes, where),
+        seeds=seeds,
+        metrics=metrics,
+        objective=objective,
+        direction=direction,
+        retries=retries,
+        search=search,
+        raw=data,
+        ref=str(name_or_path),
+    )
+    check_configs(spec)
+    return spec
+
+
+def grid_variants(axes: dict[str, list[Any]]) -> tuple[Variant, ...]:
+    """Cartesian product of the axes, in file order; names like 'image_mask_ratio=0.2,text_mask_ratio=0.4'."""
+    labels = _short_labels(list(axes))
+    variants = []
+    for values in itertools.product(*axes.values()):
+        overrides = dict(zip(axes, values))
+        name = ",".join(f"{labels[k]}={format_value(v)}" for k, v in overrides.items())
+        variants.append(Variant(name, overrides))
+    return tuple(variants)
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "+".join(format_value(v) for v in value)
+    return str(value)
+
+
+def variant_config(spec: SweepSpec, variant_overrides: dict[str, Any]) -> RunConfig:
+    """The full config of one variant (seed and tracking are added per trial)."""
+    return load_config(spec.base, {**spec.overrides, **variant_overrides})
+
+
+def check_configs(spec: SweepSpec) -> None:
+    """Resolve every variant's config (or both ends of every range) now, naming the culprit."""
+    if spec.is_grid:
+        candidates = [(f"variant {v.name!r}", v.overrides) for v in spec.variants]
+    else:
+        candidates = [("search", {})]
+        for rng in spec.search.ranges:
+            values = list(rng.choices) if rng.choices is not None else [rng.low, rng.high]
+            candidates += [(f"search.ranges.{rng.key}={format_value(v)}", {rng.key: v}) for v in values]
+    for label, overrides in candidates:
+        try:
+            cfg = variant_config(spec, overrides)
+        except ConfigError as err:
+            raise ConfigError(f"sweep {spec.name!r}, {label}: {err}") from None
+        if not cfg.tracking.enabled:
+            raise ConfigError(f"sweep {spec.name!r}: tracking.enabled is false in its base; a sweep records every trial in MLflow")
+        _check_objective_is_produced(spec, cfg, label)
+
+
+# ------------------------------------------------------------------ pieces
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: {getattr(err, 'problem', None) or 'invalid YAML'}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sweep fields ({', '.join(SPEC_FIELDS)})")
+    return data
+
+
+def _did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" — did you mean '{close[0]}'?" if close else ""
+
+
+def _check_fields(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for name in data:
+        if name not in allowed:
+            raise ConfigError(
+                f"{where}: unknown field {name!r}{_did_you_mean(str(name), allowed)} (allowed: {', '.join(allowed)})"
+            )
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of dotted config keys to values, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _check_key(key: str, where: str, allow_tracking: bool = False) -> None:
+    keys = all_keys()
+    if key not in keys:
+        raise ConfigError(f"{where}: unknown config key {key!r}{_did_you_mean(key, keys)}")
+    if key in SWEEP_OWNED:
+        raise ConfigError(f"{where}: {key!r} cannot be set by a sweep ({SWEEP_OWNED[key]})")
+    if key.startswith("tracking.") and not allow_tracking:
+        raise ConfigError(f"{where}: {key!r} cannot vary within a sweep (all trials share one MLflow experiment)")
+
+
+def _check_keys(overrides: dict[str, Any], where: str, allow_tracking: bool = False) -> None:
+    for key in overrides:
+        _check_key(key, where, allow_tracking)
+
+
+def _short_labels(keys: list[str]) -> dict[str, str]:
+    """Last key component when unique among the axes, else the full dotted key."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _axes(value: Any, where: str) -> dict[str, list[Any]]:
+    axes = _mapping(value, f"{where}: axes")
+    if not axes:
+        raise ConfigError(f"{where}: axes: give at least one axis, e.g. objectives.scl.image_mask_ratio: [0.2, 0.4]")
+    for key, values in axes.items():
+        keys = all_keys()
+        if key not in keys:
+            raise ConfigError(f"{where}: unknown axis key {key!r}{_did_you_mean(key, keys)}")
+        _check_key(key, f"{where}: axes")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: axes.{key}: expected a non-empty list of values, got {values!r}")
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
+            raise ConfigError(f"{where}: axes.{key}: values repeat: {values!r}")
+    return axes
+
+
+def _named_variants(value: Any, where: str) -> tuple[Variant, ...]:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: variants: expected a mapping of variant name -> overrides")
+    variants = []
+    for name, overrides in value.items():
+        name = str(name)
+        if not _SAFE_NAME.match(name):
+            raise ConfigError(f"{where}: variants: name {name!r} may only use letters, digits and _ . = , + - : / space")
+        overrides = _mapping(overrides or {}, f"{where}: variants.{name}")
+        _check_keys(overrides, f"{where}: variants.{name}")
+        variants.append(Variant(name, overrides))
+    return tuple(variants)
+
+
+def _baseline(value: Any, variants: tuple[Variant, ...], axes: dict[str, list[Any]], where: str) -> str | None:
+    if value is None:
+        return variants[0].name if variants else None
+    names = [v.name for v in variants]
+    if isinstance(value, dict):  # axis values, e.g. {objectives.scl.image_mask_ratio: 0.8}
+        wanted = _mapping(value, f"{where}: baseline")
+        for variant in variants:
+            if all(variant.overrides.get(k) == v for k, v in wanted.items()) and set(wanted) == set(axes):
+                return variant.name
+        raise ConfigError(f"{where}: baseline {value!r} is not a point of the grid (axes: {', '.join(axes)})")
+    if str(value) not in names:
+        raise ConfigError(f"{where}: baseline {value!r} is not a variant{_did_you_mean(str(value), names)} (variants: {', '.join(names)})")
+    return str(value)
+
+
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return tuple(range(value))
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+        and len(set(value)) == len(value)
+    ):
+        return tuple(value)
+    raise ConfigError(f"{where}: seeds: {value!r} is not a count >= 1 or a list of distinct integers")
+
+
+def _int_at_least(value: Any, low: int, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{where}: {value!r} is not an integer >= {low}")
+    return value
+
+
+def _metric_key(metric: Any, where: str) -> str:
+    if not isinstance(metric, str) or not metric.startswith(("eval/", "train/")):
+        hint = f" — did you mean 'eval/{metric}'?" if isinstance(metric, str) else ""
+        raise ConfigError(f"{where}: {metric!r} is not an MLflow metric key (eval/... or train/...){hint}")
+    return metric
+
+
+def _metrics(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ("eval/retrieval/r_mean",)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: metrics: expected a non-empty list of metric keys, e.g. [eval/retrieval/r_mean]")
+    return tuple(_metric_key(m, f"{where}: metrics") for m in value)
+
+
+def _objective(value: Any, metrics: tuple[str, ...], where: str) -> tuple[str, str]:
+    if value is None:
+        return metrics[0], "maximize"
+    if isinstance(value, str):
+        value = {"metric": value}
+    obj = _mapping(value, f"{where}: objective")
+    _check_fields(obj, OBJECTIVE_FIELDS, f"{where}: objective")
+    metric = _metric_key(obj.get("metric", metrics[0]), f"{where}: objective.metric")
+    direction = obj.get("direction", "maximize")
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"{where}: objective.direction: {direction!r} is not one of {', '.join(DIRECTIONS)}")
+    return metric, direction
+
+
+def _check_objective_is_produced(spec: SweepSpec, cfg: RunConfig, label: str) -> None:
+    parts = spec.objective.split("/")
+    if parts[0] != "eval" or len(parts) < 3:
+        return
+    task = METRIC_TASKS.get(parts[1])
+    if task is not None and task not in cfg.eval.tasks:
+        raise ConfigError(
+            f"sweep {spec.name!r}, {label}: objective {spec.objective!r} needs eval task {task!r}, "
+            f"but eval.tasks is {cfg.eval.tasks}"
+        )
+
+
+def _search(value: Any, where: str) -> Search:
+    data = _mapping(value, f"{where}: search")
+    _check_fields(data, SEARCH_FIELDS, f"{where}: search")
+    sampler = data.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"{where}: search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    trials = _int_at_least(data.get("trials", 20), 1, f"{where}: search.trials")
+    ranges_data = _mapping(data.get("ranges") or {}, f"{where}: search.ranges")
+    if not ranges_data:
+        raise ConfigError(f"{where}: search.ranges: give at least one range, e.g. train.lr: {{low: 1e-5, high: 1e-3, log: true}}")
+    ranges = tuple(_range(key, spec, f"{where}: search.ranges.{key}") for key, spec in ranges_data.items())
+    pruner = _pruner(data.get("pruner"), f"{where}: search.pruner")
+    seed = data.get("seed")
+    if seed is not None:
+        seed = _int_at_least(seed, 0, f"{where}: search.seed")
+    return Search(sampler, trials, ranges, pruner, seed)
+
+
+def _range(key: str, value: Any, where: str) -> Range:
+    keys = all_keys()
+    if key not in keys:
+        raise ConfigError(f"{where}: unknown config key {key!r}{_did_you_mean(key, keys)}")
+    _check_key(key, where)
+    if isinstance(value, list):
+        value = {"choices": value}
+    data = _mapping(value, where)
+    _check_fields(data, RANGE_FIELDS, where)
+    if "choices" in data:
+        choices = data["choices"]
+        if not isinstance(choices, list) or not choices or set(data) != {"choices"}:
+            raise ConfigError(f"{where}: choices must be a non-empty list and stand alone (no low/high)")
+        return Range(key, kind="choice", choices=tuple(choices))
+    default = flatten(RunConfig())[key]
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        raise ConfigError(f"{where}: {key!r} is not numeric; give choices: [...] instead of low/high")
+    kind = "int" if isinstance(default, int) else "float"
+    low, high, step = data.get("low"), data.get("high"), data.get("step")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if not numbers or not low < high:
+        raise ConfigError(f"{where}: need numbers low < high, got low={low!r}, high={high!r}")
+    if kind == "int" and not all(isinstance(v, int) for v in (low, high, step or 1)):
+        raise ConfigError(f"{where}: {key!r} is an integer field; low, high and step must be integers")
+    log = data.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}: log: {log!r} is not true or false")
+    if log and low <= 0:
+        raise ConfigError(f"{where}: log: true needs low > 0, got {low!r}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or log):
+        raise ConfigError(f"{where}: step: {step!r} must be a number > 0 and cannot go with log: true")
+    return Range(key, kind=kind, low=low, high=high, log=log, step=step)
+
+
+def _pruner(value: Any, where: str) -> Pruner:
+    if value is None:
+        return Pruner(kind="none")
+    if isinstance(value, str):
+        value = {"kind": value}
+    data = _mapping(value, where)
+    _check_fields(data, PRUNER_FIELDS, where)
+    kind = data.get("kind", "median")
+    if kind not in PRUNERS:
+        raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(PRUNERS)}{_did_you_mean(str(kind), PRUNERS)}")
+    direction = data.get("direction", "minimize")
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"{where}.direction: {direction!r} is not one of {', '.join(DIRECTIONS)}")
+    interval = data.get("interval_s", 5.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
+        raise ConfigError(f"{where}.interval_s: {interval!r} is not a number > 0")
+    return Pruner(
+        kind=kind,
+        metric=_metric_key(data.get("metric", "train/loss/total"), f"{where}.metric"),
+        direction=direction,
+        warmup_steps=_int_at_least(data.get("warmup_steps", 0), 0, f"{where}.warmup_steps"),
+        startup_trials=_int_at_least(data.get("startup_trials", 2), 0, f"{where}.startup_trials"),
+        interval_s=float(interval),
+    )
+
+
+def _resolve_base(value: Any, spec_path: Path, where: str) -> Path:
+    """A base is an experiment name or a YAML path (relative to the spec file, then the cwd)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: base: expected an experiment name or YAML path, got {value!r}")
+    candidate = spec_path.parent / value
+    if Path(value).suffix in (".yaml", ".yml") and not Path(value).is_absolute() and candidate.is_file():
+        return candidate.resolve()
+    try:
+        return resolve_experiment(value).resolve()
+    except ConfigError as err:
+        raise ConfigError(f"{where}: base: {err}") from None
+
+
+def spec_table(specs: list[SweepSpec]) -> str:
+    """`workbench sweep list`: name, trials, base, baseline, description."""
+    rows = [("name", "trials", "base", "baseline", "description")]
+    for spec in specs:
+        shape = f"{len(spec.variants)}x{len(spec.seeds)}" if spec.is_grid else f"tpe {spec.search.trials}"
+        rows.append((spec.name, f"{spec.total_trials} ({shape})", Path(spec.base).stem, spec.baseline or "-", spec.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows)

@@ -33,7 +33,10 @@ def worker(args: argparse.Namespace) -> None:
     from workbench.config import load_config
     from workbench.device import seed_everything
     from workbench.optim import build_optimizer, build_scheduler
-    from workbench.train import Pretrainer
+    try:
+        from workbench.pretrainer import Pretrainer
+    except ImportError:  # trees from before it had a module of its own
+        from workbench.train import Pretrainer
 
     if args.config == "base":
         from workbench.data import PretrainStream, load_tokenizer

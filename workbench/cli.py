@@ -23,7 +23,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate and check data sets.", no_args_is_help=True)
 config_app = typer.Typer(help="Show resolved run configs.", no_args_is_help=True)
-sweep_app = typer.Typer(help="Named ablation sweeps through Optuna.", no_args_is_help=True)
 report_app = typer.Typer(help="Ablation tables and attention figures from MLflow.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
@@ -74,6 +73,7 @@ def quiet_libraries() -> None:
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -355,15 +355,18 @@ def ui(
 # -------------------------------------------------------------------- demo
 @app.command()
 @friendly
-def demo() -> None:
-    """The main job on the embedded data: generate ShapesWorld, show the config."""
-    from workbench.config import load_config, to_yaml
-    from workbench.data.shapes import generate
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where the report goes.")] = Path("reports"),
+    slots: Annotated[int, typer.Option("--slots", min=1, help="Trials run at once (CPU processes).")] = 2,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """The whole workflow on the embedded data: ShapesWorld, an SCL ablation sweep, its report."""
+    from workbench.demo import run_demo
 
-    cfg = load_config("base")
-    manifest = generate(Path(cfg.data.root), seed=cfg.data.shapes_seed, size=cfg.data.shapes_size)
-    typer.echo(f"ShapesWorld ready in {cfg.data.root}: {manifest['counts']}")
-    typer.echo(to_yaml(cfg), nl=False)
+    result = run_demo(out=out, slots=slots, tracking_uri=tracking_uri or "")
+    typer.echo(result.table)
+    typer.echo(f"\nreport: {out / 'index.html'}  ({len(result.files)} files)")
+    typer.echo(f"runs:   workbench ui   (MLflow UI on {result.tracking_uri})")
 
 
 # ------------------------------------------------------------------- bench

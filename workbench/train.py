@@ -270,6 +270,9 @@ def _run(
         metrics = evaluate(pretrainer, cfg, tokenizer, device)
         tracker.log_final(metrics, step=step)
         tracker.log_artifact(ckpt_path, "checkpoints")
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
     except BaseException:
         tracker.finish("FAILED")
         raise

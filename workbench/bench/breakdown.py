@@ -8,9 +8,6 @@ created its autograd node (the profiler's sequence numbers link the two), so a
 pass's row holds its forward *and* backward time. Shares sum to 100 % of the
 profiled step (profiler overhead included, so small ops weigh a little more).
 
-Passes stacked into one fusion call (``StepContext.fuse_rows``) share that call's
-time in proportion to their rows.
-
 A pass read by several objectives (e.g. ``masked_text``: MLSC's recovered and
 MVSC's cross-pass target) is split evenly among its readers in the per-objective
 view; the clean encoders, the optimizer and untracked framework time stay apart.
@@ -75,7 +72,7 @@ class Labels:
             self._hooks.append(term.register_forward_hook(partial(self._exit_term, name)))
         self._saved_recipes = self.objectives.recipes
         self.objectives.recipes = {
-            name: _LabelledRecipe(f"pass/{name}", recipe) for name, recipe in self._saved_recipes.items()
+            name: self._labelled(f"pass/{name}", recipe) for name, recipe in self._saved_recipes.items()
         }
         self.objectives.context = self._tracking_reads(self.objectives.context)
         for method, label in (("encode_image", "encode"), ("encode_text", "encode"), ("fuse", "fuse")):
@@ -119,36 +116,9 @@ class Labels:
                 return request(name)
 
             ctx.pass_ = pass_
-            if hasattr(ctx, "fuse_rows"):
-                stack = ctx.fuse_rows
-
-                def fuse_rows(parts: list) -> Any:
-                    rows = ",".join(f"{part.name}:{part.text_mask.shape[0]}" for part in parts)
-                    with record_function(f"{PREFIX}rows/{rows}"):
-                        return stack(parts)
-
-                ctx.fuse_rows = fuse_rows
             return ctx
 
         return context
-
-
-class _LabelledRecipe:
-    """A pass recipe whose run (and rows, when it is batched) carry a profiler label."""
-
-    def __init__(self, label: str, recipe: Any) -> None:
-        self.label, self.recipe = label, recipe
-
-    def __getattr__(self, name: str) -> Any:  # batchable, ratio, ...
-        return getattr(self.recipe, name)
-
-    def __call__(self, ctx: Any) -> Any:
-        with record_function(PREFIX + self.label):
-            return self.recipe(ctx)
-
-    def rows(self, ctx: Any) -> Any:
-        with record_function(PREFIX + self.label):
-            return self.recipe.rows(ctx)
 
 
 def ad_hoc_pass(term: str) -> str:
@@ -171,7 +141,7 @@ def category(labels: list[str]) -> str:
     """Where time under these labels (innermost first) is charged."""
     terms = [label.removeprefix("objective/") for label in labels if label.startswith("objective/")]
     for label in labels:
-        if label.startswith(("pass/", "rows/")):
+        if label.startswith("pass/"):
             return label
     if "fuse" in labels and terms:
         return "pass/" + ad_hoc_pass(terms[0])
@@ -209,21 +179,7 @@ def attribute(events: list[Any], device_time: bool = False) -> dict[str, float]:
             cat = forward_of.get(node.sequence_nr, OTHER) if node is not None else OTHER
         took = event.self_device_time_total if device_time else event.self_cpu_time_total
         seconds[cat] += took / 1e6
-    return _split_stacked(seconds)
-
-
-def _split_stacked(seconds: dict[str, float]) -> dict[str, float]:
-    """'rows/clean:4,mlm:4' -> its time shared by pass/clean and pass/mlm by rows."""
-    out: dict[str, float] = defaultdict(float)
-    for cat, took in seconds.items():
-        if not cat.startswith("rows/"):
-            out[cat] += took
-            continue
-        parts = [part.rsplit(":", 1) for part in cat.removeprefix("rows/").split(",")]
-        total = sum(int(rows) for _, rows in parts)
-        for name, rows in parts:
-            out[f"pass/{name}"] += took * int(rows) / total
-    return dict(out)
+    return dict(seconds)
 
 
 def profile_step(step: Any, batch: dict[str, torch.Tensor]) -> Breakdown:

@@ -42,11 +42,11 @@ def render(result: BenchResult) -> str:
         "",
     ]
     header = ["config", "batch", "step s", "spread", "samples/s", "GFLOP/step", "GFLOP/s", "peak GFLOP/s", "MFU",
-              "fusion passes/calls"]
+              "fusion passes"]
     rows = [
         [c.name, c.batch_size, f"{c.step_s:.3f}", _pct(c.to_dict()["step_spread"]), f"{c.samples_per_s:.2f}",
          f"{c.flops_per_step / 1e9:.2f}", f"{c.achieved_flops_per_s / 1e9:.1f}", f"{c.peak / 1e9:.1f}",
-         _pct(c.mfu), f"{c.fusion_passes}/{c.fuse_calls}"]
+         _pct(c.mfu), c.fusion_passes]
         for c in result.configs
     ]
     lines += _rows(header, rows)

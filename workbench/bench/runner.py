@@ -64,8 +64,7 @@ class ConfigResult:
     flops_by_op: dict[str, int]
     peak_flops_per_s: list[float]
     breakdown: Breakdown
-    fusion_passes: int  # fusion passes per step (pairs fused once each, as the objectives count them)
-    fuse_calls: int | None  # model.fuse calls per step (passes stacked into one call count once)
+    fusion_passes: int  # model.fuse calls per step, as the step context counts them
 
     @property
     def step_s(self) -> float:
@@ -107,7 +106,6 @@ class ConfigResult:
             "mfu": self.mfu,
             "mfu_vs_best_peak": self.mfu_vs_best_peak,
             "fusion_passes": self.fusion_passes,
-            "fuse_calls": self.fuse_calls,
             "profiled_step_s": self.breakdown.step_s,
             "components": self.breakdown.components,
             "passes": self.breakdown.passes,
@@ -212,19 +210,19 @@ def bench_one(name: str, options: BenchOptions, device: torch.device, scratch: P
     for _ in range(options.resolved("repeats", 3, 1)):
         step_times.append(timed(lambda: [step(batch) for _ in range(steps)], device) / steps)
         peaks.append(matmul_flops_per_s(a, b, device))
-    passes, calls = _fusion_passes(step, batch)
+    passes = _fusion_passes(step, batch)
     breakdown = profile_step(step, batch)
-    result = ConfigResult(name, cfg.train.batch_size, step_times, flops, by_op, peaks, breakdown, passes, calls)
+    result = ConfigResult(name, cfg.train.batch_size, step_times, flops, by_op, peaks, breakdown, passes)
     return result, (step, stream, cfg)
 
 
-def _fusion_passes(step: TrainStep, batch: dict[str, torch.Tensor]) -> tuple[int, int | None]:
-    """(fusion passes, model.fuse calls) of one step's forward, as the step context counts them."""
+def _fusion_passes(step: TrainStep, batch: dict[str, torch.Tensor]) -> int:
+    """Fusion passes of one step's forward, as the step context counts them."""
     pretrainer = step.pretrainer
     with torch.no_grad():
         ctx = pretrainer.objectives.context(pretrainer.model, batch)
         pretrainer.objectives.compute(ctx)
-    return ctx.fusion_passes, getattr(ctx, "fuse_calls", None)
+    return ctx.fusion_passes
 
 
 def run_bench(options: BenchOptions) -> BenchResult:

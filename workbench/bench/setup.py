@@ -19,7 +19,7 @@ import torch
 from workbench.config import ConfigError, RunConfig, load_config
 from workbench.device import autocast, autocast_dtype
 from workbench.optim import build_optimizer, build_scheduler
-from workbench.train import Pretrainer
+from workbench.pretrainer import Pretrainer
 
 CONFIGS = ("base", "paper")
 ALL_OBJECTIVES_ON = ["objectives.softmask.enabled=true"]

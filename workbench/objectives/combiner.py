@@ -105,39 +105,20 @@ def _recipes(cfg: ObjectivesConfig, special_ids: dict[str, int], vocab_size: int
         )
     if is_on(cfg, "mlm") and not reuse:
         recipes["mlm"] = MaskedTextPass(
-            ratio=cfg.mlm.mask_prob, exact=False, split=BERT_SPLIT, mask_id=mask_id, vocab_size=vocab_size,
-            name="mlm",
+            ratio=cfg.mlm.mask_prob, exact=False, split=BERT_SPLIT, mask_id=mask_id, vocab_size=vocab_size
         )
     return recipes
-
-
-def _batched(cfg: ObjectivesConfig, recipes: dict[str, Recipe]) -> tuple[str, ...]:
-    """The passes fused together in one call: every step runs them, on the clean image's layout.
-
-    Every recipe but ``clean`` is built only for an objective that reads it; ``clean`` is
-    read by ITM (and SoftMask, which needs ITM) and by SCL's ``clean_pass`` targets.
-    """
-    clean_read = is_on(cfg, "itm") or (is_on(cfg, "scl") and cfg.scl.target == "clean_pass")
-    runs = set(recipes) - ({"clean"} if not clean_read else set())
-    return tuple(name for name, recipe in recipes.items() if name in runs and getattr(recipe, "batchable", False))
 
 
 class Objectives(nn.Module):
     """The built terms (``objectives.itc``, ``objectives.itm``, ...) and their weighted sum."""
 
-    def __init__(
-        self,
-        terms: dict[str, nn.Module],
-        recipes: dict[str, Recipe],
-        special_ids: dict[str, int],
-        batched: tuple[str, ...] = (),
-    ) -> None:
+    def __init__(self, terms: dict[str, nn.Module], recipes: dict[str, Recipe], special_ids: dict[str, int]) -> None:
         super().__init__()
         for name, term in terms.items():
             self.add_module(name, term)
         self.built = tuple(terms)
         self.recipes = recipes
-        self.batched = batched  # passes fused in one call (see `_batched`)
         self.special_ids = dict(special_ids)
 
     @property
@@ -149,8 +130,7 @@ class Objectives(nn.Module):
     ) -> StepContext:
         modules = {name: getattr(self, name) for name in self.built}
         return StepContext(
-            model, batch, self.recipes, special_ids=self.special_ids, generator=generator, modules=modules,
-            batched=self.batched,
+            model, batch, self.recipes, special_ids=self.special_ids, generator=generator, modules=modules
         )
 
     def compute(self, ctx: StepContext) -> dict[str, Tensor]:
@@ -202,5 +182,4 @@ def build_objectives(
     vocab_size = dims.get("vocab_size", 0) if vocab_size is None else vocab_size
     _check(cfg, dims, special_ids, vocab_size)
     terms = {name: build(cfg, dims, vocab_size, model) for name, build in BUILDERS.items() if is_on(cfg, name)}
-    recipes = _recipes(cfg, special_ids, vocab_size)
-    return Objectives(terms, recipes, special_ids, _batched(cfg, recipes))
+    return Objectives(terms, _recipes(cfg, special_ids, vocab_size), special_ids)

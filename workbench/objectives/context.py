@@ -2,10 +2,8 @@
 
 Fusion passes are the expensive part of a step. Every objective asks the context
 for a pass *by name* (``ctx.pass_("masked_text")``); the first request runs it,
-later ones get the memo. ``ctx.fusion_passes`` counts passes (pairs fused once
-each), so a test or benchmark can see what a toggle costs; ``ctx.fuse_calls``
-counts ``model.fuse`` calls: the ``batched`` passes (those on the clean image's
-token layout that every step runs) share one call, stacked along the batch.
+later ones get the memo. ``ctx.fusion_passes`` counts ``model.fuse`` calls, so a
+test or benchmark can see what a toggle costs.
 
 Random choices go through the helpers at the bottom: they draw from ``generator``
 (on the generator's device) when one is given, else from the global RNG.
@@ -33,7 +31,6 @@ class StepContext:
         special_ids: dict[str, int],
         generator: torch.Generator | None = None,
         modules: dict[str, nn.Module] | None = None,
-        batched: tuple[str, ...] = (),
     ) -> None:
         self.model = model
         self.batch = batch
@@ -43,9 +40,7 @@ class StepContext:
         self._recipes = recipes
         self._passes: dict[str, dict[str, Tensor]] = {}
         self._memo: dict[str, Any] = {}
-        self._batched = batched  # recipes with `rows`, fused in one call at the first request of any
         self.fusion_passes = 0
-        self.fuse_calls = 0
         self.encoder_passes = 0
 
     # ------------------------------------------------------------- encodings
@@ -95,7 +90,6 @@ class StepContext:
     ) -> dict[str, Tensor]:
         """One counted ``model.fuse`` call (frame layout defaults to the clean image encoding's)."""
         self.fusion_passes += 1
-        self.fuse_calls += 1
         if frame_cls_positions is None:
             frame_cls_positions = self.image["frame_cls_positions"]
         return self.model.fuse(
@@ -106,47 +100,13 @@ class StepContext:
             return_attention=return_attention,
         )
 
-    def fuse_rows(self, parts: list[Any]) -> list[dict[str, Tensor]]:
-        """Several passes' ``FusionRows`` (clean image layout) in one ``model.fuse`` call, split back.
-
-        Every fusion op works row by row, so each part gets what a call of its own would give.
-        """
-        self.fusion_passes += len(parts)
-        self.fuse_calls += 1
-        sizes = [part.text_mask.shape[0] for part in parts]
-        stacked = len(parts) > 1
-        fused = self.model.fuse(
-            torch.cat([p.image_tokens for p in parts]) if stacked else parts[0].image_tokens,
-            torch.cat([p.text_tokens for p in parts]) if stacked else parts[0].text_tokens,
-            torch.cat([p.text_mask for p in parts]) if stacked else parts[0].text_mask,
-            self.image["frame_cls_positions"],
-        )
-        pieces = {key: value.split(sizes) for key, value in fused.items()}
-        return [{**{key: pieces[key][i] for key in pieces}, **part.extras} for i, part in enumerate(parts)]
-
-    def fuse_pending(self, extra: Any | None = None) -> dict[str, Tensor] | None:
-        """Run every batched pass not yet run (and ``extra`` ``FusionRows``) in one fusion call.
-
-        Returns the fused ``extra`` rows (e.g. ITM's negative pairs), if given.
-        """
-        names = [name for name in self._batched if name not in self._passes]
-        parts = [self._recipes[name].rows(self) for name in names] + ([extra] if extra is not None else [])
-        if not parts:
-            return None
-        fused = self.fuse_rows(parts)
-        self._passes.update(zip(names, fused))
-        return fused[-1] if extra is not None else None
-
     def pass_(self, name: str) -> dict[str, Tensor]:
         """The named fusion pass, run on first request and memoised for the step."""
         if name not in self._passes:
             if name not in self._recipes:
                 known = ", ".join(sorted(self._recipes)) or "none"
                 raise KeyError(f"no fusion pass named {name!r} in this step (built: {known})")
-            if name in self._batched:
-                self.fuse_pending()
-            else:
-                self._passes[name] = self._recipes[name](self)
+            self._passes[name] = self._recipes[name](self)
         return self._passes[name]
 
     @property

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from workbench.config import ConfigError
 from workbench.objectives.context import StepContext, multinomial_one
 from workbench.objectives.itc import batch_ids
-from workbench.objectives.passes import FusionRows
 
 
 def negative_weights(similarity: Tensor | None, ids: Tensor) -> Tensor:
@@ -101,14 +100,12 @@ class ITM(nn.Module):
         negative_text = sample_negatives(sim_i2t, ids, ctx.generator)  # for each image
         image_tokens = ctx.image["image_tokens"]
         text_tokens, text_mask = ctx.text["text_tokens"], ctx.batch["text_mask"]
-        negative_pairs = FusionRows(
-            "itm_negatives",
+        positive = ctx.pass_("clean")
+        negative = ctx.fuse(
             torch.cat([image_tokens[negative_image], image_tokens]),
             torch.cat([text_tokens, text_tokens[negative_text]]),
             torch.cat([text_mask, text_mask[negative_text]]),
         )
-        negative = ctx.fuse_pending(negative_pairs)  # in one call with the step's batched passes
-        positive = ctx.pass_("clean")
         logits = self.logits(torch.cat([positive["joint"], negative["joint"]]))
         size = ids.shape[0]
         targets = itm_targets(size, 2 * size, logits.device)

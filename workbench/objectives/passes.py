@@ -10,16 +10,11 @@ it at most once per step. The builder picks the recipes the enabled objectives n
   ``mlm.reuse_mlsc_pass``).
 * ``masked_image``: MAE-dropped image x clean caption (MVSC; MLSC's ``cross_pass`` target).
 * ``mlm``: BERT-masked caption x clean image (MLM's own pass).
-
-Passes on the clean image's token layout (``clean``, ``masked_text``, ``mlm``, and
-ITM's negatives) give their ``rows`` instead, so a step can stack them into one
-fusion call: fusion is row-independent, so the math is the same, in fewer and
-larger kernels (``StepContext.fuse_pending``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -28,28 +23,9 @@ from workbench.objectives.mlm import IGNORE, bernoulli_positions, corrupt, exact
 from workbench.objectives.scl import keep_patch_indices
 
 
-@dataclass
-class FusionRows:
-    """One pass's pairs for a fusion call on the clean image's token layout, plus what its result adds."""
-
-    name: str
-    image_tokens: Tensor
-    text_tokens: Tensor
-    text_mask: Tensor
-    extras: dict[str, Tensor] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class CleanPass:
     return_attention: bool = False  # SoftMask's Grad-CAM differentiates the cross-attention
-
-    @property
-    def batchable(self) -> bool:
-        """Attention maps (and Grad-CAM through them) stay on a call of their own B rows."""
-        return not self.return_attention
-
-    def rows(self, ctx: StepContext) -> FusionRows:
-        return FusionRows("clean", ctx.image["image_tokens"], ctx.text["text_tokens"], ctx.batch["text_mask"])
 
     def __call__(self, ctx: StepContext) -> dict[str, Tensor]:
         return ctx.fuse(
@@ -74,13 +50,8 @@ class MaskedTextPass:
     split: tuple[float, float]
     mask_id: int
     vocab_size: int
-    name: str = "masked_text"
-    batchable = True
 
     def __call__(self, ctx: StepContext) -> dict[str, Tensor]:
-        return ctx.fuse_rows([self.rows(ctx)])[0]
-
-    def rows(self, ctx: StepContext) -> FusionRows:
         text_ids, text_mask = ctx.batch["text_ids"], ctx.batch["text_mask"]
         maskable = ~ctx.special_mask
         choose = exact_positions if self.exact else bernoulli_positions
@@ -94,8 +65,8 @@ class MaskedTextPass:
             split=self.split,
         )
         text = ctx.encode_text(corrupted, text_mask)
-        extras = {"text_ids": corrupted, "mlm_labels": text_ids.masked_fill(~positions, IGNORE)}
-        return FusionRows(self.name, ctx.image["image_tokens"], text["text_tokens"], text_mask, extras)
+        fused = ctx.fuse(ctx.image["image_tokens"], text["text_tokens"], text_mask)
+        return {**fused, "text_ids": corrupted, "mlm_labels": text_ids.masked_fill(~positions, IGNORE)}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,96 @@
+"""In-process A/B of one training-step change: steps alternate A, B, B, A, ... on one model.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_variants.py fused_adamw --pairs 10
+
+A machine shared with other jobs changes speed several-fold within a minute;
+adjacent steps of one process see nearly the same load, so per-pair ratios B / A
+are steadier than separate runs, and the best (minimum) step time of each side,
+which interference can only lengthen, is the steadiest of all. Variants:
+
+* ``fused_adamw``: A = AdamW as `optim.build_optimizer` makes it, B = the same
+  groups with ``fused=True`` (one kernel for all parameters; optim.py unchanged).
+* ``threads``: A = ``torch.get_num_threads()`` threads, B = 1 thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from workbench.bench.setup import TrainStep, Vocabulary, bench_config, build_pretrainer, to_device
+
+
+def _base_step(batch_size: int, root: Path, quick: bool) -> tuple[TrainStep, dict]:
+    from workbench.data import PretrainStream, load_tokenizer
+    from workbench.train import prepare_data
+
+    cfg = bench_config("base", quick=quick, overrides=[f"data.root={root}", "data.shapes_size=tiny"])
+    cfg.train.batch_size = batch_size
+    prepare_data(cfg)
+    tokenizer = load_tokenizer(cfg.data)
+    torch.manual_seed(0)
+    step = TrainStep(build_pretrainer(cfg, Vocabulary.of(tokenizer)), cfg, torch.device("cpu"))
+    batch = to_device(next(PretrainStream(cfg, tokenizer, seed=0).batches(0)), step.device)
+    return step, batch
+
+
+def _variants(name: str, step: TrainStep) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(switch to A, switch to B) for the named change."""
+    if name == "fused_adamw":
+        plain = step.optimizer
+        fused = torch.optim.AdamW(
+            [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in plain.param_groups],
+            **{k: plain.defaults[k] for k in ("lr", "betas", "eps", "weight_decay")}, fused=True,
+        )
+        return (lambda: setattr(step, "optimizer", plain)), (lambda: setattr(step, "optimizer", fused))
+    if name == "threads":
+        threads = torch.get_num_threads()
+        return (lambda: torch.set_num_threads(threads)), (lambda: torch.set_num_threads(1))
+    raise SystemExit(f"unknown variant {name!r}: fused_adamw, threads")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variant", choices=["fused_adamw", "threads"])
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="tiny widths")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-variants-") as tmp:
+        step, batch = _base_step(args.batch_size, Path(tmp) / "shapesworld", args.quick)
+        to_a, to_b = _variants(args.variant, step)
+        for switch in (to_a, to_b):  # warm both (optimizer state, allocator)
+            switch()
+            step(batch)
+        times: dict[str, list[float]] = {"A": [], "B": []}
+        loads = []
+        for pair in range(args.pairs):
+            for side in ("AB" if pair % 2 == 0 else "BA"):
+                (to_a if side == "A" else to_b)()
+                start = time.perf_counter()
+                step(batch)
+                times[side].append(time.perf_counter() - start)
+                loads.append(os.getloadavg()[0])
+            print(f"pair {pair}: A {times['A'][-1]:.3f} s, B {times['B'][-1]:.3f} s", file=sys.stderr)
+    ratios = [b / a for a, b in zip(times["A"], times["B"])]
+    print(json.dumps({
+        "variant": args.variant, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+        "a_step_s": statistics.median(times["A"]), "b_step_s": statistics.median(times["B"]),
+        "b_over_a": statistics.median(times["B"]) / statistics.median(times["A"]),
+        "b_over_a_median_of_pairs": statistics.median(ratios), "pair_ratios": ratios,
+        "a_best_s": min(times["A"]), "b_best_s": min(times["B"]), "b_over_a_best": min(times["B"]) / min(times["A"]),
+        "a_times": times["A"], "b_times": times["B"], "load_average": [min(loads), max(loads)],
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -59,3 +59,15 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, scheduler, scaler: torch.amp.GradScaler, params, grad_clip: float) -> None:
+    """backward -> (unscale, clip) -> step -> schedule: the one update pre-training and fine-tunes share."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()

@@ -25,7 +25,7 @@ from workbench import checkpoint, distributed, tracking
 from workbench.config import RunConfig, from_dict, to_yaml
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import RunError
-from workbench.optim import build_optimizer, build_scheduler
+from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
 from workbench.progress import TrainProgress
 
@@ -213,14 +213,7 @@ def _run(
                 out = trainer(batch)
             reported = _over_ranks(out, ranks)
             _check_finite(reported, step, last_ckpt)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out["loss"]).backward()
-            if cfg.train.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(out["loss"], optimizer, scheduler, scaler, params, cfg.train.grad_clip)
             window_samples += batch["text_ids"].shape[0] * ranks.world_size
 
             done = step + 1

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from workbench.config import RunConfig
 from workbench.device import autocast, autocast_dtype
-from workbench.optim import build_optimizer, build_scheduler
+from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 
 Batch = dict[str, Tensor]
 
@@ -104,14 +104,7 @@ def train_copy(
         with autocast(device, dtype):
             logits = head(task.features(backbone, batch))
         loss = task.loss(logits.float(), batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.train.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        optimizer_step(loss, optimizer, scheduler, scaler, params, cfg.train.grad_clip)
     return backbone, head
 
 

@@ -15,10 +15,13 @@ view; the clean encoders, the optimizer and untracked framework time stay apart.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -182,11 +185,25 @@ def attribute(events: list[Any], device_time: bool = False) -> dict[str, float]:
     return dict(seconds)
 
 
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Hide the profiler's native start/stop chatter (kineto writes it to fd 2, not to Python)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_step(step: Any, batch: dict[str, torch.Tensor]) -> Breakdown:
     """Profile one labelled training step (`bench.setup.TrainStep`) and split its time."""
     cuda = step.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with Labels(step.pretrainer) as labels, profile(activities=activities) as prof:
+    with _quiet_native_stderr(), Labels(step.pretrainer) as labels, profile(activities=activities) as prof:
         with record_function(PREFIX + "step"):
             out = step.forward(batch)
             with record_function(PREFIX + BACKWARD):

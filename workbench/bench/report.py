@@ -38,15 +38,16 @@ def render(result: BenchResult) -> str:
         "FLOPs: FlopCounterMode over one forward+backward step (matmuls, convolutions, attention; "
         "2 per multiply-add; elementwise ops not counted)",
         f"peak: {'bf16' if result.device.startswith('cuda') else 'fp32'} {result.peak_matrix}x{result.peak_matrix} "
-        "matmul, timed after each block of steps in this process; MFU = median step FLOP/s / median peak",
+        "matmul timed after each block of steps in this process; MFU best = fastest step / fastest peak "
+        "(idle machine), MFU median = median step / median peak (as loaded now)",
         "",
     ]
-    header = ["config", "batch", "step s", "spread", "samples/s", "GFLOP/step", "GFLOP/s", "peak GFLOP/s", "MFU",
-              "fusion passes"]
+    header = ["config", "batch", "step s best/median", "spread", "samples/s best/median", "GFLOP/step",
+              "peak GFLOP/s best/median", "MFU best", "MFU median", "fusion passes"]
     rows = [
-        [c.name, c.batch_size, f"{c.step_s:.3f}", _pct(c.to_dict()["step_spread"]), f"{c.samples_per_s:.2f}",
-         f"{c.flops_per_step / 1e9:.2f}", f"{c.achieved_flops_per_s / 1e9:.1f}", f"{c.peak / 1e9:.1f}",
-         _pct(c.mfu), c.fusion_passes]
+        [c.name, c.batch_size, f"{c.best_step_s:.3f} / {c.step_s:.3f}", _pct(c.to_dict()["step_spread"]),
+         f"{c.best_samples_per_s:.2f} / {c.samples_per_s:.2f}", f"{c.flops_per_step / 1e9:.2f}",
+         f"{max(c.peak_flops_per_s) / 1e9:.1f} / {c.peak / 1e9:.1f}", _pct(c.best_mfu), _pct(c.mfu), c.fusion_passes]
         for c in result.configs
     ]
     lines += _rows(header, rows)

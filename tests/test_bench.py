@@ -151,7 +151,9 @@ def test_quick_bench_measures_both_configs_and_the_loop(quick_result):
     data = json.loads(json.dumps(quick_result.to_dict()))
     assert [c["config"] for c in data["configs"]] == ["base", "paper"]
     for entry in data["configs"]:
-        assert entry["flops_per_step"] > 0 and 0 < entry["mfu"] and entry["samples_per_s"] > 0
+        assert entry["flops_per_step"] > 0 and entry["mfu"] > 0 and entry["best_mfu"] > 0
+        assert entry["best_step_s"] == min(entry["step_times_s"]) <= entry["step_s"]
+        assert entry["best_samples_per_s"] == pytest.approx(entry["batch_size"] / entry["best_step_s"])
         assert entry["fusion_passes"] == len(ALL_PASSES)
         assert set(entry["passes"]) == ALL_PASSES
         assert math.isclose(sum(entry["components"].values()), 1.0, rel_tol=1e-9)

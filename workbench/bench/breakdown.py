@@ -8,9 +8,10 @@ created its autograd node (the profiler's sequence numbers link the two), so a
 pass's row holds its forward *and* backward time. Shares sum to 100 % of the
 profiled step (profiler overhead included, so small ops weigh a little more).
 
-A pass read by several objectives (e.g. ``masked_text``: MLSC's recovered and
-MVSC's cross-pass target) is split evenly among its readers in the per-objective
-view; the clean encoders, the optimizer and untracked framework time stay apart.
+A pass read by several objectives (e.g. ``clean``: ITM's positives and SoftMask's
+Grad-CAM) is split evenly among its readers in the per-objective view; the clean
+encoders, the optimizer and untracked framework time stay apart. SCL is one
+objective: MVSC and MLSC read each other's masked pass as target.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ which interference can only lengthen, is the steadiest of all. Variants:
 * ``fused_adamw``: A = AdamW as `optim.build_optimizer` makes it, B = the same
   groups with ``fused=True`` (one kernel for all parameters; optim.py unchanged).
 * ``threads``: A = ``torch.get_num_threads()`` threads, B = 1 thread.
+* ``compile``: A = eager, B = a second model with the same weights under
+  ``train.compile=true`` (`models.vlp.compile_model`); its compilation is warm-up.
 """
 
 from __future__ import annotations
@@ -29,53 +31,69 @@ import torch
 from workbench.bench.setup import TrainStep, Vocabulary, bench_config, build_pretrainer, to_device
 
 
-def _base_step(batch_size: int, root: Path, quick: bool) -> tuple[TrainStep, dict]:
+def _base_step(batch_size: int, root: Path, quick: bool, compile_: bool = False) -> tuple[TrainStep, dict]:
     from workbench.data import PretrainStream, load_tokenizer
     from workbench.train import prepare_data
 
-    cfg = bench_config("base", quick=quick, overrides=[f"data.root={root}", "data.shapes_size=tiny"])
+    overrides = [f"data.root={root}", "data.shapes_size=tiny", f"train.compile={str(compile_).lower()}"]
+    cfg = bench_config("base", quick=quick, overrides=overrides)
     cfg.train.batch_size = batch_size
     prepare_data(cfg)
     tokenizer = load_tokenizer(cfg.data)
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the same weights in every step built here
     step = TrainStep(build_pretrainer(cfg, Vocabulary.of(tokenizer)), cfg, torch.device("cpu"))
     batch = to_device(next(PretrainStream(cfg, tokenizer, seed=0).batches(0)), step.device)
     return step, batch
 
 
-def _variants(name: str, step: TrainStep) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(switch to A, switch to B) for the named change."""
+Step = Callable[[dict], object]
+
+
+def _variants(name: str, args: argparse.Namespace, root: Path) -> tuple[Step, Step, dict]:
+    """(step A, step B, batch) for the named change."""
+    step, batch = _base_step(args.batch_size, root, args.quick)
     if name == "fused_adamw":
         plain = step.optimizer
         fused = torch.optim.AdamW(
             [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in plain.param_groups],
             **{k: plain.defaults[k] for k in ("lr", "betas", "eps", "weight_decay")}, fused=True,
         )
-        return (lambda: setattr(step, "optimizer", plain)), (lambda: setattr(step, "optimizer", fused))
+        return _with(lambda: setattr(step, "optimizer", plain), step), _with(
+            lambda: setattr(step, "optimizer", fused), step), batch
     if name == "threads":
         threads = torch.get_num_threads()
-        return (lambda: torch.set_num_threads(threads)), (lambda: torch.set_num_threads(1))
-    raise SystemExit(f"unknown variant {name!r}: fused_adamw, threads")
+        return _with(lambda: torch.set_num_threads(threads), step), _with(
+            lambda: torch.set_num_threads(1), step), batch
+    if name == "compile":  # a second model with the same weights, its encoders and fusion compiled
+        compiled, _ = _base_step(args.batch_size, root, args.quick, compile_=True)
+        return step, compiled, batch
+    raise SystemExit(f"unknown variant {name!r}: fused_adamw, threads, compile")
+
+
+def _with(switch: Callable[[], None], step: TrainStep) -> Step:
+    def run(batch: dict) -> object:
+        switch()
+        return step(batch)
+
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["fused_adamw", "threads"])
+    parser.add_argument("variant", choices=["fused_adamw", "threads", "compile"])
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="tiny widths")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-variants-") as tmp:
-        step, batch = _base_step(args.batch_size, Path(tmp) / "shapesworld", args.quick)
-        to_a, to_b = _variants(args.variant, step)
-        for switch in (to_a, to_b):  # warm both (optimizer state, allocator)
-            switch()
+        step_a, step_b, batch = _variants(args.variant, args, Path(tmp) / "shapesworld")
+        for step in (step_a, step_b, step_b):  # warm both (optimizer state, allocator, compilation)
             step(batch)
         times: dict[str, list[float]] = {"A": [], "B": []}
         loads = []
         for pair in range(args.pairs):
             for side in ("AB" if pair % 2 == 0 else "BA"):
-                (to_a if side == "A" else to_b)()
+                step = step_a if side == "A" else step_b
                 start = time.perf_counter()
                 step(batch)
                 times[side].append(time.perf_counter() - start)

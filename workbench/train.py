@@ -25,6 +25,7 @@ from workbench import checkpoint, distributed, tracking
 from workbench.config import RunConfig, from_dict, to_yaml
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import RunError
+from workbench.models.vlp import compile_model
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
 from workbench.progress import TrainProgress
@@ -188,7 +189,7 @@ def _run(
         tracking.log_dataset(tracker, Path(cfg.data.root), manifest)
 
     if cfg.train.compile:
-        pretrainer.forward = torch.compile(pretrainer.forward)  # type: ignore[method-assign]
+        compile_model(pretrainer.model)
     trainer = distributed.wrap(pretrainer, device, ranks)
     stream = PretrainStream(
         cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda",

@@ -41,16 +41,24 @@ class Attention(nn.Module):
         k = self.split_heads(self.key(context))
         v = self.split_heads(self.value(context))
         mask = None if key_mask is None else key_mask[:, None, None, :]
-        if return_probs:  # softmax(QK^T / sqrt(d)) written out, to hand back the probabilities
-            scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            probs = scores.softmax(dim=-1)
-            mixed = probs @ v
+        if return_probs:
+            mixed, probs = explicit_attention(q, k, v, mask)
         else:
             probs = None
             mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(mixed.transpose(1, 2).flatten(2)), probs
+
+
+@torch.compiler.disable  # eager even under train.compile: Grad-CAM differentiates w.r.t. `probs`, so it
+def explicit_attention(  # must be a tensor of the autograd graph, not hidden inside a compiled node
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(QK^T / sqrt(d)) V written out, to hand back the probabilities too."""
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    return probs @ v, probs
 
 
 class CoAttentionBlock(nn.Module):

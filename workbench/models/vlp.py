@@ -67,6 +67,22 @@ class VLPModel(nn.Module):
         return {**image, **text, **fused}
 
 
+def compile_model(model: VLPModel) -> None:
+    """``train.compile``: compile the encoders and the fusion in place (state-dict keys unchanged).
+
+    The objectives stay eager: they draw random masks and negatives with a generator
+    (which dynamo cannot trace at dynamic caption lengths) and SoftMask takes a
+    gradient w.r.t. the fusion's attention maps (see ``fusion.explicit_attention``)
+    with ``retain_graph=True``, which compiled backwards allow only without donated
+    buffers (they save memory, not time).
+    """
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
+    for module in (model.vision, model.text, model.fusion):
+        module.compile()
+
+
 def build_model(cfg: RunConfig, tokenizer: Any) -> VLPModel:
     """The model for a run; the tokenizer fixes the vocabulary size and the padding id."""
     if tokenizer.pad_token_id is None:

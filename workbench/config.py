@@ -413,21 +413,26 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_experiment(experiment: str | Path) -> Path:
-    """An experiment is a YAML path or a name under experiments/ (e.g. 'base')."""
-    path = Path(experiment)
+def resolve_named_yaml(name_or_path: str | Path, folders: list[Path], kind: str) -> Path:
+    """A YAML path, or a name looked up as `<folder>/<name>.yaml` in `folders` (first wins)."""
+    path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
-            raise ConfigError(f"experiment file not found: {path}")
+            raise ConfigError(f"{kind} file not found: {path}")
         return path
-    for folder in (Path.cwd() / "experiments", EXPERIMENTS_DIR):
-        candidate = folder / f"{experiment}.yaml"
+    for folder in folders:
+        candidate = folder / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-    close = difflib.get_close_matches(str(experiment), known, n=1)
+    known = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(str(name_or_path), known, n=1)
     hint = f" — did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"unknown experiment {str(experiment)!r} (known: {', '.join(known)}){hint}")
+    raise ConfigError(f"unknown {kind} {str(name_or_path)!r} (known: {', '.join(known)}){hint}")
+
+
+def resolve_experiment(experiment: str | Path) -> Path:
+    """An experiment is a YAML path or a name under experiments/ (e.g. 'base')."""
+    return resolve_named_yaml(experiment, [Path.cwd() / "experiments", EXPERIMENTS_DIR], "experiment")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

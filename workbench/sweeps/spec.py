@@ -36,6 +36,7 @@ from workbench.config import (
     parse_override,
     read_yaml,
     resolve_experiment,
+    resolve_named_yaml,
 )
 
 SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
@@ -183,19 +184,7 @@ def known_names() -> list[str]:
 
 def resolve_spec_path(name_or_path: str | Path) -> Path:
     """A sweep is a YAML path or a name under experiments/sweeps/ (e.g. 'mask-ratio')."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"sweep file not found: {path}")
-        return path
-    for folder in spec_dirs():
-        candidate = folder / f"{name_or_path}.yaml"
-        if candidate.is_file():
-            return candidate
-    known = known_names()
-    close = difflib.get_close_matches(str(name_or_path), known, n=1)
-    hint = f" — did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"unknown sweep {str(name_or_path)!r} (known: {', '.join(known)}){hint}")
+    return resolve_named_yaml(name_or_path, spec_dirs(), "sweep")
 
 
 def list_specs() -> list[SweepSpec]:

@@ -101,9 +101,10 @@ def _global_batch():
 
 
 def _losses(data: dict, rows: slice, with_ids: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """ITC (focal, image-id positives) + MVSC-style frame loss of `rows`; the gradients they leave."""
+    """ITC (focal, image-id positives, batch-normed projections when there are ids) + MVSC-style
+    frame loss of `rows`; the gradients they leave."""
     torch.manual_seed(1)
-    itc = ITC(5, 7, ITCConfig(embed_dim=4, focal_gamma=0.5))
+    itc = ITC(5, 7, ITCConfig(embed_dim=4, focal_gamma=0.5, batch_norm=with_ids))
     leaves = {k: data[k][rows].clone().requires_grad_() for k in ("image_cls", "text_cls", "recovered")}
     batch = {"text_ids": torch.zeros(leaves["text_cls"].shape[0], 1, dtype=torch.long)}
     if with_ids:
@@ -116,6 +117,7 @@ def _losses(data: dict, rows: slice, with_ids: bool) -> tuple[torch.Tensor, dict
     loss.backward()
     grads = {k: v.grad for k, v in leaves.items()}
     grads.update({f"itc.{n}": p.grad for n, p in itc.named_parameters()})
+    grads.update({f"buffer.{n}": b for n, b in itc.named_buffers() if "running" in n})
     return loss.detach(), grads
 
 
@@ -131,7 +133,9 @@ def _gathered_losses_worker(rank: int, port: int, with_ids: bool) -> None:
         dist.all_reduce(loss)
         torch.testing.assert_close(loss / WORLD, whole_loss)  # mean over ranks = the global batch's loss
         for name, grad in grads.items():
-            if name.startswith("itc."):  # parameters: DDP averages them over ranks
+            if name.startswith("buffer."):  # batch-norm statistics: the global batch's on every rank
+                torch.testing.assert_close(grad, whole_grads[name], msg=name)
+            elif name.startswith("itc."):  # parameters: DDP averages them over ranks
                 dist.all_reduce(grad)
                 torch.testing.assert_close(grad / WORLD, whole_grads[name], msg=name)
             else:  # a rank's own inputs get the other ranks' gradient through the gather
@@ -208,6 +212,9 @@ def test_two_processes_train_like_one_on_the_same_global_batch_and_resume(
     for key in ("train/loss/total", "train/loss/itc", "train/loss/mvsc", "train/itc/acc"):
         two = _history(client, run.info.run_id, key)
         assert len(two) == 4, key  # each step logged once across the resume
-        assert two == pytest.approx(_history(client, one.run_id, key), rel=2e-5, abs=1e-6), key
+        # rounding differs (all-reduced gradients); ITC's batch norm divides by small per-dim
+        # stds and AdamW's first steps amplify it to ~5e-5 by step 4 (each step's gradients
+        # are exact: test_gathered_itc_and_scl_losses_equal_one_process_on_the_global_batch)
+        assert two == pytest.approx(_history(client, one.run_id, key), rel=2e-4, abs=1e-6), key
     assert 0.0 <= run.data.metrics["eval/retrieval/r_mean"] <= 100.0  # rank 0 evaluated
     assert (tmp_path / "out" / run.info.run_id / "last.pt").is_file()

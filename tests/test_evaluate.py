@@ -219,7 +219,8 @@ def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):
     assert i2t.shape == (len(dataset), len(dataset.texts)) and t2i.shape == i2t.t().shape
     assert ((i2t != -100).sum(dim=1) == 4).all() and ((t2i != -100).sum(dim=1) == 4).all()
     itc_i2t, _ = scores["itc"]
-    top = itc_i2t.topk(4, dim=1).indices  # the re-ranked candidates are ITC's top 4
+    # the re-ranked candidates are ITC's top 4 (identical captions tie: lower index first)
+    top = torch.sort(itc_i2t, dim=1, descending=True, stable=True).indices[:, :4]
     assert (i2t.gather(1, top) != -100).all()
 
     itm_off = _setup(shapes_tiny, "objectives.itm.enabled=false", "eval.tasks=[retrieval]")

@@ -15,6 +15,7 @@ from workbench.objectives.contrastive import focal_info_nce, positive_targets, s
 from workbench.objectives.itc import ITC, temperature_range
 from workbench.objectives.itm import negative_weights, sample_negatives
 from workbench.objectives.momentum import MomentumQueue
+from workbench.objectives.projection import GlobalBatchNorm, Projection
 from workbench.objectives.mlm import IGNORE, exact_positions, mask_tokens, masked_lm_loss
 from workbench.objectives.scl import completion_loss, keep_patch_indices, kept_patch_count
 from workbench.objectives.softmask import (
@@ -122,6 +123,51 @@ def test_itc_module_equals_hand_infonce_and_clamps_temperature():
         itc.temperature.fill_(3.0)
     itc(fake_ctx(batch, {"image_cls": image_cls}, {"text_cls": text_cls}))
     assert itc.temperature.item() == pytest.approx(0.5)
+
+
+def test_global_batch_norm_is_batchnorm1d_without_affine_in_one_process():
+    x = torch.randn(6, 4, generator=gen()) * 3 + 5
+    ours, reference = GlobalBatchNorm(4), torch.nn.BatchNorm1d(4, affine=False)
+    assert torch.allclose(ours(x), reference(x), atol=1e-5)
+    assert torch.allclose(ours.running_mean, reference.running_mean, atol=1e-6)
+    assert torch.allclose(ours.running_var, reference.running_var, atol=1e-5)
+    ours.eval(), reference.eval()
+    assert torch.allclose(ours(x), reference(x), atol=1e-5)
+
+
+def test_projection_without_batch_norm_keeps_the_linear_checkpoint_keys():
+    assert set(Projection(8, 4).state_dict()) == {"weight", "bias"}
+    assert set(Projection(8, 4, batch_norm=True).state_dict()) == {
+        "weight", "bias", "norm.running_mean", "norm.running_var"
+    }
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_itc_batch_norm_removes_the_shared_component_of_collapsed_features(batch_norm):
+    """Features = a large shared vector + a one-hot signature, as from random encoders.
+
+    Plain: every pair has cosine ≈ 1, so the loss is log B. Batch-normed: each dimension
+    is standardised over the batch, leaving the signatures: the loss is InfoNCE on the
+    hand-standardised one-hot matrix.
+    """
+    rows = 4
+    cfg = load_config(None, {"objectives.itc.embed_dim": rows, "objectives.itc.batch_norm": batch_norm}).objectives.itc
+    itc = ITC(rows, rows, cfg)
+    with torch.no_grad():
+        for proj in (itc.image_proj, itc.text_proj):
+            proj.weight.copy_(torch.eye(rows)), proj.bias.zero_()
+    features = 100.0 + torch.eye(rows)
+    batch = {"text_ids": torch.zeros(rows, 3, dtype=torch.long)}
+    loss = itc(fake_ctx(batch, {"image_cls": features}, {"text_cls": features}))["itc_loss"].item()
+    if not batch_norm:
+        assert loss == pytest.approx(math.log(rows), abs=1e-3)
+        return
+    share = 1 / rows  # each column: one 1 and rows-1 zeros
+    standardised = (torch.eye(rows) - share) / math.sqrt(share * (1 - share) + 1e-5)
+    embed = F.normalize(standardised, dim=-1)
+    expected = F.cross_entropy(embed @ embed.t() / 0.07, torch.arange(rows)).item()
+    assert loss == pytest.approx(expected, abs=1e-4)
+    assert loss < math.log(rows) - 1
 
 
 # ------------------------------------------------------------------------- MLM

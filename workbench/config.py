@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class ITCConfig:
     queue_size: int = at_least(0, 0)  # 0 = no momentum encoder / queue (SCL code)
     momentum: float = ratio(0.995)
     distill_alpha: float = ratio(0.4, closed=True)
+    batch_norm: bool = False  # standardise projected features over the batch: from-scratch encoders learn ITC (see objectives/projection.py)
 
 
 @dataclass
@@ -286,6 +288,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
+        if not math.isfinite(value):  # nan passes every range check; inf is no setting either
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
         return float(value)
     if hint is str:
         if isinstance(value, (dict, list)) or value is None:

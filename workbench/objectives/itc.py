@@ -25,6 +25,7 @@ from workbench.config import ITCConfig
 from workbench.objectives.context import StepContext
 from workbench.objectives.contrastive import focal_info_nce, positive_targets
 from workbench.objectives.momentum import MomentumQueue
+from workbench.objectives.projection import Projection
 
 
 def temperature_range() -> tuple[float, float]:
@@ -58,7 +59,7 @@ def positive_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 class ITC(nn.Module):
-    """Projections (+ L2 norm), learnable temperature and (focal) symmetric InfoNCE.
+    """Projections (optionally batch-normed, then L2 norm), learnable temperature and (focal) symmetric InfoNCE.
 
     With ``queue_size > 0`` (needs ``model``) the momentum encoder's queued features
     are extra negatives/positives and ``distill_alpha`` softens the targets (ALBEF).
@@ -71,8 +72,8 @@ class ITC(nn.Module):
         self.weight = cfg.weight
         self.focal_gamma = cfg.focal_gamma
         self.distill_alpha = cfg.distill_alpha
-        self.image_proj = nn.Linear(vision_width, cfg.embed_dim)
-        self.text_proj = nn.Linear(text_width, cfg.embed_dim)
+        self.image_proj = Projection(vision_width, cfg.embed_dim, batch_norm=cfg.batch_norm)
+        self.text_proj = Projection(text_width, cfg.embed_dim, batch_norm=cfg.batch_norm)
         self.temperature = nn.Parameter(torch.tensor(float(cfg.temperature)))
         self.temperature_min, self.temperature_max = temperature_range()
         self.momentum: MomentumQueue | None = None

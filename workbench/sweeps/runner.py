@@ -1,12 +1,14 @@
 """`run_sweep(spec, options) -> SweepResult`: what `workbench sweep NAME` does.
 
 1. plan the slots and open the storage and study (a study built from another
-   version of the spec is refused); 2. open the MLflow parent run (or reopen it
-   on resume; workers join the one the study names); 3. fail and re-queue trials
-   whose sweep process died, queue every variant x seed that is still missing;
-   4. run the slots until the study has nothing queued or running; 5. close the
-   parent run. (Trials that share a data set may all start at once: ShapesWorld
-   generation takes a lock, so it is generated once.)
+   version of the spec is refused; a ``--worker`` waits for the coordinator's
+   study, parent run and queue, so hosts may start in any order); 2. open the
+   MLflow parent run (or reopen it on resume; workers join the one the study
+   names); 3. fail and re-queue trials whose sweep process died, queue every
+   variant x seed that is still missing; 4. run the slots until the study has
+   nothing queued or running; 5. close the parent run. (Trials that share a data
+   set may all start at once: ShapesWorld generation takes a lock, so it is
+   generated once.)
 Running it again -- after Ctrl-C, kill -9 or a crash -- is how a sweep resumes:
 finished trials are not re-run and half-run ones are re-run or resumed.
 
@@ -49,6 +51,7 @@ from workbench.sweeps.study import (
     open_storage,
     open_study,
     reap_orphans,
+    study_exists,
 )
 
 
@@ -144,10 +147,10 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
     location = options.storage or default_storage(base_cfg.train.out_dir)
     storage = open_storage(location, heartbeat_s=options.heartbeat_s, retries=spec.retries)
     study_name = options.study_name or spec.name
-    study = open_study(spec, storage, study_name, create=not (options.worker or options.resume), location=location)
-
     if options.worker:
-        _wait_for_coordinator(study, spec, timeout_s=COORDINATOR_WAIT_S)
+        study = _join_when_ready(spec, storage, study_name, location, timeout_s=COORDINATOR_WAIT_S)
+    else:
+        study = open_study(spec, storage, study_name, create=not options.resume, location=location)
     uri = tracking.resolve_uri(options.tracking_uri or study.user_attrs.get(TRACKING_ATTR) or base_cfg.tracking.uri)
     parent_run_id = study.user_attrs.get(PARENT_ATTR)
     if parent_run_id:
@@ -204,21 +207,32 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
     return result
 
 
-def _wait_for_coordinator(study: optuna.Study, spec: SweepSpec, timeout_s: float) -> None:
-    """A worker started right after the coordinator waits for its parent run and its queue."""
+def _join_when_ready(
+    spec: SweepSpec, storage: optuna.storages.BaseStorage, study_name: str, location: str, timeout_s: float
+) -> optuna.Study:
+    """A worker may start before the coordinator (hosts started together): wait for its
+    study, then for its MLflow parent run and its trial queue."""
     deadline = time.monotonic() + timeout_s
+
+    def wait(missing: str) -> None:
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"{missing} after {timeout_s:.0f} s; start the sweep first (same --storage, no --worker): "
+                f"workbench sweep {spec.ref}"
+            )
+        time.sleep(1.0)
+
+    while not study_exists(storage, study_name):
+        wait(f"no study {study_name!r} in {describe_storage(location)} to join")
+    study = open_study(spec, storage, study_name, create=False, location=location)
 
     def ready() -> bool:
         attrs = study.user_attrs
         return PARENT_ATTR in attrs and (not spec.is_grid or bool(attrs.get(QUEUED_ATTR)))
 
     while not ready():
-        if time.monotonic() > deadline:
-            raise ConfigError(
-                f"study {study.study_name!r} has no MLflow parent run or trial queue after {timeout_s:.0f} s; "
-                f"start the sweep first: workbench sweep {spec.ref}"
-            )
-        time.sleep(1.0)
+        wait(f"study {study_name!r} has no MLflow parent run or trial queue")
+    return study
 
 
 def _close_parent(result: SweepResult, worker: bool) -> None:

@@ -43,6 +43,15 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def usable_cpu_count() -> int:
+    """CPUs this process may run on: its affinity (taskset, SLURM, a container's cpuset), not every
+    core of the machine, so the slots' threads never oversubscribe a share of a host."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity API (macOS)
+        return os.cpu_count() or 1
+
+
 def plan_slots(
     gpus: str | None = None,
     per_gpu: int = 1,
@@ -51,14 +60,14 @@ def plan_slots(
     gpu_count: int | None = None,
     cpu_count: int | None = None,
 ) -> list[Slot]:
-    """The slots a sweep runs on. `gpu_count`/`cpu_count` default to what this machine has."""
+    """The slots a sweep runs on. `gpu_count`/`cpu_count` default to what this process may use."""
     if per_gpu < 1:
         raise ConfigError(f"--per-gpu {per_gpu}: must be >= 1")
     if slots is not None and slots < 1:
         raise ConfigError(f"--slots {slots}: must be >= 1")
     if slots is not None and (gpus is not None or per_gpu != 1):
         raise ConfigError("--slots excludes --gpus and --per-gpu: --slots runs CPU processes, --gpus/--per-gpu GPU ones")
-    cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    cores = cpu_count if cpu_count is not None else usable_cpu_count()
     if slots is not None:
         return [Slot(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": ""}, max(1, cores // slots)) for i in range(slots)]
     count = gpu_count if gpu_count is not None else visible_gpu_count()

@@ -3,10 +3,10 @@
 Storage. The local default is Optuna's journal file (``JournalStorage`` +
 ``JournalFileBackend``, file-locked appends): Optuna's docs recommend it for
 several processes on one machine and "would never recommend SQLite3 for parallel
-optimization" (``RDBStorage`` docs; SQLite has no row locks, so two processes can
-pop the same queued trial, optuna/optuna#4002). Any RDB URL (``postgresql://``,
-``mysql://``, also ``sqlite:///``) goes to ``RDBStorage`` with a heartbeat, for
-workers on several machines.
+optimization" (``RDBStorage`` docs). Any RDB URL (``postgresql://``, ``mysql://``,
+also ``sqlite:///``) goes to ``RDBStorage`` with a heartbeat, for workers on several
+machines (``rdb.open_rdb_storage``: safe to open from several processes at once,
+and on SQLite each pop takes the database's write lock, since SQLite has no row locks).
 
 Queue. A grid enqueues each variant x seed once (``enqueue_trial``); workers pop
 queued trials with the storage's atomic WAITING -> RUNNING transition and never
@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from workbench.config import ConfigError
 from workbench.sweeps.child import pid_alive
 from workbench.sweeps.pruning import build_pruner, build_sampler
+from workbench.sweeps.rdb import open_rdb_storage
 from workbench.sweeps.spec import SweepSpec
 
 JOURNAL_NAME = "optuna-journal.log"
@@ -68,11 +69,9 @@ def open_storage(location: str, *, heartbeat_s: int, retries: int) -> BaseStorag
             raise ConfigError(f"--storage {location!r}: cannot use the journal file: {err}") from None
     if heartbeat_s < 1:
         raise ConfigError(f"--heartbeat {heartbeat_s}: must be >= 1 second")
-    engine_kwargs = {"connect_args": {"timeout": 60}} if location.startswith("sqlite") else {}
     try:
-        return RDBStorage(
+        return open_rdb_storage(
             location,
-            engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_s,
             grace_period=2 * heartbeat_s,
             heartbeat_stale_trial_callback=retry,
@@ -128,6 +127,14 @@ def open_study(
             f"sweep {spec.name!r} (or other --set overrides); pass --study-name NEW to start a new study"
         )
     return study
+
+
+def study_exists(storage: BaseStorage, study_name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return False
+    return True
 
 
 def study_id(study: optuna.Study, storage: BaseStorage) -> int:

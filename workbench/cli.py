@@ -49,7 +49,7 @@ def friendly(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (errors.USER_ERRORS + errors.RUNTIME_ERRORS) as err:
+        except (errors.USER_ERRORS + errors.RUNTIME_ERRORS + (OSError,)) as err:
             if _debug:
                 raise
             typer.echo(errors.one_line(err), err=True)
@@ -116,6 +116,7 @@ def data_shapes(
     """Generate ShapesWorld: images, captions, masks, videos, VQA, NLVR, VE, splits."""
     from workbench.data.shapes import generate
 
+    errors.check_writable(out, "--out")
     manifest = generate(out, seed=seed, size=size)
     counts = ", ".join(f"{k}={v}" for k, v in manifest["counts"].items())
     typer.echo(f"ShapesWorld written to {out} ({counts})")
@@ -189,11 +190,16 @@ def _print_check(summary: dict) -> None:
 @app.command()
 @friendly
 def run(
-    experiment: Experiment = "base",
+    experiment: Annotated[
+        Optional[str], typer.Option("--experiment", "-e", help="Experiment name under experiments/ or a YAML path (default: base).")
+    ] = None,
     overrides: Overrides = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     tracking_uri: TrackingUri = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="MLflow run id to continue from its last checkpoint.")] = None,
+    rerun_of: Annotated[
+        Optional[str], typer.Option("--from", help="MLflow run id to run again from its recorded config (--set may still change e.g. train.device).")
+    ] = None,
     nproc: Annotated[
         int, typer.Option("--nproc", help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.")
     ] = 1,
@@ -201,28 +207,43 @@ def run(
     """Pre-train one configured model, evaluate it downstream, log all to MLflow.
 
     \b
+    Again, from a finished run's recorded config: `workbench run --from RUN_ID`
+    (same config and seed on CPU => the same losses bit for bit; tagged workbench.rerun_of).
     Several GPUs: `workbench run --nproc 4 ...`, or several hosts:
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-endpoint=HOST:PORT -m workbench run ...
     """
-    from workbench.config import load_config
-    from workbench import distributed, train
+    from workbench.config import ConfigError, load_config
+    from workbench import distributed, tracking, train
 
+    recorded = resume or rerun_of
+    if resume and rerun_of:
+        raise ConfigError("--resume and --from exclude each other: --resume continues a run, --from starts a new one")
+    if recorded and experiment:
+        option = "--resume" if resume else "--from"
+        raise ConfigError(f"{option} uses the run's recorded config; drop --experiment {experiment} (--set still applies)")
+    experiment = experiment or "base"
     if nproc != 1 and not distributed.ranks_from_env().active:
-        if not resume:  # a bad key or an uneven batch: one line now, not once per process
+        if not recorded:  # a bad key or an uneven batch: one line now, not once per process
             cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
             distributed.local_batch_size(cfg.train.batch_size, nproc)
         args = ["--debug"] if _debug else []
-        args += ["run", "--experiment", experiment, *[f"--set={o}" for o in overrides or []]]
+        args += ["run", *([] if recorded else ["--experiment", experiment]), *[f"--set={o}" for o in overrides or []]]
         args += [f"--{name}={value}" for name, value in
-                 (("device", device), ("tracking-uri", tracking_uri), ("resume", resume)) if value]
+                 (("device", device), ("tracking-uri", tracking_uri), ("resume", resume), ("from", rerun_of)) if value]
         import subprocess
 
         raise typer.Exit(subprocess.run(distributed.torchrun_command(nproc, args)).returncode)
-    if resume:  # the run's own config; --set may still change e.g. train.device
-        cfg = train.load_run_config(resume, tracking_uri or "", _overrides(overrides, device))
+    tags = None
+    if recorded:  # the run's own config; --set may still change e.g. train.device
+        option = "--resume" if resume else "--from"
+        try:
+            cfg = train.load_run_config(recorded, tracking_uri or "", _overrides(overrides, device))
+        except ConfigError as err:
+            raise ConfigError(f"{option}: {err}") from None
+        tags = {tracking.RERUN_TAG: rerun_of} if rerun_of else None
     else:
         cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
-    result = train.run(cfg, resume_run_id=resume)
+    result = train.run(cfg, resume_run_id=resume, tags=tags)
     if distributed.ranks_from_env().is_main:
         typer.echo(result.summary())
 

@@ -1,10 +1,14 @@
 """User-facing errors: one line on stderr, a meaningful exit code, no traceback.
 
 Exit code 2 = the user's input is wrong (config, data, paths); 1 = something
-failed while running (NaN loss, a crashed trial). ``--debug`` shows tracebacks.
+failed while running (NaN loss, a crashed trial, an OSError the system raised:
+disk full, permission denied). ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from workbench.config import ConfigError
 
@@ -26,5 +30,22 @@ def exit_code(err: BaseException) -> int:
 
 
 def one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and not isinstance(err, USER_ERRORS):  # the system refused: say what, where
+        where = f": {err.filename}" if err.filename else ""
+        what = err.strerror or " ".join(str(err).split()) or type(err).__name__
+        return f"error: {what}{where} (--debug shows where it happened)"
     text = " ".join(str(err).split())
     return f"error: {text}"
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """`folder` is a writable directory or could be created as one (its nearest existing
+    ancestor is a writable directory); ConfigError naming `key` otherwise. Creates nothing,
+    so a command refused later leaves no empty folders behind."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: cannot create {folder}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: cannot write to {folder}: {existing} is not writable")

@@ -8,13 +8,17 @@ thread so tracking stays a small share of step time.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import platform
 import queue
+import re
+import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,9 @@ from workbench.config import ConfigError, RunConfig, flatten, to_yaml
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 TAG_PREFIX = "workbench."
+RERUN_TAG = f"{TAG_PREFIX}rerun_of"  # on a run started with `workbench run --from RUN_ID`
+URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+CONNECT_TIMEOUT_S = 5.0  # a tracking server that does not answer this fast is reported, not retried for minutes
 
 
 def resolve_uri(uri: str = "") -> str:
@@ -35,7 +42,45 @@ def resolve_uri(uri: str = "") -> str:
 
 
 def client(uri: str = "") -> MlflowClient:
-    return MlflowClient(tracking_uri=resolve_uri(uri))
+    """An MlflowClient on the store; an unknown URI scheme is a one-line error."""
+    resolved = resolve_uri(uri)
+    try:
+        return MlflowClient(tracking_uri=resolved)
+    except mlflow.exceptions.MlflowException:
+        raise ConfigError(_bad_scheme(resolved)) from None
+
+
+def redact(uri: str) -> str:
+    """The URI without a password, for messages: scheme://user:secret@host -> scheme://***@host."""
+    return re.sub(r"(://)[^/@]*@", r"\1***@", uri)
+
+
+def _bad_scheme(uri: str) -> str:
+    scheme = uri.split("://", 1)[0] if "://" in uri else uri.split(":", 1)[0]
+    close = difflib.get_close_matches(scheme, URI_SCHEMES, n=1)
+    hint = f" — did you mean '{close[0]}'?" if close else ""
+    return f"tracking.uri: {redact(uri)!r} has no MLflow store scheme '{scheme}' (known: {', '.join(URI_SCHEMES)}){hint}"
+
+
+def check_store(uri: str = "") -> str:
+    """Fail fast on a store that cannot work: an unknown scheme, or a tracking server that
+    refuses the connection (MLflow itself would retry that for minutes). Creates nothing
+    (an MlflowClient would create a SQLite store at once). Returns the URI."""
+    resolved = resolve_uri(uri)
+    url = urllib.parse.urlsplit(resolved)
+    if url.scheme and url.scheme.split("+")[0] not in URI_SCHEMES:  # postgresql+psycopg2 is postgresql
+        raise ConfigError(_bad_scheme(resolved))
+    if url.scheme in ("http", "https"):
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname or "localhost", port), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as err:
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            raise ConfigError(
+                f"tracking.uri: cannot reach the MLflow server {redact(resolved)!r} ({reason}); "
+                "start it (mlflow server) or fix --tracking-uri / tracking.uri"
+            ) from None
+    return resolved
 
 
 def artifact_location(uri: str = "") -> str | None:
@@ -59,9 +104,9 @@ def experiment_id(name: str, uri: str = "") -> str:
     except mlflow.exceptions.MlflowException as err:
         if "already exists" in str(err):  # a concurrent process created it first
             return mlflow_client.get_experiment_by_name(name).experiment_id
-        raise ConfigError(f"tracking.uri: cannot use MLflow store {resolve_uri(uri)!r}: {err}") from None
+        raise ConfigError(f"tracking.uri: cannot use MLflow store {redact(resolve_uri(uri))!r}: {err}") from None
     except Exception as err:  # connection refused, unreadable path, ...
-        raise ConfigError(f"tracking.uri: cannot reach MLflow store {resolve_uri(uri)!r}: {err}") from None
+        raise ConfigError(f"tracking.uri: cannot reach MLflow store {redact(resolve_uri(uri))!r}: {err}") from None
 
 
 def git_commit() -> str:
@@ -252,11 +297,17 @@ def read_run_config(run_id: str, uri: str = "") -> str:
     """The config.yaml artifact of a run."""
     import tempfile
 
+    mlflow_client = client(check_store(uri))
+    try:
+        mlflow_client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise ConfigError(f"no MLflow run {run_id!r} in {redact(resolve_uri(uri))}") from None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            return Path(client(uri).download_artifacts(run_id, "config.yaml", tmp)).read_text()
+            return Path(mlflow_client.download_artifacts(run_id, "config.yaml", tmp)).read_text()
     except Exception as err:
-        raise ConfigError(f"run {run_id!r}: cannot read its config.yaml from {resolve_uri(uri)}: {err}") from None
+        line = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(f"run {run_id!r}: cannot read its config.yaml from {redact(resolve_uri(uri))}: {line}") from None
 
 
 def download_checkpoint(tracker: RunTracker, dest: Path) -> Path:

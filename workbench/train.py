@@ -24,7 +24,7 @@ from torch import nn
 from workbench import checkpoint, distributed, tracking
 from workbench.config import RunConfig, from_dict, to_yaml
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
-from workbench.errors import RunError
+from workbench.errors import RunError, check_writable
 from workbench.models.vlp import compile_model
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
@@ -55,6 +55,16 @@ def prepare_data(cfg: RunConfig) -> dict[str, Any]:
     manifest = ensure_data(cfg.data) or {"generator": Path(cfg.data.root).name}
     manifest.setdefault("data_hash", data_hash(cfg.data))
     return manifest
+
+
+def check_destinations(cfg: RunConfig) -> None:
+    """Before any work: the checkpoint directory can be written and the MLflow store answers.
+    Creates nothing, so a run refused later (bad data) leaves no empty folders behind."""
+    check_writable(Path(cfg.train.out_dir), "train.out_dir")
+    if cfg.data.generate and not Path(cfg.data.root).exists():  # ShapesWorld will be generated there
+        check_writable(Path(cfg.data.root), "data.root")
+    if cfg.tracking.enabled:
+        tracking.check_store(cfg.tracking.uri)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -160,12 +170,21 @@ def _run(
     stop_after: int | None,
 ) -> RunResult:
     from workbench.data import PretrainStream, load_tokenizer
+    from workbench.data.check import check_eval_files
 
     distributed.local_batch_size(cfg.train.batch_size, ranks.world_size)  # fail before anything starts
     dtype = autocast_dtype(cfg.train, device)
+    if ranks.is_main:
+        check_destinations(cfg)
     seed_everything(cfg.train.seed)
     manifest = prepare_data(cfg)
     tokenizer = load_tokenizer(cfg.data)
+    stream_source = PretrainStream(  # reads and checks every pre-training entry: bad data fails here
+        cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda",
+        rank=ranks.rank, world_size=ranks.world_size,
+    )
+    if ranks.is_main:
+        check_eval_files(cfg)  # before training, not after it
     pretrainer = build(cfg, tokenizer).to(device)
     optimizer = build_optimizer(pretrainer.model, pretrainer.objectives, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
@@ -176,29 +195,30 @@ def _run(
     ckpt_path = Path(cfg.train.out_dir) / tracker.run_id / checkpoint.LAST
     start_step, already_logged = 0, -1
     state = None
-    if resume_run_id:
-        path = distributed.broadcast_object(_local_or_downloaded(ckpt_path, tracker) if ranks.is_main else None)
-        state = checkpoint.load(path, map_location=device)  # other hosts: train.out_dir must be shared
-        pretrainer.model.load_state_dict(state["model"])
-        pretrainer.objectives.load_state_dict(state["objectives"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_step = state["step"]
-        already_logged = tracking.last_logged_step(tracker, "train/loss/total")
-    else:
-        tracking.log_dataset(tracker, Path(cfg.data.root), manifest)
+    try:  # a run that cannot start (a corrupt checkpoint, ...) is marked FAILED, never left RUNNING
+        if resume_run_id:
+            path = distributed.broadcast_object(_local_or_downloaded(ckpt_path, tracker) if ranks.is_main else None)
+            state = checkpoint.load(path, map_location=device)  # other hosts: train.out_dir must be shared
+            pretrainer.model.load_state_dict(state["model"])
+            pretrainer.objectives.load_state_dict(state["objectives"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_step = state["step"]
+            already_logged = tracking.last_logged_step(tracker, "train/loss/total")
+        else:
+            tracking.log_dataset(tracker, Path(cfg.data.root), manifest)
 
-    if cfg.train.compile:
-        compile_model(pretrainer.model)
-    trainer = distributed.wrap(pretrainer, device, ranks)
-    stream = PretrainStream(
-        cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda",
-        rank=ranks.rank, world_size=ranks.world_size,
-    ).batches(start_step)
-    if state is not None:  # after everything else that draws random numbers at start-up
-        _restore_rng(state, ranks, cfg.train.seed)
-    elif ranks.rank:  # each rank its own masks, negatives and dropout (rank 0 keeps the one-process stream)
-        torch.manual_seed(distributed.rank_seed(cfg.train.seed, ranks.rank))
+        if cfg.train.compile:
+            compile_model(pretrainer.model)
+        trainer = distributed.wrap(pretrainer, device, ranks)
+        stream = stream_source.batches(start_step)
+        if state is not None:  # after everything else that draws random numbers at start-up
+            _restore_rng(state, ranks, cfg.train.seed)
+        elif ranks.rank:  # each rank its own masks, negatives and dropout (rank 0 keeps the one-process stream)
+            torch.manual_seed(distributed.rank_seed(cfg.train.seed, ranks.rank))
+    except BaseException as err:
+        tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
     params = [p for p in pretrainer.parameters() if p.requires_grad]
     last_ckpt: Path | None = ckpt_path if resume_run_id else None
     final_loss = float("nan")

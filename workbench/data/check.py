@@ -1,8 +1,10 @@
 """`check_dataset`: everything wrong with a data set, found before a long run starts.
 
 Reads every configured file in skip mode (so all problems are counted, not just
-the first), decodes every image/video once, and summarises caption lengths in
-words and tokens (how many exceed `data.max_text_len` and will be truncated).
+the first), decodes every image/video once, flags VQA training questions with no
+answer in `vqa_answers.json`, and summarises caption lengths in words and tokens
+(how many exceed `data.max_text_len` and will be truncated). `check_eval_files`
+is the cheap part `workbench run` does before training (read, do not decode).
 """
 
 from __future__ import annotations
@@ -15,21 +17,50 @@ import numpy as np
 
 from workbench.data.datasets import TASK_SPLITS
 from workbench.data.media import load_image
-from workbench.data.readers import data_path, read_entries, video_length
+from workbench.data.readers import data_path, read_answer_list, read_entries, read_json_list, video_length
 from workbench.errors import DataError
 
 _TASK_KIND = {"retrieval": "retrieval", "video_retrieval": "video", "vqa": "vqa", "nlvr": "nlvr", "ve": "ve"}
 _TEXT_KEYS = ("caption", "question", "sentence")
 
 
-def _expected_files(cfg) -> list[tuple[str, str]]:
-    """(file name, kind) of every file a run with this config reads."""
-    files = [(name, "pretrain") for name in cfg.data.pretrain_files]
-    files += [(name, "video") for name in cfg.data.video_pretrain_files]
+def _expected_files(cfg, pretrain: bool = True) -> list[tuple[str, str]]:
+    """(file name, kind) of every file a run with this config reads (`pretrain=False`: the eval files)."""
+    files = [(name, "pretrain") for name in cfg.data.pretrain_files] if pretrain else []
+    files += [(name, "video") for name in cfg.data.video_pretrain_files] if pretrain else []
     for task in cfg.eval.tasks:
         splits = [cfg.eval.split] + (["train"] if "train" in TASK_SPLITS[task] and "retrieval" not in task else [])
         files += [(f"{task}_{split}.json", _TASK_KIND[task]) for split in splits]
     return files
+
+
+def check_eval_files(cfg) -> None:
+    """Read (not decode) every downstream file the run will evaluate on, before it trains:
+    a missing or malformed eval file is a DataError now, not after hours of pre-training."""
+    for name, kind in _expected_files(cfg, pretrain=False):
+        read_entries(cfg.data, [name], kind, min_frames=cfg.data.num_frames if kind == "video" else 0)
+    if "vqa" in cfg.eval.tasks:
+        read_answer_list(cfg.data)
+
+
+def unanswerable(data_cfg, name: str) -> list[str]:
+    """VQA training questions none of whose answers is in vqa_answers.json: their soft-score
+    target is all zeros, so they teach nothing (usually a wrong or stale answer list)."""
+    try:
+        answers = set(read_answer_list(data_cfg))
+    except DataError as err:
+        return [str(err)]
+    path = data_path(data_cfg, name)
+    problems = []
+    for index, entry in enumerate(read_json_list(path)):
+        given = entry.get("answer") if isinstance(entry, dict) else None
+        given = [given] if isinstance(given, str) else given
+        if isinstance(given, list) and given and not answers.intersection(given):
+            problems.append(
+                f"{path}[{index}].answer: {given!r} — none is in vqa_answers.json ({len(answers)} answers); "
+                "add it there or drop the question"
+            )
+    return problems
 
 
 def _texts(entry: dict) -> list[str]:
@@ -81,10 +112,11 @@ def check_dataset(cfg, tokenizer=None, decode_media: bool = True) -> dict[str, A
             continue
         unreadable = [p for entry in entries.items for p in _unreadable(entry)] if decode_media else []
         texts = [t for entry in entries.items for t in _texts(entry)]
+        no_answer = unanswerable(data, name) if kind == "vqa" and name.endswith("_train.json") else []
         report.update(
             entries=len(entries.items),
-            bad_entries=entries.skipped,
-            problems=entries.problems + unreadable[:10],
+            bad_entries=entries.skipped + len(no_answer),
+            problems=entries.problems + no_answer[:10] + unreadable[:10],
             unreadable=len(unreadable),
             text_words=_stats([len(t.split()) for t in texts]),
         )

@@ -30,7 +30,7 @@ def load_image(path: str | Path) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL: SyntaxError = broken PNG
         raise DataError(f"unreadable image {path}: {_one_line(err)}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
 

@@ -1,7 +1,9 @@
 """Write report files atomically (temp name + rename) and the reports/ index page.
 
 A report killed half-way leaves the previous files or none, never a truncated
-table or image under its real name.
+table or image under its real name. A kill -9 mid-write can leave a hidden
+`.<name>.tmp-<pid>` file (no cleanup runs then); the next write in that folder
+removes it once its pid is gone, and the index never links hidden files.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from workbench.config import ConfigError
+
 FIGURE_FORMATS = ("png", "pdf")
+TEMP_PREFIX, TEMP_MARK = ".", ".tmp-"  # `.<name>.tmp-<pid>`: hidden, and the writer's pid says if it is stale
 INDEX = "index.html"
 TABLE_SUFFIXES = (".md", ".csv", ".tex", ".html")
 
@@ -26,13 +31,44 @@ def safe_name(name: str) -> str:
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path next to `path`; rename it onto `path` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out: cannot create {path.parent}: {err.strerror or err}") from None
+    remove_stale_temps(path.parent)
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}{TEMP_MARK}{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temp_owner(path: Path) -> int | None:
+    """The pid in a temp name `.<name>.tmp-<pid>`, else None (not one of our temp files)."""
+    head, mark, pid = path.name.rpartition(TEMP_MARK)
+    return int(pid) if head.startswith(TEMP_PREFIX) and mark and pid.isdigit() else None
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temp files in `folder` left by writers that were killed (kill -9 skips every cleanup)."""
+    removed = []
+    for tmp in folder.glob(f"{TEMP_PREFIX}*{TEMP_MARK}*"):
+        owner = temp_owner(tmp)
+        if owner is not None and not _alive(owner):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -166,6 +166,7 @@ def to_latex(table: AblationTable, digits: int = 2) -> str:
 
 def to_html(table: AblationTable, digits: int = 2) -> str:
     styler = _styler(table, digits).format(escape="html").format_index(escape="html", axis=0).format_index(escape="html", axis=1)
+    styler = styler.set_uuid("ablations")  # not a random id: the same runs give the same bytes
     styler = styler.set_caption(html.escape(caption(table))).set_table_styles(
         [
             {"selector": "", "props": "border-collapse: collapse; font-family: sans-serif; font-size: 0.9em;"},

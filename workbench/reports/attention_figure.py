@@ -107,9 +107,10 @@ def word_figure(rgb: np.ndarray, mask: torch.Tensor, caption: str, runs: list[tu
     rows = [(label, kind, maps) for label, maps in runs for kind in ("cross", "gradcam") if getattr(maps, kind) is not None]
     cross_vmax = _vmax([maps.cross for _, maps in runs])
     # a fixed grid: constrained layout costs seconds per figure at this many axes
-    fig = Figure(figsize=(1.35 * (words + 1) + 1.2, 1.45 * len(rows) + 0.6))
+    fig = Figure(figsize=(1.35 * (words + 1) + 1.6, 1.45 * len(rows) + 0.6))
     grid = fig.subplots(len(rows), words + 1, squeeze=False, gridspec_kw={"wspace": 0.06, "hspace": 0.3})
-    fig.subplots_adjust(left=0.06, right=0.97, top=1 - 0.55 / fig.get_figheight(), bottom=0.03)
+    # the right margin keeps the colour bars' labels (about 0.6 in) inside the figure
+    fig.subplots_adjust(left=0.06, right=1 - 0.75 / fig.get_figwidth(), top=1 - 0.55 / fig.get_figheight(), bottom=0.03)
     for r, (label, kind, maps) in enumerate(rows):
         _outline(grid[r, 0], rgb, mask)
         values = getattr(maps, kind)

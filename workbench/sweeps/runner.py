@@ -143,9 +143,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
     started = time.monotonic()
     base_cfg = variant_config(spec, spec.variants[0].overrides if spec.is_grid else {})
     slots = plan_slots(options.gpus, options.per_gpu, options.slots)
-    child.warm_up()
     location = options.storage or default_storage(base_cfg.train.out_dir)
-    storage = open_storage(location, heartbeat_s=options.heartbeat_s, retries=spec.retries)
+    storage = open_storage(location, heartbeat_s=options.heartbeat_s, retries=spec.retries)  # a typo fails here, at once
+    child.warm_up()
     study_name = options.study_name or spec.name
     if options.worker:
         study = _join_when_ready(spec, storage, study_name, location, timeout_s=COORDINATOR_WAIT_S)

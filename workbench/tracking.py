@@ -274,6 +274,9 @@ def last_logged_step(tracker: RunTracker, key: str) -> int:
     return max((m.step for m in history), default=-1)
 
 
+DUPLICATE_ROW_HINTS = ("unique constraint", "duplicate key", "duplicate entry")  # SQLite, PostgreSQL, MySQL
+
+
 def log_dataset(tracker: RunTracker, root: Path, manifest: dict[str, Any]) -> None:
     """Record the data set (path + content hash) with MLflow's dataset tracking."""
     if not tracker.enabled:
@@ -287,10 +290,15 @@ def log_dataset(tracker: RunTracker, root: Path, manifest: dict[str, Any]) -> No
         source = resolve_dataset_source(str(Path(root).resolve()))
     name = f"{manifest.get('generator', Path(root).name)}-{manifest.get('size', '')}".strip("-")
     dataset = MetaDataset(source=source, name=name, digest=str(manifest.get("data_hash", ""))[:36] or None)
-    tracker.client.log_inputs(
-        tracker.run_id,
-        datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train")])],
-    )
+    inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train")])]
+    try:
+        tracker.client.log_inputs(tracker.run_id, datasets=inputs)
+    except mlflow.exceptions.MlflowException as err:
+        # two runs starting together (sweep slots, hosts) race to insert the same data set row:
+        # the store looks it up, both miss, one insert violates the unique key. Now it exists.
+        if not any(hint in str(err).lower() for hint in DUPLICATE_ROW_HINTS):
+            raise
+        tracker.client.log_inputs(tracker.run_id, datasets=inputs)
 
 
 def read_run_config(run_id: str, uri: str = "") -> str:

@@ -439,7 +439,8 @@ def resolve_experiment(experiment: str | Path) -> Path:
     return resolve_named_yaml(experiment, [Path.cwd() / "experiments", EXPERIMENTS_DIR], "experiment")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, contents: str = "config sections") -> dict[str, Any]:
+    """A YAML mapping (safe_load); bad YAML or another type is one line naming the file (and line)."""
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -450,7 +451,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of {contents}, got {type(data).__name__}")
     return data
 
 

@@ -36,14 +36,12 @@ class GlobalBatchNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
-        rows = distributed.gather_with_grad(x)
-        mean = rows.mean(dim=0)
-        var = rows.var(dim=0, unbiased=False)
-        with torch.no_grad():  # running variance unbiased, as nn.BatchNorm1d keeps it
-            unbiased = var * rows.shape[0] / max(rows.shape[0] - 1, 1)
-            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
-            self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
-        return (x - mean) / torch.sqrt(var + self.eps)
+        rows = distributed.gather_with_grad(x)  # every rank normalises (and tracks) the global batch
+        normed = F.batch_norm(
+            rows, self.running_mean, self.running_var, training=True, momentum=self.momentum, eps=self.eps
+        )
+        offset = distributed.row_offset(x.shape[0])
+        return normed[offset : offset + x.shape[0]]
 
 
 class Projection(nn.Linear):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from workbench.config import ConfigError
+from workbench.pids import pid_alive
 
 FIGURE_FORMATS = ("png", "pdf")
 TEMP_PREFIX, TEMP_MARK = ".", ".tmp-"  # `.<name>.tmp-<pid>`: hidden, and the writer's pid says if it is stale
@@ -55,20 +56,10 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     removed = []
     for tmp in folder.glob(f"{TEMP_PREFIX}*{TEMP_MARK}*"):
         owner = temp_owner(tmp)
-        if owner is not None and not _alive(owner):
+        if owner is not None and not pid_alive(owner):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.pids import pid_alive
+
 PRELOAD = ["workbench.sweeps.preload"]
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 ORPHAN_GRACE_S = 20.0  # after the sweep died: time to mark the run KILLED before a hard exit
@@ -216,16 +218,6 @@ def _watch_sweep(sweep_pid: int, every_s: float = 0.5) -> None:
                 os._exit(EXIT_INTERRUPTED)
 
     threading.Thread(target=watch, name="sweep-watchdog", daemon=True).start()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

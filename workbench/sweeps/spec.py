@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from workbench.config import (
     EVAL_TASKS,
     EXPERIMENTS_DIR,
@@ -196,7 +194,7 @@ def list_specs() -> list[SweepSpec]:
 def load_spec(name_or_path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
     """Read, validate and expand a sweep spec; `overrides` (--set) apply to every trial."""
     path = resolve_spec_path(name_or_path)
-    data = _read_mapping(path)
+    data = read_yaml(path, contents=f"sweep fields ({', '.join(SPEC_FIELDS)})")
     where = f"sweep {path.stem!r} ({path})"
     _check_fields(data, SPEC_FIELDS, where)
     shapes = [k for k in ("axes", "variants", "search") if data.get(k) is not None]
@@ -306,18 +304,6 @@ def check_configs(spec: SweepSpec) -> None:
 
 
 # ------------------------------------------------------------------ pieces
-def _read_mapping(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: {getattr(err, 'problem', None) or 'invalid YAML'}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sweep fields ({', '.join(SPEC_FIELDS)})")
-    return data
-
-
 def _did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" — did you mean '{close[0]}'?" if close else ""

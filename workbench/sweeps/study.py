@@ -36,7 +36,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench.config import ConfigError
-from workbench.sweeps.child import pid_alive
+from workbench.pids import pid_alive
 from workbench.sweeps.pruning import build_pruner, build_sampler
 from workbench.sweeps.rdb import open_rdb_storage
 from workbench.sweeps.spec import SweepSpec

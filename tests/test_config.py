@@ -51,7 +51,7 @@ def test_override_values_are_typed():
         ("objectives.scl.image_mask_ratio=-0.1", "objectives.scl.image_mask_ratio: -0.1 is out of range"),
         ("objectives.scl.image_mask_ratio=abc", "objectives.scl.image_mask_ratio: 'abc' is not a float"),
         ("objectives.itc.focal_gamma=-1", "objectives.itc.focal_gamma: -1.0 is out of range — allowed: >= 0.0"),
-        ("model.vision.depth=0", "model.vision.depth: 0 is out of range — allowed: >= 1"),
+        ("model.vision.depth=0", "model.vision.depth: 0 is out of range — allowed: in [1, 256]"),
         ("model.vision.pooling=mea", "model.vision.pooling: 'mea' is not one of frame_cls, global_cls, mean — did you mean 'mean'?"),
         ("objectives.softmask.mode=sfot", "did you mean 'soft'?"),
         ("train.steps=1.5", "train.steps: 1.5 is not a int"),

@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 import yaml
 
+from workbench.strict_yaml import YamlError, brief
+from workbench.strict_yaml import load as load_yaml
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 
@@ -34,8 +37,14 @@ def at_least(default: float, low: float) -> Any:
     return field(default=default, metadata={"min": low})
 
 
-def positive(default: int) -> Any:
-    return field(default=default, metadata={"min": 1})
+def positive(default: int, high: int | None = None) -> Any:
+    """An integer >= 1; `high` caps sizes whose huge values would only exhaust memory mid-run."""
+    return field(default=default, metadata={"min": 1, **({"max": high} if high is not None else {})})
+
+
+WIDTH_MAX = 16_384  # 4x a ViT-G: widths beyond this do not fit any accelerator
+DEPTH_MAX = 256
+BATCH_MAX = 1_048_576
 
 
 # --------------------------------------------------------------------------- data
@@ -44,15 +53,15 @@ class DataConfig:
     root: str = "data/shapesworld"  # data set directory (ShapesWorld or real data in the same formats)
     generate: bool = True  # generate ShapesWorld into `root` when it is missing
     shapes_size: Literal["tiny", "default"] = "default"
-    shapes_seed: int = 0
+    shapes_seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
     image_root: str = ""  # relative image/video paths resolve here; "" = `root`
     tokenizer: str = ""  # local HF tokenizer dir; "" = `root`/tokenizer (ShapesWorld's own)
     pretrain_files: list[str] = field(default_factory=lambda: ["pretrain.json"])
     video_pretrain_files: list[str] = field(default_factory=list)
-    image_size: int = positive(64)
-    max_text_len: int = positive(40)
-    num_frames: int = positive(4)  # frames sampled per video
-    num_workers: int = at_least(0, 0)
+    image_size: int = positive(64, 4096)
+    max_text_len: int = positive(40, 8192)
+    num_frames: int = positive(4, 1024)  # frames sampled per video
+    num_workers: int = field(default=0, metadata={"min": 0, "max": 512})
     on_bad_sample: Literal["error", "skip"] = "error"
     allow_absolute_paths: bool = False
 
@@ -62,27 +71,27 @@ class DataConfig:
 class VisionConfig:
     timm_name: str = ""  # "" = a tiny ViT from the fields below; else a timm model name
     checkpoint: str = ""  # local weights file for `timm_name` (never downloaded)
-    patch_size: int = positive(8)
-    width: int = positive(192)
-    depth: int = positive(4)
-    heads: int = positive(3)
+    patch_size: int = positive(8, 4096)
+    width: int = positive(192, WIDTH_MAX)
+    depth: int = positive(4, DEPTH_MAX)
+    heads: int = positive(3, DEPTH_MAX)
     pooling: Literal["frame_cls", "global_cls", "mean"] = "frame_cls"
-    max_frames: int = positive(8)
+    max_frames: int = positive(8, 1024)
 
 
 @dataclass
 class TextConfig:
     hf_name: str = ""  # "" = a tiny BertConfig from the fields below; else a local HF model dir/name
-    width: int = positive(192)
-    depth: int = positive(2)
-    heads: int = positive(3)
+    width: int = positive(192, WIDTH_MAX)
+    depth: int = positive(2, DEPTH_MAX)
+    heads: int = positive(3, DEPTH_MAX)
 
 
 @dataclass
 class FusionConfig:
-    layers: int = positive(2)
-    width: int = positive(192)
-    heads: int = positive(3)
+    layers: int = positive(2, DEPTH_MAX)
+    width: int = positive(192, WIDTH_MAX)
+    heads: int = positive(3, DEPTH_MAX)
     mlp_ratio: float = at_least(4.0, 1.0)
 
 
@@ -98,10 +107,10 @@ class ModelConfig:
 class ITCConfig:
     enabled: bool = True
     weight: float = at_least(1.0, 0.0)
-    embed_dim: int = positive(128)
+    embed_dim: int = positive(128, WIDTH_MAX)
     temperature: float = field(default=0.07, metadata={"min": 0.001, "max": 0.5})
     focal_gamma: float = at_least(0.0, 0.0)
-    queue_size: int = at_least(0, 0)  # 0 = no momentum encoder / queue (SCL code)
+    queue_size: int = field(default=0, metadata={"min": 0, "max": 10_000_000})  # 0 = no momentum encoder / queue (SCL code)
     momentum: float = ratio(0.995)
     distill_alpha: float = ratio(0.4, closed=True)
     batch_norm: bool = False  # standardise projected features over the batch: from-scratch encoders learn ITC (see objectives/projection.py)
@@ -167,8 +176,8 @@ class AugmentConfig:
 # -------------------------------------------------------------------------- train
 @dataclass
 class TrainConfig:
-    steps: int = positive(300)
-    batch_size: int = positive(32)
+    steps: int = positive(300, 10**12)
+    batch_size: int = positive(32, BATCH_MAX)
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max_open": False})
     weight_decay: float = at_least(0.02, 0.0)
     head_lr_mult: float = at_least(5.0, 0.0)  # lr multiplier for fusion and heads
@@ -177,7 +186,7 @@ class TrainConfig:
     grad_clip: float = at_least(1.0, 0.0)  # 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})  # numpy and torch take [0, 2^32)
     checkpoint_every: int = at_least(100, 0)  # 0 = only at the end
     log_every: int = positive(10)
     compile: bool = False
@@ -191,11 +200,11 @@ class EvalConfig:
         default_factory=lambda: ["retrieval", "video_retrieval", "vqa", "nlvr", "ve"]
     )
     split: Literal["val", "test"] = "test"
-    batch_size: int = positive(64)
+    batch_size: int = positive(64, BATCH_MAX)
     rerank_k: int = at_least(16, 0)  # 0 = ITC only
     finetune_steps: int = at_least(100, 0)
     finetune_lr: float = at_least(1e-4, 0.0)
-    finetune_batch_size: int = positive(32)
+    finetune_batch_size: int = positive(32, BATCH_MAX)
     head_lr_mult: float = at_least(10.0, 0.0)
 
 
@@ -255,14 +264,17 @@ def _describe(hint: Any) -> str:
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check `value` against the annotation `hint`; return it in the field's type."""
     origin = typing.get_origin(hint)
-    bad = ConfigError(f"{key}: {value!r} is not {_describe(hint)}")
+
+    def bad() -> ConfigError:  # built only when raised, with the value cut short (never a huge repr)
+        return ConfigError(f"{key}: {brief(value)} is not {_describe(hint)}")
+
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:
-            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            close = difflib.get_close_matches(str(value)[:100], [str(a) for a in allowed], n=1)
             hint_txt = f" — did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
-                f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}{hint_txt}"
+                f"{key}: {brief(value)} is not one of {', '.join(map(str, allowed))}{hint_txt}"
             )
         return value
     if origin is list:
@@ -270,33 +282,33 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
         if not isinstance(value, list):
-            raise bad
+            raise bad()
         return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
     if hint is bool:
         if not isinstance(value, bool):
-            raise bad
+            raise bad()
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
+            raise bad()
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads '1e6' (no dot) as a string
             try:
                 value = float(value)
             except ValueError:
-                raise bad from None
+                raise bad() from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
+            raise bad()
         if not math.isfinite(value):  # nan passes every range check; inf is no setting either
-            raise ConfigError(f"{key}: {value!r} is not a finite number")
+            raise ConfigError(f"{key}: {brief(value)} is not a finite number")
         return float(value)
     if hint is str:
         if isinstance(value, (dict, list)) or value is None:
-            raise bad
+            raise bad()
         return str(value)
     if isinstance(hint, types.UnionType):  # pragma: no cover - no unions in the schema yet
-        raise bad
+        raise bad()
     return value
 
 
@@ -315,7 +327,7 @@ def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
 
 def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {brief(data)}")
     hints = _hints(type(obj))
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for name, value in data.items():
@@ -349,6 +361,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(
                 f"eval.tasks: {task!r} is not one of {', '.join(EVAL_TASKS)}{hint}"
             )
+    _check_silent_accepts(cfg)
     layers = cfg.model.fusion.layers
     if not -layers <= cfg.objectives.softmask.layer < layers:
         raise ConfigError(
@@ -378,6 +391,32 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _check_silent_accepts(cfg: RunConfig) -> None:
+    """Values every type check accepts but that would quietly do something else than meant."""
+    for key in ("train.out_dir", "data.root", "tracking.experiment"):
+        section, name = key.split(".")
+        if not str(getattr(getattr(cfg, section), name)).strip():
+            raise ConfigError(f"{key}: is empty; give a {'name' if name == 'experiment' else 'directory'}")
+    mlm = cfg.objectives.mlm
+    if mlm.enabled and mlm.mask_prob == 0:
+        raise ConfigError(
+            "objectives.mlm.mask_prob: 0.0 with objectives.mlm.enabled=true masks no token (its loss is exactly 0); "
+            "give a value in (0, 1) or set objectives.mlm.enabled=false"
+        )
+    for key in ("pretrain_files", "video_pretrain_files"):
+        for i, name in enumerate(getattr(cfg.data, key)):
+            path = Path(name)
+            if not name.strip():
+                raise ConfigError(f"data.{key}[{i}]: is empty; give a file name under data.root")
+            if path.is_absolute() and not cfg.data.allow_absolute_paths:
+                raise ConfigError(
+                    f"data.{key}[{i}]: absolute path {brief(name)} refused — give a path under data.root "
+                    "(or set data.allow_absolute_paths=true)"
+                )
+            if ".." in path.parts:
+                raise ConfigError(f"data.{key}[{i}]: path {brief(name)} climbs out of data.root ('..' refused)")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """'a.b.c=value' -> ('a.b.c', value). Values are YAML scalars/lists ('0.4', 'true', '[a,b]')."""
     key, sep, raw = text.partition("=")
@@ -388,7 +427,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if hint is str or typing.get_origin(hint) is Literal:
         return key, raw.strip()  # strings stay strings: '--set data.root=007' is not an int
     try:
-        return key, yaml.safe_load(raw) if raw.strip() else raw
+        return key, load_yaml(raw) if raw.strip() else raw
+    except YamlError as err:
+        raise ConfigError(f"--set {key}: {err.problem}") from None
     except yaml.YAMLError:
         return key, raw
 
@@ -440,9 +481,14 @@ def resolve_experiment(experiment: str | Path) -> Path:
 
 
 def read_yaml(path: Path, contents: str = "config sections") -> dict[str, Any]:
-    """A YAML mapping (safe_load); bad YAML or another type is one line naming the file (and line)."""
+    """A YAML mapping (strict: no aliases, no duplicate keys; see strict_yaml); bad YAML or another type is one line naming the file (and line)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
+    except YamlError as err:
+        where = f" line {err.line}" if err.line else ""
+        raise ConfigError(f"{path}{where}: {err.problem}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); a config file is YAML text") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

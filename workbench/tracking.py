@@ -42,8 +42,10 @@ def resolve_uri(uri: str = "") -> str:
 
 
 def client(uri: str = "") -> MlflowClient:
-    """An MlflowClient on the store; an unknown URI scheme is a one-line error."""
+    """An MlflowClient on the store; an unknown URI scheme or an unusable SQLite file is a one-line error."""
     resolved = resolve_uri(uri)
+    if resolved not in _CHECKED:
+        check_store(resolved)
     try:
         return MlflowClient(tracking_uri=resolved)
     except mlflow.exceptions.MlflowException:
@@ -80,7 +82,60 @@ def check_store(uri: str = "") -> str:
                 f"tracking.uri: cannot reach the MLflow server {redact(resolved)!r} ({reason}); "
                 "start it (mlflow server) or fix --tracking-uri / tracking.uri"
             ) from None
+    if url.scheme == "sqlite":
+        _check_sqlite(resolved)
+    _CHECKED.add(resolved)
     return resolved
+
+
+_CHECKED: set[str] = set()  # URIs this process has checked already (client() is called often)
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for an in-memory store)."""
+    rest = uri.split("://", 1)[1] if "://" in uri else ""
+    rest = rest.split("?", 1)[0]
+    if not rest.startswith("/") or rest == "/" or rest.startswith("/:memory:"):
+        return None
+    return Path(rest[1:])
+
+
+def _check_sqlite(uri: str) -> None:
+    """An SQLite store MLflow can open: a database file (or a place one can be created).
+    MLflow itself retries an unusable file for ~100 s and then raises a long traceback."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"tracking.uri: cannot use the SQLite store {str(path)!r}: {why}; fix --tracking-uri / tracking.uri")
+
+    if path.exists():
+        if path.is_dir():
+            raise bad("it is a directory, not a database file")
+        try:
+            with open(path, "rb") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as err:
+            raise bad(err.strerror or type(err).__name__) from None
+        if header and header != SQLITE_HEADER:
+            raise bad("the file is not an SQLite database")
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+            raise bad("it is read-only")
+        return
+    existing = path.absolute().parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise bad(f"{existing} is a file, not a directory")
+    probe = existing / f".workbench-probe-{os.getpid()}"
+    try:  # os.access says yes to root everywhere (also in /proc): try creating a file
+        probe.touch(exist_ok=False)
+    except OSError as err:
+        raise bad(f"cannot create a database in {existing} ({err.strerror or type(err).__name__})") from None
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def artifact_location(uri: str = "") -> str | None:

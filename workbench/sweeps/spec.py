@@ -36,6 +36,9 @@ from workbench.config import (
     resolve_experiment,
     resolve_named_yaml,
 )
+from workbench.strict_yaml import brief
+
+MAX_SEED = 2**32 - 1
 
 SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
 SPEC_FIELDS = (
@@ -319,7 +322,7 @@ def _check_fields(data: dict[str, Any], allowed: tuple[str, ...], where: str) ->
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping of dotted config keys to values, got {value!r}")
+        raise ConfigError(f"{where}: expected a mapping of dotted config keys to values, got {brief(value)}")
     return {str(k): v for k, v in value.items()}
 
 
@@ -354,9 +357,9 @@ def _axes(value: Any, where: str) -> dict[str, list[Any]]:
             raise ConfigError(f"{where}: unknown axis key {key!r}{_did_you_mean(key, keys)}")
         _check_key(key, f"{where}: axes")
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}: axes.{key}: expected a non-empty list of values, got {values!r}")
+            raise ConfigError(f"{where}: axes.{key}: expected a non-empty list of values, got {brief(values)}")
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
-            raise ConfigError(f"{where}: axes.{key}: values repeat: {values!r}")
+            raise ConfigError(f"{where}: axes.{key}: values repeat: {brief(values)}")
     return axes
 
 
@@ -383,9 +386,9 @@ def _baseline(value: Any, variants: tuple[Variant, ...], axes: dict[str, list[An
         for variant in variants:
             if all(variant.overrides.get(k) == v for k, v in wanted.items()) and set(wanted) == set(axes):
                 return variant.name
-        raise ConfigError(f"{where}: baseline {value!r} is not a point of the grid (axes: {', '.join(axes)})")
+        raise ConfigError(f"{where}: baseline {brief(value)} is not a point of the grid (axes: {', '.join(axes)})")
     if str(value) not in names:
-        raise ConfigError(f"{where}: baseline {value!r} is not a variant{_did_you_mean(str(value), names)} (variants: {', '.join(names)})")
+        raise ConfigError(f"{where}: baseline {brief(value)} is not a variant{_did_you_mean(str(value), names)} (variants: {', '.join(names)})")
     return str(value)
 
 
@@ -398,20 +401,23 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
         and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
         and len(set(value)) == len(value)
     ):
+        for seed in value:
+            if not 0 <= seed <= MAX_SEED:  # train.seed's range: torch and numpy refuse others mid-run
+                raise ConfigError(f"{where}: seeds: {brief(seed)} is out of range — allowed: integers in [0, {MAX_SEED}] (train.seed)")
         return tuple(value)
-    raise ConfigError(f"{where}: seeds: {value!r} is not a count >= 1 or a list of distinct integers")
+    raise ConfigError(f"{where}: seeds: {brief(value)} is not a count >= 1 or a list of distinct integers")
 
 
 def _int_at_least(value: Any, low: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{where}: {value!r} is not an integer >= {low}")
+        raise ConfigError(f"{where}: {brief(value)} is not an integer >= {low}")
     return value
 
 
 def _metric_key(metric: Any, where: str) -> str:
     if not isinstance(metric, str) or not metric.startswith(("eval/", "train/")):
         hint = f" — did you mean 'eval/{metric}'?" if isinstance(metric, str) else ""
-        raise ConfigError(f"{where}: {metric!r} is not an MLflow metric key (eval/... or train/...){hint}")
+        raise ConfigError(f"{where}: {brief(metric)} is not an MLflow metric key (eval/... or train/...){hint}")
     return metric
 
 
@@ -433,7 +439,7 @@ def _objective(value: Any, metrics: tuple[str, ...], where: str) -> tuple[str, s
     metric = _metric_key(obj.get("metric", metrics[0]), f"{where}: objective.metric")
     direction = obj.get("direction", "maximize")
     if direction not in DIRECTIONS:
-        raise ConfigError(f"{where}: objective.direction: {direction!r} is not one of {', '.join(DIRECTIONS)}")
+        raise ConfigError(f"{where}: objective.direction: {brief(direction)} is not one of {', '.join(DIRECTIONS)}")
     return metric, direction
 
 
@@ -454,7 +460,7 @@ def _search(value: Any, where: str) -> Search:
     _check_fields(data, SEARCH_FIELDS, f"{where}: search")
     sampler = data.get("sampler", "tpe")
     if sampler not in SAMPLERS:
-        raise ConfigError(f"{where}: search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+        raise ConfigError(f"{where}: search.sampler: {brief(sampler)} is not one of {', '.join(SAMPLERS)}")
     trials = _int_at_least(data.get("trials", 20), 1, f"{where}: search.trials")
     ranges_data = _mapping(data.get("ranges") or {}, f"{where}: search.ranges")
     if not ranges_data:
@@ -488,16 +494,16 @@ def _range(key: str, value: Any, where: str) -> Range:
     low, high, step = data.get("low"), data.get("high"), data.get("step")
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
     if not numbers or not low < high:
-        raise ConfigError(f"{where}: need numbers low < high, got low={low!r}, high={high!r}")
+        raise ConfigError(f"{where}: need numbers low < high, got low={brief(low)}, high={brief(high)}")
     if kind == "int" and not all(isinstance(v, int) for v in (low, high, step or 1)):
         raise ConfigError(f"{where}: {key!r} is an integer field; low, high and step must be integers")
     log = data.get("log", False)
     if not isinstance(log, bool):
-        raise ConfigError(f"{where}: log: {log!r} is not true or false")
+        raise ConfigError(f"{where}: log: {brief(log)} is not true or false")
     if log and low <= 0:
-        raise ConfigError(f"{where}: log: true needs low > 0, got {low!r}")
+        raise ConfigError(f"{where}: log: true needs low > 0, got {brief(low)}")
     if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or log):
-        raise ConfigError(f"{where}: step: {step!r} must be a number > 0 and cannot go with log: true")
+        raise ConfigError(f"{where}: step: {brief(step)} must be a number > 0 and cannot go with log: true")
     return Range(key, kind=kind, low=low, high=high, log=log, step=step)
 
 
@@ -510,13 +516,13 @@ def _pruner(value: Any, where: str) -> Pruner:
     _check_fields(data, PRUNER_FIELDS, where)
     kind = data.get("kind", "median")
     if kind not in PRUNERS:
-        raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(PRUNERS)}{_did_you_mean(str(kind), PRUNERS)}")
+        raise ConfigError(f"{where}.kind: {brief(kind)} is not one of {', '.join(PRUNERS)}{_did_you_mean(str(kind), PRUNERS)}")
     direction = data.get("direction", "minimize")
     if direction not in DIRECTIONS:
-        raise ConfigError(f"{where}.direction: {direction!r} is not one of {', '.join(DIRECTIONS)}")
+        raise ConfigError(f"{where}.direction: {brief(direction)} is not one of {', '.join(DIRECTIONS)}")
     interval = data.get("interval_s", 5.0)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
-        raise ConfigError(f"{where}.interval_s: {interval!r} is not a number > 0")
+        raise ConfigError(f"{where}.interval_s: {brief(interval)} is not a number > 0")
     return Pruner(
         kind=kind,
         metric=_metric_key(data.get("metric", "train/loss/total"), f"{where}.metric"),
@@ -530,7 +536,7 @@ def _pruner(value: Any, where: str) -> Pruner:
 def _resolve_base(value: Any, spec_path: Path, where: str) -> Path:
     """A base is an experiment name or a YAML path (relative to the spec file, then the cwd)."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: base: expected an experiment name or YAML path, got {value!r}")
+        raise ConfigError(f"{where}: base: expected an experiment name or YAML path, got {brief(value)}")
     candidate = spec_path.parent / value
     if Path(value).suffix in (".yaml", ".yml") and not Path(value).is_absolute() and candidate.is_file():
         return candidate.resolve()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
+import click
 import typer
 
 from workbench import errors
@@ -43,19 +44,41 @@ TrackingUri = Annotated[
 
 
 def friendly(fn: Callable) -> Callable:
-    """Turn our errors into one line + exit code (2 = bad input, 1 = runtime)."""
+    """Turn our errors into one line + exit code (2 = bad input, 1 = runtime, 128+N = signal N);
+    anything unexpected into one line naming the command and a log file (workbench.crash)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from workbench import crash, interrupts, tracking
+
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise
+        except interrupts.Interrupted as err:
+            tracking.end_open_runs("KILLED")
+            typer.echo(err.message(), err=True)
+            raise typer.Exit(err.exit_code) from None
         except (errors.USER_ERRORS + errors.RUNTIME_ERRORS + (OSError,)) as err:
+            tracking.end_open_runs("FAILED")
             if _debug:
                 raise
             typer.echo(errors.one_line(err), err=True)
             raise typer.Exit(errors.exit_code(err)) from None
+        except Exception as err:  # the last resort: a bug or a case nobody foresaw
+            if _debug:
+                tracking.end_open_runs("FAILED")
+                raise
+            typer.echo(crash.unexpected(_command_name(), err), err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _command_name() -> str:
+    """'run', 'report ablations', ... (the command line's words after the program name)."""
+    context = click.get_current_context(silent=True)
+    return " ".join(context.command_path.split()[1:]) if context else "command"
 
 
 @app.callback()
@@ -98,6 +121,7 @@ def config_show(experiment: Experiment = "base", overrides: Overrides = None) ->
 
 
 @config_app.command("keys")
+@friendly
 def config_keys() -> None:
     """List every config key that --set accepts."""
     from workbench.config import all_keys
@@ -213,8 +237,9 @@ def run(
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-endpoint=HOST:PORT -m workbench run ...
     """
     from workbench.config import ConfigError, load_config
-    from workbench import distributed, tracking, train
+    from workbench import distributed, interrupts, tracking, train
 
+    distributed.check_nproc(nproc)
     recorded = resume or rerun_of
     if resume and rerun_of:
         raise ConfigError("--resume and --from exclude each other: --resume continues a run, --from starts a new one")
@@ -230,22 +255,25 @@ def run(
         args += ["run", *([] if recorded else ["--experiment", experiment]), *[f"--set={o}" for o in overrides or []]]
         args += [f"--{name}={value}" for name, value in
                  (("device", device), ("tracking-uri", tracking_uri), ("resume", resume), ("from", rerun_of)) if value]
-        import subprocess
-
-        raise typer.Exit(subprocess.run(distributed.torchrun_command(nproc, args)).returncode)
+        raise typer.Exit(interrupts.run_forwarding(distributed.torchrun_command(nproc, args)))
     tags = None
     if recorded:  # the run's own config; --set may still change e.g. train.device
         option = "--resume" if resume else "--from"
         try:
-            cfg = train.load_run_config(recorded, tracking_uri or "", _overrides(overrides, device))
+            cfg = train.load_run_config(recorded, tracking_uri or "", _overrides(overrides, device), resume=bool(resume))
         except ConfigError as err:
             raise ConfigError(f"{option}: {err}") from None
         tags = {tracking.RERUN_TAG: rerun_of} if rerun_of else None
     else:
         cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
-    result = train.run(cfg, resume_run_id=resume, tags=tags)
+    with interrupts.graceful():  # SIGINT/SIGTERM: checkpoint, run KILLED, the resume command printed
+        result = train.run(cfg, resume_run_id=resume, tags=tags, on_start=_announce)
     if distributed.ranks_from_env().is_main:
         typer.echo(result.summary())
+
+
+def _announce(run_id: str, url: str) -> None:
+    typer.echo(f"run {run_id} started" + (f"; MLflow: {url}" if url else ""))
 
 
 @app.command("eval")

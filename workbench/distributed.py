@@ -211,6 +211,15 @@ def wrap(module: nn.Module, device: torch.device, ranks: Ranks) -> nn.Module:
     )
 
 
+def check_nproc(nproc: int) -> None:
+    """--nproc is a process count this machine can run, checked before any config is read."""
+    if nproc < 1:
+        raise ConfigError(f"--nproc: {nproc} is not a process count — allowed: >= 1")
+    most = 8 * max(torch.cuda.device_count(), os.cpu_count() or 1)  # beyond this it only thrashes
+    if nproc > most:
+        raise ConfigError(f"--nproc: {nproc} processes is far more than this machine's GPUs or CPU cores (allowed: 1..{most})")
+
+
 def torchrun_command(nproc: int, cli_args: list[str]) -> list[str]:
     """The argument list that starts `workbench <cli_args>` on `nproc` local processes via torchrun."""
     if nproc < 1:

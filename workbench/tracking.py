@@ -239,6 +239,65 @@ class MetricLogger:
             raise RuntimeError(f"MLflow metric logging failed: {self._error}")
 
 
+# Runs this process set RUNNING and has not ended yet (run id -> store URI). Whatever ends
+# the process -- an error, a signal -- `end_open_runs` leaves each terminal, never RUNNING.
+OPEN_RUNS: dict[str, str] = {}
+
+
+def opened(run_id: str, uri: str) -> None:
+    OPEN_RUNS[run_id] = uri
+
+
+def closed(run_id: str) -> None:
+    OPEN_RUNS.pop(run_id, None)
+
+
+def end_open_runs(status: str) -> list[str]:
+    """Mark every run still open in this process `status` (FAILED, KILLED); best effort, never raises."""
+    ended = []
+    for run_id, uri in list(OPEN_RUNS.items()):
+        try:
+            MlflowClient(tracking_uri=resolve_uri(uri)).set_terminated(run_id, status=status)
+            ended.append(run_id)
+        except Exception:  # noqa: BLE001 - the store itself may be what failed
+            pass
+        closed(run_id)
+    return ended
+
+
+def run_url(uri: str, experiment: str, run_id: str) -> str:
+    """Where to see a run: the server's page, or the page `workbench ui` serves for a local store."""
+    resolved = resolve_uri(uri)
+    page = f"#/experiments/{experiment}/runs/{run_id}"
+    if resolved.startswith(("http://", "https://")):
+        return f"{redact(resolved).rstrip('/')}/{page}"
+    return f"http://127.0.0.1:5000/{page} (after `workbench ui`)"
+
+
+def get_run_or_refuse(mlflow_client: MlflowClient, run_id: str, uri: str, option: str = "") -> Any:
+    """The run `run_id`; ConfigError (naming `option`) if there is none or it is deleted."""
+    prefix = f"{option}: " if option else ""
+    try:
+        run = mlflow_client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise ConfigError(f"{prefix}no MLflow run {run_id!r} in {redact(resolve_uri(uri))}") from None
+    if run.info.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"{prefix}MLflow run {run_id!r} is deleted; restore it first (mlflow runs restore --run-id {run_id}) or pick another run"
+        )
+    return run
+
+
+def check_resumable(run_id: str, uri: str = "") -> None:
+    """--resume continues a KILLED, FAILED or RUNNING run; a FINISHED run is never changed."""
+    run = get_run_or_refuse(client(uri), run_id, uri, "--resume")
+    if run.info.status == "FINISHED":
+        raise ConfigError(
+            f"--resume: run {run_id} is FINISHED and stays as it is (a finished result is never changed); "
+            f"to train longer or differently start a new run from its config: workbench run --from {run_id} --set train.steps=N"
+        )
+
+
 class RunTracker:
     """One MLflow run: params, tags, artifacts and metrics of a workbench run."""
 
@@ -280,6 +339,7 @@ class RunTracker:
             self.close_metrics()
         finally:
             self.client.set_terminated(self.run_id, status=status)
+            closed(self.run_id)
 
 
 def _params(cfg: RunConfig) -> dict[str, str]:
@@ -298,11 +358,9 @@ def start_run(
         return RunTracker(None, resume_run_id or f"local-{int(time.time() * 1000)}", enabled=False)
     mlflow_client = client(cfg.tracking.uri)
     if resume_run_id:
-        try:
-            mlflow_client.get_run(resume_run_id)
-        except mlflow.exceptions.MlflowException:
-            raise ConfigError(f"--resume: no MLflow run {resume_run_id!r} in {resolve_uri(cfg.tracking.uri)}") from None
+        check_resumable(resume_run_id, cfg.tracking.uri)
         mlflow_client.update_run(resume_run_id, status="RUNNING")
+        opened(resume_run_id, cfg.tracking.uri)
         return RunTracker(mlflow_client, resume_run_id)
     exp_id = experiment_id(cfg.tracking.experiment, cfg.tracking.uri)
     all_tags = {f"{TAG_PREFIX}git_commit": git_commit(), **(tags or {})}
@@ -310,6 +368,7 @@ def start_run(
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = mlflow_client.create_run(exp_id, run_name=cfg.tracking.run_name or None, tags=all_tags)
+    opened(run.info.run_id, cfg.tracking.uri)
     tracker = RunTracker(mlflow_client, run.info.run_id)
     params = _params(cfg)
     from mlflow.entities import Param
@@ -361,10 +420,7 @@ def read_run_config(run_id: str, uri: str = "") -> str:
     import tempfile
 
     mlflow_client = client(check_store(uri))
-    try:
-        mlflow_client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise ConfigError(f"no MLflow run {run_id!r} in {redact(resolve_uri(uri))}") from None
+    get_run_or_refuse(mlflow_client, run_id, uri)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             return Path(mlflow_client.download_artifacts(run_id, "config.yaml", tmp)).read_text()
@@ -373,11 +429,12 @@ def read_run_config(run_id: str, uri: str = "") -> str:
         raise ConfigError(f"run {run_id!r}: cannot read its config.yaml from {redact(resolve_uri(uri))}: {line}") from None
 
 
-def download_checkpoint(tracker: RunTracker, dest: Path) -> Path:
+def download_checkpoint(mlflow_client: MlflowClient, run_id: str, dest: Path) -> Path:
     """Fetch checkpoints/last.pt of a run from the MLflow artifact store."""
-    dest.mkdir(parents=True, exist_ok=True)
     try:
-        path = tracker.client.download_artifacts(tracker.run_id, "checkpoints/last.pt", str(dest))
+        dest.mkdir(parents=True, exist_ok=True)
+        path = mlflow_client.download_artifacts(run_id, "checkpoints/last.pt", str(dest))
     except Exception as err:
-        raise ConfigError(f"run {tracker.run_id!r}: no checkpoint locally or in MLflow ({err})") from None
+        line = " ".join(str(err).split())[:300] or type(err).__name__
+        raise ConfigError(f"run {run_id!r}: no checkpoint in {dest} nor in MLflow ({line})") from None
     return Path(path)

@@ -13,16 +13,17 @@ alone logs to MLflow, writes checkpoints and evaluates.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from workbench import checkpoint, distributed, tracking
-from workbench.config import RunConfig, from_dict, to_yaml
+from workbench import checkpoint, distributed, interrupts, tracking
+from workbench.config import ConfigError, RunConfig, from_dict, to_yaml
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import RunError, check_writable
 from workbench.models.vlp import compile_model
@@ -142,17 +143,23 @@ def run(
     tags: dict[str, str] | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    on_start: Callable[[str, str], None] | None = None,
 ) -> RunResult:
     """Train, evaluate and track one configured run.
 
     `stop_after` ends the session after that many total steps, leaving the run
     RUNNING and resumable (what a pre-empted job looks like); tests use it.
+    `on_start(run_id, url)` is called once the MLflow run is open, before the first step.
+    Inside `interrupts.graceful()` a SIGINT/SIGTERM stops at the next step boundary
+    with a checkpoint, and `interrupts.Interrupted` says where and how to resume.
     """
+    if resume_run_id and cfg.tracking.enabled:  # a FINISHED or deleted run is refused before anything starts
+        tracking.check_resumable(resume_run_id, cfg.tracking.uri)
     ranks, device = distributed.setup(cfg.train.device)
     try:
         return _run(
             cfg, ranks, device, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=tags,
-            progress=progress, stop_after=stop_after,
+            progress=progress, stop_after=stop_after, on_start=on_start,
         )
     finally:
         distributed.teardown(ranks, synchronize=False)  # error path; a normal end has left the group already
@@ -168,6 +175,7 @@ def _run(
     tags: dict[str, str] | None,
     progress: bool,
     stop_after: int | None,
+    on_start: Callable[[str, str], None] | None = None,
 ) -> RunResult:
     from workbench.data import PretrainStream, load_tokenizer
     from workbench.data.check import check_eval_files
@@ -185,28 +193,32 @@ def _run(
     )
     if ranks.is_main:
         check_eval_files(cfg)  # before training, not after it
-    pretrainer = build(cfg, tokenizer).to(device)
+    check_fits_memory(cfg, device)
+    try:
+        pretrainer = build(cfg, tokenizer).to(device)
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as err:
+        raise _out_of_memory(err, cfg, "building the model") from None
     optimizer = build_optimizer(pretrainer.model, pretrainer.objectives, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+    state = None
+    if resume_run_id:  # the checkpoint must fit this model before the run is touched (refused: it stays as it was)
+        state = _load_resume_state(cfg, resume_run_id, ranks, device)
+        _restore_modules(state, pretrainer, optimizer, scheduler, resume_run_id)
 
     run_tags = {"workbench.seed": str(cfg.train.seed), "workbench.data_hash": manifest["data_hash"], **(tags or {})}
     tracker = _start_tracker(cfg, ranks, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags)
     ckpt_path = Path(cfg.train.out_dir) / tracker.run_id / checkpoint.LAST
     start_step, already_logged = 0, -1
-    state = None
-    try:  # a run that cannot start (a corrupt checkpoint, ...) is marked FAILED, never left RUNNING
-        if resume_run_id:
-            path = distributed.broadcast_object(_local_or_downloaded(ckpt_path, tracker) if ranks.is_main else None)
-            state = checkpoint.load(path, map_location=device)  # other hosts: train.out_dir must be shared
-            pretrainer.model.load_state_dict(state["model"])
-            pretrainer.objectives.load_state_dict(state["objectives"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+    try:  # a run that cannot start is marked FAILED (KILLED when interrupted), never left RUNNING
+        if state is not None:
             start_step = state["step"]
             already_logged = tracking.last_logged_step(tracker, "train/loss/total")
         else:
             tracking.log_dataset(tracker, Path(cfg.data.root), manifest)
+        if on_start is not None and ranks.is_main:
+            on_start(tracker.run_id, _url(cfg, tracker))
 
         if cfg.train.compile:
             compile_model(pretrainer.model)
@@ -218,6 +230,7 @@ def _run(
             torch.manual_seed(distributed.rank_seed(cfg.train.seed, ranks.rank))
     except BaseException as err:
         tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        _say_where(err, cfg, tracker.run_id, start_step, last_ckpt=ckpt_path if resume_run_id else None)
         raise
     params = [p for p in pretrainer.parameters() if p.requires_grad]
     last_ckpt: Path | None = ckpt_path if resume_run_id else None
@@ -225,9 +238,11 @@ def _run(
     end_step = cfg.train.steps if stop_after is None else min(cfg.train.steps, stop_after)
     bar = TrainProgress(total=cfg.train.steps, start=start_step, enabled=progress and ranks.is_main)
     step = start_step
+    defer = contextlib.nullcontext() if ranks.active else interrupts.deferring()  # DDP ranks stop at once, together
     try:
         pretrainer.train()
         window_start, window_samples = time.perf_counter(), 0
+        defer.__enter__()
         for step in range(start_step, end_step):
             batch = _to_device(next(stream), device)
             with autocast(device, dtype):
@@ -255,19 +270,34 @@ def _run(
                 bar.update(done, None, None)
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
                 last_ckpt = _save(ckpt_path, _state(pretrainer, optimizer, scheduler, done, cfg), ranks)
+            signum = interrupts.requested()
+            if signum is not None:  # SIGINT/SIGTERM during this step: keep it, then stop
+                step = done
+                if done < cfg.train.steps:
+                    last_ckpt = _save(ckpt_path, _state(pretrainer, optimizer, scheduler, done, cfg), ranks)
+                raise interrupts.Interrupted(signum)
         step = end_step
     except RunError:
         bar.close()
         tracker.finish("FAILED")
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         bar.close()
         tracker.finish("KILLED")
+        _say_where(err, cfg, tracker.run_id, step, last_ckpt)
         raise
-    except BaseException:
+    except (MemoryError, torch.OutOfMemoryError) as err:
         bar.close()
         tracker.finish("FAILED")
+        raise _out_of_memory(err, cfg, f"step {step}") from None
+    except BaseException as err:
+        bar.close()
+        tracker.finish("FAILED")
+        if isinstance(err, RuntimeError) and _is_oom(err):
+            raise _out_of_memory(err, cfg, f"step {step}") from None
         raise
+    finally:
+        defer.__exit__(None, None, None)
     bar.close()
 
     if step < cfg.train.steps:  # stopped early on purpose: resumable
@@ -284,8 +314,9 @@ def _run(
         metrics = evaluate(pretrainer, cfg, tokenizer, device)
         tracker.log_final(metrics, step=step)
         tracker.log_artifact(ckpt_path, "checkpoints")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         tracker.finish("KILLED")
+        _say_where(err, cfg, tracker.run_id, step, ckpt_path)
         raise
     except BaseException:
         tracker.finish("FAILED")
@@ -302,19 +333,129 @@ def evaluate(pretrainer: Pretrainer, cfg: RunConfig, tokenizer, device: torch.de
     return evaluate_all(pretrainer.model, pretrainer.objectives, cfg, tokenizer, device)
 
 
-def _local_or_downloaded(ckpt_path: Path, tracker: tracking.RunTracker) -> Path:
-    if ckpt_path.is_file() or not tracker.enabled:
+def _local_or_downloaded(ckpt_path: Path, cfg: RunConfig, run_id: str) -> Path:
+    if ckpt_path.is_file() or not cfg.tracking.enabled:
         return ckpt_path
-    return tracking.download_checkpoint(tracker, ckpt_path.parent)
+    return tracking.download_checkpoint(tracking.client(cfg.tracking.uri), run_id, ckpt_path.parent)
 
 
-def load_run_config(run_id: str, tracking_uri: str = "", overrides: list[str] | None = None) -> RunConfig:
-    """The resolved config a run was started with (its config.yaml artifact), plus overrides."""
+def _load_resume_state(cfg: RunConfig, run_id: str, ranks: distributed.Ranks, device: torch.device) -> dict[str, Any]:
+    """The run's last checkpoint (local, else its MLflow artifact); other hosts: train.out_dir must be shared."""
+    ckpt_path = Path(cfg.train.out_dir) / run_id / checkpoint.LAST
+    path = distributed.broadcast_object(_local_or_downloaded(ckpt_path, cfg, run_id) if ranks.is_main else None)
+    return checkpoint.load(path, map_location=device)
+
+
+def _restore_modules(state: dict[str, Any], pretrainer: Pretrainer, optimizer, scheduler, run_id: str) -> None:
+    """Load a checkpoint into the built model; one line naming the run if it was made for another model."""
+    try:
+        pretrainer.model.load_state_dict(state["model"])
+        pretrainer.objectives.load_state_dict(state["objectives"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        first = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ConfigError(
+            f"--resume: the checkpoint of run {run_id} does not fit the configured model ({first}); "
+            "the run is left as it was"
+        ) from None
+
+
+def _url(cfg: RunConfig, tracker: tracking.RunTracker) -> str:
+    if not tracker.enabled:
+        return ""
+    experiment = tracker.client.get_run(tracker.run_id).info.experiment_id
+    return tracking.run_url(cfg.tracking.uri, experiment, tracker.run_id)
+
+
+def _say_where(err: BaseException, cfg: RunConfig, run_id: str, step: int, last_ckpt: Path | None) -> None:
+    """Tell an `Interrupted` which run it stopped, where, and what to resume from."""
+    if isinstance(err, interrupts.Interrupted) and err.run_id is None:
+        err.run_id, err.step, err.steps = run_id, step, cfg.train.steps
+        err.checkpoint = str(last_ckpt) if last_ckpt is not None and last_ckpt.is_file() else None
+        err.tracking_uri = cfg.tracking.uri
+
+
+def _is_oom(err: BaseException) -> bool:
+    text = str(err)
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+def _out_of_memory(err: BaseException, cfg: RunConfig, when: str) -> BaseException:
+    if not isinstance(err, (MemoryError, torch.OutOfMemoryError)) and not _is_oom(err):
+        return err
+    return RunError(
+        f"out of memory while {when} with train.batch_size={cfg.train.batch_size}, model widths "
+        f"{cfg.model.vision.width}/{cfg.model.text.width}/{cfg.model.fusion.width} (vision/text/fusion); "
+        "lower train.batch_size or the model.*.width / depth settings"
+    )
+
+
+def check_fits_memory(cfg: RunConfig, device: torch.device) -> None:
+    """Refuse, before building anything, a model whose weights and AdamW state alone exceed the
+    memory there is (a huge width or depth would otherwise die mid-run with an allocator error)."""
+    need = 16 * estimate_parameters(cfg)  # fp32 weights + grads + two AdamW moments
+    have = available_memory(device)
+    if have and need > have:
+        raise ConfigError(
+            f"model.*.width/depth: the model needs about {need / 2**30:.1f} GiB for weights and optimizer state "
+            f"(widths {cfg.model.vision.width}/{cfg.model.text.width}/{cfg.model.fusion.width}, depths "
+            f"{cfg.model.vision.depth}/{cfg.model.text.depth}/{cfg.model.fusion.layers}), "
+            f"more than the {have / 2**30:.1f} GiB available on {device}"
+        )
+
+
+def estimate_parameters(cfg: RunConfig) -> int:
+    """~12 w^2 per transformer layer (attention 4 w^2 + MLP 8 w^2), fusion with cross-attention ~16 w^2."""
+    m = cfg.model
+    return 12 * m.vision.width**2 * m.vision.depth + 12 * m.text.width**2 * m.text.depth + 16 * m.fusion.width**2 * m.fusion.layers
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes on `device` (0 when unknown)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, RuntimeError, ValueError):
+        pass
+    return 0
+
+
+# What `--resume --set` may change: where things are and how fast they run, never what is computed.
+RESUME_MAY_CHANGE = (
+    "train.device", "train.precision", "train.compile", "train.out_dir", "tracking.uri",
+    "data.root", "data.image_root", "data.tokenizer", "data.num_workers", "data.generate",
+)
+
+
+def load_run_config(
+    run_id: str, tracking_uri: str = "", overrides: list[str] | None = None, *, resume: bool = False
+) -> RunConfig:
+    """The resolved config a run was started with (its config.yaml artifact), plus overrides.
+    For `resume`, an override that changes what the run computes (the model, objectives,
+    steps, ...) is refused before the run is touched: a resumed run keeps its recorded config."""
     import yaml
+
+    from workbench.config import flatten
 
     data = yaml.safe_load(tracking.read_run_config(run_id, tracking_uri))
     extra = list(overrides or []) + ([f"tracking.uri={tracking_uri}"] if tracking_uri else [])
-    return from_dict(data, extra)
+    cfg = from_dict(data, extra)
+    if resume:
+        tracking.check_resumable(run_id, tracking_uri)  # FINISHED is refused whatever --set says
+        recorded, wanted = flatten(from_dict(data)), flatten(cfg)
+        changed = [key for key in wanted if wanted[key] != recorded.get(key) and key not in RESUME_MAY_CHANGE]
+        if changed:
+            key = changed[0]
+            raise ConfigError(
+                f"{key}={wanted[key]} differs from run {run_id}'s recorded {key}={recorded.get(key)}; a resumed run keeps "
+                "its recorded config (--set may change only the device, precision, compile and paths) and the run is left "
+                f"as it was; a new run from its config: workbench run --from {run_id} --set {key}={wanted[key]}"
+            )
+    return cfg
 
 
 def evaluate_run(run_id: str, tasks: list[str] | None = None, tracking_uri: str | None = None) -> dict[str, float]:
@@ -334,9 +475,7 @@ def evaluate_run(run_id: str, tasks: list[str] | None = None, tracking_uri: str 
     pretrainer = build(cfg, tokenizer).to(device)
     mlflow_client = tracking.client(cfg.tracking.uri)
     tracker = tracking.RunTracker(mlflow_client, run_id)
-    state = checkpoint.load(
-        _local_or_downloaded(Path(cfg.train.out_dir) / run_id / checkpoint.LAST, tracker), map_location=device
-    )
+    state = checkpoint.load(_local_or_downloaded(Path(cfg.train.out_dir) / run_id / checkpoint.LAST, cfg, run_id), map_location=device)
     pretrainer.model.load_state_dict(state["model"])
     pretrainer.objectives.load_state_dict(state["objectives"])
     metrics = evaluate(pretrainer, cfg, tokenizer, device)

@@ -44,6 +44,7 @@ from workbench.sweeps.study import (
     PARENT_ATTR,
     QUEUED_ATTR,
     TRACKING_ATTR,
+    claim_parent_run,
     default_storage,
     describe_storage,
     enqueue_missing,
@@ -152,15 +153,20 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
     else:
         study = open_study(spec, storage, study_name, create=not options.resume, location=location)
     uri = tracking.resolve_uri(options.tracking_uri or study.user_attrs.get(TRACKING_ATTR) or base_cfg.tracking.uri)
-    parent_run_id = study.user_attrs.get(PARENT_ATTR)
-    if parent_run_id:
-        runs.reopen_parent_run(parent_run_id, uri)
-    else:
-        parent_run_id = runs.create_parent_run(
+
+    def create_parent() -> str:
+        run_id = runs.create_parent_run(
             spec, study_name, uri=uri, experiment=base_cfg.tracking.experiment, storage=describe_storage(location)
         )
         study.set_user_attr(TRACKING_ATTR, uri)
-        study.set_user_attr(PARENT_ATTR, parent_run_id)
+        study.set_user_attr(PARENT_ATTR, run_id)
+        return run_id
+
+    parent_run_id, created = claim_parent_run(study, storage, create_parent)  # one parent, however many start
+    if not created:
+        runs.reopen_parent_run(parent_run_id, uri)
+    if options.worker:
+        tracking.closed(parent_run_id)  # the coordinator owns the parent run: a crashed worker leaves it alone
 
     work_dir = Path(base_cfg.train.out_dir).resolve() / "sweeps" / study_name
     work_dir.mkdir(parents=True, exist_ok=True)

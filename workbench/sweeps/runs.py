@@ -43,6 +43,7 @@ def create_parent_run(spec: SweepSpec, study_name: str, *, uri: str, experiment:
         "mlflow.note.content": spec.description,
     }
     run = client.create_run(exp_id, run_name=study_name, tags=tags)
+    tracking.opened(run.info.run_id, uri)
     client.log_text(run.info.run_id, yaml.safe_dump(spec.resolved(), sort_keys=False), "sweep.yaml")
     return run.info.run_id
 
@@ -58,10 +59,12 @@ def reopen_parent_run(run_id: str, uri: str) -> None:
         ) from None
     if run.info.status != "RUNNING":
         client.update_run(run_id, status="RUNNING")
+    tracking.opened(run_id, uri)
 
 
 def finish_parent_run(run_id: str, uri: str, status: str) -> None:
     tracking.client(uri).set_terminated(run_id, status=status)
+    tracking.closed(run_id)
 
 
 def experiment_of(run_id: str, uri: str) -> str:

@@ -21,13 +21,15 @@ storage); on another host its heartbeat went stale (RDB storages,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import time
 import socket
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -143,6 +145,56 @@ def study_id(study: optuna.Study, storage: BaseStorage) -> int:
 
 def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(study_id(study, storage), number)
+
+
+# ------------------------------------------------------------- parent claim
+CLAIM_SUFFIX = ".parent-claim"  # the study `<name>.parent-claim` exists => one coordinator makes the parent run
+CLAIM_STALE_S = 120.0  # a claim whose parent never appeared after this long (owner elsewhere) is taken over
+
+
+def claim_parent_run(
+    study: optuna.Study, storage: BaseStorage, create: Callable[[], str], *, poll_s: float = 0.2
+) -> tuple[str, bool]:
+    """The study's MLflow parent run id, created by exactly one of any number of coordinators.
+
+    Checking for the parent and then creating it is a race: two coordinators started
+    together both see none and each makes its own, splitting the sweep's child runs.
+    The claim is the creation of a study named `<study>.parent-claim`: every storage
+    (journal file, RDB) creates a study name once and raises DuplicatedStudyError to
+    everyone else. The winner creates the parent and records it on the study; the
+    others wait for it. A claim left by a dead owner (same host: its pid is gone;
+    elsewhere: older than CLAIM_STALE_S) is deleted and claimed again.
+    Returns (parent run id, whether this process created it).
+    """
+    claim_name = f"{study.study_name}{CLAIM_SUFFIX}"
+    waited_since = time.monotonic()
+    while True:
+        parent = study.user_attrs.get(PARENT_ATTR)
+        if parent:
+            return parent, False
+        try:
+            claim_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], claim_name)
+        except optuna.exceptions.DuplicatedStudyError:
+            if _claim_is_stale(storage, claim_name, waited_since):
+                with contextlib.suppress(KeyError):
+                    storage.delete_study(storage.get_study_id_from_name(claim_name))
+            time.sleep(poll_s)
+            continue
+        storage.set_study_user_attr(claim_id, WORKER_ATTR, {"host": HOST, "pid": os.getpid()})
+        parent = study.user_attrs.get(PARENT_ATTR)  # made by a claimer that finished just before us
+        if parent:
+            return parent, False
+        return create(), True
+
+
+def _claim_is_stale(storage: BaseStorage, claim_name: str, waited_since: float) -> bool:
+    try:
+        owner = storage.get_study_user_attrs(storage.get_study_id_from_name(claim_name)).get(WORKER_ATTR)
+    except KeyError:  # deleted meanwhile: claim again
+        return False
+    if isinstance(owner, dict) and owner.get("host") == HOST and owner.get("pid") != os.getpid():
+        return not pid_alive(int(owner["pid"]))
+    return time.monotonic() - waited_since > CLAIM_STALE_S
 
 
 # -------------------------------------------------------------------- queue

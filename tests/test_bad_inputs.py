@@ -199,7 +199,7 @@ CASES = [
          _text(f"{CORPUS / 'malformed_sweep.yaml'} line 5: expected ',' or '}}', but got ':'"), uses=("malformed_sweep.yaml",)),
     Case("resume-truncated-checkpoint", lambda e: ["run", "--resume", e.killed_run("truncated_checkpoint.pt"), "--tracking-uri", e.store],
          lambda e: f"cannot load checkpoint {e.checkpoint}: PytorchStreamReader failed reading zip archive",
-         uses=("truncated_checkpoint.pt",), runs=("FAILED",)),  # reopened, then marked FAILED: never left RUNNING
+         uses=("truncated_checkpoint.pt",), runs=("KILLED",)),  # refused before the run is touched: it stays KILLED
     Case("resume-unknown-run", lambda e: ["run", "--resume", "0123abcd", "--tracking-uri", e.store],
          lambda e: f"--resume: no MLflow run '0123abcd' in {e.store}"),
     Case("from-unknown-run", lambda e: ["run", "--from", "0123abcd", "--tracking-uri", e.store],

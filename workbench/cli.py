@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
-import click
 import typer
 
 from workbench import errors
@@ -53,7 +52,7 @@ def friendly(fn: Callable) -> Callable:
 
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except interrupts.Interrupted as err:
             tracking.end_open_runs("KILLED")
@@ -69,16 +68,18 @@ def friendly(fn: Callable) -> Callable:
             if _debug:
                 tracking.end_open_runs("FAILED")
                 raise
-            typer.echo(crash.unexpected(_command_name(), err), err=True)
+            typer.echo(crash.unexpected(_command_name(fn), err), err=True)
             raise typer.Exit(1) from None
 
     return wrapper
 
 
-def _command_name() -> str:
-    """'run', 'report ablations', ... (the command line's words after the program name)."""
-    context = click.get_current_context(silent=True)
-    return " ".join(context.command_path.split()[1:]) if context else "command"
+def _command_name(fn: Callable) -> str:
+    """'run', 'report ablations', ...: the words a person typed, from the function's name."""
+    if fn.__name__ == "evaluate":
+        return "eval"
+    group, _, name = fn.__name__.partition("_")
+    return f"{group} {name}" if group in ("config", "data", "report") and name else fn.__name__
 
 
 @app.callback()

@@ -304,6 +304,7 @@ def _run(
         _save(ckpt_path, _state(pretrainer, optimizer, scheduler, step, cfg), ranks)
         distributed.teardown(ranks)
         tracker.close_metrics()
+        tracking.closed(tracker.run_id)  # left RUNNING on purpose: resumable, not a crash to clean up
         return RunResult(tracker.run_id, "RUNNING", final_loss=final_loss, steps=step, checkpoint=ckpt_path)
 
     _save(ckpt_path, _state(pretrainer, optimizer, scheduler, step, cfg), ranks)

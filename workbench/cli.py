@@ -308,6 +308,7 @@ def sweep(
     tracking_uri: TrackingUri = None,
     heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between trial heartbeats on RDB storages; a trial silent for 2x is failed and retried.")] = 30,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live per-slot progress on the terminal.")] = True,
+    yes: Annotated[bool, typer.Option("--yes", help="Start a sweep of more than 200 trials (its estimated compute is printed).")] = False,
 ) -> None:
     """Run a named ablation sweep: each variant x seed as a trial of an Optuna study.
 
@@ -328,9 +329,12 @@ def sweep(
         return
     options = sweeps.SweepOptions(
         storage=storage, study_name=study_name, worker=worker, resume=resume, gpus=gpus, per_gpu=per_gpu,
-        slots=slots, tracking_uri=tracking_uri, heartbeat_s=heartbeat, progress=progress,
+        slots=slots, tracking_uri=tracking_uri, heartbeat_s=heartbeat, progress=progress, yes=yes,
     )
-    result = sweeps.run_sweep(sweeps.load_spec(name, overrides), options)
+    spec = sweeps.load_spec(name, overrides)
+    if yes:
+        typer.echo(sweeps.compute_estimate(spec), err=True)
+    result = sweeps.run_sweep(spec, options)
     typer.echo(result.summary())
     if result.interrupted:
         typer.echo(f"interrupted: `workbench sweep {name}` finishes the missing trials", err=True)

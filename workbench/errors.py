@@ -34,8 +34,26 @@ def one_line(err: BaseException) -> str:
         where = f": {err.filename}" if err.filename else ""
         what = err.strerror or " ".join(str(err).split()) or type(err).__name__
         return f"error: {what}{where} (--debug shows where it happened)"
-    text = " ".join(str(err).split())
-    return f"error: {text}"
+    text = worker_message(str(err))
+    return f"error: {' '.join(text.split())}"
+
+
+WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def worker_message(text: str) -> str:
+    """An error re-raised from another process (a DataLoader worker) carries that process's
+    whole traceback in its message; the person needs its last line: the error itself."""
+    if WORKER_TRACEBACK not in text:
+        return text
+    head = text.split("\n", 1)[0].strip()  # "Caught DataError in DataLoader worker process 0."
+    lines = [line for line in text.split(WORKER_TRACEBACK, 1)[1].splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else head
+    kind, sep, message = last.partition(": ")
+    if sep and " " not in kind:  # "workbench.errors.DataError: unreadable image ..."
+        last = message
+    where = head.removeprefix("Caught ").split(" in ", 1)[-1].rstrip(".") if " in " in head else "another process"
+    return f"{last} (in {where})"
 
 
 def check_writable(folder: Path, key: str) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from workbench.data.datasets import TASK_SPLITS
-from workbench.data.media import load_image
-from workbench.data.readers import data_path, read_answer_list, read_entries, read_json_list, video_length
+from workbench.data.media import check_video, load_image
+from workbench.data.readers import data_path, read_answer_list, read_entries, read_json_list
 from workbench.errors import DataError
 
 _TASK_KIND = {"retrieval": "retrieval", "video_retrieval": "video", "vqa": "vqa", "nlvr": "nlvr", "ve": "ve"}
@@ -79,7 +79,7 @@ def _unreadable(entry: dict) -> list[str]:
         for path in paths if isinstance(paths, list) else [paths]:
             try:
                 if key == "video":
-                    video_length(Path(path))
+                    check_video(path)  # the container and the first frame decode
                 else:
                     load_image(path)
             except DataError as err:

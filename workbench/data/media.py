@@ -125,6 +125,37 @@ def decode_video_file(path: str | Path, num_frames: int, rng: np.random.Generato
     return torch.from_numpy(np.stack([frames[i] for i in picked])).permute(0, 3, 1, 2)
 
 
+def check_video(path: str | Path) -> int:
+    """Decode a video's container and its first frame (what `data check` promises); its frame
+    count. A truncated mp4 or a text file named .mp4 is a DataError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        frames = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        if not frames:
+            raise DataError(f"unreadable video {path}: a frame directory without frame images ({', '.join(FRAME_SUFFIXES)})")
+        load_image(frames[0])
+        return len(frames)
+    if path.suffix.lower() in VIDEO_FILE_SUFFIXES:
+        total = video_file_length(path)
+        if total < 1:
+            raise DataError(f"unreadable video {path}: no frames")
+        _first_frame(path)
+        return total
+    load_video(path, 1, None)  # .npy: shape and dtype checked, one frame read
+    return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+
+
+def _first_frame(path: Path) -> None:
+    av = _pyav(path)
+    with _open_video_file(path) as container:
+        try:
+            for _ in container.decode(video=0):
+                return
+        except av.error.FFmpegError as err:
+            raise DataError(f"unreadable video {path}: {_one_line(err)}") from None
+    raise DataError(f"unreadable video {path}: no frame could be decoded")
+
+
 def _pick(path: Path, total: int, num_frames: int, rng: np.random.Generator | None) -> list[int]:
     if total < num_frames:
         raise DataError(

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import DataError
+from workbench.strict_yaml import brief
 
 
 MAX_PROBLEMS = 20  # skip reasons kept for reports
@@ -90,6 +91,8 @@ def read_json_list(path: Path) -> list:
         data = json.loads(path.read_text())
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except RecursionError:  # '[[[[...' thousands deep: Python's parser gives up
+        raise DataError(f"{path}: JSON nested too deeply (entries are flat objects)") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     if not isinstance(data, list):
@@ -124,6 +127,13 @@ def resolve_media(raw: str, data_cfg, where: str) -> Path:
         resolved = media_root(data_cfg) / normal
     if not resolved.exists():
         raise DataError(f"{where}: file not found: {resolved}")
+    if not data_cfg.allow_absolute_paths:  # the rule is about where the bytes are, not the spelling
+        real, root = os.path.realpath(resolved), os.path.realpath(media_root(data_cfg))
+        if os.path.commonpath([real, root]) != root:
+            raise DataError(
+                f"{where}: {raw!r} is a symbolic link to {real}, outside the image root {root} — "
+                "set data.allow_absolute_paths=true to allow it"
+            )
     return resolved
 
 
@@ -157,7 +167,9 @@ def check_entry(entry: Any, kind: str, data_cfg, where: str, min_frames: int = 0
         if not _type_ok(value, spec.kind):
             raise DataError(f"{at}: expected {_EXPECTED[spec.kind]}, got {type(value).__name__} {_short(value)}")
         if spec.choices and value not in spec.choices:
-            raise DataError(f"{at}: {value!r} is not one of {', '.join(spec.choices)}")
+            raise DataError(f"{at}: {_short(value)} is not one of {', '.join(spec.choices)}")
+        if spec.kind in ("str", "text", "paths2"):
+            _check_text(value, at, empty_ok=spec.kind == "str" and spec.name not in TEXT_FIELDS)
         if spec.media:
             if isinstance(value, list):
                 out[spec.name] = [str(resolve_media(v, data_cfg, f"{at}[{i}]")) for i, v in enumerate(value)]
@@ -173,7 +185,28 @@ def check_entry(entry: Any, kind: str, data_cfg, where: str, min_frames: int = 0
     return out
 
 
+TEXT_FIELDS = ("caption", "question", "sentence", "answer")  # what the model reads: never empty
+
+
+def _check_text(value: str | list[str], at: str, empty_ok: bool) -> None:
+    """Text is valid Unicode (a lone surrogate like "\\ud800" is not: tokenizers fail on it)
+    and, where the model reads it, not empty (an empty caption trains on nothing)."""
+    for i, text in enumerate(value if isinstance(value, list) else [value]):
+        where = f"{at}[{i}]" if isinstance(value, list) else at
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise DataError(
+                f"{where}: invalid Unicode: a lone surrogate {text[err.start]!a} at character {err.start} "
+                "(the JSON has an unpaired \\uD800-\\uDFFF escape)"
+            ) from None
+        if not empty_ok and not text.strip():
+            raise DataError(f"{where}: empty text ({_short(text)}); give the words or drop the entry")
+
+
 def _short(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        return brief(value)  # never serialise a huge or deeply nested value whole
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

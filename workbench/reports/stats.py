@@ -70,7 +70,9 @@ def paired_tests(variants: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray
     statistic is then undefined, and scipy's p = 0 would claim a certainty two seeds
     cannot give). Columns with the same missing seeds share one vectorised scipy call.
     """
-    variants = np.asarray(variants, dtype=float).reshape(len(baseline), -1)
+    variants = np.asarray(variants, dtype=float)
+    if variants.ndim != 2:  # (0, V) stays as it is: a sweep with no finished seed yet
+        variants = variants.reshape(len(baseline), -1)
     baseline = np.asarray(baseline, dtype=float)
     both = ~np.isnan(variants) & ~np.isnan(baseline)[:, None]
     counts = both.sum(axis=0)
@@ -206,5 +208,14 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
         stats=stats_frame,
         flags=seed_flags(runs, spec.variants, spec.seeds, keys),
         expected_seeds=list(spec.seeds),
-        notes=list(sweep.notes),
+        notes=list(sweep.notes) + _no_finished_note(runs),
     )
+
+
+def _no_finished_note(runs: pd.DataFrame) -> list[str]:
+    """A sweep none of whose runs finished still gets its report: one that says so."""
+    if len(runs) and (runs["status"] == FINISHED).any():
+        return []
+    states = runs["status"].value_counts().to_dict() if len(runs) else {}
+    seen = ", ".join(f"{n} {state.lower()}" for state, n in sorted(states.items())) or "no runs"
+    return [f"no finished runs in this sweep yet ({seen}): nothing to average or compare"]

@@ -18,6 +18,7 @@ _EXPORTS = {
     "run_sweep": "workbench.sweeps.runner",
     "SweepOptions": "workbench.sweeps.runner",
     "SweepResult": "workbench.sweeps.runner",
+    "compute_estimate": "workbench.sweeps.runner",
     "plan_slots": "workbench.sweeps.slots",
 }
 

@@ -162,7 +162,9 @@ def _run(job: TrialJob) -> tuple[int, dict[str, Any]]:
         return EXIT_INTERRUPTED, {"status": "KILLED", "error": "interrupted"}
     except BaseException as err:  # noqa: BLE001 - any crash is this trial's failure, reported to the sweep
         traceback.print_exc()
-        text = " ".join(str(err).split()) or type(err).__name__
+        from workbench.errors import worker_message
+
+        text = " ".join(worker_message(str(err)).split()) or type(err).__name__
         return EXIT_FAILED, {"status": "FAILED", "error": f"{type(err).__name__}: {text}; log: {job.log_path}"}
 
 

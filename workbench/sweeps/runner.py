@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import statistics
 import time
 import warnings
@@ -39,6 +40,7 @@ from workbench.sweeps.progress import SweepProgress, format_seconds
 from workbench.sweeps.scheduler import Scheduler
 from workbench.sweeps.slots import plan_slots
 from workbench.sweeps.spec import SweepSpec, variant_config
+from workbench.strict_yaml import brief
 from workbench.sweeps.study import (
     ERROR_ATTR,
     PARENT_ATTR,
@@ -57,6 +59,8 @@ from workbench.sweeps.study import (
 
 
 COORDINATOR_WAIT_S = 120.0
+CONFIRM_ABOVE_TRIALS = 200  # a bigger sweep starts only with --yes (SweepOptions.yes)
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=,+-]{0,99}")  # also a folder name: no '/', no leading '.'
 
 
 @dataclass
@@ -73,6 +77,7 @@ class SweepOptions:
     progress: bool = True
     trainer: str = "workbench.train:run"  # "module:function" called in each child (tests use a cheap one)
     poll_s: float = 1.0  # how often an idle slot looks for work
+    yes: bool = False  # start a sweep of more than CONFIRM_ABOVE_TRIALS trials
 
 
 @dataclass
@@ -138,10 +143,43 @@ class SweepResult:
         return "\n".join(lines)
 
 
+def check_study_name(name: str) -> str:
+    """The study name is also the trial-log folder `<out_dir>/sweeps/<name>`: no '/', no '..'."""
+    if not STUDY_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            f"--study-name: {brief(name)} is not a study name — allowed: up to 100 letters, digits and _ . = , + - "
+            "(not starting with '.', no '/' or '..': it names a folder under train.out_dir/sweeps)"
+        )
+    return name
+
+
+def compute_estimate(spec: SweepSpec) -> str:
+    """How much training a sweep asks for, in steps and samples (its variants may differ)."""
+    configs = [variant_config(spec, v.overrides) for v in spec.variants] if spec.is_grid else [variant_config(spec, {})]
+    per_trial = [cfg.train.steps for cfg in configs]
+    samples = [cfg.train.steps * cfg.train.batch_size for cfg in configs]
+    runs_each = len(spec.seeds) if spec.is_grid else spec.search.trials
+    shape = f"{len(spec.variants)} variants x {len(spec.seeds)} seeds" if spec.is_grid else f"{spec.search.trials} trials"
+    return (
+        f"sweep {spec.name!r}: {spec.total_trials} trials ({shape}), {runs_each * sum(per_trial):,} training steps, "
+        f"{runs_each * sum(samples):,} samples"
+    )
+
+
+def check_size(spec: SweepSpec, yes: bool) -> None:
+    if spec.total_trials > CONFIRM_ABOVE_TRIALS and not yes:
+        raise ConfigError(
+            f"{compute_estimate(spec)}; a sweep of more than {CONFIRM_ABOVE_TRIALS} trials starts only with --yes"
+        )
+
+
 def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResult:
     options = options or SweepOptions()
     _quiet_optuna()
     started = time.monotonic()
+    check_study_name(options.study_name or spec.name)
+    if not options.worker:
+        check_size(spec, options.yes)
     base_cfg = variant_config(spec, spec.variants[0].overrides if spec.is_grid else {})
     slots = plan_slots(options.gpus, options.per_gpu, options.slots)
     location = options.storage or default_storage(base_cfg.train.out_dir)

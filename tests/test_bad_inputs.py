@@ -70,8 +70,39 @@ class Env:
             (self.root / "pretrain.json").write_text(json.dumps(GOOD_PRETRAIN))
         (self.root / "vqa_test.json").write_text(json.dumps(GOOD_VQA))
         for name, corpus_file in files.items():
-            shutil.copy(CORPUS / corpus_file, self.root / name.replace("__", "."))
+            path = self.root / name.replace("__", ".").replace("_SLASH_", "/")
+            shutil.copy(CORPUS / corpus_file, path)
         return [f"data.root={self.root}", "data.generate=false", f"data.tokenizer={self.shapes / 'tokenizer'}"]
+
+    def linked(self, pretrain: str) -> list[str]:
+        """`data(pretrain)` plus images/link.png: a symbolic link to an image outside the data root."""
+        overrides = self.data(pretrain)
+        (self.root / "images" / "link.png").symlink_to(self.shapes / "images" / "000001.png")
+        return overrides
+
+    def garbage_store(self) -> str:
+        """An MLflow store URI whose database file is the corpus' garbage.db."""
+        shutil.copy(CORPUS / "garbage.db", self.tmp / "store.db")
+        return f"sqlite:///{self.tmp / 'store.db'}"
+
+    def finished_run(self) -> str:
+        """A FINISHED 2-step tiny run in this case's experiment (its checkpoint under tmp/checkpoints)."""
+        from workbench import train
+        from workbench.config import load_config
+
+        overrides = tiny_run(self.shapes, self.store, self.tmp / "checkpoints", "eval.tasks=[]",
+                             f"tracking.experiment={self.experiment}", steps=2)
+        return train.run(load_config("base", overrides), progress=False).run_id
+
+    def deleted_run(self) -> str:
+        """A run in MLflow's trash (deleted, not purged)."""
+        run_id = self.killed_run("truncated_checkpoint.pt")
+        MlflowClient(self.store).delete_run(run_id)
+        return run_id
+
+    def sweep(self, spec: str, *extra: str) -> list[str]:
+        return ["sweep", spec, "--slots", "1", "--no-progress", "--tracking-uri", self.store,
+                "--set", f"train.out_dir={self.out}", *extra]
 
     def blocked(self, name: str) -> Path:
         """A path that cannot become a directory: its parent is a regular file."""
@@ -212,6 +243,214 @@ CASES = [
     Case("report-unknown-format",
          lambda e: ["report", "ablations", "--format", "docx", "--tracking-uri", e.store, "--out", str(e.tmp / "reports")],
          _text("--format: 'docx' is not one of md, csv, latex, html")),
+    # ------------------------------------------------ config: YAML and values
+    Case("yaml-alias-bomb", lambda e: ["run", "-e", str(CORPUS / "alias_bomb.yaml")],
+         _text(f"{CORPUS / 'alias_bomb.yaml'} line 2: anchor '&a' refused"), uses=("alias_bomb.yaml",)),
+    Case("yaml-alias-bomb-config-show", lambda e: ["config", "show", "-e", str(CORPUS / "alias_bomb.yaml")],
+         _text("anchor '&a' refused: config files may not use YAML anchors or aliases"), uses=("alias_bomb.yaml",)),
+    Case("yaml-duplicate-key", lambda e: ["run", "-e", str(CORPUS / "duplicate_key.yaml")],
+         _text(f"{CORPUS / 'duplicate_key.yaml'} line 5: duplicate key 'train' (first on line 1)"), uses=("duplicate_key.yaml",)),
+    Case("yaml-deep-nesting", lambda e: ["run", "-e", str(CORPUS / "deep_nesting.yaml")],
+         _text("nested deeper than 64 levels"), uses=("deep_nesting.yaml",)),
+    Case("yaml-not-utf8", lambda e: ["run", "-e", str(CORPUS / "not_utf8.yaml")],
+         _text(f"{CORPUS / 'not_utf8.yaml'}: not UTF-8 text"), uses=("not_utf8.yaml",)),
+    Case("yaml-section-not-mapping", lambda e: ["run", "-e", str(CORPUS / "section_not_mapping.yaml")],
+         _text("train: expected a mapping, got 5"), uses=("section_not_mapping.yaml",)),
+    Case("set-alias", lambda e: e.run("train.steps=&a 5"), _text("--set train.steps: anchor '&a' refused")),
+    Case("out-dir-empty", lambda e: e.run("train.out_dir="), _text("train.out_dir: is empty")),
+    Case("data-root-empty", lambda e: e.run("data.root="), _text("data.root: is empty")),
+    Case("experiment-name-empty", lambda e: e.run("tracking.experiment="), _text("tracking.experiment: is empty")),
+    Case("mlm-mask-prob-zero", lambda e: e.run("objectives.mlm.mask_prob=0"),
+         _text("objectives.mlm.mask_prob: 0.0 with objectives.mlm.enabled=true masks no token")),
+    Case("pretrain-file-absolute", lambda e: e.run("data.pretrain_files=[/etc/passwd]"),
+         _text("data.pretrain_files[0]: absolute path '/etc/passwd' refused")),
+    Case("pretrain-file-climbs", lambda e: e.run("data.pretrain_files=[../../pretrain.json]"),
+         _text("data.pretrain_files[0]: path '../../pretrain.json' climbs out of data.root")),
+    Case("pretrain-file-empty-name", lambda e: e.run("data.pretrain_files=['']"), _text("data.pretrain_files[0]: is empty")),
+    Case("seed-negative", lambda e: e.run("train.seed=-1"), _text("train.seed: -1 is out of range — allowed: in [0, 4294967295]")),
+    Case("seed-too-big", lambda e: e.run("train.seed=4294967296"), _text("train.seed: 4294967296 is out of range")),
+    Case("shapes-seed-negative", lambda e: e.run("data.shapes_seed=-5"), _text("data.shapes_seed: -5 is out of range")),
+    Case("batch-size-huge", lambda e: e.run("train.batch_size=100000000"),
+         _text("train.batch_size: 100000000 is out of range — allowed: in [1, 1048576]")),
+    Case("width-huge", lambda e: e.run("model.vision.width=1000000"), _text("model.vision.width: 1000000 is out of range")),
+    Case("depth-huge", lambda e: e.run("model.text.depth=100000"), _text("model.text.depth: 100000 is out of range")),
+    Case("model-too-big-for-memory", lambda e: e.run(*[f"model.{part}.width=16384" for part in ("vision", "text", "fusion")],
+                                                      *[f"model.{part}.heads=4" for part in ("vision", "text", "fusion")],
+                                                      "model.vision.depth=256", "model.text.depth=256", "model.fusion.layers=256"),
+         _text("model.*.width/depth: the model needs about")),
+    Case("steps-zero", lambda e: e.run("train.steps=0"), _text("train.steps: 0 is out of range")),
+    Case("steps-bool", lambda e: e.run("train.steps=true"), _text("train.steps: True is not a int")),
+    Case("lr-inf", lambda e: e.run("train.lr=inf"), _text("train.lr: inf is not a finite number")),
+    Case("lr-negative", lambda e: e.run("train.lr=-1"), _text("train.lr: -1.0 is out of range — allowed: >= 0.0")),
+    Case("eval-tasks-not-a-list", lambda e: e.run("eval.tasks={a: 1}"), _text("eval.tasks: {'a': 1} is not a list of str")),
+    Case("device-unknown", lambda e: e.run("train.device=tpu"), _text("train.device: 'tpu' is not a device")),
+    Case("precision-unknown", lambda e: e.run("train.precision=fp8"), _text("train.precision: 'fp8' is not one of auto, fp32, bf16, fp16")),
+    Case("set-a-section", lambda e: ["run", "--set", "model=5"], _text("model: is a section")),
+    Case("set-empty-key", lambda e: ["run", "--set", "=5"], _text("--set '=5': expected KEY=VALUE")),
+    Case("temperature-zero", lambda e: e.run("objectives.itc.temperature=0"),
+         _text("objectives.itc.temperature: 0.0 is out of range — allowed: in [0.001, 0.5]")),
+    Case("softmask-layer-out-of-range", lambda e: e.run("objectives.softmask.layer=5"),
+         _text("objectives.softmask.layer: 5 is out of range — allowed: -1..0 (model.fusion.layers=1)")),
+    Case("patch-does-not-divide-image", lambda e: e.run("model.vision.patch_size=7"),
+         _text("model.vision.patch_size: 7 must divide data.image_size=64")),
+    Case("frames-exceed-max", lambda e: e.run("data.num_frames=9"), _text("data.num_frames: 9 exceeds model.vision.max_frames=8")),
+    Case("schedule-typo", lambda e: e.run("train.schedule=cosin"), _text("train.schedule: 'cosin' is not one of cosine, linear, constant — did you mean 'cosine'?")),
+    Case("compile-not-bool", lambda e: e.run("train.compile=maybe"), _text("train.compile: 'maybe' is not a bool")),
+    Case("unknown-section", lambda e: e.run("optim.lr=1"), _text("unknown config key 'optim.lr'")),
+    Case("experiment-file-missing", lambda e: ["run", "-e", str(e.tmp / "nope.yaml")], lambda e: f"experiment file not found: {e.tmp / 'nope.yaml'}"),
+    Case("nproc-zero", lambda e: ["run", "--nproc", "0"], _text("--nproc: 0 is not a process count — allowed: >= 1")),
+    Case("nproc-negative", lambda e: ["run", "--nproc", "-3"], _text("--nproc: -3 is not a process count")),
+    Case("nproc-huge", lambda e: ["run", "--nproc", "100000"], _text("--nproc: 100000 processes is far more than this machine's")),
+    Case("resume-with-experiment", lambda e: ["run", "--resume", "0123abcd", "-e", "base"],
+         _text("--resume uses the run's recorded config; drop --experiment base")),
+    Case("resume-and-from", lambda e: ["run", "--resume", "0123abcd", "--from", "0123abcd"], _text("--resume and --from exclude each other")),
+    # ------------------------------------------------------ data: entries
+    Case("caption-lone-surrogate", lambda e: e.run(data=e.data("lone_surrogate.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0].caption: invalid Unicode: a lone surrogate '\\ud800' at character 6",
+         uses=("lone_surrogate.json",)),
+    Case("caption-lone-surrogate-data-check", lambda e: e.check("eval.tasks=[]", data=e.data("lone_surrogate.json")),
+         _text("invalid Unicode: a lone surrogate"), uses=("lone_surrogate.json",), where="output"),
+    Case("json-deeply-nested", lambda e: e.run(data=e.data("deep_nesting.json")),
+         lambda e: f"{e.root / 'pretrain.json'}: JSON nested too deeply", uses=("deep_nesting.json",)),
+    Case("caption-empty", lambda e: e.run(data=e.data("empty_caption.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0].caption: empty text", uses=("empty_caption.json",)),
+    Case("caption-blank-in-list", lambda e: e.run(data=e.data("blank_caption_in_list.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0].caption[1]: empty text", uses=("blank_caption_in_list.json",)),
+    Case("caption-empty-list", lambda e: e.run(data=e.data("caption_empty_list.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0].caption: expected a string or a non-empty list of strings, got list []",
+         uses=("caption_empty_list.json",)),
+    Case("entries-not-objects", lambda e: e.run(data=e.data("entries_not_objects.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0]: expected an object with fields, got int", uses=("entries_not_objects.json",)),
+    Case("caption-missing", lambda e: e.run(data=e.data("missing_caption.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0]: missing field 'caption'", uses=("missing_caption.json",)),
+    Case("image-wrong-type", lambda e: e.run(data=e.data("image_wrong_type.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0].image: expected a string, got int 7", uses=("image_wrong_type.json",)),
+    Case("image-empty-path", lambda e: e.run(data=e.data("empty_image_path.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0].image: empty path", uses=("empty_image_path.json",)),
+    Case("symlink-out-of-root", lambda e: e.run(data=e.linked("symlink_escape.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0].image: 'images/link.png' is a symbolic link to "
+                   f"{e.shapes / 'images' / '000001.png'}, outside the image root", uses=("symlink_escape.json",)),
+    Case("symlink-out-of-root-data-check", lambda e: e.check("eval.tasks=[]", data=e.linked("symlink_escape.json")),
+         _text("'images/link.png' is a symbolic link to"), uses=("symlink_escape.json",), where="output"),
+    Case("json-bom", lambda e: e.run(data=e.data("bom.json")),
+         lambda e: f"{e.root / 'pretrain.json'}: invalid JSON at line 1 column 1: Unexpected UTF-8 BOM", uses=("bom.json",)),
+    Case("json-not-utf8", lambda e: e.run(data=e.data("not_utf8.json")),
+         lambda e: f"{e.root / 'pretrain.json'}: not UTF-8 text", uses=("not_utf8.json",)),
+    Case("json-a-string", lambda e: e.run(data=e.data("string.json")),
+         lambda e: f"{e.root / 'pretrain.json'}: expected a JSON list of entries, got str", uses=("string.json",)),
+    Case("caption-nan", lambda e: e.run(data=e.data("caption_nan.json")),
+         lambda e: f"{e.root / 'pretrain.json'}[0].caption: expected a string or a non-empty list of strings, got float NaN",
+         uses=("caption_nan.json",)),
+    Case("image-is-text-data-check", lambda e: e.check("eval.tasks=[]", data=e.data("text_named_png.json", images_SLASH_text__png="text_named.png")),
+         lambda e: f"unreadable image {e.root / 'images' / 'text.png'}", uses=("text_named_png.json", "text_named.png"), where="output"),
+    Case("image-is-text-worker", lambda e: e.run("data.num_workers=1", data=e.data("text_named_png.json", images_SLASH_text__png="text_named.png")),
+         lambda e: f"unreadable image {e.root / 'images' / 'text.png'}", uses=("text_named_png.json", "text_named.png"),
+         runs=("FAILED",)),  # found in a DataLoader worker: its one line, not its traceback
+    Case("video-truncated-data-check", lambda e: e.check("eval.tasks=[]", "data.video_pretrain_files=[video_pretrain.json]", data=e.data(
+             video_pretrain__json="truncated_video.json", videos_SLASH_truncated__mp4="truncated_video.mp4")),
+         lambda e: f"unreadable video {e.root / 'videos' / 'truncated.mp4'}", uses=("truncated_video.json", "truncated_video.mp4"),
+         where="output"),
+    Case("video-is-text-data-check", lambda e: e.check("eval.tasks=[]", "data.video_pretrain_files=[video_pretrain.json]", data=e.data(
+             video_pretrain__json="text_named_video.json", videos_SLASH_text__mp4="text_named.mp4")),
+         lambda e: f"unreadable video {e.root / 'videos' / 'text.mp4'}", uses=("text_named_video.json", "text_named.mp4"),
+         where="output"),
+    Case("video-float-array-data-check", lambda e: e.check("eval.tasks=[]", "data.video_pretrain_files=[video_pretrain.json]", data=e.data(
+             video_pretrain__json="float_video.json", videos_SLASH_float__npy="float_video.npy")),
+         lambda e: f"unreadable video {e.root / 'videos' / 'float.npy'}: expected uint8 [T, H, W, 3], got float32",
+         uses=("float_video.json", "float_video.npy"), where="output"),
+    Case("vqa-answers-not-strings", lambda e: e.run("eval.tasks=[vqa]", data=e.data(
+             vqa_train__json="vqa_unknown_answer.json", vqa_answers__json="vqa_answers_not_strings.json")),
+         lambda e: f"{e.root / 'vqa_answers.json'}[0]: expected a string answer, got int 1", uses=("vqa_answers_not_strings.json",)),
+    Case("vqa-question-empty", lambda e: e.run("eval.tasks=[vqa]", data=e.data(vqa_test__json="vqa_empty_question.json")),
+         lambda e: f"{e.root / 'vqa_test.json'}[0].question: empty text", uses=("vqa_empty_question.json",)),
+    Case("nlvr-bad-label", lambda e: e.run("eval.tasks=[nlvr]", data=e.data(nlvr_test__json="nlvr_bad_label.json")),
+         lambda e: f"{e.root / 'nlvr_test.json'}[0].label: \"maybe\" is not one of True, False", uses=("nlvr_bad_label.json",)),
+    Case("nlvr-three-images", lambda e: e.run("eval.tasks=[nlvr]", data=e.data(nlvr_test__json="nlvr_three_images.json")),
+         lambda e: f"{e.root / 'nlvr_test.json'}[0].images: expected a list of 2 strings, got list", uses=("nlvr_three_images.json",)),
+    Case("ve-bad-label", lambda e: e.run("eval.tasks=[ve]", data=e.data(ve_test__json="ve_bad_label.json")),
+         lambda e: f"{e.root / 've_test.json'}[0].label: \"entails\" is not one of entailment, neutral, contradiction",
+         uses=("ve_bad_label.json",)),
+    Case("data-root-missing", lambda e: e.run("data.root=/nonexistent/data", "data.generate=false"),
+         _text("data.root: /nonexistent/data does not exist")),
+    Case("tokenizer-missing", lambda e: e.run("data.tokenizer=/nonexistent/tok"), _text("tokenizer not found: looked in /nonexistent/tok")),
+    # ------------------------------------------------ stores, runs, resume
+    Case("store-in-proc", lambda e: e.run("tracking.uri=sqlite:////proc/x.db"),
+         _text("tracking.uri: cannot use the SQLite store '/proc/x.db': cannot create a database in /proc")),
+    Case("store-garbage-run", lambda e: e.run(f"tracking.uri={e.garbage_store()}"),
+         lambda e: f"tracking.uri: cannot use the SQLite store '{e.tmp / 'store.db'}': the file is not an SQLite database",
+         uses=("garbage.db",)),
+    Case("store-garbage-report", lambda e: ["report", "ablations", "--tracking-uri", e.garbage_store(), "--out", str(e.tmp / "reports")],
+         _text("the file is not an SQLite database"), uses=("garbage.db",)),
+    Case("store-garbage-eval", lambda e: ["eval", "0123abcd", "--tracking-uri", e.garbage_store()],
+         _text("the file is not an SQLite database"), uses=("garbage.db",)),
+    Case("store-garbage-sweep", lambda e: e.sweep("scl", "--tracking-uri", e.garbage_store()),
+         _text("the file is not an SQLite database"), uses=("garbage.db",)),
+    Case("store-under-a-file-run", lambda e: e.run(f"tracking.uri=sqlite:///{e.blocked('x.db')}"),
+         lambda e: f"tracking.uri: cannot use the SQLite store '{e.blocked('x.db')}': {e.tmp / 'a_file'} is a file, not a directory"),
+    Case("store-under-a-file-report", lambda e: ["report", "ablations", "--tracking-uri", f"sqlite:///{e.blocked('x.db')}"],
+         _text("is a file, not a directory")),
+    Case("store-is-a-directory", lambda e: e.run(f"tracking.uri=sqlite:///{e.tmp}"),
+         lambda e: f"tracking.uri: cannot use the SQLite store '{e.tmp}': it is a directory"),
+    Case("store-scheme-ftp", lambda e: e.run("tracking.uri=ftp://example.org/x"), _text("has no MLflow store scheme 'ftp'")),
+    Case("store-unreachable-report", lambda e: ["report", "ablations", "--tracking-uri", f"http://127.0.0.1:{e.closed_port}"],
+         lambda e: f"cannot reach the MLflow server 'http://127.0.0.1:{e.closed_port}'"),
+    Case("store-unreachable-eval", lambda e: ["eval", "0123abcd", "--tracking-uri", f"http://127.0.0.1:{e.closed_port}"],
+         lambda e: f"cannot reach the MLflow server 'http://127.0.0.1:{e.closed_port}'"),
+    Case("resume-finished-run", lambda e: ["run", "--resume", e.finished_run(), "--tracking-uri", e.store],
+         _text("is FINISHED and stays as it is"), runs=("FINISHED",)),
+    Case("resume-finished-run-longer", lambda e: ["run", "--resume", e.finished_run(), "--tracking-uri", e.store, "--set", "train.steps=10"],
+         _text("is FINISHED and stays as it is"), runs=("FINISHED",)),
+    Case("resume-other-model", lambda e: ["run", "--resume", e.killed_run("truncated_checkpoint.pt"), "--tracking-uri", e.store,
+                                          "--set", "model.vision.width=64"],
+         _text("--resume: model.vision.width=64 differs from run"), uses=("truncated_checkpoint.pt",), runs=("KILLED",)),
+    Case("resume-deleted-run", lambda e: ["run", "--resume", e.deleted_run(), "--tracking-uri", e.store],
+         _text("is deleted; restore it first"), uses=("truncated_checkpoint.pt",)),
+    Case("from-deleted-run", lambda e: ["run", "--from", e.deleted_run(), "--tracking-uri", e.store],
+         _text("is deleted; restore it first"), uses=("truncated_checkpoint.pt",)),
+    Case("eval-deleted-run", lambda e: ["eval", e.deleted_run(), "--tracking-uri", e.store],
+         _text("is deleted; restore it first"), uses=("truncated_checkpoint.pt",)),
+    Case("eval-unknown-task", lambda e: ["eval", e.finished_run(), "--task", "retreival", "--tracking-uri", e.store],
+         _text("eval.tasks: 'retreival' is not one of"), runs=("FINISHED",)),
+    Case("eval-truncated-checkpoint", lambda e: ["eval", e.killed_run("truncated_checkpoint.pt"), "--tracking-uri", e.store],
+         lambda e: f"cannot load checkpoint {e.checkpoint}", uses=("truncated_checkpoint.pt",), runs=("KILLED",)),
+    Case("resume-run-id-path", lambda e: ["run", "--resume", "../../etc", "--tracking-uri", e.store],
+         _text("--resume: no MLflow run '../../etc'")),
+    # ------------------------------------------------------------- sweeps
+    Case("sweep-alias", lambda e: e.sweep(str(CORPUS / "sweep_alias.yaml")),
+         _text(f"{CORPUS / 'sweep_alias.yaml'} line 2: anchor '&common' refused"), uses=("sweep_alias.yaml",)),
+    Case("sweep-duplicate-variant", lambda e: e.sweep(str(CORPUS / "sweep_duplicate_variant.yaml")),
+         _text(f"{CORPUS / 'sweep_duplicate_variant.yaml'} line 5: duplicate key 'baseline' (first on line 3)"),
+         uses=("sweep_duplicate_variant.yaml",)),
+    Case("sweep-negative-seeds", lambda e: e.sweep(str(CORPUS / "sweep_negative_seeds.yaml")),
+         _text("seeds: -1 is out of range — allowed: integers in [0, 4294967295] (train.seed)"), uses=("sweep_negative_seeds.yaml",)),
+    Case("sweep-huge-grid", lambda e: e.sweep(str(CORPUS / "sweep_huge_grid.yaml")),
+         _text("10000 trials (100 variants x 100 seeds), 3,000,000 training steps, 96,000,000 samples; "
+               "a sweep of more than 200 trials starts only with --yes"), uses=("sweep_huge_grid.yaml",)),
+    Case("sweep-study-name-climbs", lambda e: e.sweep("scl", "--study-name", "../../evil"), _text("--study-name: '../../evil' is not a study name")),
+    Case("sweep-study-name-slash", lambda e: e.sweep("scl", "--study-name", "a/b"), _text("--study-name: 'a/b' is not a study name")),
+    Case("sweep-unknown", lambda e: e.sweep("nosuch"), _text("unknown sweep 'nosuch'")),
+    Case("sweep-slots-zero", lambda e: ["sweep", "scl", "--slots", "0", "--tracking-uri", e.store], _text("--slots 0: must be >= 1")),
+    Case("sweep-per-gpu-zero", lambda e: ["sweep", "scl", "--per-gpu", "0", "--tracking-uri", e.store], _text("--per-gpu 0: must be >= 1")),
+    Case("sweep-gpus-garbage", lambda e: ["sweep", "scl", "--gpus", "abc", "--tracking-uri", e.store], _text("--gpus 'abc': expected comma-separated GPU indices")),
+    Case("sweep-heartbeat-zero", lambda e: e.sweep("scl", "--heartbeat", "0", "--storage", f"sqlite:///{e.tmp / 'optuna.db'}"),
+         _text("--heartbeat 0: must be >= 1 second")),
+    Case("sweep-resume-missing-study", lambda e: e.sweep("scl", "--resume", "--study-name", "nostudy"), _text("no study 'nostudy' in")),
+    Case("sweep-journal-under-a-file", lambda e: e.sweep("scl", "--storage", str(e.blocked("journal.log"))),
+         lambda e: f"--storage '{e.blocked('journal.log')}': cannot use the journal file"),
+    # ------------------------------------------------- reports, data, bench, ui
+    Case("report-attention-unknown-run", lambda e: ["report", "attention", "0123abcd", "--tracking-uri", e.store, "--out", str(e.tmp / "r")],
+         _text("RUN_ID '0123abcd': no such run in")),
+    Case("report-attention-n-zero", lambda e: ["report", "attention", "0123abcd", "--n", "0", "--tracking-uri", e.store],
+         _text("--n: 0 is out of range — allowed: >= 1")),
+    Case("data-shapes-size-unknown", lambda e: ["data", "shapes", "--size", "huge", "--out", str(e.tmp / "s")],
+         _text("size: 'huge' is not one of tiny, default")),
+    Case("data-shapes-seed-negative", lambda e: ["data", "shapes", "--seed", "-1", "--size", "tiny", "--out", str(e.tmp / "s")],
+         _text("seed: -1 is not an integer >= 0")),
+    Case("bench-steps-zero", lambda e: ["bench", "--steps", "0", "--quick"], _text("bench --steps: 0 must be >= 1")),
+    Case("bench-config-unknown", lambda e: ["bench", "--config", "nope"], _text("bench --config: 'nope' is not one of base, paper")),
+    Case("ui-port-out-of-range", lambda e: ["ui", "--port", "70000", "--tracking-uri", e.store], _text("--port: 70000 is out of range")),
+    Case("config-show-duplicate-key", lambda e: ["config", "show", "-e", str(CORPUS / "duplicate_key.yaml")],
+         _text("duplicate key 'train'"), uses=("duplicate_key.yaml",)),
 ]
 
 RESULTS: dict[str, str] = {}  # case id -> "" (clean) or why not, filled by the tests below

@@ -136,7 +136,7 @@ def test_skip_mode_drops_and_counts_bad_entries(root):
     dataset = CaptionDataset(load_config(None, {"data.root": str(root)}), entries, "image", "[MASK]")
     assert dataset.skipped == 4
     _write(root, "all_bad.json", bad)
-    with pytest.raises(DataError, match=r"no usable entries in .*all_bad.json \(4 bad entries skipped\)"):
+    with pytest.raises(DataError, match=r"no usable entries in .*all_bad.json \(4 bad entries skipped; the first: "):
         read_entries(_cfg(root, on_bad_sample="skip"), ["all_bad.json"], "pretrain")
 
 

@@ -235,7 +235,7 @@ def read_entries(data_cfg, files: list[str] | str, kind: str, min_frames: int = 
     if not result.items:
         raise DataError(
             f"no usable entries in {', '.join(str(p) for p in result.sources)}"
-            + (f" ({result.skipped} bad entries skipped)" if result.skipped else "")
+            + (f" ({result.skipped} bad entries skipped; the first: {result.problems[0]})" if result.skipped else "")
         )
     return result
 

@@ -177,12 +177,16 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
     options = options or SweepOptions()
     _quiet_optuna()
     started = time.monotonic()
-    check_study_name(options.study_name or spec.name)
+    study_name = check_study_name(options.study_name or spec.name)
     if not options.worker:
         check_size(spec, options.yes)
     base_cfg = variant_config(spec, spec.variants[0].overrides if spec.is_grid else {})
     slots = plan_slots(options.gpus, options.per_gpu, options.slots)
     location = options.storage or default_storage(base_cfg.train.out_dir)
+    tracking.check_store(options.tracking_uri or base_cfg.tracking.uri)  # before anything is created
+    if options.resume and "://" not in location and not Path(location).is_file():
+        raise ConfigError(f"no study {study_name!r} in {location} to join or resume (no journal file); "
+                          f"start it first: workbench sweep {spec.ref}")
     storage = open_storage(location, heartbeat_s=options.heartbeat_s, retries=spec.retries)  # a typo fails here, at once
     child.warm_up()
     study_name = options.study_name or spec.name

@@ -323,3 +323,28 @@ def test_debug_shows_an_unexpected_error_and_still_ends_the_run(shapes_tiny, sto
                                       "--set", f"train.out_dir={tmp_path / 'out'}", "--set", "tracking.experiment=boom-debug"])
     assert isinstance(result.exception, ZeroDivisionError)
     assert statuses(store, "boom-debug") == ["FAILED"]
+
+
+def test_sigterm_to_a_multi_process_run_stops_every_rank_and_ends_the_run_killed(shapes_tiny, store, tmp_path):
+    """`workbench run --nproc 2` (torchrun, DDP on CPU): SIGTERM to the command reaches every rank."""
+    sets = _sets(shapes_tiny, store, tmp_path / "out", "signal-ddp", "train.log_every=1", steps=400)
+    process = subprocess.Popen([sys.executable, "-m", "workbench", "run", "--nproc", "2", *sets], cwd=tmp_path, env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    line = ""
+    while not line.startswith("run "):  # rank 0's announcement (torchrun may print before it)
+        line = process.stdout.readline()
+        assert line or process.poll() is None, process.stderr.read()
+    run_id = line.split()[1]
+    client = MlflowClient(store)
+    deadline = time.monotonic() + 180
+    while not client.get_metric_history(run_id, "train/loss/total"):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert f"resume: workbench run --resume {run_id}" in stderr
+    time.sleep(1)
+    with pytest.raises(ProcessLookupError):  # torchrun and both ranks are gone
+        os.killpg(process.pid, 0)

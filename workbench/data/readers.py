@@ -167,7 +167,7 @@ def check_entry(entry: Any, kind: str, data_cfg, where: str, min_frames: int = 0
         if not _type_ok(value, spec.kind):
             raise DataError(f"{at}: expected {_EXPECTED[spec.kind]}, got {type(value).__name__} {_short(value)}")
         if spec.choices and value not in spec.choices:
-            raise DataError(f"{at}: {_short(value)} is not one of {', '.join(spec.choices)}")
+            raise DataError(f"{at}: {brief(value)} is not one of {', '.join(spec.choices)}")
         if spec.kind in ("str", "text", "paths2"):
             _check_text(value, at, empty_ok=spec.kind == "str" and spec.name not in TEXT_FIELDS)
         if spec.media:

@@ -56,7 +56,8 @@ def friendly(fn: Callable) -> Callable:
             raise
         except interrupts.Interrupted as err:
             tracking.end_open_runs("KILLED")
-            typer.echo(err.message(), err=True)
+            if not err.quiet:
+                typer.echo(err.message(), err=True)
             raise typer.Exit(err.exit_code) from None
         except (errors.USER_ERRORS + errors.RUNTIME_ERRORS + (OSError,)) as err:
             tracking.end_open_runs("FAILED")

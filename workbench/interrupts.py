@@ -37,6 +37,7 @@ class Interrupted(KeyboardInterrupt):
         self.steps: int | None = None
         self.checkpoint: str | None = None
         self.tracking_uri: str = ""
+        self.quiet = False  # another process (rank 0) reports it
 
     @property
     def exit_code(self) -> int:

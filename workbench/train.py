@@ -372,6 +372,7 @@ def _url(cfg: RunConfig, tracker: tracking.RunTracker) -> str:
 def _say_where(err: BaseException, cfg: RunConfig, run_id: str, step: int, last_ckpt: Path | None) -> None:
     """Tell an `Interrupted` which run it stopped, where, and what to resume from."""
     if isinstance(err, interrupts.Interrupted) and err.run_id is None:
+        err.quiet = not distributed.ranks_from_env().is_main  # under DDP rank 0 alone says it
         err.run_id, err.step, err.steps = run_id, step, cfg.train.steps
         err.checkpoint = str(last_ckpt) if last_ckpt is not None and last_ckpt.is_file() else None
         err.tracking_uri = cfg.tracking.uri

@@ -278,6 +278,8 @@ CASES = [
                                                       *[f"model.{part}.heads=4" for part in ("vision", "text", "fusion")],
                                                       "model.vision.depth=256", "model.text.depth=256", "model.fusion.layers=256"),
          _text("model.*.width/depth: the model needs about")),
+    Case("batch-too-big-for-memory", lambda e: e.run("train.batch_size=1000000"),
+         _text("train.batch_size: 1000000 needs at least")),
     Case("steps-zero", lambda e: e.run("train.steps=0"), _text("train.steps: 0 is out of range")),
     Case("steps-bool", lambda e: e.run("train.steps=true"), _text("train.steps: True is not a int")),
     Case("lr-inf", lambda e: e.run("train.lr=inf"), _text("train.lr: inf is not a finite number")),

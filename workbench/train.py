@@ -193,7 +193,7 @@ def _run(
     )
     if ranks.is_main:
         check_eval_files(cfg)  # before training, not after it
-    check_fits_memory(cfg, device)
+    check_fits_memory(cfg, device, ranks.world_size)
     try:
         pretrainer = build(cfg, tokenizer).to(device)
     except (MemoryError, torch.OutOfMemoryError, RuntimeError) as err:
@@ -393,17 +393,24 @@ def _out_of_memory(err: BaseException, cfg: RunConfig, when: str) -> BaseExcepti
     )
 
 
-def check_fits_memory(cfg: RunConfig, device: torch.device) -> None:
+def check_fits_memory(cfg: RunConfig, device: torch.device, world_size: int = 1) -> None:
     """Refuse, before building anything, a model whose weights and AdamW state alone exceed the
     memory there is (a huge width or depth would otherwise die mid-run with an allocator error)."""
-    need = 16 * estimate_parameters(cfg)  # fp32 weights + grads + two AdamW moments
+    weights = 16 * estimate_parameters(cfg)  # fp32 weights + grads + two AdamW moments
     have = available_memory(device)
-    if have and need > have:
+    if have and weights > have:
         raise ConfigError(
-            f"model.*.width/depth: the model needs about {need / 2**30:.1f} GiB for weights and optimizer state "
+            f"model.*.width/depth: the model needs about {weights / 2**30:.1f} GiB for weights and optimizer state "
             f"(widths {cfg.model.vision.width}/{cfg.model.text.width}/{cfg.model.fusion.width}, depths "
             f"{cfg.model.vision.depth}/{cfg.model.text.depth}/{cfg.model.fusion.layers}), "
             f"more than the {have / 2**30:.1f} GiB available on {device}"
+        )
+    activations = estimate_activations(cfg) // world_size  # each rank holds its slice of the batch
+    if have and weights + activations > have:
+        raise ConfigError(
+            f"train.batch_size: {cfg.train.batch_size} needs at least {activations / 2**30:.1f} GiB of activations per step "
+            f"(a lower bound), more than the {max(have - weights, 0) / 2**30:.1f} GiB left on {device} beside the model; "
+            "lower train.batch_size"
         )
 
 
@@ -411,6 +418,17 @@ def estimate_parameters(cfg: RunConfig) -> int:
     """~12 w^2 per transformer layer (attention 4 w^2 + MLP 8 w^2), fusion with cross-attention ~16 w^2."""
     m = cfg.model
     return 12 * m.vision.width**2 * m.vision.depth + 12 * m.text.width**2 * m.text.depth + 16 * m.fusion.width**2 * m.fusion.layers
+
+
+def estimate_activations(cfg: RunConfig) -> int:
+    """A lower bound on one step's saved activations (bytes): 4 fp32 values per token, width unit
+    and layer, one pass (real steps keep several times this; only what surely cannot fit is refused)."""
+    m, d = cfg.model, cfg.data
+    image_tokens = (d.image_size // m.vision.patch_size) ** 2 + 1
+    text_tokens = d.max_text_len
+    per_sample = (image_tokens * m.vision.width * m.vision.depth + text_tokens * m.text.width * m.text.depth
+                  + text_tokens * m.fusion.width * m.fusion.layers)
+    return 16 * cfg.train.batch_size * per_sample
 
 
 def available_memory(device: torch.device) -> int:

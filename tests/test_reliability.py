@@ -349,3 +349,47 @@ def test_sigterm_to_a_multi_process_run_stops_every_rank_and_ends_the_run_killed
     time.sleep(1)
     with pytest.raises(ProcessLookupError):  # torchrun and both ranks are gone
         os.killpg(process.pid, 0)
+
+
+def slow_train(cfg, *, resume_run_id=None, parent_run_id=None, tags=None, progress=True):
+    """A trial that runs until stopped (the sweep's SIGTERM arrives as KeyboardInterrupt): its run ends KILLED."""
+    tracker = tracking.start_run(cfg, parent_run_id=parent_run_id, tags=tags)
+    try:
+        while True:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+
+
+SWEEP_CLI = textwrap.dedent("""
+    import functools, sys
+    import workbench.sweeps.runner as runner
+    from workbench.cli import app
+
+    if __name__ == "__main__":
+        runner.SweepOptions = functools.partial(runner.SweepOptions, trainer="test_reliability:slow_train")
+        sys.exit(app())
+""")
+
+
+def test_sigterm_to_a_sweep_ends_its_parent_and_trials_killed(tmp_path, store):
+    spec = write_spec(tmp_path, "stopped", variants={"a": {"train.lr": 0.1}}, seeds=1, overrides=fake_overrides(tmp_path))
+    script = tmp_path / "sweep_cli.py"
+    script.write_text(SWEEP_CLI)
+    process = subprocess.Popen([sys.executable, str(script), "sweep", str(spec), "--slots", "1", "--no-progress",
+                                "--tracking-uri", store], cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    client = MlflowClient(store)
+    deadline = time.monotonic() + 180
+    while len(statuses(store, tmp_path.name)) < 2:  # the parent and the trial's run are open
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert statuses(store, tmp_path.name) == ["KILLED", "KILLED"]
+    time.sleep(1)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)
+    del client

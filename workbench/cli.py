@@ -51,7 +51,8 @@ def friendly(fn: Callable) -> Callable:
         from workbench import crash, interrupts, tracking
 
         try:
-            return fn(*args, **kwargs)
+            with interrupts.sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except interrupts.Interrupted as err:
@@ -59,6 +60,10 @@ def friendly(fn: Callable) -> Callable:
             if not err.quiet:
                 typer.echo(err.message(), err=True)
             raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            ended = tracking.end_open_runs("KILLED")
+            typer.echo("interrupted" + (f": MLflow run {', '.join(ended)} marked KILLED" if ended else ""), err=True)
+            raise typer.Exit(130) from None
         except (errors.USER_ERRORS + errors.RUNTIME_ERRORS + (OSError,)) as err:
             tracking.end_open_runs("FAILED")
             if _debug:

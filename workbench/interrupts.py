@@ -47,7 +47,7 @@ class Interrupted(KeyboardInterrupt):
         """What the person who stopped the run needs: where it stopped and the exact resume command."""
         name = signal.Signals(self.signum).name
         if self.run_id is None:
-            return f"interrupted ({name}) before the MLflow run started; nothing to resume"
+            return f"interrupted ({name})"
         where = f" at step {self.step}/{self.steps}" if self.step is not None else ""
         kept = f", checkpoint {self.checkpoint}" if self.checkpoint else ", no checkpoint yet"
         return f"interrupted ({name}){where}: run {self.run_id} marked KILLED{kept}; resume: {resume_command(self.run_id, self.tracking_uri)}"
@@ -117,6 +117,25 @@ def graceful() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _state.active, _state.deferring, _state.signum = False, False, None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Every command: SIGTERM raises `Interrupted` as Ctrl-C raises KeyboardInterrupt, so the
+    same cleanup runs (a sweep stops its trials and ends its parent run KILLED) instead of
+    the process vanishing with its runs RUNNING. No-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_forwarding(command: list[str]) -> int:

@@ -15,11 +15,25 @@ import typer
 
 from workbench import errors
 
+class _Group(typer.core.TyperGroup):
+    """The top-level group: `--set key value` gets a hint, not Click's "unexpected extra argument"."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        from workbench.cli_support import missing_equals
+
+        hint = missing_equals(args)
+        if hint:
+            typer.echo(hint, err=True)
+            raise typer.Exit(2)
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Ablation workbench for vision-language pre-training: run, sweep, report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 data_app = typer.Typer(help="Generate and check data sets.", no_args_is_help=True)
 config_app = typer.Typer(help="Show resolved run configs.", no_args_is_help=True)
@@ -58,9 +72,20 @@ def friendly(fn: Callable) -> Callable:
     return wrapper
 
 
+def _version(value: bool) -> None:
+    if value:
+        from workbench.cli_support import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Versions of workbench, torch, mlflow, optuna.")
+    ] = False,
 ) -> None:
     global _debug
     _debug = debug
@@ -98,11 +123,17 @@ def config_show(experiment: Experiment = "base", overrides: Overrides = None) ->
 
 
 @config_app.command("keys")
-def config_keys() -> None:
-    """List every config key that --set accepts."""
-    from workbench.config import all_keys
+def config_keys(
+    pattern: Annotated[Optional[str], typer.Argument(help="Only keys containing this text, or matching this glob (train.*).")] = None,
+) -> None:
+    """List the config keys --set accepts: type, default and what each does."""
+    from workbench.config_keys import matching, render
 
-    typer.echo("\n".join(all_keys()))
+    found = matching(pattern)
+    if not found:
+        typer.echo(f"error: no config key matches {pattern!r} (workbench config keys lists them all)", err=True)
+        raise typer.Exit(2)
+    typer.echo(render(found))
 
 
 # -------------------------------------------------------------------- data
@@ -203,9 +234,19 @@ def run(
     nproc: Annotated[
         int, typer.Option("--nproc", help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.")
     ] = 1,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A run of minutes: 20 steps, retrieval + a 10-step VQA fine-tune (plumbing check, not results).")
+    ] = False,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Pre-train only, no downstream evaluation (= --set eval.tasks=[]).")] = False,
 ) -> None:
     """Pre-train one configured model, evaluate it downstream, log all to MLflow.
 
+    \b
+    A full `base` run pre-trains 300 steps, then fine-tunes and scores five tasks.
+    Quicker:  workbench run --quick          (minutes: shortened training and evaluation)
+              workbench run -e demo          (the demo's small model, 100 steps)
+              workbench run --no-eval        (pre-training only; or --set eval.tasks=[])
+    Keys and defaults: workbench config keys [PATTERN]
     \b
     Again, from a finished run's recorded config: `workbench run --from RUN_ID`
     (same config and seed on CPU => the same losses bit for bit; tagged workbench.rerun_of).
@@ -222,12 +263,16 @@ def run(
         option = "--resume" if resume else "--from"
         raise ConfigError(f"{option} uses the run's recorded config; drop --experiment {experiment} (--set still applies)")
     experiment = experiment or "base"
+    from workbench.cli_support import quick_overrides
+
+    user_overrides, overrides = list(overrides or []), quick_overrides(quick, no_eval, overrides)
     if nproc != 1 and not distributed.ranks_from_env().active:
         if not recorded:  # a bad key or an uneven batch: one line now, not once per process
             cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
             distributed.local_batch_size(cfg.train.batch_size, nproc)
         args = ["--debug"] if _debug else []
-        args += ["run", *([] if recorded else ["--experiment", experiment]), *[f"--set={o}" for o in overrides or []]]
+        args += ["run", *([] if recorded else ["--experiment", experiment]), *[f"--set={o}" for o in user_overrides]]
+        args += [flag for flag, on in (("--quick", quick), ("--no-eval", no_eval)) if on]
         args += [f"--{name}={value}" for name, value in
                  (("device", device), ("tracking-uri", tracking_uri), ("resume", resume), ("from", rerun_of)) if value]
         import subprocess
@@ -243,6 +288,8 @@ def run(
         tags = {tracking.RERUN_TAG: rerun_of} if rerun_of else None
     else:
         cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
+        presets = [name for name, on in (("quick", quick), ("no-eval", no_eval)) if on]
+        tags = tracking.run_tags(experiment, user_overrides, presets)
     result = train.run(cfg, resume_run_id=resume, tags=tags)
     if distributed.ranks_from_env().is_main:
         typer.echo(result.summary())

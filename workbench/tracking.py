@@ -32,6 +32,11 @@ from workbench.config import ConfigError, RunConfig, flatten, to_yaml
 DEFAULT_URI = "sqlite:///mlflow.db"
 TAG_PREFIX = "workbench."
 RERUN_TAG = f"{TAG_PREFIX}rerun_of"  # on a run started with `workbench run --from RUN_ID`
+EXPERIMENT_TAG = f"{TAG_PREFIX}experiment"  # the experiment YAML a run was started from (`-e`)
+OVERRIDES_TAG = f"{TAG_PREFIX}overrides"  # its `--set` overrides, space-separated
+PRESET_TAG = f"{TAG_PREFIX}preset"  # `run --quick` / `--no-eval` (their overrides are in the config, not the tag)
+SHORT_ID = 6  # run id characters in a default run name
+NAME_MAX = 100
 URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
 CONNECT_TIMEOUT_S = 5.0  # a tracking server that does not answer this fast is reported, not retried for minutes
 
@@ -227,6 +232,27 @@ class RunTracker:
             self.client.set_terminated(self.run_id, status=status)
 
 
+def run_tags(experiment: str, overrides: list[str], presets: list[str] | None = None) -> dict[str, str]:
+    """Tags naming where a run's config came from: experiment, presets and `--set` overrides."""
+    tags = {EXPERIMENT_TAG: experiment, OVERRIDES_TAG: " ".join(overrides)}
+    if presets:
+        tags[PRESET_TAG] = " ".join(presets)
+    return tags
+
+
+def default_run_name(run_id: str, tags: dict[str, str] | None = None) -> str:
+    """Readable and unique: experiment, short run id, the overrides (objectives.* shortened).
+
+    e.g. "base 3fa2c1 scl.mvsc=false"; MLflow's own default draws from a seeded
+    generator, so two runs with the same seed got the same name.
+    """
+    tags = tags or {}
+    overrides = [o.removeprefix("objectives.") for o in tags.get(OVERRIDES_TAG, "").split()]
+    presets = tags.get(PRESET_TAG, "").split()
+    name = " ".join([tags.get(EXPERIMENT_TAG) or "run", *presets, run_id[:SHORT_ID], *overrides])
+    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
+
+
 def _params(cfg: RunConfig) -> dict[str, str]:
     return {key: str(value)[:6000] for key, value in flatten(cfg).items()}
 
@@ -255,6 +281,8 @@ def start_run(
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = mlflow_client.create_run(exp_id, run_name=cfg.tracking.run_name or None, tags=all_tags)
+    if not cfg.tracking.run_name:
+        mlflow_client.update_run(run.info.run_id, name=default_run_name(run.info.run_id, all_tags))
     tracker = RunTracker(mlflow_client, run.info.run_id)
     params = _params(cfg)
     from mlflow.entities import Param

@@ -28,7 +28,7 @@ from workbench.errors import RunError, check_writable
 from workbench.models.vlp import compile_model
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
-from workbench.progress import TrainProgress
+from workbench.progress import TrainProgress, phase, say, settings as progress_settings
 
 
 @dataclass
@@ -51,8 +51,18 @@ class RunResult:
 def prepare_data(cfg: RunConfig) -> dict[str, Any]:
     """Make sure the data set exists (generating ShapesWorld if configured); its manifest."""
     from workbench.data import data_hash, ensure_data
+    from workbench.data.shapes import read_manifest
 
-    manifest = ensure_data(cfg.data) or {"generator": Path(cfg.data.root).name}
+    manifest = read_manifest(Path(cfg.data.root))
+    ready = manifest and (manifest.get("seed"), manifest.get("size")) == (cfg.data.shapes_seed, cfg.data.shapes_size)
+    if cfg.data.generate and not ready and (not Path(cfg.data.root).exists() or manifest):
+        say(f"generating ShapesWorld ({cfg.data.shapes_size} size, seed {cfg.data.shapes_seed}) into {cfg.data.root}"
+            " — once; later runs reuse it")
+        with phase("data generation"):
+            manifest = ensure_data(cfg.data)
+    else:
+        manifest = ensure_data(cfg.data)
+    manifest = manifest or {"generator": Path(cfg.data.root).name}
     manifest.setdefault("data_hash", data_hash(cfg.data))
     return manifest
 
@@ -150,10 +160,11 @@ def run(
     """
     ranks, device = distributed.setup(cfg.train.device)
     try:
-        return _run(
-            cfg, ranks, device, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=tags,
-            progress=progress, stop_after=stop_after,
-        )
+        with progress_settings(bars=progress and ranks.is_main):
+            return _run(
+                cfg, ranks, device, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=tags,
+                progress=progress, stop_after=stop_after,
+            )
     finally:
         distributed.teardown(ranks, synchronize=False)  # error path; a normal end has left the group already
 
@@ -238,34 +249,35 @@ def _run(
             window_samples += batch["text_ids"].shape[0] * ranks.world_size
 
             done = step + 1
-            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
+            if log_now or done == start_step + 1:  # the first step too: losses on screen at once
                 values = _loggable(reported)
                 numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist()))
                 final_loss = numbers["loss"]
                 elapsed = time.perf_counter() - window_start
                 throughput = window_samples / elapsed if elapsed > 0 else 0.0
                 window_start, window_samples = time.perf_counter(), 0
-                if done > already_logged:  # metric steps are 1-based (`done`)
+                if log_now and done > already_logged:  # metric steps are 1-based (`done`)
                     metrics = {f"train/{'loss/total' if k == 'loss' else k}": v for k, v in numbers.items()}
                     metrics["train/lr"] = scheduler.get_last_lr()[0]
                     metrics["train/samples_per_s"] = throughput
                     tracker.log_metrics(metrics, step=done)
-                bar.update(done, final_loss, throughput)
+                bar.update(done, numbers, throughput)
             else:
                 bar.update(done, None, None)
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
                 last_ckpt = _save(ckpt_path, _state(pretrainer, optimizer, scheduler, done, cfg), ranks)
         step = end_step
-    except RunError:
-        bar.close()
+    except RunError as err:
+        bar.close(err)
         tracker.finish("FAILED")
         raise
-    except KeyboardInterrupt:
-        bar.close()
+    except KeyboardInterrupt as err:
+        bar.close(err)
         tracker.finish("KILLED")
         raise
-    except BaseException:
-        bar.close()
+    except BaseException as err:
+        bar.close(err)
         tracker.finish("FAILED")
         raise
     bar.close()
@@ -299,7 +311,8 @@ def evaluate(pretrainer: Pretrainer, cfg: RunConfig, tokenizer, device: torch.de
         return {}
     from workbench.evaluate import evaluate_all
 
-    return evaluate_all(pretrainer.model, pretrainer.objectives, cfg, tokenizer, device)
+    with phase("evaluation", summary=lambda _: ", ".join(cfg.eval.tasks)):
+        return evaluate_all(pretrainer.model, pretrainer.objectives, cfg, tokenizer, device)
 
 
 def _local_or_downloaded(ckpt_path: Path, tracker: tracking.RunTracker) -> Path:

@@ -20,6 +20,7 @@ from workbench.config import ConfigError, RunConfig
 from workbench.device import autocast, autocast_dtype
 from workbench.evaluate.rerank import rerank_rows, score_all_pairs
 from workbench.evaluate.retrieval_metrics import retrieval_metrics
+from workbench.progress import current as current_phase
 
 METRIC_PREFIX = {"retrieval": "eval/retrieval", "video_retrieval": "eval/video_retrieval"}
 
@@ -56,6 +57,7 @@ def encode_split(model: nn.Module, dataset, tokenizer, cfg: RunConfig, device: t
         image_tokens.append(out["image_tokens"])
         image_cls.append(out["image_cls"])
         frame_cls_positions = out["frame_cls_positions"]
+        _tick()
     # one padding length for all captions, so any caption can join any fusion batch
     texts = tokenize(tokenizer, dataset.texts, cfg.data.max_text_len)
     text_ids, text_mask = texts["text_ids"].to(device), texts["text_mask"].to(device)
@@ -65,6 +67,7 @@ def encode_split(model: nn.Module, dataset, tokenizer, cfg: RunConfig, device: t
             out = model.encode_text(text_ids[start : start + size], text_mask[start : start + size])
         text_tokens.append(out["text_tokens"])
         text_cls.append(out["text_cls"])
+        _tick()
     return Encoded(torch.cat(image_tokens), frame_cls_positions, torch.cat(image_cls),
                    torch.cat(text_tokens), text_mask, torch.cat(text_cls))
 
@@ -83,9 +86,32 @@ def itm_pair_scorer(model: nn.Module, itm: nn.Module, enc: Encoded, cfg: RunConf
         with autocast(device, dtype):
             fused = model.fuse(enc.image_tokens[image_index], enc.text_tokens[text_index],
                                enc.text_mask[text_index], enc.frame_cls_positions)
-            return itm.match_logit(fused["joint"]).float()
+            logits = itm.match_logit(fused["joint"]).float()
+        _tick()
+        return logits
 
     return score
+
+
+def _tick() -> None:
+    """One batch done, on the running phase's bar (if any)."""
+    phase = current_phase()
+    if phase is not None:
+        phase.advance()
+
+
+def _batches(n: int, size: int) -> int:
+    return -(-n // size)
+
+
+def _count_batches(n_images: int, n_texts: int, size: int, *, itc: bool, itm: bool, rerank_k: int) -> int:
+    """Encoding batches + fusion batches of one retrieval evaluation (the length of its bar)."""
+    total = _batches(n_images, size) + _batches(n_texts, size)
+    if not itc:
+        return total + _batches(n_images * n_texts, size)
+    if itm and rerank_k:
+        total += _batches(n_images * min(rerank_k, n_texts), size) + _batches(n_texts * min(rerank_k, n_images), size)
+    return total
 
 
 @torch.no_grad()
@@ -106,8 +132,12 @@ def retrieval_scores(
             "eval.tasks: retrieval needs objectives.itc or objectives.itm enabled with weight > 0 "
             "— enable one, or drop retrieval/video_retrieval from eval.tasks"
         )
-    enc = encode_split(model, dataset, tokenizer, cfg, device)
     size = cfg.eval.batch_size
+    phase = current_phase()
+    if phase is not None:
+        phase.set_total(_count_batches(len(dataset), len(dataset.texts), size,
+                                       itc=itc is not None, itm=itm is not None, rerank_k=cfg.eval.rerank_k))
+    enc = encode_split(model, dataset, tokenizer, cfg, device)
     if itc is None:
         scores = score_all_pairs(len(dataset), len(dataset.texts), itm_pair_scorer(model, itm, enc, cfg, device), size)
         return {"final": (scores, scores.t())}

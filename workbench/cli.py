@@ -41,6 +41,8 @@ report_app = typer.Typer(help="Ablation tables and attention figures from MLflow
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(report_app, name="report")
+runs_app = typer.Typer(help="Housekeeping of stored runs (checkpoints).", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
 _debug = False
 
@@ -418,6 +420,30 @@ def ui(
     from workbench.reports.ui import serve
 
     raise typer.Exit(serve(tracking_uri or "", host=host, port=port, echo=typer.echo))
+
+
+# -------------------------------------------------------------------- runs
+@runs_app.command("prune")
+@friendly
+def runs_prune(
+    older_than: Annotated[float, typer.Option("--older-than", help="Only runs that ended at least this many days ago.")] = 30.0,
+    keep: Annotated[int, typer.Option("--keep", help="Keep the checkpoints of the newest N ended runs of each experiment.")] = 0,
+    experiment: Annotated[Optional[list[str]], typer.Option("--experiment", "-e", help="Only this MLflow experiment (repeatable).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="train.out_dir the runs wrote local checkpoints to.")] = Path("outputs"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted, delete nothing.")] = False,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Delete the checkpoints of old ended runs (metrics, params and configs stay; RUNNING runs are never touched).
+
+    A pruned run is tagged workbench.checkpoint_pruned and can no longer be resumed,
+    re-evaluated or drawn in attention figures.
+    """
+    from workbench.prune import plan_prune, prune
+
+    plan = plan_prune(tracking_uri or "", older_than_days=older_than, keep=keep, out_dir=str(out_dir), experiments=experiment)
+    typer.echo(plan.table())
+    if plan.runs and not dry_run:
+        typer.echo(f"pruned the checkpoints of {prune(plan, tracking_uri or '')} run(s)")
 
 
 # -------------------------------------------------------------------- demo

@@ -63,6 +63,5 @@ def missing_equals(args: list[str]) -> str | None:
 
 
 def quick_overrides(quick: bool, no_eval: bool, overrides: list[str] | None) -> list[str]:
-    """Preset overrides first, the user's after them (so theirs win)."""
-    preset = (QUICK_OVERRIDES if quick else []) + ([NO_EVAL_OVERRIDE] if no_eval else [])
-    return preset + list(overrides or [])
+    """`--quick` first and the user's `--set`s after it (theirs win); `--no-eval` last (it is explicit)."""
+    return (QUICK_OVERRIDES if quick else []) + list(overrides or []) + ([NO_EVAL_OVERRIDE] if no_eval else [])

@@ -346,11 +346,49 @@ def read_run_config(run_id: str, uri: str = "") -> str:
         raise ConfigError(f"run {run_id!r}: cannot read its config.yaml from {redact(resolve_uri(uri))}: {line}") from None
 
 
+CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
+REFERENCE_SUFFIX = ".ref"  # outputs/<run>/last.pt.ref: where the one stored copy of last.pt is
+
+
+def store_checkpoint(tracker: RunTracker, local: Path) -> Path:
+    """Log a finished run's checkpoint to MLflow and keep one copy: the local file is then
+    replaced by `last.pt.ref`, a one-line reference to the artifact (a 62 MB checkpoint
+    was stored twice). Without tracking the local file stays. Returns where it lives now."""
+    if not tracker.enabled:
+        return local
+    tracker.log_artifact(local, CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
+    reference = local.with_name(local.name + REFERENCE_SUFFIX)
+    uri = f"runs:/{tracker.run_id}/{CHECKPOINT_ARTIFACT}"
+    reference.write_text(f"{uri}\n{_artifact_location(tracker)}\n")
+    local.unlink()
+    return reference
+
+
+def _artifact_location(tracker: RunTracker) -> str:
+    root = tracker.client.get_run(tracker.run_id).info.artifact_uri.rstrip("/")
+    return f"{root}/{CHECKPOINT_ARTIFACT}"
+
+
+def local_artifact_path(mlflow_client: MlflowClient, run_id: str, artifact: str = CHECKPOINT_ARTIFACT) -> Path | None:
+    """The artifact's file when the run's artifact store is a local directory (no copy needed)."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    root = mlflow_client.get_run(run_id).info.artifact_uri
+    if not root or (("://" in root) and not root.startswith("file:")):
+        return None
+    path = Path(local_file_uri_to_path(root)) / artifact
+    return path if path.is_file() else None
+
+
 def download_checkpoint(tracker: RunTracker, dest: Path) -> Path:
-    """Fetch checkpoints/last.pt of a run from the MLflow artifact store."""
-    dest.mkdir(parents=True, exist_ok=True)
+    """checkpoints/last.pt of a run: read in place from a local artifact store, else fetched
+    from MLflow into `dest` (the caller's scratch directory, not a second stored copy)."""
     try:
-        path = tracker.client.download_artifacts(tracker.run_id, "checkpoints/last.pt", str(dest))
+        in_place = local_artifact_path(tracker.client, tracker.run_id)
+        if in_place is not None:
+            return in_place
+        dest.mkdir(parents=True, exist_ok=True)
+        path = tracker.client.download_artifacts(tracker.run_id, CHECKPOINT_ARTIFACT, str(dest))
     except Exception as err:
         raise ConfigError(f"run {tracker.run_id!r}: no checkpoint locally or in MLflow ({err})") from None
     return Path(path)

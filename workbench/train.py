@@ -13,6 +13,7 @@ alone logs to MLflow, writes checkpoints and evaluates.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,9 @@ class RunResult:
     def summary(self) -> str:
         lines = [f"run {self.run_id}: {self.status} after {self.steps} steps, final loss {self.final_loss:.4f}"]
         lines += [f"  {name} = {value:.4f}" for name, value in sorted(self.metrics.items())]
-        if self.checkpoint:
+        if self.checkpoint and self.checkpoint.suffix == tracking.REFERENCE_SUFFIX and self.checkpoint.is_file():
+            lines.append(f"  checkpoint: {self.checkpoint.read_text().split()[-1]} (one copy; reference: {self.checkpoint})")
+        elif self.checkpoint:
             lines.append(f"  checkpoint: {self.checkpoint}")
         return "\n".join(lines)
 
@@ -295,7 +298,7 @@ def _run(
     try:
         metrics = evaluate(pretrainer, cfg, tokenizer, device)
         tracker.log_final(metrics, step=step)
-        tracker.log_artifact(ckpt_path, "checkpoints")
+        stored = tracking.store_checkpoint(tracker, ckpt_path)  # one copy: MLflow's; locally a reference
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise
@@ -303,7 +306,7 @@ def _run(
         tracker.finish("FAILED")
         raise
     tracker.finish("FINISHED")
-    return RunResult(tracker.run_id, "FINISHED", metrics, final_loss, step, ckpt_path)
+    return RunResult(tracker.run_id, "FINISHED", metrics, final_loss, step, stored)
 
 
 def evaluate(pretrainer: Pretrainer, cfg: RunConfig, tokenizer, device: torch.device) -> dict[str, float]:
@@ -347,9 +350,11 @@ def evaluate_run(run_id: str, tasks: list[str] | None = None, tracking_uri: str 
     pretrainer = build(cfg, tokenizer).to(device)
     mlflow_client = tracking.client(cfg.tracking.uri)
     tracker = tracking.RunTracker(mlflow_client, run_id)
-    state = checkpoint.load(
-        _local_or_downloaded(Path(cfg.train.out_dir) / run_id / checkpoint.LAST, tracker), map_location=device
-    )
+    local = Path(cfg.train.out_dir) / run_id / checkpoint.LAST
+    with tempfile.TemporaryDirectory() as scratch:  # a download from a remote store is not kept
+        state = checkpoint.load(
+            local if local.is_file() else tracking.download_checkpoint(tracker, Path(scratch)), map_location=device
+        )
     pretrainer.model.load_state_dict(state["model"])
     pretrainer.objectives.load_state_dict(state["objectives"])
     metrics = evaluate(pretrainer, cfg, tokenizer, device)

@@ -54,6 +54,8 @@ def main() -> None:
     for name in list(runner.TASKS):
         runner.TASKS[name] = timed(f"eval {name}", runner.TASKS[name])
     runner.attention_in_object = timed("eval attention", runner.attention_in_object)
+    if hasattr(runner, "attention_in_object_encoded"):  # from the retrieval encodings (newer trees)
+        runner.attention_in_object_encoded = timed("eval attention", runner.attention_in_object_encoded)
     train.evaluate = timed("evaluation", train.evaluate)
 
     work = Path(tempfile.mkdtemp(prefix="bench_eval_share_"))

@@ -37,6 +37,9 @@ OVERRIDES_TAG = f"{TAG_PREFIX}overrides"  # its `--set` overrides, space-separat
 PRESET_TAG = f"{TAG_PREFIX}preset"  # `run --quick` / `--no-eval` (their overrides are in the config, not the tag)
 SHORT_ID = 6  # run id characters in a default run name
 NAME_MAX = 100
+# overrides that say where a run reads and writes, not what it is: left out of its name (kept in the tag)
+NAME_SKIPS = ("data.root=", "data.image_root=", "data.tokenizer=", "tracking.", "train.out_dir=", "train.device=",
+              "train.log_every=", "train.checkpoint_every=")
 URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
 CONNECT_TIMEOUT_S = 5.0  # a tracking server that does not answer this fast is reported, not retried for minutes
 
@@ -247,9 +250,10 @@ def default_run_name(run_id: str, tags: dict[str, str] | None = None) -> str:
     generator, so two runs with the same seed got the same name.
     """
     tags = tags or {}
-    overrides = [o.removeprefix("objectives.") for o in tags.get(OVERRIDES_TAG, "").split()]
+    overrides = [o.removeprefix("objectives.") for o in tags.get(OVERRIDES_TAG, "").split()
+                 if not o.startswith(NAME_SKIPS)]
     presets = tags.get(PRESET_TAG, "").split()
-    name = " ".join([tags.get(EXPERIMENT_TAG) or "run", *presets, run_id[:SHORT_ID], *overrides])
+    name = " ".join([tags.get(EXPERIMENT_TAG) or "run", run_id[:SHORT_ID], *presets, *overrides])
     return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
 
 

@@ -30,13 +30,14 @@ from workbench.evaluate.attention import attention_in_object
 from workbench.evaluate.finetune import finetune
 from workbench.evaluate.nlvr import NLVR
 from workbench.evaluate.retrieval import evaluate_retrieval
+from workbench.evaluate.retrieval_attention import attention_in_object_encoded
 from workbench.evaluate.ve import VE
 from workbench.evaluate.vqa import VQA
 
 Task = Callable[[nn.Module, nn.Module, RunConfig, object, torch.device], dict[str, float]]
 
 TASKS: dict[str, Task] = {
-    "retrieval": partial(evaluate_retrieval, task="retrieval"),
+    "retrieval": partial(evaluate_retrieval, task="retrieval"),  # also takes keep= (see evaluate_all)
     "video_retrieval": partial(evaluate_retrieval, task="video_retrieval"),
     "vqa": lambda model, objectives, cfg, tokenizer, device: finetune(VQA, model, cfg, tokenizer, device),
     "nlvr": lambda model, objectives, cfg, tokenizer, device: finetune(NLVR, model, cfg, tokenizer, device),
@@ -74,6 +75,7 @@ def evaluate_all(
     metrics: dict[str, float] = {}
     if not cfg.eval.tasks:
         return metrics
+    retrieval_split: dict = {}  # the retrieval task's data set and encodings, reused by the attention score
     with eval_mode(model, objectives):
         for name in cfg.eval.tasks:
             if progress is not None:
@@ -82,13 +84,19 @@ def evaluate_all(
                 if name in FINETUNES:
                     with finetune_progress(task_phase, type(model), cfg.eval.finetune_steps):
                         metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device))
+                elif name == "retrieval":
+                    metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device, keep=retrieval_split))
                 else:
                     metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device))
         if "retrieval" in cfg.eval.tasks:
             if progress is not None:
                 progress("attention")
             with phase("eval attention"):
-                metrics.update(attention_in_object(model, cfg, tokenizer, device))
+                if "encoded" in retrieval_split:
+                    metrics.update(attention_in_object_encoded(
+                        model, retrieval_split["dataset"], retrieval_split["encoded"], cfg, device))
+                else:
+                    metrics.update(attention_in_object(model, cfg, tokenizer, device))
     return metrics
 
 

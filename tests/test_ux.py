@@ -29,8 +29,9 @@ def _cli(*args: str):
 
 def _workbench(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "workbench", *args], env=env, cwd=kwargs.pop("cwd", ROOT),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "workbench", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, **kwargs)
 
 
 def _free_port() -> int:
@@ -230,11 +231,12 @@ def test_ui_prints_its_url_once_it_answers_and_leaves_no_server_after_sigterm(tm
     from workbench.reports.ui import answers
 
     port = _free_port()
-    process = _workbench("ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    log = open(tmp_path / "server.log", "w")  # the server's chatter: a full pipe would stall it
+    process = _workbench("ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", stderr=log)
     try:
         line = process.stdout.readline()  # printed only once the server answers
         url = f"http://127.0.0.1:{port}"
-        assert url in line, line + process.stderr.read()
+        assert url in line, line + (tmp_path / "server.log").read_text()[-2000:]
         assert answers(url)
         assert _server_pids(port)
         process.send_signal(signal.SIGTERM)
@@ -242,6 +244,7 @@ def test_ui_prints_its_url_once_it_answers_and_leaves_no_server_after_sigterm(tm
     finally:
         if process.poll() is None:
             process.kill()
+        log.close()
     assert process.returncode == 128 + signal.SIGTERM
     deadline = time.monotonic() + 5
     while _server_pids(port) and time.monotonic() < deadline:

@@ -25,7 +25,7 @@ from workbench.tracking import redact, resolve_uri
 LOCAL_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 START_TIMEOUT_S = 180.0  # mlflow ui imports a lot and migrates the store on first use
-STOP_GRACE_S = 10.0  # after this, the server's group gets SIGKILL
+STOP_GRACE_S = 5.0  # after this, the server's group gets SIGKILL
 
 
 def ui_command(tracking_uri: str = "", host: str = LOCAL_HOST, port: int = DEFAULT_PORT) -> list[str]:
@@ -137,7 +137,8 @@ def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     process = None
     try:
-        process = subprocess.Popen(command, start_new_session=True)  # its own group: we stop all of it
+        # its own process group, so we stop all of it; its chatter goes to stderr, our stdout stays ours
+        process = subprocess.Popen(command, start_new_session=True, stdout=2)
         deadline = time.monotonic() + start_timeout_s
         while not answers(url):
             code = process.poll()

@@ -43,14 +43,16 @@ def configure(*, bars: bool | None = None, lines: bool | None = None, status_fil
 
 
 @contextlib.contextmanager
-def settings(*, bars: bool) -> Iterator[None]:
-    """Bars on/off inside (a run with `progress=False`), restored after."""
-    global _bars
-    before, _bars = _bars, bars
+def settings(*, bars: bool, lines: bool | None = None) -> Iterator[None]:
+    """Bars (and phase lines) on/off inside (a run with `progress=False`, a DDP rank > 0), restored after."""
+    global _bars, _lines
+    before = _bars, _lines
+    _bars = bars
+    _lines = _lines if lines is None else lines
     try:
         yield
     finally:
-        _bars = before
+        _bars, _lines = before
 
 
 def console() -> Console:

@@ -163,7 +163,7 @@ def run(
     """
     ranks, device = distributed.setup(cfg.train.device)
     try:
-        with progress_settings(bars=progress and ranks.is_main):
+        with progress_settings(bars=progress and ranks.is_main, lines=None if ranks.is_main else False):
             return _run(
                 cfg, ranks, device, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=tags,
                 progress=progress, stop_after=stop_after,

@@ -13,6 +13,11 @@ store is created before timing too (a one-off schema migration).
 
     .venv/bin/python benchmarks/bench_sweep_makespan.py                 # real 30-step tiny trainings
     .venv/bin/python benchmarks/bench_sweep_makespan.py --sleep 10      # trials that only sleep 10 s
+    .venv/bin/python benchmarks/bench_sweep_makespan.py --slot-threads 2   # each slot all cores (oversubscribed)
+
+Slot threads: by default each slot gets cores / slots threads (torch, OpenMP, MKL);
+`--slot-threads N` forces N per slot, e.g. every core per slot as a plain process
+would take, to show what the split is worth.
 """
 
 from __future__ import annotations
@@ -48,6 +53,21 @@ def sleep_train(cfg, *, resume_run_id=None, parent_run_id=None, tags=None, progr
     return RunResult(tracker.run_id, "FINISHED", {}, 1.0, cfg.train.steps)
 
 
+def force_slot_threads(threads: int) -> None:
+    """Every slot gets `threads` threads instead of cores / slots."""
+    import dataclasses
+
+    from workbench.sweeps import runner, slots
+
+    planned = slots.plan_slots
+
+    def plan(*args, **kwargs):
+        return [dataclasses.replace(s, threads=threads, env={**s.env, **slots.thread_env(threads)})
+                for s in planned(*args, **kwargs)]
+
+    runner.plan_slots = plan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
@@ -55,6 +75,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="training steps per trial (real trainer)")
     parser.add_argument("--sleep", type=float, default=0.0, help="use trials that sleep this many seconds instead")
     parser.add_argument("--data", default="", help="ShapesWorld tiny root to reuse (generated when missing)")
+    parser.add_argument("--slot-threads", type=int, default=0, help="threads per slot (0 = cores / slots, the sweep's default)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -80,6 +101,8 @@ def main() -> None:
     store = f"sqlite:///{work / 'mlflow.db'}"
     tracking.experiment_id("workbench", store)  # create the store's schema before timing
     options = SweepOptions(slots=args.slots, tracking_uri=store, progress=False)
+    if args.slot_threads:
+        force_slot_threads(args.slot_threads)
     if args.sleep:
         os.environ["BENCH_SLEEP_S"] = str(args.sleep)
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,7 +121,9 @@ def main() -> None:
     last = max(t.datetime_complete for t in result.complete)
     ideal = sum(durations) / args.slots
     trainer = f"sleep {args.sleep:g} s" if args.sleep else f"train {args.steps} steps"
-    print(f"{len(durations)} trials ({trainer}) on {args.slots} slots")
+    from workbench.sweeps.slots import usable_cpu_count
+    threads = args.slot_threads or max(1, usable_cpu_count() // args.slots)
+    print(f"{len(durations)} trials ({trainer}) on {args.slots} slots, {threads} thread(s) per slot")
     print(f"trial time: mean {sum(durations) / len(durations):.2f} s, min {min(durations):.2f}, max {max(durations):.2f}, total {sum(durations):.1f} s")
     print(f"ideal (total / slots): {ideal:.2f} s")
     print(f"makespan (run_sweep wall): {makespan:.2f} s  -> ratio {makespan / ideal:.3f}  (target <= 1.05)")

@@ -54,7 +54,7 @@ def test_override_values_are_typed():
         ("model.vision.depth=0", "model.vision.depth: 0 is out of range — allowed: in [1, 256]"),
         ("model.vision.pooling=mea", "model.vision.pooling: 'mea' is not one of frame_cls, global_cls, mean — did you mean 'mean'?"),
         ("objectives.softmask.mode=sfot", "did you mean 'soft'?"),
-        ("train.steps=1.5", "train.steps: 1.5 is not a int"),
+        ("train.steps=1.5", "train.steps: 1.5 is not an int"),
         ("objectives.scl.mvsc=maybe", "objectives.scl.mvsc: 'maybe' is not a bool"),
         ("eval.tasks=[retreival]", "eval.tasks: 'retreival' is not one of retrieval, video_retrieval, vqa, nlvr, ve — did you mean 'retrieval'?"),
         ("objectives.softmask.layer=5", "objectives.softmask.layer: 5 is out of range"),

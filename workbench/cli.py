@@ -15,11 +15,25 @@ import typer
 
 from workbench import errors
 
+class _Group(typer.core.TyperGroup):
+    """The top-level group: `--set key value` gets a hint, not Click's "unexpected extra argument"."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        from workbench.cli_support import missing_equals
+
+        hint = missing_equals(args)
+        if hint:
+            typer.echo(hint, err=True)
+            raise typer.Exit(2)
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Ablation workbench for vision-language pre-training: run, sweep, report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 data_app = typer.Typer(help="Generate and check data sets.", no_args_is_help=True)
 config_app = typer.Typer(help="Show resolved run configs.", no_args_is_help=True)
@@ -27,6 +41,8 @@ report_app = typer.Typer(help="Ablation tables and attention figures from MLflow
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(report_app, name="report")
+runs_app = typer.Typer(help="Housekeeping of stored runs (checkpoints).", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
 _debug = False
 
@@ -88,9 +104,20 @@ def _command_name(fn: Callable) -> str:
     return f"{group} {name}" if group in ("config", "data", "report") and name else fn.__name__
 
 
+def _version(value: bool) -> None:
+    if value:
+        from workbench.cli_support import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Versions of workbench, torch, mlflow, optuna.")
+    ] = False,
 ) -> None:
     global _debug
     _debug = debug
@@ -129,11 +156,17 @@ def config_show(experiment: Experiment = "base", overrides: Overrides = None) ->
 
 @config_app.command("keys")
 @friendly
-def config_keys() -> None:
-    """List every config key that --set accepts."""
-    from workbench.config import all_keys
+def config_keys(
+    pattern: Annotated[Optional[str], typer.Argument(help="Only keys containing this text, or matching this glob (train.*).")] = None,
+) -> None:
+    """List the config keys --set accepts: type, default and what each does."""
+    from workbench.config_keys import matching, render
 
-    typer.echo("\n".join(all_keys()))
+    found = matching(pattern)
+    if not found:
+        typer.echo(f"error: no config key matches {pattern!r} (workbench config keys lists them all)", err=True)
+        raise typer.Exit(2)
+    typer.echo(render(found))
 
 
 # -------------------------------------------------------------------- data
@@ -234,9 +267,19 @@ def run(
     nproc: Annotated[
         int, typer.Option("--nproc", help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.")
     ] = 1,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A run of minutes: 20 steps, retrieval + a 10-step VQA fine-tune (plumbing check, not results).")
+    ] = False,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Pre-train only, no downstream evaluation (= --set eval.tasks=[]).")] = False,
 ) -> None:
     """Pre-train one configured model, evaluate it downstream, log all to MLflow.
 
+    \b
+    A full `base` run pre-trains 300 steps, then fine-tunes and scores five tasks.
+    Quicker:  workbench run --quick          (minutes: shortened training and evaluation)
+              workbench run -e demo          (the demo's small model, 100 steps)
+              workbench run --no-eval        (pre-training only; or --set eval.tasks=[])
+    Keys and defaults: workbench config keys [PATTERN]
     \b
     Again, from a finished run's recorded config: `workbench run --from RUN_ID`
     (same config and seed on CPU => the same losses bit for bit; tagged workbench.rerun_of).
@@ -254,12 +297,16 @@ def run(
         option = "--resume" if resume else "--from"
         raise ConfigError(f"{option} uses the run's recorded config; drop --experiment {experiment} (--set still applies)")
     experiment = experiment or "base"
+    from workbench.cli_support import quick_overrides
+
+    user_overrides, overrides = list(overrides or []), quick_overrides(quick, no_eval, overrides)
     if nproc != 1 and not distributed.ranks_from_env().active:
         if not recorded:  # a bad key or an uneven batch: one line now, not once per process
             cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
             distributed.local_batch_size(cfg.train.batch_size, nproc)
         args = ["--debug"] if _debug else []
-        args += ["run", *([] if recorded else ["--experiment", experiment]), *[f"--set={o}" for o in overrides or []]]
+        args += ["run", *([] if recorded else ["--experiment", experiment]), *[f"--set={o}" for o in user_overrides]]
+        args += [flag for flag, on in (("--quick", quick), ("--no-eval", no_eval)) if on]
         args += [f"--{name}={value}" for name, value in
                  (("device", device), ("tracking-uri", tracking_uri), ("resume", resume), ("from", rerun_of)) if value]
         raise typer.Exit(interrupts.run_forwarding(distributed.torchrun_command(nproc, args)))
@@ -273,6 +320,8 @@ def run(
         tags = {tracking.RERUN_TAG: rerun_of} if rerun_of else None
     else:
         cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
+        presets = [name for name, on in (("quick", quick), ("no-eval", no_eval)) if on]
+        tags = tracking.run_tags(experiment, user_overrides, presets)
     with interrupts.graceful():  # SIGINT/SIGTERM: checkpoint, run KILLED, the resume command printed
         result = train.run(cfg, resume_run_id=resume, tags=tags, on_start=_announce)
     if distributed.ranks_from_env().is_main:
@@ -410,6 +459,30 @@ def ui(
     from workbench.reports.ui import serve
 
     raise typer.Exit(serve(tracking_uri or "", host=host, port=port, echo=typer.echo))
+
+
+# -------------------------------------------------------------------- runs
+@runs_app.command("prune")
+@friendly
+def runs_prune(
+    older_than: Annotated[float, typer.Option("--older-than", help="Only runs that ended at least this many days ago.")] = 30.0,
+    keep: Annotated[int, typer.Option("--keep", help="Keep the checkpoints of the newest N ended runs of each experiment.")] = 0,
+    experiment: Annotated[Optional[list[str]], typer.Option("--experiment", "-e", help="Only this MLflow experiment (repeatable).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="train.out_dir the runs wrote local checkpoints to.")] = Path("outputs"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted, delete nothing.")] = False,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Delete the checkpoints of old ended runs (metrics, params and configs stay; RUNNING runs are never touched).
+
+    A pruned run is tagged workbench.checkpoint_pruned and can no longer be resumed,
+    re-evaluated or drawn in attention figures.
+    """
+    from workbench.prune import plan_prune, prune
+
+    plan = plan_prune(tracking_uri or "", older_than_days=older_than, keep=keep, out_dir=str(out_dir), experiments=experiment)
+    typer.echo(plan.table())
+    if plan.runs and not dry_run:
+        typer.echo(f"pruned the checkpoints of {prune(plan, tracking_uri or '')} run(s)")
 
 
 # -------------------------------------------------------------------- demo

@@ -52,18 +52,18 @@ BATCH_MAX = 1_048_576
 class DataConfig:
     root: str = "data/shapesworld"  # data set directory (ShapesWorld or real data in the same formats)
     generate: bool = True  # generate ShapesWorld into `root` when it is missing
-    shapes_size: Literal["tiny", "default"] = "default"
-    shapes_seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
+    shapes_size: Literal["tiny", "default"] = "default"  # ShapesWorld preset: tiny (tests, seconds) or default (~120 MB)
+    shapes_seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})  # ShapesWorld generator seed
     image_root: str = ""  # relative image/video paths resolve here; "" = `root`
     tokenizer: str = ""  # local HF tokenizer dir; "" = `root`/tokenizer (ShapesWorld's own)
-    pretrain_files: list[str] = field(default_factory=lambda: ["pretrain.json"])
-    video_pretrain_files: list[str] = field(default_factory=list)
-    image_size: int = positive(64, 4096)
-    max_text_len: int = positive(40, 8192)
+    pretrain_files: list[str] = field(default_factory=lambda: ["pretrain.json"])  # image-caption JSON files under `root` for pre-training
+    video_pretrain_files: list[str] = field(default_factory=list)  # video-caption JSON files under `root` mixed into pre-training
+    image_size: int = positive(64, 4096)  # images are resized to this square side (pixels)
+    max_text_len: int = positive(40, 8192)  # captions are cut/padded to this many tokens
     num_frames: int = positive(4, 1024)  # frames sampled per video
-    num_workers: int = field(default=0, metadata={"min": 0, "max": 512})
-    on_bad_sample: Literal["error", "skip"] = "error"
-    allow_absolute_paths: bool = False
+    num_workers: int = field(default=0, metadata={"min": 0, "max": 512})  # DataLoader worker processes (0 = in the training process)
+    on_bad_sample: Literal["error", "skip"] = "error"  # an unreadable sample: stop with an error, or skip it
+    allow_absolute_paths: bool = False  # accept absolute media paths in the JSON files
 
 
 # -------------------------------------------------------------------------- model
@@ -71,28 +71,28 @@ class DataConfig:
 class VisionConfig:
     timm_name: str = ""  # "" = a tiny ViT from the fields below; else a timm model name
     checkpoint: str = ""  # local weights file for `timm_name` (never downloaded)
-    patch_size: int = positive(8, 4096)
-    width: int = positive(192, WIDTH_MAX)
-    depth: int = positive(4, DEPTH_MAX)
-    heads: int = positive(3, DEPTH_MAX)
-    pooling: Literal["frame_cls", "global_cls", "mean"] = "frame_cls"
-    max_frames: int = positive(8, 1024)
+    patch_size: int = positive(8, 4096)  # ViT patch side (pixels)
+    width: int = positive(192, WIDTH_MAX)  # ViT embedding width
+    depth: int = positive(4, DEPTH_MAX)  # ViT blocks
+    heads: int = positive(3, DEPTH_MAX)  # ViT attention heads
+    pooling: Literal["frame_cls", "global_cls", "mean"] = "frame_cls"  # how frames see each other and what the global feature is (models/vision.py)
+    max_frames: int = positive(8, 1024)  # longest video the position table holds
 
 
 @dataclass
 class TextConfig:
     hf_name: str = ""  # "" = a tiny BertConfig from the fields below; else a local HF model dir/name
-    width: int = positive(192, WIDTH_MAX)
-    depth: int = positive(2, DEPTH_MAX)
-    heads: int = positive(3, DEPTH_MAX)
+    width: int = positive(192, WIDTH_MAX)  # BERT hidden width
+    depth: int = positive(2, DEPTH_MAX)  # BERT layers
+    heads: int = positive(3, DEPTH_MAX)  # BERT attention heads
 
 
 @dataclass
 class FusionConfig:
-    layers: int = positive(2, DEPTH_MAX)
-    width: int = positive(192, WIDTH_MAX)
-    heads: int = positive(3, DEPTH_MAX)
-    mlp_ratio: float = at_least(4.0, 1.0)
+    layers: int = positive(2, DEPTH_MAX)  # co-attention fusion layers
+    width: int = positive(192, WIDTH_MAX)  # fusion hidden width
+    heads: int = positive(3, DEPTH_MAX)  # fusion attention heads
+    mlp_ratio: float = at_least(4.0, 1.0)  # MLP width / hidden width
 
 
 @dataclass
@@ -105,51 +105,51 @@ class ModelConfig:
 # --------------------------------------------------------------------- objectives
 @dataclass
 class ITCConfig:
-    enabled: bool = True
-    weight: float = at_least(1.0, 0.0)
-    embed_dim: int = positive(128, WIDTH_MAX)
-    temperature: float = field(default=0.07, metadata={"min": 0.001, "max": 0.5})
-    focal_gamma: float = at_least(0.0, 0.0)
+    enabled: bool = True  # image-text contrastive loss on/off
+    weight: float = at_least(1.0, 0.0)  # its weight in the total loss
+    embed_dim: int = positive(128, WIDTH_MAX)  # width of the contrastive embeddings
+    temperature: float = field(default=0.07, metadata={"min": 0.001, "max": 0.5})  # softmax temperature of the similarities
+    focal_gamma: float = at_least(0.0, 0.0)  # focal weighting of hard pairs (0 = plain InfoNCE)
     queue_size: int = field(default=0, metadata={"min": 0, "max": 10_000_000})  # 0 = no momentum encoder / queue (SCL code)
-    momentum: float = ratio(0.995)
-    distill_alpha: float = ratio(0.4, closed=True)
+    momentum: float = ratio(0.995)  # momentum encoder EMA rate
+    distill_alpha: float = ratio(0.4, closed=True)  # weight of the momentum model's soft targets
     batch_norm: bool = False  # standardise projected features over the batch: from-scratch encoders learn ITC (see objectives/projection.py)
 
 
 @dataclass
 class ITMConfig:
-    enabled: bool = True
-    weight: float = at_least(1.0, 0.0)
-    negatives: Literal["hard", "random"] = "hard"
+    enabled: bool = True  # image-text matching loss on/off
+    weight: float = at_least(1.0, 0.0)  # its weight in the total loss
+    negatives: Literal["hard", "random"] = "hard"  # ITM negatives: hard (from ITC similarity) or random
 
 
 @dataclass
 class MLMConfig:
-    enabled: bool = True
-    weight: float = at_least(1.0, 0.0)
-    mask_prob: float = ratio(0.15)
+    enabled: bool = True  # masked language modelling on/off
+    weight: float = at_least(1.0, 0.0)  # its weight in the total loss
+    mask_prob: float = ratio(0.15)  # share of caption tokens masked
     reuse_mlsc_pass: bool = False  # predict the MLSC pass's masked tokens instead of a separate pass
 
 
 @dataclass
 class SCLConfig:
-    enabled: bool = True
-    weight: float = at_least(1.0, 0.0)
-    mvsc: bool = True
-    mlsc: bool = True
-    image_mask_ratio: float = ratio(0.8)
-    text_mask_ratio: float = ratio(0.4)
-    temperature: float = field(default=0.03, metadata={"min": 0.001, "max": 1.0})
-    target: Literal["cross_pass", "clean_pass"] = "cross_pass"
+    enabled: bool = True  # SCL (MVSC + MLSC) on/off
+    weight: float = at_least(1.0, 0.0)  # its weight in the total loss
+    mvsc: bool = True  # MVSC: recover the fused image CLS from a patch-dropped image, on/off
+    mlsc: bool = True  # MLSC: recover the fused text CLS from a masked caption, on/off
+    image_mask_ratio: float = ratio(0.8)  # share of image patches masked for MVSC
+    text_mask_ratio: float = ratio(0.4)  # share of caption tokens masked for MLSC
+    temperature: float = field(default=0.03, metadata={"min": 0.001, "max": 1.0})  # InfoNCE temperature of MVSC/MLSC
+    target: Literal["cross_pass", "clean_pass"] = "cross_pass"  # target CLS: from the other masked pass (SCL code) or a clean third pass
 
 
 @dataclass
 class SoftMaskConfig:
-    enabled: bool = False
-    weight: float = at_least(1.0, 0.0)
-    mode: Literal["soft", "hard", "random", "off"] = "soft"
+    enabled: bool = False  # Grad-CAM soft-masking objective on/off
+    weight: float = at_least(1.0, 0.0)  # its weight in the total loss
+    mode: Literal["soft", "hard", "random", "off"] = "soft"  # how the Grad-CAM map masks the image
     layer: int = 0  # fusion layer whose text->image attention drives Grad-CAM; not the last: only its CLS row reaches ITM
-    hard_ratio: float = ratio(0.25)
+    hard_ratio: float = ratio(0.25)  # share of patches masked in hard mode
 
 
 @dataclass
@@ -169,52 +169,52 @@ class AugmentConfig:
     text_mask_ratio: float = ratio(0.15)
     flip: bool = False  # horizontal flip that swaps left/right in the caption
     crop_scale_min: float = field(default=0.5, metadata={"min": 0.05, "max": 1.0})
-    randaug_ops: int = at_least(2, 0)
-    randaug_magnitude: int = field(default=7, metadata={"min": 0, "max": 30})
+    randaug_ops: int = at_least(2, 0)  # RandAugment operations per image
+    randaug_magnitude: int = field(default=7, metadata={"min": 0, "max": 30})  # RandAugment magnitude
 
 
 # -------------------------------------------------------------------------- train
 @dataclass
 class TrainConfig:
-    steps: int = positive(300, 10**12)
-    batch_size: int = positive(32, BATCH_MAX)
-    lr: float = field(default=3e-4, metadata={"min": 0.0, "max_open": False})
-    weight_decay: float = at_least(0.02, 0.0)
+    steps: int = positive(300, 10**12)  # pre-training optimiser steps
+    batch_size: int = positive(32, BATCH_MAX)  # image-text pairs per step (global, over all ranks)
+    lr: float = field(default=3e-4, metadata={"min": 0.0, "max_open": False})  # peak AdamW learning rate
+    weight_decay: float = at_least(0.02, 0.0)  # AdamW weight decay
     head_lr_mult: float = at_least(5.0, 0.0)  # lr multiplier for fusion and heads
-    warmup_steps: int = at_least(20, 0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = at_least(20, 0)  # linear warm-up steps
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # learning-rate decay after warm-up
     grad_clip: float = at_least(1.0, 0.0)  # 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
-    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})  # numpy and torch take [0, 2^32)
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})  # seed of everything random (same seed on CPU => same losses)
     checkpoint_every: int = at_least(100, 0)  # 0 = only at the end
-    log_every: int = positive(10)
-    compile: bool = False
+    log_every: int = positive(10)  # steps between logged metrics
+    compile: bool = False  # torch.compile the model
     out_dir: str = "outputs"  # local checkpoints: <out_dir>/<run_id>/
 
 
 # --------------------------------------------------------------------------- eval
 @dataclass
 class EvalConfig:
-    tasks: list[str] = field(
+    tasks: list[str] = field(  # downstream tasks after pre-training ([] = none; or `run --no-eval`)
         default_factory=lambda: ["retrieval", "video_retrieval", "vqa", "nlvr", "ve"]
     )
-    split: Literal["val", "test"] = "test"
-    batch_size: int = positive(64, BATCH_MAX)
+    split: Literal["val", "test"] = "test"  # split the scores are reported on
+    batch_size: int = positive(64, BATCH_MAX)  # batch size of evaluation passes
     rerank_k: int = at_least(16, 0)  # 0 = ITC only
-    finetune_steps: int = at_least(100, 0)
-    finetune_lr: float = at_least(1e-4, 0.0)
-    finetune_batch_size: int = positive(32, BATCH_MAX)
-    head_lr_mult: float = at_least(10.0, 0.0)
+    finetune_steps: int = at_least(100, 0)  # optimiser steps of each task fine-tune (vqa, nlvr, ve)
+    finetune_lr: float = at_least(1e-4, 0.0)  # fine-tune learning rate
+    finetune_batch_size: int = positive(32, BATCH_MAX)  # fine-tune batch size
+    head_lr_mult: float = at_least(10.0, 0.0)  # lr multiplier for fusion and task head in fine-tunes
 
 
 # ----------------------------------------------------------------------- tracking
 @dataclass
 class TrackingConfig:
-    enabled: bool = True
+    enabled: bool = True  # log to MLflow
     uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
-    experiment: str = "workbench"
-    run_name: str = ""
+    experiment: str = "workbench"  # MLflow experiment the run is logged under
+    run_name: str = ""  # MLflow run name ("" = experiment, short id and overrides)
 
 
 @dataclass
@@ -258,7 +258,8 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) is list:
         return f"a list of {typing.get_args(hint)[0].__name__}"
-    return f"a {getattr(hint, '__name__', str(hint))}"
+    name = getattr(hint, "__name__", str(hint))
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

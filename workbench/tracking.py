@@ -32,6 +32,14 @@ from workbench.config import ConfigError, RunConfig, flatten, to_yaml
 DEFAULT_URI = "sqlite:///mlflow.db"
 TAG_PREFIX = "workbench."
 RERUN_TAG = f"{TAG_PREFIX}rerun_of"  # on a run started with `workbench run --from RUN_ID`
+EXPERIMENT_TAG = f"{TAG_PREFIX}experiment"  # the experiment YAML a run was started from (`-e`)
+OVERRIDES_TAG = f"{TAG_PREFIX}overrides"  # its `--set` overrides, space-separated
+PRESET_TAG = f"{TAG_PREFIX}preset"  # `run --quick` / `--no-eval` (their overrides are in the config, not the tag)
+SHORT_ID = 6  # run id characters in a default run name
+NAME_MAX = 100
+# overrides that say where a run reads and writes, not what it is: left out of its name (kept in the tag)
+NAME_SKIPS = ("data.root=", "data.image_root=", "data.tokenizer=", "tracking.", "train.out_dir=", "train.device=",
+              "train.log_every=", "train.checkpoint_every=")
 URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
 CONNECT_TIMEOUT_S = 5.0  # a tracking server that does not answer this fast is reported, not retried for minutes
 
@@ -342,6 +350,28 @@ class RunTracker:
             closed(self.run_id)
 
 
+def run_tags(experiment: str, overrides: list[str], presets: list[str] | None = None) -> dict[str, str]:
+    """Tags naming where a run's config came from: experiment, presets and `--set` overrides."""
+    tags = {EXPERIMENT_TAG: experiment, OVERRIDES_TAG: " ".join(overrides)}
+    if presets:
+        tags[PRESET_TAG] = " ".join(presets)
+    return tags
+
+
+def default_run_name(run_id: str, tags: dict[str, str] | None = None) -> str:
+    """Readable and unique: experiment, short run id, the overrides (objectives.* shortened).
+
+    e.g. "base 3fa2c1 scl.mvsc=false"; MLflow's own default draws from a seeded
+    generator, so two runs with the same seed got the same name.
+    """
+    tags = tags or {}
+    overrides = [o.removeprefix("objectives.") for o in tags.get(OVERRIDES_TAG, "").split()
+                 if not o.startswith(NAME_SKIPS)]
+    presets = tags.get(PRESET_TAG, "").split()
+    name = " ".join([tags.get(EXPERIMENT_TAG) or "run", run_id[:SHORT_ID], *presets, *overrides])
+    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
+
+
 def _params(cfg: RunConfig) -> dict[str, str]:
     return {key: str(value)[:6000] for key, value in flatten(cfg).items()}
 
@@ -369,6 +399,8 @@ def start_run(
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = mlflow_client.create_run(exp_id, run_name=cfg.tracking.run_name or None, tags=all_tags)
     opened(run.info.run_id, cfg.tracking.uri)
+    if not cfg.tracking.run_name:
+        mlflow_client.update_run(run.info.run_id, name=default_run_name(run.info.run_id, all_tags))
     tracker = RunTracker(mlflow_client, run.info.run_id)
     params = _params(cfg)
     from mlflow.entities import Param
@@ -429,11 +461,49 @@ def read_run_config(run_id: str, uri: str = "") -> str:
         raise ConfigError(f"run {run_id!r}: cannot read its config.yaml from {redact(resolve_uri(uri))}: {line}") from None
 
 
+CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
+REFERENCE_SUFFIX = ".ref"  # outputs/<run>/last.pt.ref: where the one stored copy of last.pt is
+
+
+def store_checkpoint(tracker: RunTracker, local: Path) -> Path:
+    """Log a finished run's checkpoint to MLflow and keep one copy: the local file is then
+    replaced by `last.pt.ref`, a one-line reference to the artifact (a 62 MB checkpoint
+    was stored twice). Without tracking the local file stays. Returns where it lives now."""
+    if not tracker.enabled:
+        return local
+    tracker.log_artifact(local, CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
+    reference = local.with_name(local.name + REFERENCE_SUFFIX)
+    uri = f"runs:/{tracker.run_id}/{CHECKPOINT_ARTIFACT}"
+    reference.write_text(f"{uri}\n{_artifact_location(tracker)}\n")
+    local.unlink()
+    return reference
+
+
+def _artifact_location(tracker: RunTracker) -> str:
+    root = tracker.client.get_run(tracker.run_id).info.artifact_uri.rstrip("/")
+    return f"{root}/{CHECKPOINT_ARTIFACT}"
+
+
+def local_artifact_path(mlflow_client: MlflowClient, run_id: str, artifact: str = CHECKPOINT_ARTIFACT) -> Path | None:
+    """The artifact's file when the run's artifact store is a local directory (no copy needed)."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    root = mlflow_client.get_run(run_id).info.artifact_uri
+    if not root or (("://" in root) and not root.startswith("file:")):
+        return None
+    path = Path(local_file_uri_to_path(root)) / artifact
+    return path if path.is_file() else None
+
+
 def download_checkpoint(mlflow_client: MlflowClient, run_id: str, dest: Path) -> Path:
-    """Fetch checkpoints/last.pt of a run from the MLflow artifact store."""
+    """checkpoints/last.pt of a run: read in place from a local artifact store, else fetched
+    from MLflow into `dest` (the caller's scratch directory, not a second stored copy)."""
     try:
+        in_place = local_artifact_path(mlflow_client, run_id)
+        if in_place is not None:
+            return in_place
         dest.mkdir(parents=True, exist_ok=True)
-        path = mlflow_client.download_artifacts(run_id, "checkpoints/last.pt", str(dest))
+        path = mlflow_client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(dest))
     except Exception as err:
         line = " ".join(str(err).split())[:300] or type(err).__name__
         raise ConfigError(f"run {run_id!r}: no checkpoint in {dest} nor in MLflow ({line})") from None

@@ -14,6 +14,7 @@ alone logs to MLflow, writes checkpoints and evaluates.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from workbench.errors import RunError, check_writable
 from workbench.models.vlp import compile_model
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
-from workbench.progress import TrainProgress
+from workbench.progress import TrainProgress, phase, say, settings as progress_settings
 
 
 @dataclass
@@ -44,7 +45,9 @@ class RunResult:
     def summary(self) -> str:
         lines = [f"run {self.run_id}: {self.status} after {self.steps} steps, final loss {self.final_loss:.4f}"]
         lines += [f"  {name} = {value:.4f}" for name, value in sorted(self.metrics.items())]
-        if self.checkpoint:
+        if self.checkpoint and self.checkpoint.suffix == tracking.REFERENCE_SUFFIX and self.checkpoint.is_file():
+            lines.append(f"  checkpoint: {self.checkpoint.read_text().split()[-1]} (one copy; reference: {self.checkpoint})")
+        elif self.checkpoint:
             lines.append(f"  checkpoint: {self.checkpoint}")
         return "\n".join(lines)
 
@@ -52,8 +55,18 @@ class RunResult:
 def prepare_data(cfg: RunConfig) -> dict[str, Any]:
     """Make sure the data set exists (generating ShapesWorld if configured); its manifest."""
     from workbench.data import data_hash, ensure_data
+    from workbench.data.shapes import read_manifest
 
-    manifest = ensure_data(cfg.data) or {"generator": Path(cfg.data.root).name}
+    manifest = read_manifest(Path(cfg.data.root))
+    ready = manifest and (manifest.get("seed"), manifest.get("size")) == (cfg.data.shapes_seed, cfg.data.shapes_size)
+    if cfg.data.generate and not ready and (not Path(cfg.data.root).exists() or manifest):
+        say(f"generating ShapesWorld ({cfg.data.shapes_size} size, seed {cfg.data.shapes_seed}) into {cfg.data.root}"
+            " — once; later runs reuse it")
+        with phase("data generation"):
+            manifest = ensure_data(cfg.data)
+    else:
+        manifest = ensure_data(cfg.data)
+    manifest = manifest or {"generator": Path(cfg.data.root).name}
     manifest.setdefault("data_hash", data_hash(cfg.data))
     return manifest
 
@@ -157,10 +170,11 @@ def run(
         tracking.check_resumable(resume_run_id, cfg.tracking.uri)
     ranks, device = distributed.setup(cfg.train.device)
     try:
-        return _run(
-            cfg, ranks, device, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=tags,
-            progress=progress, stop_after=stop_after, on_start=on_start,
-        )
+        with progress_settings(bars=progress and ranks.is_main, lines=None if ranks.is_main else False):
+            return _run(
+                cfg, ranks, device, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=tags,
+                progress=progress, stop_after=stop_after, on_start=on_start,
+            )
     finally:
         distributed.teardown(ranks, synchronize=False)  # error path; a normal end has left the group already
 
@@ -253,19 +267,20 @@ def _run(
             window_samples += batch["text_ids"].shape[0] * ranks.world_size
 
             done = step + 1
-            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
+            if log_now or done == start_step + 1:  # the first step too: losses on screen at once
                 values = _loggable(reported)
                 numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist()))
                 final_loss = numbers["loss"]
                 elapsed = time.perf_counter() - window_start
                 throughput = window_samples / elapsed if elapsed > 0 else 0.0
                 window_start, window_samples = time.perf_counter(), 0
-                if done > already_logged:  # metric steps are 1-based (`done`)
+                if log_now and done > already_logged:  # metric steps are 1-based (`done`)
                     metrics = {f"train/{'loss/total' if k == 'loss' else k}": v for k, v in numbers.items()}
                     metrics["train/lr"] = scheduler.get_last_lr()[0]
                     metrics["train/samples_per_s"] = throughput
                     tracker.log_metrics(metrics, step=done)
-                bar.update(done, final_loss, throughput)
+                bar.update(done, numbers, throughput)
             else:
                 bar.update(done, None, None)
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
@@ -277,21 +292,21 @@ def _run(
                     last_ckpt = _save(ckpt_path, _state(pretrainer, optimizer, scheduler, done, cfg), ranks)
                 raise interrupts.Interrupted(signum)
         step = end_step
-    except RunError:
-        bar.close()
+    except RunError as err:
+        bar.close(err)
         tracker.finish("FAILED")
         raise
     except KeyboardInterrupt as err:
-        bar.close()
+        bar.close(err)
         tracker.finish("KILLED")
         _say_where(err, cfg, tracker.run_id, step, last_ckpt)
         raise
     except (MemoryError, torch.OutOfMemoryError) as err:
-        bar.close()
+        bar.close(err)
         tracker.finish("FAILED")
         raise _out_of_memory(err, cfg, f"step {step}") from None
     except BaseException as err:
-        bar.close()
+        bar.close(err)
         tracker.finish("FAILED")
         if isinstance(err, RuntimeError) and _is_oom(err):
             raise _out_of_memory(err, cfg, f"step {step}") from None
@@ -314,7 +329,7 @@ def _run(
     try:
         metrics = evaluate(pretrainer, cfg, tokenizer, device)
         tracker.log_final(metrics, step=step)
-        tracker.log_artifact(ckpt_path, "checkpoints")
+        stored = tracking.store_checkpoint(tracker, ckpt_path)  # one copy: MLflow's; locally a reference
     except KeyboardInterrupt as err:
         tracker.finish("KILLED")
         _say_where(err, cfg, tracker.run_id, step, ckpt_path)
@@ -323,7 +338,7 @@ def _run(
         tracker.finish("FAILED")
         raise
     tracker.finish("FINISHED")
-    return RunResult(tracker.run_id, "FINISHED", metrics, final_loss, step, ckpt_path)
+    return RunResult(tracker.run_id, "FINISHED", metrics, final_loss, step, stored)
 
 
 def evaluate(pretrainer: Pretrainer, cfg: RunConfig, tokenizer, device: torch.device) -> dict[str, float]:
@@ -331,7 +346,8 @@ def evaluate(pretrainer: Pretrainer, cfg: RunConfig, tokenizer, device: torch.de
         return {}
     from workbench.evaluate import evaluate_all
 
-    return evaluate_all(pretrainer.model, pretrainer.objectives, cfg, tokenizer, device)
+    with phase("evaluation", summary=lambda _: ", ".join(cfg.eval.tasks)):
+        return evaluate_all(pretrainer.model, pretrainer.objectives, cfg, tokenizer, device)
 
 
 def _local_or_downloaded(ckpt_path: Path, cfg: RunConfig, run_id: str) -> Path:
@@ -495,7 +511,12 @@ def evaluate_run(run_id: str, tasks: list[str] | None = None, tracking_uri: str 
     pretrainer = build(cfg, tokenizer).to(device)
     mlflow_client = tracking.client(cfg.tracking.uri)
     tracker = tracking.RunTracker(mlflow_client, run_id)
-    state = checkpoint.load(_local_or_downloaded(Path(cfg.train.out_dir) / run_id / checkpoint.LAST, cfg, run_id), map_location=device)
+    local = Path(cfg.train.out_dir) / run_id / checkpoint.LAST
+    with tempfile.TemporaryDirectory() as scratch:  # a download from a remote store is not kept
+        state = checkpoint.load(
+            local if local.is_file() else tracking.download_checkpoint(mlflow_client, run_id, Path(scratch)),
+            map_location=device,
+        )
     pretrainer.model.load_state_dict(state["model"])
     pretrainer.objectives.load_state_dict(state["objectives"])
     metrics = evaluate(pretrainer, cfg, tokenizer, device)

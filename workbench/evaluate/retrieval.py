@@ -20,6 +20,7 @@ from workbench.config import ConfigError, RunConfig
 from workbench.device import autocast, autocast_dtype
 from workbench.evaluate.rerank import rerank_rows, score_all_pairs
 from workbench.evaluate.retrieval_metrics import retrieval_metrics
+from workbench.progress import current as current_phase
 
 METRIC_PREFIX = {"retrieval": "eval/retrieval", "video_retrieval": "eval/video_retrieval"}
 
@@ -34,6 +35,7 @@ class Encoded:
     text_tokens: Tensor  # [n_texts, L, Dt]
     text_mask: Tensor  # [n_texts, L]
     text_cls: Tensor  # [n_texts, Dt]
+    patch_positions: Tensor | None = None  # [T*N] positions of patch tokens in image_tokens
 
 
 def built_objective(objectives: nn.Module, name: str) -> nn.Module | None:
@@ -47,7 +49,7 @@ def encode_split(model: nn.Module, dataset, tokenizer, cfg: RunConfig, device: t
 
     dtype = autocast_dtype(cfg.train, device)
     size = cfg.eval.batch_size
-    image_tokens, image_cls, frame_cls_positions = [], [], None
+    image_tokens, image_cls, frame_cls_positions, patch_positions = [], [], None, None
     loader = DataLoader(dataset, batch_size=size, shuffle=False, collate_fn=_images_only,
                         num_workers=cfg.data.num_workers)
     for images in loader:
@@ -55,7 +57,8 @@ def encode_split(model: nn.Module, dataset, tokenizer, cfg: RunConfig, device: t
             out = model.encode_image(images.to(device))
         image_tokens.append(out["image_tokens"])
         image_cls.append(out["image_cls"])
-        frame_cls_positions = out["frame_cls_positions"]
+        frame_cls_positions, patch_positions = out["frame_cls_positions"], out.get("patch_positions")
+        _tick()
     # one padding length for all captions, so any caption can join any fusion batch
     texts = tokenize(tokenizer, dataset.texts, cfg.data.max_text_len)
     text_ids, text_mask = texts["text_ids"].to(device), texts["text_mask"].to(device)
@@ -65,8 +68,9 @@ def encode_split(model: nn.Module, dataset, tokenizer, cfg: RunConfig, device: t
             out = model.encode_text(text_ids[start : start + size], text_mask[start : start + size])
         text_tokens.append(out["text_tokens"])
         text_cls.append(out["text_cls"])
+        _tick()
     return Encoded(torch.cat(image_tokens), frame_cls_positions, torch.cat(image_cls),
-                   torch.cat(text_tokens), text_mask, torch.cat(text_cls))
+                   torch.cat(text_tokens), text_mask, torch.cat(text_cls), patch_positions)
 
 
 def _images_only(samples: list[dict]) -> Tensor:
@@ -83,9 +87,32 @@ def itm_pair_scorer(model: nn.Module, itm: nn.Module, enc: Encoded, cfg: RunConf
         with autocast(device, dtype):
             fused = model.fuse(enc.image_tokens[image_index], enc.text_tokens[text_index],
                                enc.text_mask[text_index], enc.frame_cls_positions)
-            return itm.match_logit(fused["joint"]).float()
+            logits = itm.match_logit(fused["joint"]).float()
+        _tick()
+        return logits
 
     return score
+
+
+def _tick() -> None:
+    """One batch done, on the running phase's bar (if any)."""
+    phase = current_phase()
+    if phase is not None:
+        phase.advance()
+
+
+def _batches(n: int, size: int) -> int:
+    return -(-n // size)
+
+
+def _count_batches(n_images: int, n_texts: int, size: int, *, itc: bool, itm: bool, rerank_k: int) -> int:
+    """Encoding batches + fusion batches of one retrieval evaluation (the length of its bar)."""
+    total = _batches(n_images, size) + _batches(n_texts, size)
+    if not itc:
+        return total + _batches(n_images * n_texts, size)
+    if itm and rerank_k:
+        total += _batches(n_images * min(rerank_k, n_texts), size) + _batches(n_texts * min(rerank_k, n_images), size)
+    return total
 
 
 @torch.no_grad()
@@ -97,17 +124,25 @@ def itc_similarity(itc: nn.Module, enc: Encoded) -> Tensor:
 
 
 def retrieval_scores(
-    model: nn.Module, objectives: nn.Module, dataset, tokenizer, cfg: RunConfig, device: torch.device
+    model: nn.Module, objectives: nn.Module, dataset, tokenizer, cfg: RunConfig, device: torch.device,
+    keep: dict | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
-    """{"itc": (i2t, t2i), "final": (i2t, t2i)} score matrices ("itc" only when ITC is built)."""
+    """{"itc": (i2t, t2i), "final": (i2t, t2i)} score matrices ("itc" only when ITC is built).
+    `keep` (a dict) receives the split's encodings under "encoded", for reuse by later scores."""
     itc, itm = built_objective(objectives, "itc"), built_objective(objectives, "itm")
     if itc is None and itm is None:
         raise ConfigError(
             "eval.tasks: retrieval needs objectives.itc or objectives.itm enabled with weight > 0 "
             "— enable one, or drop retrieval/video_retrieval from eval.tasks"
         )
-    enc = encode_split(model, dataset, tokenizer, cfg, device)
     size = cfg.eval.batch_size
+    phase = current_phase()
+    if phase is not None:
+        phase.set_total(_count_batches(len(dataset), len(dataset.texts), size,
+                                       itc=itc is not None, itm=itm is not None, rerank_k=cfg.eval.rerank_k))
+    enc = encode_split(model, dataset, tokenizer, cfg, device)
+    if keep is not None:
+        keep["encoded"] = enc
     if itc is None:
         scores = score_all_pairs(len(dataset), len(dataset.texts), itm_pair_scorer(model, itm, enc, cfg, device), size)
         return {"final": (scores, scores.t())}
@@ -126,13 +161,20 @@ def retrieval_scores(
 
 
 def evaluate_retrieval(
-    model: nn.Module, objectives: nn.Module, cfg: RunConfig, tokenizer, device: torch.device, task: str = "retrieval"
+    model: nn.Module, objectives: nn.Module, cfg: RunConfig, tokenizer, device: torch.device, task: str = "retrieval",
+    keep: dict | None = None,
 ) -> dict[str, float]:
-    """`eval/<task>/*` (re-ranked) and, with ITC, `eval/<task>_itc/*` (ITC only), in %."""
+    """`eval/<task>/*` (re-ranked) and, with ITC, `eval/<task>_itc/*` (ITC only), in %.
+
+    `keep` (a dict) receives the split's data set and encodings ("dataset", "encoded"):
+    the attention score reuses them instead of reading and encoding the split again.
+    """
     from workbench.data import task_dataset
 
     dataset, _ = task_dataset(cfg, tokenizer, task, cfg.eval.split)
-    scores = retrieval_scores(model, objectives, dataset, tokenizer, cfg, device)
+    if keep is not None:
+        keep["dataset"] = dataset
+    scores = retrieval_scores(model, objectives, dataset, tokenizer, cfg, device, keep=keep)
     prefix = METRIC_PREFIX[task]
     metrics: dict[str, float] = {}
     for name, (i2t, t2i) in scores.items():

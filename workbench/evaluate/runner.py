@@ -21,19 +21,23 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from workbench.config import RunConfig
+from workbench.progress import Phase, phase
 from workbench.evaluate.attention import attention_in_object
 from workbench.evaluate.finetune import finetune
 from workbench.evaluate.nlvr import NLVR
 from workbench.evaluate.retrieval import evaluate_retrieval
+from workbench.evaluate.retrieval_attention import attention_in_object_encoded
 from workbench.evaluate.ve import VE
 from workbench.evaluate.vqa import VQA
 
 Task = Callable[[nn.Module, nn.Module, RunConfig, object, torch.device], dict[str, float]]
 
 TASKS: dict[str, Task] = {
-    "retrieval": partial(evaluate_retrieval, task="retrieval"),
+    "retrieval": partial(evaluate_retrieval, task="retrieval"),  # also takes keep= (see evaluate_all)
     "video_retrieval": partial(evaluate_retrieval, task="video_retrieval"),
     "vqa": lambda model, objectives, cfg, tokenizer, device: finetune(VQA, model, cfg, tokenizer, device),
     "nlvr": lambda model, objectives, cfg, tokenizer, device: finetune(NLVR, model, cfg, tokenizer, device),
@@ -64,19 +68,68 @@ def evaluate_all(
 ) -> dict[str, float]:
     """Run `cfg.eval.tasks` (with `retrieval`, also the attention score) and return {metric name: value}.
 
-    `progress(task_name)` is called before each task. Fine-tunes work on copies;
+    `progress(task_name)` is called before each task; each task is also a phase of
+    `workbench.progress` (a bar, then a line with its time). Fine-tunes work on copies;
     `model` and `objectives` come back with their parameters and modes unchanged.
     """
     metrics: dict[str, float] = {}
     if not cfg.eval.tasks:
         return metrics
+    retrieval_split: dict = {}  # the retrieval task's data set and encodings, reused by the attention score
     with eval_mode(model, objectives):
         for name in cfg.eval.tasks:
             if progress is not None:
                 progress(name)
-            metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device))
+            with phase(f"eval {name}", unit=UNITS.get(name, "batches")) as task_phase:
+                if name in FINETUNES:
+                    with finetune_progress(task_phase, type(model), cfg.eval.finetune_steps):
+                        metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device))
+                elif name == "retrieval":
+                    metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device, keep=retrieval_split))
+                else:
+                    metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device))
         if "retrieval" in cfg.eval.tasks:
             if progress is not None:
                 progress("attention")
-            metrics.update(attention_in_object(model, cfg, tokenizer, device))
+            with phase("eval attention"):
+                if "encoded" in retrieval_split:
+                    metrics.update(attention_in_object_encoded(
+                        model, retrieval_split["dataset"], retrieval_split["encoded"], cfg, device))
+                else:
+                    metrics.update(attention_in_object(model, cfg, tokenizer, device))
     return metrics
+
+
+FINETUNES = ("vqa", "nlvr", "ve")
+UNITS = {name: "steps" for name in FINETUNES}
+
+
+@contextmanager
+def finetune_progress(task_phase: Phase, model_class: type, steps: int) -> Iterator[None]:
+    """Count a fine-tune's optimiser steps, then its scoring batches, on `task_phase`.
+
+    The fine-tune code stays free of progress calls: a global optimiser step hook
+    counts steps, and a global forward hook counts the no-grad forward passes of the
+    model's class (the scoring batches). Both hooks are removed on exit.
+    """
+    task_phase.set_total(max(1, steps))
+    task_phase.describe("fine-tune")
+    scoring = {"started": False}
+
+    def on_step(optimizer, args, kwargs) -> None:
+        task_phase.advance()
+
+    def on_forward(module, args, output) -> None:
+        if type(module) is model_class and not torch.is_grad_enabled():
+            if not scoring["started"]:
+                scoring["started"] = True
+                task_phase.describe("scoring", total=None, unit="batches", restart=True)
+            task_phase.advance()
+
+    step_hook = register_optimizer_step_post_hook(on_step)
+    forward_hook = register_module_forward_hook(on_forward)
+    try:
+        yield
+    finally:
+        step_hook.remove()
+        forward_hook.remove()

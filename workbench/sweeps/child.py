@@ -83,6 +83,7 @@ def _noop() -> None:
 
 def start(job: TrialJob) -> multiprocessing.Process:
     Path(job.result_path).unlink(missing_ok=True)  # never read a report left by an older study's trial
+    phase_path(job.result_path).unlink(missing_ok=True)
     process = _context().Process(target=main, args=(job,), name=f"trial:{Path(job.result_path).stem}")
     process.start()
     return process
@@ -130,6 +131,9 @@ def main(job: TrialJob) -> None:
         import torch
 
         torch.set_num_threads(job.threads)
+    from workbench import progress
+
+    progress.configure(bars=False, status_file=phase_path(job.result_path))  # the sweep's live table reads it
     code, report = _run(job)
     _write_json(Path(job.result_path), report)
     sys.stdout.flush()
@@ -181,6 +185,11 @@ def _settle_earlier_runs(cfg: Any, earlier: list[dict[str, str]]) -> tuple[str |
             tracking.client(cfg.tracking.uri).set_terminated(run["run_id"], status="KILLED")
             killed.append(run["run_id"])
     return resume, killed
+
+
+def phase_path(result_path: str | Path) -> Path:
+    """The file where a trial child writes its current phase (beside its result file)."""
+    return Path(result_path).with_suffix(".phase")
 
 
 def _import(target: str) -> Any:

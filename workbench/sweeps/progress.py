@@ -21,6 +21,7 @@ class SlotView:
     variant: str = ""
     seed: int | None = None
     started: float = 0.0  # time.monotonic()
+    phase: str = ""  # what the trial is doing now, e.g. "pre-training 120/300", "eval vqa: fine-tune 40/100"
 
 
 @dataclass
@@ -50,7 +51,8 @@ def render(snapshot: Snapshot, now: float | None = None) -> Group:
             lines.append(Text(f"{slot.name:<8} idle", style="dim"))
         else:
             what = f"trial {slot.trial:>4}  {slot.variant}" + (f"  seed {slot.seed}" if slot.seed is not None else "")
-            lines.append(Text(f"{slot.name:<8} {what}  {format_seconds(now - slot.started)}"))
+            doing = f"  {slot.phase}" if slot.phase else ""
+            lines.append(Text(f"{slot.name:<8} {what}  {format_seconds(now - slot.started)}{doing}"))
     failed = f" · {snapshot.failed} failed" if snapshot.failed else ""
     lines.append(
         Text(

@@ -17,6 +17,8 @@ import traceback
 import optuna
 from optuna.trial import TrialState
 
+from workbench.progress import read_status
+from workbench.sweeps import child
 from workbench.sweeps.execute import SweepContext, TrialOutcome, run_trial
 from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress, eta
 from workbench.sweeps.slots import Slot
@@ -85,9 +87,16 @@ class Scheduler:
             done=done,
             total=total,
             failed=failed,
-            slots=[SlotView(**vars(view)) for view in self._views.values()],
+            slots=[self._with_phase(view) for view in self._views.values()],
             eta_s=eta(total - done - failed, durations, len(self.slots)),
         )
+
+    def _with_phase(self, view: SlotView) -> SlotView:
+        """A copy of the slot's view with its trial's current phase (written by the trial child)."""
+        shown = SlotView(**vars(view))
+        if view.trial is not None:
+            shown.phase = read_status(child.phase_path(self.ctx.work_dir / f"trial-{view.trial:04d}.json"))
+        return shown
 
     # -------------------------------------------------------------- slot threads
     def _slot_loop(self, slot: Slot) -> None:

@@ -2,6 +2,9 @@
 
 ``--gpus 0,1`` gives one slot per GPU, ``--per-gpu K`` packs K trials on each,
 ``--slots N`` gives N CPU slots; by default every visible GPU, else one CPU slot.
+Each slot gets cores / slots threads (torch intra-op, OpenMP, MKL, OpenBLAS), so
+slots never oversubscribe the cores they share: 2-thread steps on a loaded 2-core
+machine took 3x as long as 1-thread ones (benchmarks/bench_sweep_makespan.py).
 A GPU slot's child sees only its GPU (``CUDA_VISIBLE_DEVICES``); a CPU slot's child
 sees none, so ``train.device=auto`` lands on the CPU. GPU indices count the GPUs
 this process sees: under ``CUDA_VISIBLE_DEVICES=4,5``, ``--gpus 1`` is physical GPU 5.
@@ -18,7 +21,7 @@ from workbench.config import ConfigError
 @dataclass(frozen=True)
 class Slot:
     name: str  # "gpu0", "gpu0.1" (second trial packed on GPU 0), "cpu0"
-    env: dict[str, str] = field(default_factory=dict)  # set in the child before anything touches CUDA
+    env: dict[str, str] = field(default_factory=dict)  # set in the child before anything touches CUDA or threads
     threads: int = 1  # torch intra-op threads of the child
 
     @property
@@ -69,7 +72,8 @@ def plan_slots(
         raise ConfigError("--slots excludes --gpus and --per-gpu: --slots runs CPU processes, --gpus/--per-gpu GPU ones")
     cores = cpu_count if cpu_count is not None else usable_cpu_count()
     if slots is not None:
-        return [Slot(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": ""}, max(1, cores // slots)) for i in range(slots)]
+        threads = max(1, cores // slots)
+        return [Slot(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": "", **thread_env(threads)}, threads) for i in range(slots)]
     count = gpu_count if gpu_count is not None else visible_gpu_count()
     if gpus is not None:
         indices = parse_gpus(gpus)
@@ -81,7 +85,7 @@ def plan_slots(
     if not indices:
         if per_gpu != 1:
             raise ConfigError(f"--per-gpu {per_gpu}: no GPU is visible; use --slots N for CPU processes")
-        return [Slot("cpu0", {"CUDA_VISIBLE_DEVICES": ""}, cores)]
+        return [Slot("cpu0", {"CUDA_VISIBLE_DEVICES": "", **thread_env(cores)}, cores)]
     physical = _physical_ids()
     total = len(indices) * per_gpu
     planned = []
@@ -89,8 +93,17 @@ def plan_slots(
         device = physical[index] if physical is not None and index < len(physical) else str(index)
         for k in range(per_gpu):
             name = f"gpu{index}" if per_gpu == 1 else f"gpu{index}.{k}"
-            planned.append(Slot(name, {"CUDA_VISIBLE_DEVICES": device}, max(1, cores // total)))
+            threads = max(1, cores // total)
+            planned.append(Slot(name, {"CUDA_VISIBLE_DEVICES": device, **thread_env(threads)}, threads))
     return planned
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Thread-count variables for a slot's child (and anything it starts, e.g. DataLoader workers)."""
+    return {name: str(threads) for name in THREAD_VARIABLES}
 
 
 def _physical_ids() -> list[str] | None:

@@ -1,0 +1,67 @@
+"""Small pieces of CLI behaviour kept out of cli.py: versions, argument hints, presets.
+
+cli.py only parses and delegates; what these compute (the `--version` text, the
+hint for `--set key value`, the `--quick` overrides) is plain data and tested here.
+"""
+
+from __future__ import annotations
+
+import platform
+
+# `workbench run --quick`: the same model and objectives, a budget that shows the whole
+# run (pre-training, retrieval, one fine-tune, the attention score) in a few minutes on
+# 2 CPU cores. Its numbers are for checking the plumbing, not for conclusions.
+# Later --set overrides win over these.
+QUICK_OVERRIDES = [
+    "train.steps=20",
+    "train.warmup_steps=2",
+    "train.log_every=5",
+    "train.checkpoint_every=0",
+    "eval.tasks=[retrieval,vqa]",
+    "eval.finetune_steps=10",
+]
+NO_EVAL_OVERRIDE = "eval.tasks=[]"
+
+
+def version_text() -> str:
+    """`workbench --version`: ours and the versions that decide results and stores."""
+    import importlib.metadata as md
+
+    from workbench import __version__
+
+    parts = [f"workbench {__version__}"]
+    for name in ("torch", "mlflow", "optuna"):
+        try:
+            parts.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            parts.append(f"{name} missing")
+    parts.append(f"python {platform.python_version()}")
+    return ", ".join(parts)
+
+
+SET_OPTIONS = ("--set", "-s")
+
+
+def missing_equals(args: list[str]) -> str | None:
+    """The one-line error for `--set key value` (a space instead of `=`), or None.
+
+    Click would say "unexpected extra argument (value)", which does not point at the
+    mistake. Only flagged when the next word is not an option, so `--set a.b=1` and
+    `--set a.b --debug` (the latter a plain error of its own) are left alone.
+    """
+    for i, arg in enumerate(args[:-1]):
+        if arg in SET_OPTIONS:
+            key, value = args[i + 1], args[i + 2] if i + 2 < len(args) else None
+        elif arg.startswith("--set=") and "=" not in arg.removeprefix("--set="):
+            key, value = arg.removeprefix("--set="), args[i + 1]
+        else:
+            continue
+        if "=" in key or value is None or value.startswith("-"):
+            continue
+        return f"error: --set {key} {value}: missing '=' — write --set {key}={value}"
+    return None
+
+
+def quick_overrides(quick: bool, no_eval: bool, overrides: list[str] | None) -> list[str]:
+    """`--quick` first and the user's `--set`s after it (theirs win); `--no-eval` last (it is explicit)."""
+    return (QUICK_OVERRIDES if quick else []) + list(overrides or []) + ([NO_EVAL_OVERRIDE] if no_eval else [])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import os
 import signal
 import socket
@@ -129,7 +131,7 @@ def test_progress_shows_every_phase_with_its_time(shapes_tiny, tmp_path):
         "pre-training", "eval retrieval", "eval vqa", "eval attention", "evaluation",
     ]
     # `workbench eval` reads the one stored copy (the artifact) and gives the same numbers
-    run_id = result.output.split("run ", 1)[1].split(":")[0]
+    run_id = re.search(r"run ([0-9a-f]{32})", result.output).group(1)
     again = _cli("eval", run_id, "--task", "retrieval", "--tracking-uri", uri)
     assert again.exit_code == 0, again.output
     assert "eval/retrieval_itc/r_mean" in again.output

@@ -242,8 +242,12 @@ def test_ui_prints_its_url_once_it_answers_and_leaves_no_server_after_sigterm(tm
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # a failed assertion above: still stop the server (SIGKILL would orphan it)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
         log.close()
     assert process.returncode == 128 + signal.SIGTERM
     deadline = time.monotonic() + 5

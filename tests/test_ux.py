@@ -244,8 +244,12 @@ def test_ui_prints_its_url_once_it_answers_and_leaves_no_server_after_sigterm(tm
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # a failed assertion above: still stop the server (SIGKILL would orphan it)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
         log.close()
     assert process.returncode == 128 + signal.SIGTERM
     deadline = time.monotonic() + 5
@@ -253,3 +257,14 @@ def test_ui_prints_its_url_once_it_answers_and_leaves_no_server_after_sigterm(tm
         time.sleep(0.2)
     assert _server_pids(port) == []
     assert not answers(url)
+
+
+def test_sweep_slots_split_the_cores_for_every_threading_library(monkeypatch):
+    from workbench.sweeps.slots import THREAD_VARIABLES, plan_slots
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for slot in plan_slots(None, slots=2, cpu_count=4, gpu_count=0):
+        assert slot.threads == 2 and all(slot.env[name] == "2" for name in THREAD_VARIABLES)
+        assert slot.env["CUDA_VISIBLE_DEVICES"] == ""  # a CPU slot sees no GPU
+    gpu = plan_slots("1", gpu_count=2, cpu_count=8)
+    assert [(s.env["CUDA_VISIBLE_DEVICES"], s.env["OMP_NUM_THREADS"]) for s in gpu] == [("1", "8")]

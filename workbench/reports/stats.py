@@ -224,6 +224,12 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
     the reference row, cost per variant and the run ids behind each cell."""
     spec, runs = sweep.spec, sweep.runs
     keys = resolve_metrics(list(metrics or spec.metrics), runs, strict=bool(metrics))
+    notes = list(sweep.notes)
+    if not metrics:  # the sweep's own list: a metric no run logged is a note, not a column of dashes
+        unlogged = [k for k in keys if f"metrics.{k}" not in runs or runs[f"metrics.{k}"].isna().all()]
+        if unlogged and len(unlogged) < len(keys):
+            notes.append(f"not logged by any run, left out: {', '.join(unlogged)}")
+            keys = [k for k in keys if k not in unlogged]
     ref_keys = [k for m in keys for k in references.reference_keys(m).values() if f"metrics.{k}" in runs]
     values = metric_values(runs, keys + [k for k in ref_keys if k not in keys])
     ref_means = {k: float(values[k].mean()) for k in ref_keys if values[k].notna().any()}
@@ -250,7 +256,7 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
         stats=stats_frame,
         flags=seed_flags(runs, spec.variants, spec.seeds, keys),
         expected_seeds=list(spec.seeds),
-        notes=list(sweep.notes),
+        notes=notes,
         references=refs,
         device_hours=cost.device_hours(runs, list(spec.variants)),
         device_kind=cost.device_kind(runs),

@@ -8,6 +8,8 @@ hand-picked numbers so every table cell can be checked by hand.
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,13 +37,18 @@ TOGGLES = {
 }
 TOGGLES_SPEC = {
     "name": "toggles",
+    "description": "SCL toggles on a hand-made store",
     "axes": {"objectives.scl.mvsc": [True, False]},
     "baseline": "baseline",
     "seeds": [0, 1, 2],
     "metrics": ["retrieval/tr_r1", "vqa/acc"],
     "variants": [{"name": v, "overrides": {}} for v in TOGGLES],
 }
+# reference metrics, named as evaluation logs them (eval/<task>/<kind>_<metric>)
+REFERENCES = {"eval/retrieval/chance_tr_r1": 5.0, "eval/vqa/majority_acc": 50.0, "eval/vqa/blind_acc": 51.0}
 STEPS = (10, 20, 30)
+T0 = 1_700_000_000_000  # ms; every child run lasts 30 minutes on 2 devices = 1 device-hour
+RUN_MS = 30 * 60 * 1000
 
 
 def itc_loss(variant_index: int, seed: int, step: int) -> float:
@@ -55,15 +62,32 @@ def log_child(client, exp, parent, sweep, variant, seed, metrics, params, status
         "workbench.variant": variant,
         "workbench.seed": str(seed),
         "workbench.trial": str(seed),
+        "workbench.devices": "2",
+        "workbench.device": "cpu",
     }
-    run_id = client.create_run(exp, tags=tags).info.run_id
+    run_id = client.create_run(exp, tags=tags, start_time=T0).info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     steps = [Metric("train/loss/itc", itc_loss(variant_index, seed, s), 0, s) for s in STEPS]
     steps += [Metric("train/loss/total", 2 * itc_loss(variant_index, seed, s), 0, s) for s in STEPS]
     final = [Metric(k, v, 0, STEPS[-1]) for k, v in metrics.items()]
     client.log_batch(run_id, metrics=steps + final)
-    client.set_terminated(run_id, status)
+    client.set_terminated(run_id, status, end_time=T0 + RUN_MS)
     return run_id
+
+
+def log_sweep(client, exp, spec, rows):
+    """A parent with `spec` as sweep.yaml; rows = (variant, seed, metrics, params, status)."""
+    parent = client.create_run(exp, run_name=spec["name"], tags={"workbench.sweep": spec["name"]}).info.run_id
+    client.log_text(parent, yaml.safe_dump(spec, sort_keys=False), "sweep.yaml")
+    for variant, seed, metrics, params, status in rows:
+        log_child(client, exp, parent, spec["name"], variant, seed, metrics, params, status)
+    client.set_terminated(parent)
+    return parent
+
+
+PAPER_METRICS = ["eval/retrieval/r_mean", "eval/retrieval/tr_r1", "eval/retrieval/ir_r1", "eval/vqa/acc",
+                 "eval/nlvr/acc", "eval/ve/acc", "eval/attention/in_object"]  # the demo's metrics
+PAPER_VARIANTS = {"baseline": 0.0, "+scl": 4.0, "+scl+softmask": 6.5, "random_init": -30.0}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +102,7 @@ def store(tmp_path_factory):
     client.log_text(parent, yaml.safe_dump(TOGGLES_SPEC, sort_keys=False), "sweep.yaml")
     for index, (variant, values) in enumerate(TOGGLES.items()):
         for seed, tr_r1 in enumerate(values):
-            metrics = {} if tr_r1 is None else {"eval/retrieval/tr_r1": tr_r1, "eval/vqa/acc": 50.0 + seed * index}
+            metrics = {} if tr_r1 is None else {"eval/retrieval/tr_r1": tr_r1, "eval/vqa/acc": 50.0 + seed * index, **REFERENCES}
             log_child(client, exp, parent, "toggles", variant, seed, metrics,
                       {"objectives.scl.mvsc": variant != "no_scl"}, "FAILED" if tr_r1 is None else "FINISHED", index)
     client.set_terminated(parent)
@@ -92,7 +116,33 @@ def store(tmp_path_factory):
                       {"eval/retrieval/r_mean": 10 * image + text + seed},
                       {"objectives.scl.image_mask_ratio": image, "objectives.scl.text_mask_ratio": text}, "FINISHED")
     client.set_terminated(mask_parent)
-    return {"uri": uri, "client": client, "parent": parent, "mask_parent": mask_parent, "root": root}
+
+    # sweep 3: a 1-D numeric axis (focal gamma), 2 seeds
+    gammas = [0.0, 1.0, 2.0]
+    gamma_spec = {"name": "gamma", "axes": {"objectives.itc.focal_gamma": gammas}, "baseline": "focal_gamma=0.0",
+                  "seeds": [0, 1], "metrics": ["eval/retrieval/r_mean"],
+                  "objective": {"metric": "eval/retrieval/r_mean", "direction": "maximize"},
+                  "variants": [{"name": f"focal_gamma={g}", "overrides": {"objectives.itc.focal_gamma": g}} for g in gammas]}
+    log_sweep(client, exp, gamma_spec, [
+        (f"focal_gamma={g}", seed, {"eval/retrieval/r_mean": 20 + g + seed, "eval/retrieval/chance_r_mean": 2.5}, {}, "FINISHED")
+        for g in gammas for seed in (0, 1)])
+
+    # sweep 4: a paper-sized table: the demo's 7 metrics, 4 variants x 3 seeds, references logged
+    paper_spec = {"name": "paper", "description": "SCL and SoftMask ablation", "baseline": "baseline", "seeds": [0, 1, 2],
+                  "metrics": PAPER_METRICS, "variants": [{"name": v, "overrides": {}} for v in PAPER_VARIANTS]}
+    rows = []
+    for k, (v, effect) in enumerate(PAPER_VARIANTS.items()):
+        for seed in range(3):
+            noise = [0.3, -0.2, 0.5][seed] * (1 + 0.4 * k)
+            metrics = {m: 40.0 + effect + noise * (1 + i % 3) for i, m in enumerate(PAPER_METRICS)}
+            metrics["eval/attention/in_object"] = 0.31 + effect / 100 + noise / 100
+            metrics.update({"eval/vqa/blind_acc": 41.2, "eval/vqa/majority_acc": 33.17, "eval/nlvr/chance_acc": 50.0,
+                            "eval/ve/majority_acc": 33.33, "eval/retrieval/chance_r_mean": 2.7,
+                            "eval/retrieval/chance_tr_r1": 0.5, "eval/retrieval/chance_ir_r1": 0.5})
+            rows.append((v, seed, metrics, {"train.steps": 300, "train.batch_size": 32, "data.root": "data/shapesworld"}, "FINISHED"))
+    paper_parent = log_sweep(client, exp, paper_spec, rows)
+    return {"uri": uri, "client": client, "parent": parent, "mask_parent": mask_parent, "paper_parent": paper_parent,
+            "root": root, "experiment": exp}
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +156,24 @@ def test_table_has_one_row_per_variant_with_hand_computed_stats(report):
     result, _ = report
     table = result.sweeps["toggles"].table
     assert table.variants == ["baseline", "mvsc_only", "no_scl"]
-    assert table.metrics == ["eval/retrieval/tr_r1", "eval/vqa/acc"]
+    assert table.metrics == ["eval/retrieval/tr_r1", "eval/vqa/acc"]  # reference metrics are never columns
     tr = table.stats["eval/retrieval/tr_r1"]
     assert tr.loc["baseline", "mean"] == 12.0 and tr.loc["baseline", "std"] == 2.0
     assert tr.loc["mvsc_only", "mean"] == 16.0
     assert tr.loc["mvsc_only", "std"] == pytest.approx(math.sqrt(13))
     assert tr.loc["mvsc_only", "delta"] == 4.0
     # paired diffs (3, 3, 6): t = 4 with 2 dof -> p = 1 - t / sqrt(2 + t^2)
-    assert tr.loc["mvsc_only", "p_value"] == pytest.approx(1 - 4 / math.sqrt(18))
+    p_mvsc = 1 - 4 / math.sqrt(18)
+    assert tr.loc["mvsc_only", "p_value"] == pytest.approx(p_mvsc)
+    # Holm over the 2 variants: sorted p (0.057, 1.0) -> (2 x 0.057, max(that, 1 x 1.0))
+    assert tr.loc["mvsc_only", "p_holm"] == pytest.approx(2 * p_mvsc)
+    assert tr.loc["no_scl", "p_holm"] == pytest.approx(1.0)
+    # 95 % CI of the mean paired difference: 4 +- t(0.975, 2) * sd / sqrt(3) with sd = sqrt(3)
+    assert tr.loc["mvsc_only", "ci_low"] == pytest.approx(4 - 4.302652729749462)
+    assert tr.loc["mvsc_only", "ci_high"] == pytest.approx(4 + 4.302652729749462)
+    # not significant: effect 4 / sqrt(3) = 2.31 needs 4 paired seeds for 80 % power (n=3: power 0.5)
+    assert tr.loc["mvsc_only", "seeds_needed"] == 4
+    assert math.isnan(tr.loc["no_scl", "seeds_needed"])  # mean difference 0: no size to detect
     assert list(tr["n"]) == [3, 3, 2]
 
 
@@ -126,12 +186,38 @@ def test_failed_seed_gives_n2_and_a_flag_not_an_average(report):
     assert table.flags == {"baseline": "", "mvsc_only": "", "no_scl": "failed: seed 2"}
 
 
+def test_reference_row_flags_cells_not_above_it_and_constant_predictors(report):
+    table = report[0].sweeps["toggles"].table
+    assert {m: (r.kind, r.mean) for m, r in table.references.items()} == {
+        "eval/retrieval/tr_r1": ("chance", 5.0), "eval/vqa/acc": ("blind", 51.0)}  # blind 51 beats majority 50
+    tr, vqa = table.stats["eval/retrieval/tr_r1"], table.stats["eval/vqa/acc"]
+    # tr_r1 - 5 per seed: baseline (5, 7, 9): t = 7 / (2 / sqrt 3), one-sided p = 0.013; no_scl (4, 8): p = 0.10
+    assert tr.loc["baseline", "p_above_ref"] == pytest.approx(0.013076, abs=1e-5)
+    assert tr.loc["no_scl", "p_above_ref"] == pytest.approx(0.102416, abs=1e-5)
+    # vqa: baseline 50, 50, 50 = the majority class every time: constant, and below blind
+    assert vqa.loc["baseline", "constant"] and not vqa.loc["mvsc_only", "constant"]
+    assert vqa.loc["mvsc_only", "p_above_ref"] == pytest.approx(0.5)  # 50, 51, 52 vs 51
+    md = (report[1] / "toggles" / "ablations.md").read_text()
+    assert "| _reference_ |  5.0 (chance) | 51.0 (blind) |" in md
+    assert "| baseline    | 12.0 ± 2.0    | 50.0 ± 0.0°§ |" in md  # ° below reference, § constant
+    csv = pd.read_csv(report[1] / "toggles" / "ablations.csv", index_col="variant")
+    assert csv.loc["reference", "eval/vqa/acc.mean"] == 51.0 and csv.loc["reference", "eval/vqa/acc.reference"] == "blind"
+
+
+def test_cost_per_row_is_device_hours_summed_over_seeds(report):
+    table = report[0].sweeps["toggles"].table
+    # every run: 30 min x 2 devices; no_scl's failed seed was paid for too
+    assert table.device_hours == {"baseline": 3.0, "mvsc_only": 3.0, "no_scl": 3.0}
+    assert table.device_kind == "CPU"
+    assert "| variant     | TR@1          | VQA acc      | CPU-h | flag" in (report[1] / "toggles" / "ablations.md").read_text()
+
+
 def test_table_matches_a_recomputation_from_search_runs(report, store):
     result, out = report
     with using_store(store["uri"]):
         runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`workbench.sweep` = 'toggles'")
     runs = runs[runs["status"] == "FINISHED"].dropna(subset=["tags.mlflow.parentRunId"])
-    csv = pd.read_csv(out / "toggles" / "ablations.csv", index_col="variant")
+    csv = pd.read_csv(out / "toggles" / "ablations.csv", index_col="variant").drop(index="reference")
     for metric in ("eval/retrieval/tr_r1", "eval/vqa/acc"):
         expect = runs.groupby("tags.workbench.variant")[f"metrics.{metric}"].agg(["mean", "std", "count"])
         assert np.allclose(csv[f"{metric}.mean"], expect.loc[csv.index, "mean"])
@@ -142,20 +228,77 @@ def test_table_matches_a_recomputation_from_search_runs(report, store):
     assert csv.loc["no_scl", "flag"] == "failed: seed 2"
 
 
-def test_every_format_is_written_with_delta_p_and_bold_best(report):
-    _, out = report
-    folder = out / "toggles"
-    md = (folder / "ablations.md").read_text()
-    assert "| variant | TR@1 | TR@1 Δ | TR@1 p | VQA acc | VQA acc Δ | VQA acc p | flag |" in md
-    assert "| mvsc_only | **16.00 ± 3.61 (n=3)** | +4.00 | 0.057 |" in md
-    assert "| no_scl | 11.00 ± 2.83 (n=2) | -1.00 | 1.000 |" in md and "failed: seed 2 |" in md
-    assert "paired t-test" in md
-    tex = (folder / "ablations.tex").read_text()
-    assert r"mvsc\_only & \bfseries 16.00 $\pm$ 3.61 (n=3) & +4.00 & 0.057" in tex
-    assert r"TR@1 $\Delta$" in tex and r"\begin{tabular}" in tex
-    html = (folder / "ablations.html").read_text()
-    assert "font-weight: bold" in html and "16.00 ± 3.61 (n=3)" in html and "failed: seed 2" in html
-    assert not list(folder.glob(".*tmp*"))  # no temp files left behind
+def test_markdown_is_one_column_per_metric_with_delta_and_real_minus(report):
+    md = (report[1] / "toggles" / "ablations.md").read_text()
+    table_lines = [line for line in md.splitlines() if line.startswith("|")]
+    widths = {len(line) for line in table_lines[:6]}
+    assert len(widths) == 1 and widths.pop() < 100  # aligned, narrow enough for a terminal
+    assert "| mvsc_only   | **16.0 ± 3.6** (+4.0) |" in md.replace("  ", " ").replace(" |", " |") or \
+        "**16.0 ± 3.6** (+4.0)" in md
+    assert "11.0 ± 2.8 (−1.0)" in md and "(-1.0)" not in md  # U+2212, not a hyphen
+    assert "Holm-corrected over 2 variant(s)" in md
+    # details: CI, Holm p, seeds for 80 % power
+    assert "| mvsc_only | TR@1    | +4.0 | [−0.3, +8.3] |    0.114 |                   4 |" in md
+
+
+def test_paper_table_marks_bold_best_underline_second_and_highlights(report):
+    table = report[0].sweeps["paper"].table
+    r_mean = table.stats["eval/retrieval/r_mean"]
+    assert r_mean["p_holm"].iloc[1:].lt(0.01).all()  # the effects are large against the seed noise
+    tex = (report[1] / "paper" / "ablations.tex").read_text()
+    assert r"egin{table*}" in tex and "needs \\usepackage{booktabs}" in tex
+    assert r"	extbf{46.5}{\scriptsize$\pm$0.4}\textsuperscript{\ddag}" in tex  # +scl+softmask: best
+    assert r"\underline{44.2}" in tex  # +scl: second
+    assert r"{\scriptsize $-$30.0}" in tex  # random_init: a real minus
+    assert "(n=3)" not in tex and "baseline (baseline)" not in tex
+    html_text = (report[1] / "paper" / "ablations.html").read_text()
+    assert "<tr class='reference'>" in html_text and "td class='up'" in html_text and "td class='down low'" in html_text
+
+
+TWO_COLUMN_PAPER = r"""\documentclass[twocolumn]{article}
+\usepackage[T1]{fontenc}
+\usepackage{booktabs}
+\begin{document}
+\section{Results}
+Four metrics fit one column (Table~\ref{tab:paper4}); the demo's seven fit the page width.
+\input{paper4.tex}
+\input{paper7.tex}
+\end{document}
+"""
+
+
+def test_latex_compiles_in_a_two_column_article_without_overfull_boxes(store, tmp_path):
+    """Real pdflatex: a 4-metric table fits \\columnwidth (table), the demo's 7 metrics fit table*."""
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (.ci/run installs texlive-latex-base and texlive-latex-recommended)")
+    four = report_ablations(["paper"], metrics=PAPER_METRICS[:4], formats=["latex"], tracking_uri=store["uri"],
+                            out=tmp_path / "four", with_figures=False, log_to_mlflow=False)
+    seven = report_ablations(["paper"], formats=["latex"], tracking_uri=store["uri"], out=tmp_path / "seven",
+                             with_figures=False, log_to_mlflow=False)
+    tex4 = (tmp_path / "four" / "paper" / "ablations.tex").read_text().replace("tab:paper", "tab:paper4")
+    tex7 = (tmp_path / "seven" / "paper" / "ablations.tex").read_text()
+    assert r"\begin{table}[t]" in tex4 and r"\begin{table*}[t]" in tex7
+    assert len(four.sweeps["paper"].table.metrics) == 4 and len(seven.sweeps["paper"].table.metrics) == 7
+    (tmp_path / "paper4.tex").write_text(tex4)
+    (tmp_path / "paper7.tex").write_text(tex7)
+    (tmp_path / "paper.tex").write_text(TWO_COLUMN_PAPER)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert done.returncode == 0, log[-3000:]
+    assert "Overfull \\hbox" not in log and "Overfull \\vbox" not in log, log[-3000:]
+    assert (tmp_path / "paper.pdf").read_bytes().startswith(b"%PDF")
+    if shutil.which("pdftoppm"):  # a PNG of the page, to look at (kept in pytest's tmp dir)
+        subprocess.run(["pdftoppm", "-png", "-r", "110", "-f", "1", "-l", "1", "paper.pdf", "page"], cwd=tmp_path,
+                       check=True, timeout=60)
+        assert image_is_drawn(next(tmp_path.glob("page*.png")))
+
+
+def test_every_format_is_written_and_no_temp_files_are_left(report):
+    folder = report[1] / "toggles"
+    assert {p.name for p in folder.iterdir()} >= {"ablations.md", "ablations.csv", "ablations.tex", "ablations.html",
+                                                   "report.html", "section.html", "bars.png", "bars.pdf"}
+    assert not list(folder.glob(".*tmp*"))
 
 
 def test_spec_falls_back_to_child_tags_and_baseline_goes_first(report):

@@ -214,7 +214,8 @@ def legend(g: Grid) -> str:
     """The plain-text caption shared by markdown and HTML (LaTeX writes its own, shorter)."""
     table = g.table
     parts = [
-        f"Mean ± std over {seeds_text(table)}; (Δ) = variant − baseline ({g.baseline_label}).",
+        f"Mean ± std over {seeds_text(table)}; (Δ) = variant − baseline"
+        + ("." if g.baseline_label == "baseline" else f" ({g.baseline_label})."),
         f"† p < 0.05, ‡ p < 0.01: paired t-test, Holm-corrected over {table.comparisons} variant(s).",
     ]
     if g.has_reference:

@@ -116,7 +116,7 @@ def summarise(values: pd.DataFrame, baseline: str) -> pd.DataFrame:
     p_values = np.where(is_base, math.nan, tests["p_value"])
     p_holm = significance.holm(p_values)
     needed = np.full(len(means), math.nan)
-    for i in np.flatnonzero(~is_base & (tests["n_pairs"] >= 2) & ~(p_holm < significance.ALPHA)):
+    for i in np.flatnonzero(~np.isnan(p_values) & ~(p_holm < significance.ALPHA)):  # tested, not significant
         needed[i] = significance.seeds_for_power(tests["diff_mean"][i], tests["diff_std"][i])
     return pd.DataFrame(
         {

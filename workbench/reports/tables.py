@@ -84,7 +84,7 @@ def md_cell(cell: Cell) -> str:
 
 def _pipe(rows: list[list[str]], align: list[str]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    rule = ["-" * max(3, w - 1) + ":" if a == "r" else ":" + "-" * max(3, w - 1) for a, w in zip(align, widths)]
+    rule = ["-" * (w + 1) + ":" if a == "r" else ":" + "-" * (w + 1) for a, w in zip(align, widths)]
     pad = lambda r: [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)]  # noqa: E731
     return ["| " + " | ".join(pad(rows[0])) + " |", "|" + "|".join(rule) + "|"] + [
         "| " + " | ".join(pad(r)) + " |" for r in rows[1:]

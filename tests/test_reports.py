@@ -7,6 +7,7 @@ hand-picked numbers so every table cell can be checked by hand.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from workbench.config import ConfigError
-from workbench.reports import outputs, stats, tables
+from workbench.reports import outputs, significance, stats, tables
 from workbench.reports.ablations import report_ablations
 from workbench.reports.store import load_sweeps, using_store
 from workbench.reports.ui import ui_command, ui_url
@@ -55,6 +56,9 @@ def itc_loss(variant_index: int, seed: int, step: int) -> float:
     return 4.0 - step / 10 + seed + variant_index
 
 
+STARTS = itertools.count()
+
+
 def log_child(client, exp, parent, sweep, variant, seed, metrics, params, status, variant_index=0):
     tags = {
         "mlflow.parentRunId": parent,
@@ -65,13 +69,14 @@ def log_child(client, exp, parent, sweep, variant, seed, metrics, params, status
         "workbench.devices": "2",
         "workbench.device": "cpu",
     }
-    run_id = client.create_run(exp, tags=tags, start_time=T0).info.run_id
+    start = T0 + next(STARTS) * 1000  # runs start in the order they are logged
+    run_id = client.create_run(exp, tags=tags, start_time=start).info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     steps = [Metric("train/loss/itc", itc_loss(variant_index, seed, s), 0, s) for s in STEPS]
     steps += [Metric("train/loss/total", 2 * itc_loss(variant_index, seed, s), 0, s) for s in STEPS]
     final = [Metric(k, v, 0, STEPS[-1]) for k, v in metrics.items()]
     client.log_batch(run_id, metrics=steps + final)
-    client.set_terminated(run_id, status, end_time=T0 + RUN_MS)
+    client.set_terminated(run_id, status, end_time=start + RUN_MS)
     return run_id
 
 
@@ -198,8 +203,9 @@ def test_reference_row_flags_cells_not_above_it_and_constant_predictors(report):
     assert vqa.loc["baseline", "constant"] and not vqa.loc["mvsc_only", "constant"]
     assert vqa.loc["mvsc_only", "p_above_ref"] == pytest.approx(0.5)  # 50, 51, 52 vs 51
     md = (report[1] / "toggles" / "ablations.md").read_text()
-    assert "| _reference_ |  5.0 (chance) | 51.0 (blind) |" in md
-    assert "| baseline    | 12.0 ± 2.0    | 50.0 ± 0.0°§ |" in md  # ° below reference, § constant
+    assert "| _reference_ |           5.0 (chance) |               51.0 (blind) |" in md
+    assert "| baseline    |           _12.0 ± 2.0_ |             _50.0 ± 0.0_°§ |" in md  # ° below reference, § constant
+    assert "| no_scl      | 11.0 ± 2.8 (−1.0)° n=2 |" in md  # 2 seeds above chance, not significantly
     csv = pd.read_csv(report[1] / "toggles" / "ablations.csv", index_col="variant")
     assert csv.loc["reference", "eval/vqa/acc.mean"] == 51.0 and csv.loc["reference", "eval/vqa/acc.reference"] == "blind"
 
@@ -209,7 +215,9 @@ def test_cost_per_row_is_device_hours_summed_over_seeds(report):
     # every run: 30 min x 2 devices; no_scl's failed seed was paid for too
     assert table.device_hours == {"baseline": 3.0, "mvsc_only": 3.0, "no_scl": 3.0}
     assert table.device_kind == "CPU"
-    assert "| variant     | TR@1          | VQA acc      | CPU-h | flag" in (report[1] / "toggles" / "ablations.md").read_text()
+    md = (report[1] / "toggles" / "ablations.md").read_text()
+    assert "| variant     |                   TR@1 |                    VQA acc | CPU-h | flag           |" in md
+    assert "| mvsc_only   |  **16.0 ± 3.6** (+4.0) |     **51.0 ± 1.0** (+1.0)° |  3.00 |                |" in md
 
 
 def test_table_matches_a_recomputation_from_search_runs(report, store):
@@ -233,12 +241,10 @@ def test_markdown_is_one_column_per_metric_with_delta_and_real_minus(report):
     table_lines = [line for line in md.splitlines() if line.startswith("|")]
     widths = {len(line) for line in table_lines[:6]}
     assert len(widths) == 1 and widths.pop() < 100  # aligned, narrow enough for a terminal
-    assert "| mvsc_only   | **16.0 ± 3.6** (+4.0) |" in md.replace("  ", " ").replace(" |", " |") or \
-        "**16.0 ± 3.6** (+4.0)" in md
     assert "11.0 ± 2.8 (−1.0)" in md and "(-1.0)" not in md  # U+2212, not a hyphen
     assert "Holm-corrected over 2 variant(s)" in md
     # details: CI, Holm p, seeds for 80 % power
-    assert "| mvsc_only | TR@1    | +4.0 | [−0.3, +8.3] |    0.114 |                   4 |" in md
+    assert "| mvsc_only | TR@1    | +4.0 |   [−0.3, +8.3] |    0.114 |                   4 |" in md
 
 
 def test_paper_table_marks_bold_best_underline_second_and_highlights(report):
@@ -246,13 +252,14 @@ def test_paper_table_marks_bold_best_underline_second_and_highlights(report):
     r_mean = table.stats["eval/retrieval/r_mean"]
     assert r_mean["p_holm"].iloc[1:].lt(0.01).all()  # the effects are large against the seed noise
     tex = (report[1] / "paper" / "ablations.tex").read_text()
-    assert r"egin{table*}" in tex and "needs \\usepackage{booktabs}" in tex
-    assert r"	extbf{46.5}{\scriptsize$\pm$0.4}\textsuperscript{\ddag}" in tex  # +scl+softmask: best
-    assert r"\underline{44.2}" in tex  # +scl: second
-    assert r"{\scriptsize $-$30.0}" in tex  # random_init: a real minus
-    assert "(n=3)" not in tex and "baseline (baseline)" not in tex
+    assert "\\begin{table*}" in tex and "needs \\usepackage{booktabs}" in tex
+    assert "\\textbf{46.9}{\\scriptsize$\\pm$0.6}\\textsuperscript{\\ddag}" in tex  # +scl+softmask: best, p < 0.01
+    assert "\\underline{44.3}" in tex  # +scl: second
+    assert "{\\scriptsize $-$29.8}" in tex  # random_init's Δ: a real minus
+    assert "(n=3)" not in tex and "baseline (baseline)" not in tex and "-29.8" not in tex
     html_text = (report[1] / "paper" / "ablations.html").read_text()
-    assert "<tr class='reference'>" in html_text and "td class='up'" in html_text and "td class='down low'" in html_text
+    assert "<tr class='reference'>" in html_text
+    assert "<td class='up'" in html_text and "<td class='down low'" in html_text  # significant cells highlighted
 
 
 TWO_COLUMN_PAPER = r"""\documentclass[twocolumn]{article}
@@ -318,17 +325,34 @@ def image_is_drawn(path: Path) -> bool:
     return pixels.size > 10_000 and pixels.std() > 1.0
 
 
-def test_figures_exist_as_non_empty_png_and_pdf(report):
+def test_a_figure_per_sweep_shape(report):
     _, out = report
-    for path in [out / "toggles" / "training_curves", out / "mask" / "training_curves", out / "mask" / "mask_ratio"]:
-        assert image_is_drawn(path.with_suffix(".png"))
+    # 2-D grid (mask ratios) -> heatmap; 1-D numeric axis (focal gamma) -> line; categorical -> bars
+    for path in [out / "mask" / "heatmap", out / "gamma" / "line", out / "toggles" / "bars", out / "toggles" / "training_curves"]:
+        assert image_is_drawn(path.with_suffix(".png")), path
         assert path.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
-    assert not (out / "toggles" / "mask_ratio.png").exists()  # no mask ratio varies there
-    index = (out / "index.html").read_text()
-    assert "toggles/ablations.md" in index and "mask/mask_ratio.png" in index
+    assert not (out / "toggles" / "heatmap.png").exists() and not (out / "mask" / "bars.png").exists()
 
 
-def test_curve_and_mask_ratio_numbers(store):
+def test_sweep_shapes_and_the_heatmap_numbers(store):
+    from workbench.reports import figures
+    from workbench.reports.stats import ablation_table
+
+    sweeps = {s.name: s for s in load_sweeps([], store["uri"])[0]}
+    assert figures.sweep_shape(sweeps["toggles"]).kind == "categorical"  # an axis of booleans is not numeric
+    gamma = figures.sweep_shape(sweeps["gamma"])
+    assert gamma.kind == "axis" and gamma.values["objectives.itc.focal_gamma"]["focal_gamma=2.0"] == 2.0
+    mask = figures.sweep_shape(sweeps["mask"])  # no sweep.yaml: the axes come from the logged params
+    assert mask.kind == "grid"
+    table = ablation_table(sweeps["mask"])
+    cells = figures.grid_stats(sweeps["mask"], table, mask, "eval/retrieval/r_mean").set_index(["x", "y"])
+    assert cells.loc[(0.8, 0.6), "mean"] == pytest.approx(9.1) and cells.loc[(0.8, 0.6), "n"] == 2
+    fig = figures.heatmap_figure(sweeps["mask"], table, mask, "eval/retrieval/r_mean")
+    annotations = {t.get_text() for t in fig.axes[0].texts}
+    assert "9.1\n±0.7" in annotations and "4.7\n±0.7" in annotations  # mean over seeds 0, 1 and its std
+
+
+def test_training_curve_numbers(store):
     from workbench.reports import figures, history
 
     sweeps, _ = load_sweeps(["toggles"], store["uri"])
@@ -341,21 +365,92 @@ def test_curve_and_mask_ratio_numbers(store):
     assert curves.loc[("train/loss/itc", "mvsc_only", 10), "mean"] == 5.0
     assert curves.loc[("train/loss/itc", "mvsc_only", 10), "std"] == 1.0
     assert curves.loc[("train/loss/itc", "no_scl", 30), "n"] == 2  # the failed seed is not drawn
-    mask = load_sweeps(["mask"], store["uri"])[0][0].runs
-    assert figures.mask_ratio_axes(mask) == ["image", "text"]
-    grid = figures.mask_ratio_stats(mask, ["eval/retrieval/r_mean"]).set_index(["image", "text"])
-    assert grid.loc[(0.8, 0.6), "mean"] == pytest.approx(9.1) and grid.loc[(0.8, 0.6), "n"] == 2
 
 
-def test_figures_are_logged_to_the_parent_as_artifacts_only(report, store):
+# ------------------------------------------------------------ index page
+def test_index_embeds_tables_figures_and_links_runs_to_mlflow(report, store):
+    result, out = report
+    index = (out / "index.html").read_text()
+    assert index.count("<table class='ablation'>") >= 4  # every sweep's table is in the page, not linked
+    assert "<img src='mask/heatmap.png'" in index and "<img src='toggles/bars.png'" in index
+    assert "SCL toggles on a hand-made store" in index  # the sweep's description
+    assert "budget: 300 steps × batch 32 · data data/shapesworld" in index
+    assert "seeds: 0, 1, 2 · 3 variants · 8/9 runs finished · 9.00 CPU-h · started 20" in index  # seeds, cost, date
+    run_id = result.sweeps["toggles"].table.run_ids["mvsc_only"][1]
+    assert f"http://127.0.0.1:5000/#/experiments/{store['experiment']}/runs/{run_id}'>s1</a>" in index
+    page = (out / "toggles" / "report.html").read_text()  # the same section as the sweep's own page
+    assert "<img src='bars.png'" in page and "<table class='ablation'>" in page
+
+
+def test_index_renders_in_headless_chromium(report, tmp_path):
+    """Look at what a person sees: a screenshot of index.html (kept in pytest's tmp dir)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (.ci/run installs it)")
+    _, out = report
+    shot = tmp_path / "index.png"
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (out / "index.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert "<table class=\"ablation\">" in dom.stdout and "<tr class=\"reference\">" in dom.stdout
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400", f"--screenshot={shot}",
+                    (out / "index.html").as_uri()], capture_output=True, timeout=120, check=True)
+    assert image_is_drawn(shot)
+
+
+# ------------------------------------------------------------ mlflow parent
+def test_parent_run_carries_the_summary_table_and_report_files(report, store):
     client = store["client"]
+    parent = client.get_run(store["parent"])
+    metrics = parent.data.metrics
+    assert metrics["summary/retrieval/tr_r1/mvsc_only/mean"] == 16.0
+    assert metrics["summary/retrieval/tr_r1/baseline/std"] == 2.0
+    assert metrics["summary/vqa/acc/no_scl/mean"] == 51.0
+    assert not any(key.startswith("eval/") for key in metrics)  # never the children's keys again
     logged = {info.path for info in client.list_artifacts(store["parent"], "reports")}
     assert {"reports/ablations.md", "reports/ablations.csv", "reports/ablations.tex", "reports/ablations.html",
-            "reports/training_curves.png", "reports/training_curves.pdf"} <= logged
-    assert client.get_run(store["parent"]).data.metrics == {}
+            "reports/report.html", "reports/bars.png", "reports/training_curves.png",
+            "reports/ablation_table.json"} <= logged
+    report_ablations(["toggles"], formats=["md"], tracking_uri=store["uri"], out=store["root"] / "again",
+                     with_figures=False)  # a second report replaces the table, not appends to it
+    with using_store(store["uri"]):  # load_table searches through the fluent API's store
+        logged_table = client.load_table(store["experiment"], "reports/ablation_table.json", run_ids=[store["parent"]])
+    assert list(logged_table["variant"]) == ["baseline", "mvsc_only", "no_scl"]
+    assert logged_table.set_index("variant").loc["mvsc_only", "eval/retrieval/tr_r1 p_holm"] == pytest.approx(2 * (1 - 4 / math.sqrt(18)))
+    assert parent.data.tags["workbench.report"].endswith("toggles/report.html")
 
 
 # ------------------------------------------------------------ statistics
+def test_holm_matches_a_hand_computed_case():
+    # p = (0.01, 0.04, 0.03, 0.005), m = 4. Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06,
+    # 0.04 x 1 = 0.04 -> running max 0.06. NaN is not a test and does not count in m.
+    adjusted = significance.holm(np.array([0.01, 0.04, np.nan, 0.03, 0.005]))
+    assert adjusted[[0, 1, 3, 4]] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adjusted[2])
+    assert significance.holm(np.array([0.6, 0.9])) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_seeds_for_power_matches_hand_computed_cases():
+    # two-sided paired t-test, alpha 0.05, power 0.8 (Cohen's / G*Power tables): d = 1 -> 10 pairs,
+    # d = 0.5 -> 34 pairs; the non-central t power is just above 0.8 there and below it one pair less
+    assert significance.seeds_for_power(1.0, 1.0) == 10 and significance.seeds_for_power(-2.0, 4.0) == 34
+    assert significance.paired_power(1.0, np.array([9, 10])) == pytest.approx([0.7480, 0.8031], abs=1e-4)
+    assert math.isnan(significance.seeds_for_power(1.0, 0.0)) and math.isnan(significance.seeds_for_power(0.0, 1.0))
+    assert significance.seeds_for_power(0.01, 1.0) == math.inf  # more than MAX_SEEDS: said so, not searched
+
+
+def test_fewer_than_two_paired_seeds_give_no_p_value_and_a_note(report):
+    from workbench.reports.stats import summarise
+
+    values = pd.DataFrame({"baseline": [1.0, 2.0, 3.0], "one_seed": [2.0, np.nan, np.nan]})
+    row = summarise(values, "baseline").loc["one_seed"]
+    assert math.isnan(row["p_value"]) and math.isnan(row["p_holm"]) and math.isnan(row["seeds_needed"])
+    assert row["n_pairs"] == 1 and row["delta"] == 0.0
+    md = (report[1] / "toggles" / "ablations.md").read_text()
+    assert "no test (< 2 paired seeds or no spread)" not in md  # toggles has 2+ pairs everywhere
+
+
 def test_paired_test_edge_cases():
     seeds = pd.Index([0, 1, 2])
     base = pd.Series([1.0, 2.0, 3.0], index=seeds)
@@ -388,7 +483,7 @@ def test_selecting_by_parent_run_id_and_metric(store, tmp_path):
     assert table.metrics == ["eval/vqa/acc"]
     # vqa = 50 + seed * variant index: no_scl (index 2) seeds 0, 1 -> 50, 52
     assert table.stats.loc["no_scl", ("eval/vqa/acc", "mean")] == 51.0
-    assert sorted(p.name for p in (tmp_path / "toggles").iterdir()) == ["ablations.csv"]
+    assert sorted(p.name for p in (tmp_path / "toggles").iterdir()) == ["ablations.csv", "report.html", "section.html"]
 
 
 def test_metric_labels():

@@ -173,8 +173,8 @@ def line_figure(sweep: Sweep, table: AblationTable, shape: Shape, metrics: list[
         ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
     panels[0].legend(fontsize="small")
-    fig.suptitle(f"{table.sweep} (baseline {axis_label(key)} = {shape.values[key].get(table.baseline, '?')}; "
-                 "† p<0.05, ‡ p<0.01, Holm)", fontsize=10)
+    fig.suptitle(f"{table.sweep}: baseline {axis_label(key)} = {shape.values[key].get(table.baseline, '?')}\n"
+                 "† p<0.05, ‡ p<0.01 vs baseline (Holm)", fontsize=10)
     return fig
 
 
@@ -205,7 +205,8 @@ def bars_figure(sweep: Sweep, table: AblationTable, metrics: list[str]) -> Figur
         ax.set_ylabel(metric_label(metric))
         ax.tick_params(axis="x", labelrotation=30 if len(table.variants) > 3 else 0)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{table.sweep}: bars = mean, dots = seeds (grey = baseline; † p<0.05, ‡ p<0.01, Holm)", fontsize=10)
+    fig.suptitle(f"{table.sweep}: bars = mean, dots = seeds, grey = baseline\n"
+                 "† p<0.05, ‡ p<0.01 vs baseline (Holm)", fontsize=10)
     return fig
 
 

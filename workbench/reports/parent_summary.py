@@ -58,13 +58,23 @@ def table_frame(table: AblationTable) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def log_table(client: mlflow.MlflowClient, run_id: str, frame: pd.DataFrame) -> None:
+    """`log_table` the first time; a report run again replaces the table (log_table would append
+    the rows to the existing artifact, repeating every variant)."""
+    folder, _, name = TABLE_ARTIFACT.rpartition("/")
+    if any(info.path == TABLE_ARTIFACT for info in client.list_artifacts(run_id, folder)):
+        client.log_text(run_id, frame.to_json(orient="split", index=False), TABLE_ARTIFACT)
+    else:
+        client.log_table(run_id, data=frame, artifact_file=TABLE_ARTIFACT)
+
+
 def log_summary(parent_run_id: str, table: AblationTable, files: list[Path], page: Path | None) -> None:
     client = mlflow.MlflowClient()
     now = int(time.time() * 1000)
     metrics = [Metric(key, value, now, 0) for key, value in summary_metrics(table).items()]
     for start in range(0, len(metrics), 1000):
         client.log_batch(parent_run_id, metrics=metrics[start : start + 1000])
-    client.log_table(parent_run_id, data=table_frame(table), artifact_file=TABLE_ARTIFACT)
+    log_table(client, parent_run_id, table_frame(table))
     for path in files:
         client.log_artifact(parent_run_id, str(path), REPORT_ARTIFACT_DIR)
     if page is not None:

@@ -136,7 +136,7 @@ def to_markdown(table: AblationTable, details: bool = True) -> str:
 # -------------------------------------------------------------------- html
 TABLE_CSS = """
 table.ablation { border-collapse: collapse; font: 13px/1.35 system-ui, sans-serif; margin: 0.5em 0 1em; }
-table.ablation caption { caption-side: top; text-align: left; color: #444; padding: 0 0 6px; max-width: 60em; }
+p.legend { color: #555; font-size: 12px; max-width: 72em; margin: 0 0 0.8em; }
 table.ablation th, table.ablation td { padding: 4px 10px; white-space: nowrap; text-align: right; }
 table.ablation th:first-child, table.ablation td:first-child { text-align: left; }
 table.ablation thead th { border-top: 2px solid #222; border-bottom: 1px solid #222; }
@@ -184,7 +184,7 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
     g = grid(table)
     flagged = any(table.flags.get(v) for v in table.variants)
     head = [g.header, *g.metric_labels.values(), g.cost_unit] + (["runs"] if run_link else []) + (["flag"] if flagged else [])
-    out = [f"<table class='ablation'><caption>{html.escape(legend(g))}</caption><thead><tr>"
+    out = ["<table class='ablation'><thead><tr>"
            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     extra = (1 if run_link else 0) + (1 if flagged else 0)
     if g.has_reference:
@@ -203,6 +203,7 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
             row += f"<td class='flag'>{html.escape(table.flags.get(variant, ''))}</td>"
         out.append(row + "</tr>")
     out.append("</tbody></table>")
+    out.append(f"<p class='legend'>{html.escape(legend(g))}</p>")
     notes = "".join(f"<p class='note'>note: {html.escape(note)}</p>" for note in table.notes)
     details = details_rows(g)
     if len(details) > 1:

@@ -16,11 +16,15 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -535,9 +539,14 @@ def test_cli_report_ablations_and_one_line_errors(store, tmp_path):
 
 
 # ------------------------------------------------- a small real sweep (train + sweeps)
+BASE = "image_mask_ratio=0.8,text_mask_ratio=0.4"  # the grid's baseline point
+OTHER = "image_mask_ratio=0.4,text_mask_ratio=0.2"
+
+
 @pytest.fixture(scope="module")
 def real_sweep(shapes_tiny, tmp_path_factory):
-    """2 variants x 3 seeds of 4-step tiny runs with retrieval eval, through `run_sweep`."""
+    """A real 2 x 2 grid (SCL image x text mask ratio) x 2 seeds of 4-step tiny runs with retrieval
+    eval, through `run_sweep` (Optuna journal study + MLflow), then its report."""
     from tiny_config import tiny_run
     from workbench.sweeps.runner import SweepOptions, run_sweep
     from workbench.sweeps.spec import load_spec
@@ -545,10 +554,11 @@ def real_sweep(shapes_tiny, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("real_sweep")
     spec_path = tmp / "real.yaml"
     spec_path.write_text(yaml.safe_dump({
+        "description": "SCL mask ratios on a 2 x 2 grid",
         "base": "base",
-        "variants": {"baseline": {"objectives.scl.enabled": False}, "scl": {"objectives.scl.enabled": True}},
-        "baseline": "baseline",
-        "seeds": 3,
+        "axes": {"objectives.scl.image_mask_ratio": [0.4, 0.8], "objectives.scl.text_mask_ratio": [0.2, 0.4]},
+        "baseline": {"objectives.scl.image_mask_ratio": 0.8, "objectives.scl.text_mask_ratio": 0.4},
+        "seeds": 2,
         "metrics": ["eval/retrieval/r_mean", "eval/retrieval/tr_r1", "eval/attention/in_object"],
         "objective": {"metric": "eval/retrieval/r_mean", "direction": "maximize"},
     }))
@@ -558,35 +568,77 @@ def real_sweep(shapes_tiny, tmp_path_factory):
     sets = [s for s in tiny_run(shapes_tiny, uri, tmp / "out", steps=4) if not s.startswith("tracking.")]
     result = run_sweep(load_spec(spec_path, sets), SweepOptions(slots=2, tracking_uri=uri, progress=False))
     assert result.problem() is None
-    return {"uri": uri, "parent": result.parent_run_id, "tmp": tmp}
+    out = tmp / "reports"
+    report = report_ablations(tracking_uri=uri, out=out)
+    return {"uri": uri, "parent": result.parent_run_id, "tmp": tmp, "result": result, "report": report, "out": out}
 
 
 def test_report_on_a_real_sweep_matches_search_runs(real_sweep):
-    out = real_sweep["tmp"] / "reports"
-    result = report_ablations(tracking_uri=real_sweep["uri"], out=out)
+    result, out = real_sweep["report"], real_sweep["out"]
     (name,) = result.sweeps
     table = result.sweeps[name].table
-    assert table.variants == ["baseline", "scl"]
+    assert table.variants[0] == BASE and set(table.variants) == {BASE, OTHER, "image_mask_ratio=0.4,text_mask_ratio=0.4",
+                                                                 "image_mask_ratio=0.8,text_mask_ratio=0.2"}
     assert table.metrics == ["eval/retrieval/r_mean", "eval/retrieval/tr_r1", "eval/attention/in_object"]
-    assert (table.stats.xs("n", axis=1, level=1) == 3).all().all()
-    assert table.flags == {"baseline": "", "scl": ""}
+    assert (table.stats.xs("n", axis=1, level=1) == 2).all().all()
+    assert set(table.flags.values()) == {""}
     with using_store(real_sweep["uri"]):
         runs = mlflow.search_runs(search_all_experiments=True,  # a retried trial leaves a KILLED run too
                                   filter_string=f"tags.`mlflow.parentRunId` = '{real_sweep['parent']}' and attributes.status = 'FINISHED'")
     for metric in table.metrics:
         by_variant = {v: g.set_index("tags.workbench.seed")[f"metrics.{metric}"] for v, g in runs.groupby("tags.workbench.variant")}
-        base, scl = by_variant["baseline"], by_variant["scl"].reindex(by_variant["baseline"].index)
-        assert table.cell("scl", metric, "mean") == pytest.approx(scl.mean())
-        assert table.cell("scl", metric, "std") == pytest.approx(scl.std())
-        assert table.cell("scl", metric, "delta") == pytest.approx(scl.mean() - base.mean())
-        if (scl - base).std() > 0:
+        base, other = by_variant[BASE], by_variant[OTHER].reindex(by_variant[BASE].index)
+        assert table.cell(OTHER, metric, "mean") == pytest.approx(other.mean())
+        assert table.cell(OTHER, metric, "std") == pytest.approx(other.std())
+        assert table.cell(OTHER, metric, "delta") == pytest.approx(other.mean() - base.mean())
+        if (other - base).std() > 0:
             from scipy.stats import ttest_rel
 
-            assert table.cell("scl", metric, "p_value") == pytest.approx(ttest_rel(scl, base).pvalue)
+            assert table.cell(OTHER, metric, "p_value") == pytest.approx(ttest_rel(other, base).pvalue)
     md = (out / name / "ablations.md").read_text()
-    assert "| variant | R mean | R mean Δ | R mean p |" in md
-    assert {p.suffix for p in (out / name).iterdir()} == {".md", ".csv", ".tex", ".html", ".png", ".pdf"}
+    assert "| image / text mask ratio |" in md and "| 0.8 / 0.4 (baseline)    |" in md  # grid names, shortened
+    assert {p.name for p in (out / name).iterdir()} >= {"heatmap.png", "heatmap.pdf", "training_curves.png", "report.html"}
     assert image_is_drawn(out / name / "training_curves.png")
+
+
+def test_heatmap_of_a_real_2x2_grid_sweep(real_sweep):
+    from workbench.reports import figures
+    from workbench.reports.store import load_sweeps as load
+
+    sweep = load([], real_sweep["uri"])[0][0]
+    table = real_sweep["report"].sweeps[sweep.name].table
+    shape = figures.sweep_shape(sweep)
+    assert shape.kind == "grid" and shape.axes == ["objectives.scl.image_mask_ratio", "objectives.scl.text_mask_ratio"]
+    cells = figures.grid_stats(sweep, table, shape, "eval/retrieval/r_mean").set_index(["x", "y"])
+    assert cells.loc[(0.4, 0.2), "mean"] == pytest.approx(table.cell(OTHER, "eval/retrieval/r_mean", "mean"))
+    assert image_is_drawn(real_sweep["out"] / sweep.name / "heatmap.png")
+
+
+def test_optuna_study_reads_right(real_sweep):
+    """Seed is not a searched param; the objective is named; one attr per metric; the study points
+    to its MLflow parent run and report; trial logs hold the trial's output."""
+    from workbench.sweeps import study as sweep_study
+
+    result = real_sweep["result"]
+    study = optuna.load_study(study_name=result.study_name,
+                              storage=JournalStorage(JournalFileBackend(result.storage)))
+    assert study.metric_names == ["eval/retrieval/r_mean"]
+    assert study.user_attrs[sweep_study.PARENT_ATTR] == real_sweep["parent"]
+    assert study.user_attrs[sweep_study.REPORT_ATTR] == f"runs:/{real_sweep['parent']}/reports/report.html"
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 8
+    for trial in complete:
+        assert set(trial.params) == {"variant"} and set(trial.distributions) == {"variant"}
+        assert trial.user_attrs["seed"] in (0, 1)
+        assert trial.user_attrs["eval/retrieval/r_mean"] == trial.value  # one attribute per metric
+        assert isinstance(trial.user_attrs["eval/retrieval/tr_r1"], float)
+        log = Path(trial.user_attrs["workbench.log"]).read_text()
+        assert f"variant {trial.params['variant']}, seed {trial.user_attrs['seed']}" in log
+        assert f"MLflow run {trial.user_attrs['workbench.mlflow_run_id']}: FINISHED" in log
+        assert "eval/retrieval/r_mean = " in log
+    # the report puts the summary on the parent run: per-variant mean/std and the table
+    parent = MlflowClient(real_sweep["uri"]).get_run(real_sweep["parent"])
+    assert f"summary/retrieval/r_mean/{BASE.replace('=', '_').replace(',', '_')}/mean" in parent.data.metrics
 
 
 def child_runs(real_sweep) -> dict[str, str]:
@@ -594,7 +646,8 @@ def child_runs(real_sweep) -> dict[str, str]:
     exp = client.get_run(real_sweep["parent"]).info.experiment_id
     runs = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{real_sweep['parent']}' and tags.`workbench.seed` = '0' "
                                      "and attributes.status = 'FINISHED'")
-    return {run.data.tags["workbench.variant"]: run.info.run_id for run in runs}
+    found = {run.data.tags["workbench.variant"]: run.info.run_id for run in runs}
+    return {"baseline": found[BASE], "other": found[OTHER]}
 
 
 def test_attention_figure_draws_exactly_the_models_maps(real_sweep):
@@ -605,11 +658,13 @@ def test_attention_figure_draws_exactly_the_models_maps(real_sweep):
 
     runs = child_runs(real_sweep)
     out = real_sweep["tmp"] / "reports"
-    report = af.report_attention(runs["baseline"], runs["scl"], n=1, out=out, tracking_uri=real_sweep["uri"])
-    folder = out / "attention" / f"{runs['baseline'][:8]}_vs_{runs['scl'][:8]}"
+    report = af.report_attention(runs["baseline"], runs["other"], n=1, out=out, tracking_uri=real_sweep["uri"])
+    folder = out / "attention" / f"{runs['baseline'][:8]}_vs_{runs['other'][:8]}"
     for stem in ("overview", "image_0"):
         assert image_is_drawn(folder / f"{stem}.png") and (folder / f"{stem}.pdf").stat().st_size > 1000
-    assert list(report.scores.index) == [runs["baseline"], runs["scl"]]
+    assert list(report.scores.index) == [runs["baseline"], runs["other"]]
+    assert [run.label for run in report.runs] == [f"{BASE}/seed0", f"{OTHER}/seed0"]  # variant/seed, not run ids
+    assert f"attention: {BASE}/seed0 vs {OTHER}/seed0" in (out / "index.html").read_text()
 
     # the arrays handed to imshow (before colour mapping) are what the model returns for that input
     run_maps = report.runs[0]
@@ -641,7 +696,7 @@ def test_cli_report_attention_and_a_bad_run_id(real_sweep, tmp_path):
 
     runs = child_runs(real_sweep)
     runner = CliRunner()
-    result = runner.invoke(app, ["report", "attention", runs["scl"], "--n", "1", "--out", str(tmp_path),
+    result = runner.invoke(app, ["report", "attention", runs["other"], "--n", "1", "--out", str(tmp_path),
                                  "--tracking-uri", real_sweep["uri"]])
     assert result.exit_code == 0, result.output
     assert "Attention-in-object scores (1 held-out images)" in result.output

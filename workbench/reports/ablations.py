@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from workbench.reports import figures, history, outputs, parent_summary, sweep_page, tables
+from workbench.reports.cells import variant_labels
 from workbench.reports.stats import AblationTable, ablation_table
 from workbench.reports.store import Sweep, load_sweeps, using_store
 from workbench.tracking import resolve_uri
@@ -49,7 +50,8 @@ def sweep_figures(sweep: Sweep, table: AblationTable, folder: Path) -> list[Path
     finished_ids = sweep.runs.loc[sweep.runs["status"] == "FINISHED", "run_id"]
     if keys and len(finished_ids):
         stats = figures.curve_stats(history.loss_histories(finished_ids, keys), sweep.runs)
-        fig = figures.training_curves_figure(stats, table.variants, f"{table.sweep}: training losses")
+        header, labels = variant_labels(table.variants)
+        fig = figures.training_curves_figure(stats, table.variants, f"{table.sweep}: training losses ({header})", labels)
         if fig is not None:
             written += outputs.save_figure(fig, folder / "training_curves")
     return written

@@ -140,10 +140,10 @@ def heatmap_figure(sweep: Sweep, table: AblationTable, shape: Shape, metric: str
     if table.baseline in set(data["variant"]):
         base = data[data["variant"] == table.baseline].iloc[0]
         col, row = list(means.columns).index(base["x"]), list(means.index).index(base["y"])
-        ax.add_patch(Rectangle((col, row), 1, 1, fill=False, edgecolor="white", linewidth=2.5))
+        ax.add_patch(Rectangle((col + 0.03, row + 0.03), 0.94, 0.94, fill=False, edgecolor="#e41a1c", linewidth=3))
     ax.set_xlabel(axis_label(shape.axes[0]))
     ax.set_ylabel(axis_label(shape.axes[1]))
-    ax.set_title(f"{table.sweep}: {metric_label(metric)}\n(† p<0.05, ‡ p<0.01 vs baseline □, Holm)", fontsize=10)
+    ax.set_title(f"{table.sweep}: {metric_label(metric)}\n† p<0.05, ‡ p<0.01 vs baseline (red box), Holm", fontsize=10)
     return fig
 
 
@@ -239,7 +239,7 @@ def curve_stats(histories: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return stats.rename(columns={"count": "n"})
 
 
-def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str):
+def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str, labels: dict[str, str] | None = None):
     """One panel per loss; per variant the mean over seeds with a ± std band. None without data."""
     if stats.empty:
         return None
@@ -258,7 +258,8 @@ def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str)
                 continue
             colour = colours(i % colours.N)
             seeds = int(line["n"].max())
-            panel.plot(line["step"], line["mean"], color=colour, label=f"{variant} (n={seeds})", linewidth=1.2)
+            name = (labels or {}).get(variant, variant)
+            panel.plot(line["step"], line["mean"], color=colour, label=f"{name} (n={seeds})", linewidth=1.2)
             band = line["std"].fillna(0.0).to_numpy()
             panel.fill_between(line["step"], line["mean"] - band, line["mean"] + band, color=colour, alpha=0.2)
         panel.set_title(key.removeprefix("train/loss/"))

@@ -70,3 +70,23 @@ def is_constant(values: np.ndarray, constants: np.ndarray) -> bool:
         return False
     equal = np.abs(constants - shown[:, None]) <= tolerance[:, None]
     return bool(equal.any(axis=1).all())
+
+
+def constant_many(values: np.ndarray, constants: list[np.ndarray]) -> np.ndarray:
+    """`is_constant` for every column of `values` [seeds, V]; `constants`: per majority/chance kind a
+    [seeds, V] matrix of the runs' logged levels (NaN = not logged)."""
+    values = np.asarray(values, dtype=float)
+    shown = ~np.isnan(values)
+    n = shown.sum(axis=0)
+    if values.size == 0:
+        return np.zeros(values.shape[1], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        top = np.where(shown, np.abs(values), 0.0).max(axis=0)
+        spread = np.where(n > 0, np.nanmax(np.where(shown, values, -np.inf), axis=0) - np.nanmin(np.where(shown, values, np.inf), axis=0), np.inf)
+        tolerance = 1e-6 * np.maximum(1.0, np.abs(values))
+        flat = (n >= 2) & (spread <= 1e-6 * np.maximum(1.0, top))
+        at_level = np.zeros(values.shape, dtype=bool)
+        for level in constants:
+            at_level |= np.abs(np.asarray(level, dtype=float) - values) <= tolerance
+    every_seed = (n > 0) & np.all(at_level | ~shown, axis=0)
+    return flat | every_seed

@@ -117,6 +117,55 @@ def seeds_for_power(diff_mean: float, diff_std: float, power: float = POWER, alp
     return math.inf
 
 
+def seeds_for_power_many(diff_mean: np.ndarray, diff_std: np.ndarray, power: float = POWER, alpha: float = ALPHA) -> np.ndarray:
+    """`seeds_for_power` for many cells at once (one non-central t call over a window of n per cell)."""
+    diff_mean, diff_std = np.asarray(diff_mean, dtype=float), np.asarray(diff_std, dtype=float)
+    out = np.full(diff_mean.shape, math.nan)
+    ok = np.isfinite(diff_mean) & np.isfinite(diff_std) & (diff_std > 0) & (diff_mean != 0)
+    if not ok.any():
+        return out
+    effect = np.abs(diff_mean[ok]) / diff_std[ok]
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    start = np.maximum(2, np.floor((z / effect) ** 2))
+    window = start[:, None] + np.arange(16)[None, :]
+    df = window - 1
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    shift = effect[:, None] * np.sqrt(window)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reached = (stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)) >= power
+    found = np.where(reached.any(axis=1), window[np.arange(len(window)), reached.argmax(axis=1)], math.nan)
+    found = np.where(start > MAX_SEEDS, math.inf, found)
+    found = np.where(found > MAX_SEEDS, math.inf, found)
+    slow = np.flatnonzero(np.isnan(found))  # not within the window: search on (rare)
+    for i in slow:
+        found[i] = seeds_for_power(float(effect[i]), 1.0, power, alpha)
+    out[ok] = found
+    return out
+
+
+def above_reference_many(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`above_reference` for every column of `values` [seeds, V] vs `reference` [seeds, V] at once."""
+    values, reference = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    diff = values - reference
+    n = (~np.isnan(diff)).sum(axis=0)
+    out = np.full(diff.shape[1], math.nan)
+    tested = n >= 2
+    if not tested.any():
+        return out
+    d = diff[:, tested]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(d, axis=0)
+        sd = np.nanstd(d, axis=0, ddof=1)
+        spread = np.nanmax(d, axis=0) - np.nanmin(d, axis=0)
+        flat = spread <= 1e-12 * np.maximum(1.0, np.nanmax(np.abs(d), axis=0))
+        t = mean / (sd / np.sqrt(n[tested]))
+        p = stats.t.sf(t, n[tested] - 1)
+    out[tested] = np.where(flat, np.where(mean > 0, 0.0, 1.0), p)
+    return out
+
+
 def above_reference(values: np.ndarray, reference: np.ndarray) -> float:
     """One-sided p-value that the values exceed the reference (paired per run; NaN pairs dropped).
 

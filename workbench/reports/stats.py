@@ -116,8 +116,8 @@ def summarise(values: pd.DataFrame, baseline: str) -> pd.DataFrame:
     p_values = np.where(is_base, math.nan, tests["p_value"])
     p_holm = significance.holm(p_values)
     needed = np.full(len(means), math.nan)
-    for i in np.flatnonzero(~np.isnan(p_values) & ~(p_holm < significance.ALPHA)):  # tested, not significant
-        needed[i] = significance.seeds_for_power(tests["diff_mean"][i], tests["diff_std"][i])
+    wanted = ~np.isnan(p_values) & ~(p_holm < significance.ALPHA)  # tested, not significant
+    needed[wanted] = significance.seeds_for_power_many(tests["diff_mean"][wanted], tests["diff_std"][wanted])
     return pd.DataFrame(
         {
             "mean": means,
@@ -201,22 +201,19 @@ def metric_values(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return frame[~frame.index.duplicated(keep="last")]
 
 
-def reference_columns(table_stats: pd.DataFrame, by_variant: dict[str, pd.DataFrame], metric: str,
-                      reference: Reference | None) -> None:
-    """Fill `p_above_ref` and `constant` of `metric` in `table_stats` (in place) from each variant's
-    per-seed values (`by_variant`: variant -> frame of metric and reference columns)."""
-    constant_keys = [k for kind, k in references.reference_keys(metric).items() if kind in references.CONSTANT_KINDS]
-    for variant, mine in by_variant.items():
-        if variant not in table_stats.index:
-            continue
-        shown = mine[metric].to_numpy(dtype=float)
-        constants = np.column_stack([mine[k].to_numpy(dtype=float) if k in mine else np.full(len(mine), math.nan)
-                                     for k in constant_keys])
-        table_stats.loc[variant, (metric, "constant")] = references.is_constant(shown, constants)
-        if reference is not None:
-            ref = mine[reference.key].to_numpy(dtype=float) if reference.key in mine else np.full(len(mine), math.nan)
-            ref = np.where(np.isnan(ref), reference.mean, ref)  # a run that did not log it: the sweep's level
-            table_stats.loc[variant, (metric, "p_above_ref")] = significance.above_reference(shown, ref)
+def reference_columns(values: pd.DataFrame, metric: str, reference: Reference | None) -> dict[str, np.ndarray]:
+    """`p_above_ref` and `constant` of `metric` per variant, from `values` (the metric's and its
+    references' per-seed values, index = seed, columns = (key, variant) in the table's variant order)."""
+    shown = values[metric].to_numpy(dtype=float)
+    missing = np.full(shown.shape, math.nan)
+    constants = [values[k].to_numpy(dtype=float) if k in values else missing
+                 for kind, k in references.reference_keys(metric).items() if kind in references.CONSTANT_KINDS]
+    out = {"constant": references.constant_many(shown, constants), "p_above_ref": np.full(shown.shape[1], math.nan)}
+    if reference is not None:
+        ref = values[reference.key].to_numpy(dtype=float) if reference.key in values else missing
+        ref = np.where(np.isnan(ref), reference.mean, ref)  # a run that did not log it: the sweep's level
+        out["p_above_ref"] = significance.above_reference_many(shown, ref)
+    return out
 
 
 def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTable:
@@ -234,16 +231,17 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
     values = metric_values(runs, keys + [k for k in ref_keys if k not in keys])
     ref_means = {k: float(values[k].mean()) for k in ref_keys if values[k].notna().any()}
     refs = {m: r for m in keys if (r := references.strongest(m, ref_means)) is not None and not LOWER_IS_BETTER.search(m)}
+    # index = seed, columns = (key, variant): every metric and reference as a [seeds, variants] matrix
+    wide = values.unstack("variant") if len(values) else pd.DataFrame(columns=pd.MultiIndex.from_tuples([], names=[None, "variant"]))
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([list(values.columns), list(spec.variants)]))
     columns = {}
     for key in keys:
-        by_seed = values[key].unstack("variant") if len(values) else pd.DataFrame()
-        by_seed = by_seed.reindex(columns=spec.variants)
-        columns[key] = summarise(by_seed, spec.baseline).reindex(spec.variants)
+        summary = summarise(wide[key], spec.baseline)
+        for stat, column in reference_columns(wide, key, refs.get(key)).items():
+            summary[stat] = column
+        columns[key] = summary.reindex(spec.variants)
     stats_frame = pd.concat(columns, axis=1) if columns else pd.DataFrame(index=spec.variants)
     stats_frame.index.name = "variant"
-    by_variant = {variant: group for variant, group in values.groupby(level=0, sort=False)} if len(values) else {}
-    for key in keys:
-        reference_columns(stats_frame, by_variant, key, refs.get(key))
     finished = runs[runs["status"] == FINISHED].dropna(subset=["seed"])
     run_ids: dict[str, dict[int, str]] = {}
     for variant, seed, run_id in zip(finished["variant"], finished["seed"], finished["run_id"]):

@@ -702,3 +702,18 @@ def test_cli_report_attention_and_a_bad_run_id(real_sweep, tmp_path):
     assert "Attention-in-object scores (1 held-out images)" in result.output
     bad = runner.invoke(app, ["report", "attention", "nope", "--tracking-uri", real_sweep["uri"], "--out", str(tmp_path)])
     assert bad.exit_code == 2 and bad.output.strip() == f"error: RUN_ID 'nope': no such run in {real_sweep['uri']}"
+
+
+def test_the_fast_sql_read_gives_what_search_runs_gives(store, report):
+    """On SQL stores the report reads only the kept columns; the frame equals `search_runs` + `slim`."""
+    from workbench.reports import store as runs_store
+
+    with using_store(store["uri"]):
+        fast = runs_store.read_sweep_runs()
+        slow = runs_store.slim(runs_store.search("tags.`workbench.sweep` LIKE '%'"))
+    fast, slow = fast.set_index("run_id").sort_index(), slow.set_index("run_id").sort_index()
+    slow = slow.loc[:, slow.notna().any()]  # columns no run has a value in are not read
+    assert set(fast.columns) == set(slow.columns), set(fast.columns) ^ set(slow.columns)
+    assert len(fast) == len(slow) == 4 + 9 + 8 + 6 + 12  # 4 parents
+    columns = sorted(fast.columns)
+    pd.testing.assert_frame_equal(fast[columns], slow[columns], check_dtype=False)

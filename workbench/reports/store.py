@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from workbench.config import ConfigError
 from workbench.errors import DataError
+from workbench.reports import sql_read
 from workbench.reports.cost import DEVICE_KIND_TAG, DEVICES_TAG
 from workbench.tracking import check_store, resolve_uri
 
@@ -43,8 +44,8 @@ KEEP_PARAMS = (*MASK_RATIO_PARAMS.values(), SCL_ENABLED_PARAM, SEED_PARAM, *BUDG
 BASELINE_TAG = "workbench.baseline"  # on the parent, when the sweep names its baseline
 DESCRIPTION_TAG = "mlflow.note.content"  # the sweep's description, on its parent run
 KEEP_COLUMNS = {"run_id", "status", "start_time", "end_time", "experiment_id"}
-KEEP_COLUMNS |= {f"tags.{t}" for t in (SWEEP_TAG, VARIANT_TAG, SEED_TAG, PARENT_TAG, BASELINE_TAG, DESCRIPTION_TAG,
-                                       DEVICES_TAG, DEVICE_KIND_TAG)}
+KEEP_TAGS = (SWEEP_TAG, VARIANT_TAG, SEED_TAG, PARENT_TAG, BASELINE_TAG, DESCRIPTION_TAG, DEVICES_TAG, DEVICE_KIND_TAG)
+KEEP_COLUMNS |= {f"tags.{t}" for t in KEEP_TAGS}
 KEEP_COLUMNS |= {f"params.{p}" for p in KEEP_PARAMS}
 KEEP_PREFIXES = ("metrics.eval/", "metrics.train/loss/")
 # Sweep names and run ids go into MLflow filter strings; allow no quotes.
@@ -133,6 +134,11 @@ def slim(runs: pd.DataFrame) -> pd.DataFrame:
 
 def read_sweep_runs(selectors: Sequence[str] = ()) -> pd.DataFrame:
     """Parent and child runs of the selected sweeps (names or parent run ids); all sweeps when empty."""
+    selectors = [_check_selector(selector) for selector in selectors]
+    with _gc_paused():
+        fast = sql_read.read_runs(SWEEP_TAG, selectors, KEEP_TAGS, KEEP_PARAMS, [p.removeprefix("metrics.") for p in KEEP_PREFIXES])
+    if fast is not None and not fast.empty and set(selectors) <= set(fast[f"tags.{SWEEP_TAG}"].dropna()):
+        return fast  # SQL store: only the kept columns (a parent run id as selector takes the search below)
     if not selectors:
         return slim(search(f"tags.`{SWEEP_TAG}` LIKE '%'"))
     frames = []

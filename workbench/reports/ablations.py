@@ -1,7 +1,7 @@
 """`workbench report ablations`: per sweep a table in every format, its figures and its page.
 
 Files go to `<out>/<sweep>/`: ablations.{md,csv,tex,html}, the figure that fits the
-sweep's shape (heatmap / line / bars .png+.pdf), training_curves.{png,pdf}, and
+sweep's shape (heatmap / line / bars .png+.pdf), training_curves.png, and
 report.html (the sweep's page) + section.html (its part of `<out>/index.html`).
 The sweep's MLflow parent run gets the summary (`parent_summary`): per-variant
 mean/std metrics, the table via `mlflow.log_table`, and the files under `reports/`.
@@ -51,9 +51,12 @@ def sweep_figures(sweep: Sweep, table: AblationTable, folder: Path) -> list[Path
     if keys and len(finished_ids):
         stats = figures.curve_stats(history.loss_histories(finished_ids, keys), sweep.runs)
         header, labels = variant_labels(table.variants)
-        fig = figures.training_curves_figure(stats, table.variants, f"{table.sweep}: training losses ({header})", labels)
+        metric = figures.figure_metrics(sweep, table, limit=1)
+        best = sorted(table.ranked(metric[0])[0]) if metric else []
+        fig = figures.training_curves_figure(stats, table.variants, f"{table.sweep}: training losses ({header})", labels,
+                                             highlight=[table.baseline, *best])
         if fig is not None:
-            written += outputs.save_figure(fig, folder / "training_curves")
+            written += outputs.save_figure(fig, folder / "training_curves", ("png",))  # for the page, not a paper
     return written
 
 

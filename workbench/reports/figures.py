@@ -15,6 +15,7 @@ from typing import Any
 
 import matplotlib
 import pandas as pd
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
@@ -24,6 +25,7 @@ from workbench.reports.stats import AblationTable
 from workbench.reports.store import FINISHED, MASK_RATIO_PARAMS, Sweep
 
 CURVE_COLUMNS = 3
+MAX_BANDS = 8  # more variants: mean lines only (a ± std band each would hide every line)
 
 
 def _finished(runs: pd.DataFrame) -> pd.DataFrame:
@@ -150,8 +152,9 @@ def heatmap_figure(sweep: Sweep, table: AblationTable, shape: Shape, metric: str
 def line_figure(sweep: Sweep, table: AblationTable, shape: Shape, metrics: list[str]) -> Figure:
     """Per metric: mean ± std over seeds along the numeric axis, seeds as dots, the reference dashed."""
     (key,) = shape.axes
-    fig = Figure(figsize=(3.6 * len(metrics), 3.2), layout="constrained")
+    fig = Figure(figsize=(3.6 * len(metrics), 3.4))
     panels = fig.subplots(1, len(metrics), squeeze=False)[0]
+    _one_row_layout(fig, 3.6 * len(metrics), 3.4, len(metrics))
     cells = grid(table).cells
     for ax, metric in zip(panels, metrics):
         points = seed_values(sweep, metric)
@@ -184,8 +187,9 @@ def bars_figure(sweep: Sweep, table: AblationTable, metrics: list[str]) -> Figur
 
     labels = grid(table).labels
     width = max(3.6, 0.55 * len(table.variants) + 1.5)
-    fig = Figure(figsize=(width * len(metrics), 3.6), layout="constrained")
+    fig = Figure(figsize=(width * len(metrics), 3.9))
     panels = fig.subplots(1, len(metrics), squeeze=False)[0]
+    _one_row_layout(fig, width * len(metrics), 3.9, len(metrics), bottom_in=0.5 + (0.7 if len(table.variants) > 3 else 0.0))
     cells = grid(table).cells
     order = [labels[v] for v in table.variants]
     palette = {labels[v]: ("0.6" if v == table.baseline else "C0") for v in table.variants}
@@ -196,10 +200,12 @@ def bars_figure(sweep: Sweep, table: AblationTable, metrics: list[str]) -> Figur
         sns.barplot(data=means, x="label", y="mean", hue="label", order=order, palette=palette, ax=ax, legend=False,
                     alpha=0.8)
         sns.stripplot(data=points, x="label", y="value", order=order, color="black", size=4, jitter=0.15, ax=ax)
+        tops = points.groupby("variant")["value"].max()
         for i, v in enumerate(table.variants):
             mark, mean = cells[v][metric].mark, table.cell(v, metric, "mean")
-            if mark and pd.notna(mean):
-                ax.annotate(mark, (i, mean), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=11)
+            if mark and pd.notna(mean):  # above the bar and its highest seed
+                ax.annotate(mark, (i, max(mean, tops.get(v, mean))), textcoords="offset points", xytext=(0, 5),
+                            ha="center", fontsize=11)
         _reference_line(ax, table, metric)
         ax.set_xlabel("")
         ax.set_ylabel(metric_label(metric))
@@ -208,6 +214,13 @@ def bars_figure(sweep: Sweep, table: AblationTable, metrics: list[str]) -> Figur
     fig.suptitle(f"{table.sweep}: bars = mean, dots = seeds, grey = baseline\n"
                  "† p<0.05, ‡ p<0.01 vs baseline (Holm)", fontsize=10)
     return fig
+
+
+def _one_row_layout(fig: Figure, width_in: float, height_in: float, panels: int, bottom_in: float = 0.5) -> None:
+    """Fixed margins for a row of panels (a two-line title on top): constrained layout would
+    double the time to draw the figure, which a 1,000-run report pays per sweep."""
+    fig.subplots_adjust(left=0.75 / width_in, right=1 - 0.15 / width_in, top=1 - 0.65 / height_in,
+                        bottom=bottom_in / height_in, wspace=0.9 / max(1.0, width_in / panels - 0.9))
 
 
 def _reference_line(ax, table: AblationTable, metric: str) -> None:
@@ -239,22 +252,39 @@ def curve_stats(histories: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return stats.rename(columns={"count": "n"})
 
 
-def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str, labels: dict[str, str] | None = None):
-    """One panel per loss; per variant the mean over seeds with a ± std band. None without data."""
+def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str, labels: dict[str, str] | None = None,
+                           highlight: list[str] | None = None):
+    """One panel per loss; per variant the mean over seeds with a ± std band. With more than
+    MAX_BANDS variants only `highlight` (the baseline and the best) get a colour, band and legend
+    entry; the others are thin grey lines (33 coloured lines and bands hide each other). None without data."""
     if stats.empty:
         return None
     keys = list(dict.fromkeys(stats["key"]))
     keys = sorted(keys, key=lambda k: (k.endswith("/total"), k))
     columns = min(CURVE_COLUMNS, len(keys))
     rows = math.ceil(len(keys) / columns)
-    fig = Figure(figsize=(4.6 * columns, 3.3 * rows + 0.3 * math.ceil(len(variants) / 4)), layout="constrained")
+    many = len(variants) > MAX_BANDS
+    shown = [v for v in (highlight or variants[:1]) if v in variants] if many else list(variants)
+    entries = len(shown) + (1 if many else 0)
+    legend_rows = math.ceil(entries / 4)
+    height = 3.3 * rows + 0.3 * legend_rows + 0.6
+    fig = Figure(figsize=(4.6 * columns, height))
     grid = fig.subplots(rows, columns, squeeze=False)
-    colours = matplotlib.colormaps["tab10" if len(variants) <= 10 else "tab20"]
+    # fixed margins (inches -> fractions): constrained layout would double the time to draw the figure
+    fig.subplots_adjust(left=0.6 / (4.6 * columns), right=0.99, top=1 - 0.75 / height,
+                        bottom=(0.55 + 0.22 * legend_rows + 0.45) / height, wspace=0.28, hspace=0.55)
+    colours = matplotlib.colormaps["tab10"]
+    by_key = {key: part for key, part in stats.groupby("key", sort=False)}
     for panel, key in zip(grid.flat, keys):
-        part = stats[stats["key"] == key]
-        for i, variant in enumerate(variants):
-            line = part[part["variant"] == variant].sort_values("step")
-            if line.empty:
+        lines = {variant: line.sort_values("step") for variant, line in by_key[key].groupby("variant", sort=False)}
+        if many:  # the rest as one grey line collection, drawn first (underneath)
+            rest = [lines[v][["step", "mean"]].to_numpy() for v in variants if v in lines and v not in shown]
+            if rest:
+                panel.add_collection(LineCollection(rest, colors="0.75", linewidths=0.6,
+                                                    label=f"other variants ({len(rest)})"))
+        for i, variant in enumerate(shown):
+            line = lines.get(variant)
+            if line is None:
                 continue
             colour = colours(i % colours.N)
             seeds = int(line["n"].max())
@@ -262,6 +292,7 @@ def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str,
             panel.plot(line["step"], line["mean"], color=colour, label=f"{name} (n={seeds})", linewidth=1.2)
             band = line["std"].fillna(0.0).to_numpy()
             panel.fill_between(line["step"], line["mean"] - band, line["mean"] + band, color=colour, alpha=0.2)
+        panel.autoscale_view()
         panel.set_title(key.removeprefix("train/loss/"))
         panel.xaxis.set_major_locator(MaxNLocator(integer=True))
         panel.set_xlabel("step")
@@ -269,8 +300,8 @@ def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str,
         panel.grid(alpha=0.3)
     for panel in list(grid.flat)[len(keys) :]:
         panel.set_visible(False)
-    handles, labels = grid.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, max(1, len(labels))),
-               fontsize="small", title="variant (mean ± std over seeds)")
+    handles, names = grid.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, max(1, len(names))),
+               fontsize="small", title="variant (mean ± std over seeds)", frameon=False)
     fig.suptitle(title)
     return fig

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+from datetime import datetime, timezone
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from workbench.config import ConfigError
 from workbench.pids import pid_alive
 
 FIGURE_FORMATS = ("png", "pdf")
+FIGURE_DPI = 100
 TEMP_PREFIX, TEMP_MARK = ".", ".tmp-"  # `.<name>.tmp-<pid>`: hidden, and the writer's pid says if it is stale
 INDEX = "index.html"
 TABLE_SUFFIXES = (".md", ".csv", ".tex", ".html")
@@ -74,8 +76,9 @@ def save_figure(fig, stem: Path, formats: tuple[str, ...] = FIGURE_FORMATS) -> l
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120)
+            fig.savefig(tmp, format=fmt, dpi=FIGURE_DPI)
         written.append(path)
+        fig.set_layout_engine("none")  # the layout of the first save holds for the next: not computed again
     return written
 
 
@@ -137,6 +140,7 @@ def write_index(root: Path) -> Path:
     body = "\n".join(sections) or "<p>No reports yet: run <code>workbench report ablations</code>.</p>"
     header = (
         "<h1>workbench reports</h1>\n<p class='meta'>Rebuild: <code>workbench report ablations</code> and "
-        "<code>workbench report attention RUN_ID --compare RUN_ID</code>; browse runs with <code>workbench ui</code>.</p>"
+        "<code>workbench report attention RUN_ID --compare RUN_ID</code>; browse runs with <code>workbench ui</code>. "
+        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.</p>"
     )
     return write_text(root / INDEX, page("workbench reports", f"{header}\n{body}", TABLE_CSS))

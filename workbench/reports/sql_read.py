@@ -90,3 +90,29 @@ def read_runs(
     out = pd.concat(parts, axis=1).reindex(frame.index)
     out = out.sort_values("start_time", ascending=False, kind="stable")  # search_runs' order: newest first
     return out.reset_index().rename(columns={"index": "run_id"})
+
+
+def read_histories(run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame | None:
+    """Every logged point of `keys` for `run_ids`: columns run_id, key, step, value (None when the
+    store is not an SQL store or the read fails; the caller then uses MLflow's history API)."""
+    store = _sql_store()
+    if store is None:
+        return None
+    try:
+        from sqlalchemy import select
+
+        from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+        rows = []
+        with store.ManagedSessionMaker() as session:
+            for start in range(0, len(run_ids), 500):
+                chunk = list(run_ids[start : start + 500])
+                rows += session.execute(
+                    select(SqlMetric.run_uuid, SqlMetric.key, SqlMetric.step, SqlMetric.value, SqlMetric.is_nan)
+                    .where(SqlMetric.run_uuid.in_(chunk), SqlMetric.key.in_(list(keys)))
+                ).all()
+    except Exception:
+        return None
+    frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "is_nan"])
+    frame["value"] = np.where(frame["is_nan"].astype(bool), np.nan, frame["value"].astype(float))
+    return frame.drop(columns="is_nan").sort_values(["run_id", "key", "step"], kind="stable", ignore_index=True)

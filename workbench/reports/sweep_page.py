@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
@@ -101,7 +100,7 @@ def section(sweep: Sweep, table: AblationTable, files: list[Path], prefix: str, 
         pdf = image.with_suffix(".pdf")
         caption = f"{table.sweep}: {FIGURE_CAPTIONS.get(image.stem, image.stem.replace('_', ' '))}"
         parts.append(outputs.figure_html(rel(image), caption, rel(pdf) if pdf in files else None))
-    parts.append(f"<p class='meta'>written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p></section>")
+    parts.append("</section>")  # no time of writing: the same runs give the same bytes
     return "\n".join(parts)
 
 

@@ -247,6 +247,7 @@ def curve_stats(histories: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per (key, variant, step): mean, std, n over the finished runs (seeds) of that variant."""
     finished = _finished(runs)[["run_id", "variant"]]
     data = histories.merge(finished, on="run_id")
+    data["variant"] = data["variant"].astype(object)  # plain objects: arrow-backed strings make each groupby slow
     data = data.drop_duplicates(["run_id", "key", "step"], keep="last")  # a resumed run may re-log a step
     stats = data.groupby(["key", "variant", "step"])["value"].agg(["mean", "std", "count"]).reset_index()
     return stats.rename(columns={"count": "n"})

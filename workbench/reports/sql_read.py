@@ -72,6 +72,7 @@ def read_runs(
             ).all()
     except Exception:  # an unexpected schema or driver: the caller falls back to search_runs
         return None
+    runs, tag_rows, param_rows, metric_rows = ([tuple(r) for r in rows] for rows in (runs, tag_rows, param_rows, metric_rows))
     frame = pd.DataFrame(runs, columns=["run_id", "status", "start_time", "end_time", "experiment_id"])
     frame["start_time"], frame["end_time"] = _time(frame["start_time"]), _time(frame["end_time"])
     frame["experiment_id"] = frame["experiment_id"].astype(str)
@@ -107,10 +108,10 @@ def read_histories(run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame 
         with store.ManagedSessionMaker() as session:
             for start in range(0, len(run_ids), 500):
                 chunk = list(run_ids[start : start + 500])
-                rows += session.execute(
+                rows += map(tuple, session.execute(  # plain tuples: pandas probes Row objects field by field
                     select(SqlMetric.run_uuid, SqlMetric.key, SqlMetric.step, SqlMetric.value, SqlMetric.is_nan)
                     .where(SqlMetric.run_uuid.in_(chunk), SqlMetric.key.in_(list(keys)))
-                ).all()
+                ).all())
     except Exception:
         return None
     frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "is_nan"])

@@ -53,7 +53,7 @@ def sweep_figures(sweep: Sweep, table: AblationTable, folder: Path) -> list[Path
         header, labels = variant_labels(table.variants)
         metric = figures.figure_metrics(sweep, table, limit=1)
         best = sorted(table.ranked(metric[0])[0]) if metric else []
-        fig = figures.training_curves_figure(stats, table.variants, f"{table.sweep}: training losses ({header})", labels,
+        fig = figures.training_curves_figure(stats, table.variants, f"{table.sweep}: training losses" + (f" ({header})" if header != "variant" else ""), labels,
                                              highlight=[table.baseline, *best])
         if fig is not None:
             written += outputs.save_figure(fig, folder / "training_curves", ("png",))  # for the page, not a paper

@@ -26,6 +26,10 @@ EVAL_KEYS = [
     "eval/vqa/acc", "eval/nlvr/acc", "eval/ve/acc", "eval/attention/in_object",
 ]
 LOSSES = ["itc", "itm", "mlm", "scl_mvsc", "scl_mlsc"]
+# reference levels, named as evaluation logs them (eval/<task>/<kind>_<metric>): the tables' reference row
+REFERENCE_KEYS = {"eval/retrieval/chance_tr_r1": 0.5, "eval/retrieval/chance_ir_r1": 0.5, "eval/retrieval/chance_r_mean": 2.7,
+                  "eval/vqa/majority_acc": 33.2, "eval/vqa/blind_acc": 41.0, "eval/nlvr/chance_acc": 50.0,
+                  "eval/ve/majority_acc": 33.3}
 
 
 def build_store(folder: Path, sweeps: int, variants: int, seeds: int, log_points: int, log_every: int = 10) -> int:
@@ -56,7 +60,8 @@ def build_store(folder: Path, sweeps: int, variants: int, seeds: int, log_points
         for i, variant in enumerate(names):
             for seed in range(seeds):
                 tags = {"mlflow.parentRunId": parent.info.run_id, "workbench.sweep": name,
-                        "workbench.variant": variant, "workbench.seed": str(seed), "workbench.trial": str(i * seeds + seed)}
+                        "workbench.variant": variant, "workbench.seed": str(seed), "workbench.trial": str(i * seeds + seed),
+                        "workbench.devices": "1", "workbench.device": "cuda"}
                 run = client.create_run(exp, tags=tags)
                 run_id = run.info.run_id
                 params = dict(base_params, **{"objectives.scl.image_mask_ratio": str(0.2 * (1 + i % 4)), "train.seed": str(seed)})
@@ -71,9 +76,10 @@ def build_store(folder: Path, sweeps: int, variants: int, seeds: int, log_points
                         metrics.append(Metric(f"train/loss/{loss}", float(2.0 / (1 + point) + rng.random() * 0.1), now, step))
                     metrics.append(Metric("train/loss/total", float(10.0 / (1 + point)), now, step))
                 metrics += [Metric(k, float(rng.random() * 100), now, log_points * log_every) for k in EVAL_KEYS]
+                metrics += [Metric(k, v, now, log_points * log_every) for k, v in REFERENCE_KEYS.items()]
                 for start in range(0, len(metrics), 1000):
                     client.log_batch(run_id, metrics=metrics[start:start + 1000])
-                client.set_terminated(run_id, "FINISHED")
+                client.set_terminated(run_id, "FINISHED", end_time=now + 1_800_000)  # 30 min on one GPU
                 count += 1
         client.set_terminated(parent.info.run_id, "FINISHED")
     return count

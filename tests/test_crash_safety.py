@@ -91,8 +91,8 @@ def test_kill_9_during_report_ablations_leaves_only_whole_files(sweep_store, tmp
     seen, killed = [], []
     folder = out / "masks"
     for ready in (lambda pid: (folder / "ablations.md").exists(),  # while the other tables are rendered and written
-                  lambda pid: (folder / f".training_curves.pdf.tmp-{pid}").exists()  # while a PDF is written
-                  or (folder / "training_curves.pdf").exists()):
+                  lambda pid: (folder / f".line.pdf.tmp-{pid}").exists()  # while a PDF is written
+                  or (folder / "line.pdf").exists()):
         process = workbench(*args, cwd=tmp_path)
         _kill_when(process, lambda: ready(process.pid))
         killed.append(process.pid)
@@ -109,7 +109,7 @@ def test_kill_9_during_report_ablations_leaves_only_whole_files(sweep_store, tmp
     final = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert final == [
         "index.html", "masks/ablations.csv", "masks/ablations.html", "masks/ablations.md", "masks/ablations.tex",
-        "masks/mask_ratio.pdf", "masks/mask_ratio.png", "masks/training_curves.pdf", "masks/training_curves.png",
+        "masks/line.pdf", "masks/line.png", "masks/report.html", "masks/section.html", "masks/training_curves.png",
     ]
     for path, data in seen:  # every file present after a kill was whole
         assert _whole(path, data), path

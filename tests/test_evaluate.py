@@ -225,7 +225,8 @@ def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):
 
     itm_off = _setup(shapes_tiny, "objectives.itm.enabled=false", "eval.tasks=[retrieval]")
     metrics = evaluate_all(*itm_off[2:], itm_off[0], itm_off[1], CPU)
-    assert all(metrics[f"eval/retrieval/{k}"] == metrics[f"eval/retrieval_itc/{k}"] for k in RETRIEVAL_KEYS)
+    assert {f"eval/retrieval/{k}" for k in RETRIEVAL_KEYS} <= set(metrics)
+    assert not any(k.startswith("eval/retrieval_itc/") for k in metrics)  # no re-ranking: not logged twice
 
     itc_off = _setup(shapes_tiny, "objectives.itc.enabled=false", "objectives.itm.negatives=random")
     full = retrieval_scores(itc_off[2].eval(), itc_off[3], dataset, tokenizer, itc_off[0], CPU)

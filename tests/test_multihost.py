@@ -308,7 +308,7 @@ def test_coordinator_and_worker_run_every_trial_exactly_once(
 
     study = optuna.load_study(study_name="tiny", storage=_storage(optuna_storage))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4, trial_errors(study)
-    keys = sorted((t.params["variant"], t.params["seed"]) for t in study.trials)
+    keys = sorted((t.params["variant"], t.user_attrs["seed"]) for t in study.trials)
     assert keys == [("mlsc", 0), ("mlsc", 1), ("mvsc", 0), ("mvsc", 1)]
     ran_by = {t.number: t.user_attrs[sweep_study.WORKER_ATTR]["pid"] for t in study.trials}
     assert set(ran_by.values()) == {coordinator.pid, worker.pid}, ran_by  # both hosts did work

@@ -307,7 +307,8 @@ def test_stale_heartbeat_of_another_host_requeues_the_trial(tmp_path):
     assert study.trials[trial.number].state == TrialState.FAIL
     waiting = study.get_trials(states=(TrialState.WAITING,))  # the other variant, and the retry
     (requeued,) = [t for t in waiting if t.system_attrs.get("failed_trial") == trial.number]
-    assert sweep_study.trial_params(requeued) == sweep_study.trial_params(study.trials[trial.number]) == {"variant": "mvsc", "seed": 0}
+    assert sweep_study.trial_params(requeued) == sweep_study.trial_params(study.trials[trial.number]) == {"variant": "mvsc"}
+    assert sweep_study.grid_key(requeued) == ("mvsc", 0)  # the seed is a user attribute the retry keeps
 
 
 def test_pruner_is_fed_from_metric_history_and_prunes_a_lagging_trial(tmp_path):
@@ -402,7 +403,7 @@ def test_two_variants_two_seeds_on_two_cpu_slots(shapes_tiny, tmp_path, store):
 
     study = optuna.load_study(study_name="tiny", storage=journal(tmp_path / "out"))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4, trial_errors(study)
-    keys = sorted((t.params["variant"], t.params["seed"]) for t in study.trials)
+    keys = sorted((t.params["variant"], t.user_attrs["seed"]) for t in study.trials)
     assert keys == [("mlsc", 0), ("mlsc", 1), ("mvsc", 0), ("mvsc", 1)]
 
     client = MlflowClient(store)
@@ -418,7 +419,7 @@ def test_two_variants_two_seeds_on_two_cpu_slots(shapes_tiny, tmp_path, store):
         trial = by_trial[int(tags["workbench.trial"])]
         assert run.info.status == "FINISHED"
         assert tags["workbench.sweep"] == "tiny"
-        assert (tags["workbench.variant"], int(tags["workbench.seed"])) == (trial.params["variant"], trial.params["seed"])
+        assert (tags["workbench.variant"], int(tags["workbench.seed"])) == (trial.params["variant"], trial.user_attrs["seed"])
         assert trial.user_attrs["workbench.mlflow_run_id"] == run.info.run_id
         assert params["train.seed"] == tags["workbench.seed"]
         assert params["objectives.scl.mlsc"] == str(trial.params["variant"] == "mlsc")  # the variant was applied
@@ -455,7 +456,7 @@ def test_kill_9_of_the_sweep_then_resume_finishes_only_what_is_missing(shapes_ti
     study = optuna.load_study(study_name="tiny", storage=journal(out))
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 4, trial_errors(study)
-    assert len({(t.params["variant"], t.params["seed"]) for t in complete}) == 4
+    assert len({(t.params["variant"], t.user_attrs["seed"]) for t in complete}) == 4
     assert study.trials[first.number].state == TrialState.COMPLETE  # finished before the kill: not re-run
     assert study.trials[first.number].user_attrs["workbench.mlflow_run_id"] == first.user_attrs["workbench.mlflow_run_id"]
 

@@ -412,10 +412,10 @@ def report_ablations(
     ] = None,
     fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="md | csv | latex | html (repeatable; default: all).")] = None,
     out: ReportOut = Path("reports"),
-    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Also draw training curves and mask-ratio figures.")] = True,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Also draw the sweep's figure (heatmap / line / bars) and training curves.")] = True,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Ablation tables (mean ± std over seeds, Δ vs baseline, paired t-test) and figures."""
+    """Ablation tables (mean ± std over seeds, Δ vs baseline, Holm-corrected paired t-test, reference row) and figures."""
     from workbench.reports.ablations import report_ablations as build
     from workbench.reports.tables import FORMATS, to_markdown
 
@@ -424,7 +424,7 @@ def report_ablations(
         tracking_uri=tracking_uri or "", with_figures=figures,
     )
     for report in result.sweeps.values():
-        typer.echo(to_markdown(report.table))
+        typer.echo(to_markdown(report.table, details=False))
         typer.echo("\n".join(f"wrote {path}" for path in report.files))
     typer.echo(f"index: {result.index} ({result.runs_read} runs read)")
 

@@ -63,7 +63,7 @@ def run_demo(out: Path = Path("reports"), slots: int = 2, tracking_uri: str = ""
 
     typer.echo("[3/4] ablation report")
     report = report_ablations([SWEEP], out=out, tracking_uri=uri)
-    table = "\n\n".join(to_markdown(r.table) for r in report.sweeps.values())
+    table = "\n\n".join(to_markdown(r.table, details=False) for r in report.sweeps.values())
     files = list(report.files)
 
     typer.echo("[4/4] attention maps: SCL off vs on (seed 0)")

@@ -221,7 +221,8 @@ def _run(
         state = _load_resume_state(cfg, resume_run_id, ranks, device)
         _restore_modules(state, pretrainer, optimizer, scheduler, resume_run_id)
 
-    run_tags = {"workbench.seed": str(cfg.train.seed), "workbench.data_hash": manifest["data_hash"], **(tags or {})}
+    run_tags = {"workbench.seed": str(cfg.train.seed), "workbench.data_hash": manifest["data_hash"],
+                "workbench.devices": str(ranks.world_size), "workbench.device": device.type, **(tags or {})}
     tracker = _start_tracker(cfg, ranks, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags)
     ckpt_path = Path(cfg.train.out_dir) / tracker.run_id / checkpoint.LAST
     start_step, already_logged = 0, -1

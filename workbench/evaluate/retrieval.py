@@ -4,7 +4,8 @@ Every image and caption is encoded once. With ITC: the cosine similarity of ever
 pair (`eval/<task>_itc/*`), then each row's top `eval.rerank_k` candidates re-scored
 by the ITM match logit of a fusion pass, the rest -100 (`eval/<task>/*`); text and
 image retrieval are re-ranked separately, as in ALBEF. Without ITM (or with
-`rerank_k = 0`) `eval/<task>/*` is the ITC ranking. Without ITC every pair is
+`rerank_k = 0`) `eval/<task>/*` is the ITC ranking and `eval/<task>_itc/*` is not
+logged (it would repeat it). Without ITC every pair is
 scored by ITM. Ranking and ties: `retrieval_metrics`.
 """
 
@@ -164,7 +165,8 @@ def evaluate_retrieval(
     model: nn.Module, objectives: nn.Module, cfg: RunConfig, tokenizer, device: torch.device, task: str = "retrieval",
     keep: dict | None = None,
 ) -> dict[str, float]:
-    """`eval/<task>/*` (re-ranked) and, with ITC, `eval/<task>_itc/*` (ITC only), in %.
+    """`eval/<task>/*` (re-ranked) and, when re-ranking changed the ranking source, `eval/<task>_itc/*`
+    (ITC only), in %. Without re-ranking both would be the same numbers: only `eval/<task>/*` is logged.
 
     `keep` (a dict) receives the split's data set and encodings ("dataset", "encoded"):
     the attention score reuses them instead of reading and encoding the split again.
@@ -178,6 +180,8 @@ def evaluate_retrieval(
     prefix = METRIC_PREFIX[task]
     metrics: dict[str, float] = {}
     for name, (i2t, t2i) in scores.items():
+        if name == "itc" and scores.get("final") is scores["itc"]:
+            continue  # no re-ranking: `<task>_itc` would repeat `<task>` metric for metric
         where = prefix if name == "final" else f"{prefix}_itc"
         for key, value in retrieval_metrics(i2t, dataset.txt2img, dataset.img2txt, scores_t2i=t2i).items():
             metrics[f"{where}/{key}"] = value

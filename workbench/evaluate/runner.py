@@ -4,7 +4,8 @@ Metric names are stable (INTERFACES.md "MLflow layout"); all values are in %
 except the attention share (a fraction in [0, 1]):
 
 * `eval/retrieval/{tr_r1,tr_r5,tr_r10,ir_r1,ir_r5,ir_r10,r_mean}` — ITC top-k re-ranked by ITM
-* `eval/retrieval_itc/{...same keys}` — ITC similarity only (only when ITC is built)
+* `eval/retrieval_itc/{...same keys}` — ITC similarity only (only when ITC is built and
+  ITM re-ranking is on; otherwise it would repeat `eval/retrieval/*`)
 * `eval/video_retrieval/{...}` and `eval/video_retrieval_itc/{...}` — the same on videos
 * `eval/vqa/acc`, `eval/nlvr/acc`, `eval/ve/acc` — short fine-tunes of a model copy
 * `eval/attention/in_object` — share of last-layer text-CLS->patch attention inside the

@@ -1,8 +1,12 @@
 """Reports from the MLflow store only (never from training or sweep code).
 
 * `ablations.report_ablations(sweeps, ...)` — per sweep: tables (md, csv, latex, html),
-  training curves and mask-ratio figures; `store` reads the runs, `stats` summarises
-  them, `tables`/`figures` render, `outputs` writes atomically and builds the index.
+  the figure for the sweep's shape and training curves, the sweep's page, and the
+  summary on its MLflow parent run. `store` (+ `sql_read` on SQL stores) reads the runs,
+  `stats` summarises them (`significance`: tests, Holm, CI, power; `references`: the
+  reference row; `cost`: device-hours), `cells` decides what each cell says,
+  `tables`/`latex`/`figures`/`sweep_page` render, `parent_summary` logs to MLflow,
+  `outputs` writes atomically and builds the index.
 * `attention_figure.report_attention(run_id, compare, n=...)` — per-word cross-attention
   and Grad-CAM maps and attention-in-object scores (`attention_maps` computes them).
 * `ui.serve(...)` — the MLflow UI on the project's store, bound to 127.0.0.1.

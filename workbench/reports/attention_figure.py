@@ -59,7 +59,7 @@ class RunMaps:
 
     @property
     def label(self) -> str:
-        return f"run {self.loaded.run_id[:8]}"
+        return self.loaded.name or f"run {self.loaded.run_id[:8]}"
 
 
 @dataclass
@@ -244,6 +244,7 @@ def report_attention(
     table = scores_table(runs, len(data.captions))
     files.append(outputs.write_text(folder / "scores.md", scores_markdown(table)))
     files.append(outputs.write_text(folder / "scores.csv", table.to_csv()))
+    outputs.write_text(folder / outputs.LABEL_FILE, "attention: " + " vs ".join(run.label for run in runs))
     if log_to_mlflow:
         from workbench import tracking
 

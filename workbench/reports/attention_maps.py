@@ -36,6 +36,15 @@ class LoadedRun:
     objectives: torch.nn.Module
     tokenizer: object
     logged_in_object: float | None  # the run's eval/attention/in_object, when it logged one
+    name: str = ""  # how a reader knows the run: 'baseline/seed0' for a sweep child, else 'run 1a2b3c4d'
+
+
+def run_name(run_id: str, tags: dict[str, str]) -> str:
+    """'<variant>/seed<seed>' for a sweep's child run (tags workbench.variant/seed), else 'run <id[:8]>'."""
+    variant, seed = tags.get("workbench.variant"), tags.get("workbench.seed")
+    if variant and seed is not None:
+        return f"{variant}/seed{seed}"
+    return f"run {run_id[:8]}"
 
 
 def _checkpoint_path(run_id: str, cfg: RunConfig, tracking_uri: str, scratch: Path) -> Path:
@@ -71,7 +80,8 @@ def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
     objectives.load_state_dict(state["objectives"])
     model.eval()
     objectives.eval()
-    return LoadedRun(run_id, cfg, model, objectives, tokenizer, run.data.metrics.get("eval/attention/in_object"))
+    return LoadedRun(run_id, cfg, model, objectives, tokenizer, run.data.metrics.get("eval/attention/in_object"),
+                     run_name(run_id, run.data.tags))
 
 
 @dataclass

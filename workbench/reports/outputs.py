@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+from datetime import datetime, timezone
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from workbench.config import ConfigError
 from workbench.pids import pid_alive
 
 FIGURE_FORMATS = ("png", "pdf")
+FIGURE_DPI = 100
 TEMP_PREFIX, TEMP_MARK = ".", ".tmp-"  # `.<name>.tmp-<pid>`: hidden, and the writer's pid says if it is stale
 INDEX = "index.html"
 TABLE_SUFFIXES = (".md", ".csv", ".tex", ".html")
@@ -74,41 +76,71 @@ def save_figure(fig, stem: Path, formats: tuple[str, ...] = FIGURE_FORMATS) -> l
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120)
+            fig.savefig(tmp, format=fmt, dpi=FIGURE_DPI)
         written.append(path)
+        fig.set_layout_engine("none")  # the layout of the first save holds for the next: not computed again
     return written
 
 
-def _section(folder: Path, root: Path) -> str:
+SECTION = "section.html"  # a sweep's part of the index, written by the report (paths relative to the root)
+SWEEP_PAGE = "report.html"  # the same section as a page of its own (paths relative to its folder)
+LABEL_FILE = "label.txt"  # a folder's heading in the index (attention: "baseline/seed0 vs +scl/seed0")
+PAGE_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 1.5em auto; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+.meta { color: #555; margin: 0.2em 0; } .meta b { color: #222; font-weight: 600; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; } .files a { margin-right: 0.6em; }
+"""
+
+
+def page(title: str, body: str, css: str = "") -> str:
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{PAGE_CSS}{css}</style></head>\n<body>\n{body}\n</body></html>\n")
+
+
+def figure_html(image: str, caption: str, pdf: str | None = None) -> str:
+    """An inline figure (image links to itself, pdf linked when there is one)."""
+    link = f" (<a href='{html.escape(pdf, quote=True)}'>pdf</a>)" if pdf else ""
+    src = html.escape(image, quote=True)
+    return (f"<figure><a href='{src}'><img src='{src}' alt='{html.escape(caption, quote=True)}'></a>"
+            f"<figcaption>{html.escape(caption)}{link}</figcaption></figure>")
+
+
+def _folder_section(folder: Path, root: Path) -> str:
+    """A folder the report did not write a section for (attention maps, ...): its figures inline."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    tables = [p for p in files if p.suffix in TABLE_SUFFIXES and p.name != INDEX]
+    tables = [p for p in files if p.suffix in TABLE_SUFFIXES and p.name not in (INDEX, SECTION, SWEEP_PAGE)]
     images = [p for p in files if p.suffix == ".png"]
     if not tables and not images:
         return ""
-    rel = lambda p: html.escape(p.relative_to(root).as_posix(), quote=True)  # noqa: E731
-    parts = [f"<h2>{html.escape(folder.relative_to(root).as_posix() or 'reports')}</h2>"]
+    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
+    label_file = folder / LABEL_FILE
+    heading = label_file.read_text(encoding="utf-8").strip() if label_file.is_file() else rel(folder) or "reports"
+    parts = [f"<section><h2>{html.escape(heading)}</h2>"]
     if tables:
-        parts.append("<p>tables: " + " · ".join(f"<a href='{rel(p)}'>{html.escape(p.name)}</a>" for p in tables) + "</p>")
+        parts.append("<p class='files'>files: " + "".join(
+            f"<a href='{html.escape(rel(p), quote=True)}'>{html.escape(p.name)}</a>" for p in tables) + "</p>")
     for image in images:
         pdf = image.with_suffix(".pdf")
-        link = f" (<a href='{rel(pdf)}'>pdf</a>)" if pdf.exists() else ""
-        parts.append(
-            f"<figure><a href='{rel(image)}'><img src='{rel(image)}' style='max-width: 100%;'></a>"
-            f"<figcaption>{html.escape(image.stem)}{link}</figcaption></figure>"
-        )
-    return "\n".join(parts)
+        parts.append(figure_html(rel(image), f"{heading}: {image.stem.replace('_', ' ')}", rel(pdf) if pdf.exists() else None))
+    return "\n".join(parts) + "</section>"
 
 
 def write_index(root: Path) -> Path:
-    """One page linking every table and figure under `root` (rebuilt from what is on disk)."""
-    folders = [root] + sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))
-    sections = [s for s in (_section(folder, root) for folder in folders) if s]
+    """One page with every report under `root`, rebuilt from what is on disk: each sweep's
+    section (header, embedded table, inline figures), then other folders' figures."""
+    from workbench.reports.tables import TABLE_CSS
+
+    folders = sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))
+    sweeps = [f for f in folders if (f / SECTION).is_file()]
+    inside_sweeps = lambda f: any(s in f.parents for s in sweeps)  # noqa: E731
+    sections = [(f / SECTION).read_text(encoding="utf-8") for f in sweeps]
+    sections += [s for s in (_folder_section(f, root) for f in [root] + folders if f not in sweeps and not inside_sweeps(f)) if s]
     body = "\n".join(sections) or "<p>No reports yet: run <code>workbench report ablations</code>.</p>"
-    page = (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>workbench reports</title></head>\n"
-        "<body style='font-family: sans-serif; max-width: 1100px; margin: auto;'>\n"
-        "<h1>workbench reports</h1>\n<p>Rebuild: <code>workbench report ablations</code> "
-        "and <code>workbench report attention RUN_ID</code> (see README.md).</p>\n"
-        f"{body}\n</body></html>\n"
+    header = (
+        "<h1>workbench reports</h1>\n<p class='meta'>Rebuild: <code>workbench report ablations</code> and "
+        "<code>workbench report attention RUN_ID --compare RUN_ID</code>; browse runs with <code>workbench ui</code>. "
+        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.</p>"
     )
-    return write_text(root / INDEX, page)
+    return write_text(root / INDEX, page("workbench reports", f"{header}\n{body}", TABLE_CSS))

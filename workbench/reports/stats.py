@@ -1,9 +1,14 @@
-"""Per-variant statistics over seeds: mean ± std (n), Δ vs the baseline, paired t-test.
+"""Per-variant statistics over seeds: mean ± std (n), Δ vs the baseline with its CI and a
+Holm-corrected paired t-test, seeds needed for a non-significant Δ, and the reference row.
 
 Only FINISHED runs are averaged. Failed, still running or missing seeds are never
 filled in: they lower n and are named in the variant's flag. The test is a
 two-sided paired t-test (`scipy.stats.ttest_rel`) over the seeds that both the
-variant and the baseline finished; Δ is the difference of the two means shown.
+variant and the baseline finished; within one table and metric the variants' p-values
+are Holm-corrected (`significance.holm`). Δ is the difference of the two means shown;
+its 95 % interval is t-based over the paired differences. Each cell is also tested
+(one-sided) against the metric's strongest reference (`references`), and flagged when
+it looks like a constant predictor.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from workbench.config import ConfigError
+from workbench.reports import cost, references, significance
+from workbench.reports.references import Reference
 from workbench.reports.store import EVAL_PREFIX, FINISHED, Sweep
 
-STATS = ("mean", "std", "n", "delta", "p_value", "n_pairs")
-TEST_NAME = "two-sided paired t-test over seeds shared with the baseline (scipy.stats.ttest_rel)"
+STATS = ("mean", "std", "n", "delta", "ci_low", "ci_high", "p_value", "p_holm", "n_pairs", "seeds_needed",
+         "p_above_ref", "constant")
+TEST_NAME = "two-sided paired t-test over seeds shared with the baseline (scipy.stats.ttest_rel), Holm-corrected"
 # What the table shows when neither the user nor the sweep names metrics (those logged are kept).
 DEFAULT_METRICS = (
     "eval/retrieval/tr_r1",
@@ -49,48 +56,41 @@ class AblationTable:
     flags: dict[str, str]  # variant -> "" or e.g. "failed: seed 2"
     expected_seeds: list[int]
     notes: list[str] = field(default_factory=list)
+    references: dict[str, Reference] = field(default_factory=dict)  # metric -> its strongest reference
+    device_hours: dict[str, float] = field(default_factory=dict)  # variant -> summed over its runs
+    device_kind: str = "device"  # GPU | CPU | device (the cost column's unit)
+    run_ids: dict[str, dict[int, str]] = field(default_factory=dict)  # variant -> seed -> run id
 
     def cell(self, variant: str, metric: str, stat: str) -> float:
         return self.stats.loc[variant, (metric, stat)]
 
-    def best(self, metric: str) -> set[str]:
-        """Variants with the best mean for `metric` (ties all count)."""
+    def ranked(self, metric: str) -> tuple[set[str], set[str]]:
+        """(best, second best) variants by mean for `metric`; ties share a rank."""
         means = self.stats[(metric, "mean")].dropna()
         if means.empty:
-            return set()
-        target = means.min() if LOWER_IS_BETTER.search(metric) else means.max()
-        return set(means.index[np.isclose(means.to_numpy(dtype=float), target)])
+            return set(), set()
+        lower = bool(LOWER_IS_BETTER.search(metric))
+        levels = np.unique(means.to_numpy(dtype=float))
+        levels = levels if lower else levels[::-1]
+        ranks = [set(means.index[np.isclose(means.to_numpy(dtype=float), level)]) for level in levels[:2]]
+        best = ranks[0]
+        second = next((r for r in ranks[1:] if not r <= best), set()) - best
+        return best, second
+
+    def best(self, metric: str) -> set[str]:
+        """Variants with the best mean for `metric` (ties all count)."""
+        return self.ranked(metric)[0]
+
+    @property
+    def comparisons(self) -> int:
+        """Variants compared with the baseline (the Holm family size of each metric)."""
+        return max(0, len(self.variants) - (self.baseline in self.variants))
 
 
 def paired_tests(variants: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Paired t-tests of every column of `variants` [seeds, V] against `baseline` [seeds]
-    over the seeds both have (NaN = absent): p-values [V] and pair counts [V].
-
-    p is NaN with fewer than 2 pairs, or when the differences do not vary (the t
-    statistic is then undefined, and scipy's p = 0 would claim a certainty two seeds
-    cannot give). Columns with the same missing seeds share one vectorised scipy call.
-    """
-    variants = np.asarray(variants, dtype=float)
-    if variants.ndim != 2:  # (0, V) stays as it is: a sweep with no finished seed yet
-        variants = variants.reshape(len(baseline), -1)
-    baseline = np.asarray(baseline, dtype=float)
-    both = ~np.isnan(variants) & ~np.isnan(baseline)[:, None]
-    counts = both.sum(axis=0)
-    p_values = np.full(variants.shape[1], math.nan)
-    patterns: dict[bytes, list[int]] = {}
-    for column in np.flatnonzero(counts >= 2):
-        patterns.setdefault(both[:, column].tobytes(), []).append(column)
-    for columns in patterns.values():
-        rows = both[:, columns[0]]
-        a, b = variants[rows][:, columns], baseline[rows][:, None]
-        diff = a - b
-        varies = np.ptp(diff, axis=0) > 1e-12 * np.maximum(1.0, np.abs(diff).max(axis=0))
-        if varies.any():
-            chosen = np.asarray(columns)[varies]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                p_values[chosen] = stats.ttest_rel(a[:, varies], np.broadcast_to(b, a[:, varies].shape), axis=0).pvalue
-    return p_values, counts
+    """p-values [V] and pair counts [V] of `significance.paired_tests` (kept for callers and tests)."""
+    result = significance.paired_tests(variants, baseline)
+    return result["p_value"], result["n_pairs"]
 
 
 def paired_test(variant: np.ndarray, baseline: np.ndarray) -> tuple[float, int]:
@@ -100,7 +100,8 @@ def paired_test(variant: np.ndarray, baseline: np.ndarray) -> tuple[float, int]:
 
 
 def summarise(values: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """`values` (index = seed, columns = variant; NaN = no finished value) -> one row of STATS per variant."""
+    """`values` (index = seed, columns = variant; NaN = no finished value) -> one row of STATS per variant
+    (without the reference columns, which need the runs' reference values)."""
     matrix = values.to_numpy(dtype=float)
     has_base = baseline in values.columns
     base = matrix[:, values.columns.get_loc(baseline)] if has_base else np.full(len(values), math.nan)
@@ -110,16 +111,27 @@ def summarise(values: pd.DataFrame, baseline: str) -> pd.DataFrame:
         means = np.nanmean(matrix, axis=0) if len(matrix) else np.full(matrix.shape[1], math.nan)
         stds = np.where(counts > 1, np.nanstd(matrix, axis=0, ddof=1), math.nan) if len(matrix) else means
         base_mean = np.nanmean(base) if len(base) else math.nan
-    p_values, n_pairs = paired_tests(matrix, base)
-    is_base = values.columns == baseline
+    tests = significance.paired_tests(matrix, base)
+    is_base = np.asarray(values.columns == baseline)
+    p_values = np.where(is_base, math.nan, tests["p_value"])
+    p_holm = significance.holm(p_values)
+    needed = np.full(len(means), math.nan)
+    wanted = ~np.isnan(p_values) & ~(p_holm < significance.ALPHA)  # tested, not significant
+    needed[wanted] = significance.seeds_for_power_many(tests["diff_mean"][wanted], tests["diff_std"][wanted])
     return pd.DataFrame(
         {
             "mean": means,
             "std": stds,
             "n": counts,
             "delta": np.where(is_base, math.nan, means - base_mean),
-            "p_value": np.where(is_base, math.nan, p_values),
-            "n_pairs": np.where(is_base, 0, n_pairs),
+            "ci_low": np.where(is_base, math.nan, tests["ci_low"]),
+            "ci_high": np.where(is_base, math.nan, tests["ci_high"]),
+            "p_value": p_values,
+            "p_holm": p_holm,
+            "n_pairs": np.where(is_base, 0, tests["n_pairs"]),
+            "seeds_needed": needed,
+            "p_above_ref": math.nan,
+            "constant": False,
         },
         index=values.columns,
     )
@@ -131,6 +143,7 @@ def resolve_metrics(requested: list[str], runs: pd.DataFrame, strict: bool) -> l
     `strict`: an unknown name is an error."""
     # a search over several sweeps has every sweep's columns: keep the ones with values
     any_logged = [c[len("metrics.") :] for c in runs.columns if c.startswith("metrics.") and runs[c].notna().any()]
+    any_logged = [m for m in any_logged if not references.is_reference(m)]  # the reference row, not columns
     logged = [m for m in any_logged if m.startswith(EVAL_PREFIX)]
     if not requested:
         chosen = [m for m in DEFAULT_METRICS if m in logged]
@@ -188,18 +201,51 @@ def metric_values(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return frame[~frame.index.duplicated(keep="last")]
 
 
+def reference_columns(values: pd.DataFrame, metric: str, reference: Reference | None) -> dict[str, np.ndarray]:
+    """`p_above_ref` and `constant` of `metric` per variant, from `values` (the metric's and its
+    references' per-seed values, index = seed, columns = (key, variant) in the table's variant order)."""
+    shown = values[metric].to_numpy(dtype=float)
+    missing = np.full(shown.shape, math.nan)
+    constants = [values[k].to_numpy(dtype=float) if k in values else missing
+                 for kind, k in references.reference_keys(metric).items() if kind in references.CONSTANT_KINDS]
+    out = {"constant": references.constant_many(shown, constants), "p_above_ref": np.full(shown.shape[1], math.nan)}
+    if reference is not None:
+        ref = values[reference.key].to_numpy(dtype=float) if reference.key in values else missing
+        ref = np.where(np.isnan(ref), reference.mean, ref)  # a run that did not log it: the sweep's level
+        out["p_above_ref"] = significance.above_reference_many(shown, ref)
+    return out
+
+
 def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTable:
-    """Summarise one sweep: rows = variants (baseline first), per metric STATS, plus flags."""
+    """Summarise one sweep: rows = variants (baseline first), per metric STATS, plus flags,
+    the reference row, cost per variant and the run ids behind each cell."""
     spec, runs = sweep.spec, sweep.runs
     keys = resolve_metrics(list(metrics or spec.metrics), runs, strict=bool(metrics))
-    values = metric_values(runs, keys)
+    notes = list(sweep.notes)
+    if not metrics:  # the sweep's own list: a metric no run logged is a note, not a column of dashes
+        unlogged = [k for k in keys if f"metrics.{k}" not in runs or runs[f"metrics.{k}"].isna().all()]
+        if unlogged and len(unlogged) < len(keys):
+            notes.append(f"not logged by any run, left out: {', '.join(unlogged)}")
+            keys = [k for k in keys if k not in unlogged]
+    ref_keys = [k for m in keys for k in references.reference_keys(m).values() if f"metrics.{k}" in runs]
+    values = metric_values(runs, keys + [k for k in ref_keys if k not in keys])
+    ref_means = {k: float(values[k].mean()) for k in ref_keys if values[k].notna().any()}
+    refs = {m: r for m in keys if (r := references.strongest(m, ref_means)) is not None and not LOWER_IS_BETTER.search(m)}
+    # index = seed, columns = (key, variant): every metric and reference as a [seeds, variants] matrix
+    wide = values.unstack("variant") if len(values) else pd.DataFrame(columns=pd.MultiIndex.from_tuples([], names=[None, "variant"]))
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([list(values.columns), list(spec.variants)]))
     columns = {}
     for key in keys:
-        by_seed = values[key].unstack("variant") if len(values) else pd.DataFrame()
-        by_seed = by_seed.reindex(columns=spec.variants)
-        columns[key] = summarise(by_seed, spec.baseline).reindex(spec.variants)
+        summary = summarise(wide[key], spec.baseline)
+        for stat, column in reference_columns(wide, key, refs.get(key)).items():
+            summary[stat] = column
+        columns[key] = summary.reindex(spec.variants)
     stats_frame = pd.concat(columns, axis=1) if columns else pd.DataFrame(index=spec.variants)
     stats_frame.index.name = "variant"
+    finished = runs[runs["status"] == FINISHED].dropna(subset=["seed"])
+    run_ids: dict[str, dict[int, str]] = {}
+    for variant, seed, run_id in zip(finished["variant"], finished["seed"], finished["run_id"]):
+        run_ids.setdefault(variant, {})[int(seed)] = run_id
     return AblationTable(
         sweep=spec.name,
         baseline=spec.baseline,
@@ -208,7 +254,11 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
         stats=stats_frame,
         flags=seed_flags(runs, spec.variants, spec.seeds, keys),
         expected_seeds=list(spec.seeds),
-        notes=list(sweep.notes) + _no_finished_note(runs),
+        notes=notes + _no_finished_note(runs),
+        references=refs,
+        device_hours=cost.device_hours(runs, list(spec.variants)),
+        device_kind=cost.device_kind(runs),
+        run_ids={v: dict(sorted(s.items())) for v, s in run_ids.items()},
     )
 
 

@@ -23,6 +23,8 @@ from mlflow.exceptions import MlflowException
 
 from workbench.config import ConfigError
 from workbench.errors import DataError
+from workbench.reports import sql_read
+from workbench.reports.cost import DEVICE_KIND_TAG, DEVICES_TAG
 from workbench.tracking import check_store, resolve_uri
 
 SWEEP_TAG = "workbench.sweep"
@@ -37,10 +39,13 @@ PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # Params the figures read (mask-ratio axes, whether SCL ran) and the seed fallback.
 MASK_RATIO_PARAMS = {"image": "objectives.scl.image_mask_ratio", "text": "objectives.scl.text_mask_ratio"}
 SCL_ENABLED_PARAM = "objectives.scl.enabled"
-KEEP_PARAMS = (*MASK_RATIO_PARAMS.values(), SCL_ENABLED_PARAM, SEED_PARAM)
+BUDGET_PARAMS = ("train.steps", "train.batch_size", "data.root", "data.shapes_size")
+KEEP_PARAMS = (*MASK_RATIO_PARAMS.values(), SCL_ENABLED_PARAM, SEED_PARAM, *BUDGET_PARAMS)
 BASELINE_TAG = "workbench.baseline"  # on the parent, when the sweep names its baseline
-KEEP_COLUMNS = {"run_id", "status", "start_time"}
-KEEP_COLUMNS |= {f"tags.{t}" for t in (SWEEP_TAG, VARIANT_TAG, SEED_TAG, PARENT_TAG, BASELINE_TAG)}
+DESCRIPTION_TAG = "mlflow.note.content"  # the sweep's description, on its parent run
+KEEP_COLUMNS = {"run_id", "status", "start_time", "end_time", "experiment_id"}
+KEEP_TAGS = (SWEEP_TAG, VARIANT_TAG, SEED_TAG, PARENT_TAG, BASELINE_TAG, DESCRIPTION_TAG, DEVICES_TAG, DEVICE_KIND_TAG)
+KEEP_COLUMNS |= {f"tags.{t}" for t in KEEP_TAGS}
 KEEP_COLUMNS |= {f"params.{p}" for p in KEEP_PARAMS}
 KEEP_PREFIXES = ("metrics.eval/", "metrics.train/loss/")
 # Sweep names and run ids go into MLflow filter strings; allow no quotes.
@@ -58,6 +63,9 @@ class SweepSpec:
     metrics: list[str] = field(default_factory=list)  # as written; resolved against the runs later
     axes: dict[str, Any] = field(default_factory=dict)
     source: str = "tags"  # "sweep.yaml" or "tags"
+    description: str = ""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> its config overrides
+    objective: str = ""  # the metric the sweep optimised (figures draw it)
 
 
 @dataclass
@@ -66,6 +74,8 @@ class Sweep:
     parent_run_id: str | None
     runs: pd.DataFrame  # child runs: run_id, status, start_time, variant, seed, metrics.*, params.*
     notes: list[str] = field(default_factory=list)
+    experiment_id: str | None = None  # of the parent (its MLflow page)
+    started: pd.Timestamp | None = None  # the parent's start time
 
     @property
     def name(self) -> str:
@@ -124,6 +134,11 @@ def slim(runs: pd.DataFrame) -> pd.DataFrame:
 
 def read_sweep_runs(selectors: Sequence[str] = ()) -> pd.DataFrame:
     """Parent and child runs of the selected sweeps (names or parent run ids); all sweeps when empty."""
+    selectors = [_check_selector(selector) for selector in selectors]
+    with _gc_paused():
+        fast = sql_read.read_runs(SWEEP_TAG, selectors, KEEP_TAGS, KEEP_PARAMS, [p.removeprefix("metrics.") for p in KEEP_PREFIXES])
+    if fast is not None and not fast.empty and set(selectors) <= set(fast[f"tags.{SWEEP_TAG}"].dropna()):
+        return fast  # SQL store: only the kept columns (a parent run id as selector takes the search below)
     if not selectors:
         return slim(search(f"tags.`{SWEEP_TAG}` LIKE '%'"))
     frames = []
@@ -172,6 +187,17 @@ def _seeds(raw: Any, where: str) -> list[int]:
         raise DataError(f"{where}: seeds: {raw!r} is not a list of integers or a count") from None
 
 
+def _variant_overrides(raw: Any) -> dict[str, dict[str, Any]]:
+    """variant -> overrides, from the resolved `variants: [{name, overrides}]` (else a mapping)."""
+    if isinstance(raw, dict):
+        return {str(k): dict(v) for k, v in raw.items() if isinstance(v, dict)}
+    found = {}
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict) and "name" in item and isinstance(item.get("overrides"), dict):
+            found[str(item["name"])] = dict(item["overrides"])
+    return found
+
+
 def parse_spec(data: Any, where: str, fallback_name: str) -> SweepSpec:
     """A SweepSpec from a loaded `sweep.yaml` (unknown keys are ignored: the sweep owns its format)."""
     if not isinstance(data, dict):
@@ -192,6 +218,9 @@ def parse_spec(data: Any, where: str, fallback_name: str) -> SweepSpec:
         metrics=[str(m) for m in metrics],
         axes=data.get("axes") or {},
         source=SPEC_ARTIFACT,
+        description=str(data.get("description") or ""),
+        overrides=_variant_overrides(data.get("variants", [])),
+        objective=str((data.get("objective") or {}).get("metric", "")) if isinstance(data.get("objective"), dict) else "",
     )
 
 
@@ -308,7 +337,14 @@ def split_sweeps(runs: pd.DataFrame) -> list[Sweep]:
             if len(tagged) and isinstance(tagged.iloc[0], str) and tagged.iloc[0]:
                 spec.baseline = tagged.iloc[0]
             notes.append(f"no {SPEC_ARTIFACT} on the parent run: variants, seeds and baseline read from run tags")
-        sweeps.append(Sweep(_complete_spec(spec, group, notes), pid if has_parent else None, group, notes))
+        row = parents[parents["run_id"] == pid]
+        if len(row) and not spec.description and f"tags.{DESCRIPTION_TAG}" in row and isinstance(row[f"tags.{DESCRIPTION_TAG}"].iloc[0], str):
+            spec.description = row[f"tags.{DESCRIPTION_TAG}"].iloc[0]
+        sweeps.append(Sweep(
+            _complete_spec(spec, group, notes), pid if has_parent else None, group, notes,
+            experiment_id=str(row["experiment_id"].iloc[0]) if len(row) else (str(group["experiment_id"].iloc[0]) if len(group) else None),
+            started=row["start_time"].iloc[0] if len(row) else None,
+        ))
     return sweeps
 
 

@@ -1,15 +1,16 @@
-"""Render an AblationTable as markdown, CSV, LaTeX or HTML.
+"""Render an AblationTable as markdown, CSV, LaTeX or HTML — one column per metric.
 
-CSV is the numbers (one column per metric and statistic) for other tools;
-markdown, LaTeX and HTML show `mean ± std (n=k)`, Δ and p per metric, the best
-mean per column in bold and a flag column naming seeds that were left out.
-LaTeX and HTML go through pandas' Styler. `tabulate` is not installed, so the
-markdown pipe table is written here (it is a few lines).
+CSV is the numbers (one column per metric and statistic, the reference row first)
+for other tools. Markdown, HTML and LaTeX share one shape (`cells.grid`): a
+reference row, then per variant `mean ± std` with the Δ vs baseline, † / ‡ after
+Holm's correction, ° / § for cells not above the reference or constant, bold best,
+underlined (markdown: italic) second, and the device-hours the row cost. Markdown
+and HTML add a details table: Δ with its 95 % CI, Holm p, and for a non-significant
+Δ the seeds a test would need. `latex.py` writes the LaTeX.
 """
 
 from __future__ import annotations
 
-import functools
 import html
 import math
 from typing import Callable
@@ -17,36 +18,21 @@ from typing import Callable
 import pandas as pd
 
 from workbench.config import ConfigError
-from workbench.reports.stats import STATS, TEST_NAME, AblationTable
+from workbench.reports import latex
+from workbench.reports.cells import (  # noqa: F401 - metric_label/decimals are part of this module's API
+    BELOW_REF,
+    CONSTANT,
+    Cell,
+    Grid,
+    decimals,
+    grid,
+    legend,
+    metric_label,
+)
+from workbench.reports.stats import STATS, AblationTable
 
 FORMATS = {"md": "md", "csv": "csv", "latex": "tex", "html": "html"}  # format -> file suffix
-TASK_LABELS = {
-    "retrieval": "",
-    "retrieval_itc": "ITC",
-    "video_retrieval": "video",
-    "vqa": "VQA",
-    "nlvr": "NLVR2",
-    "ve": "VE",
-    "attention": "attention",
-}
-METRIC_LABELS = {
-    "tr_r1": "TR@1", "tr_r5": "TR@5", "tr_r10": "TR@10",
-    "ir_r1": "IR@1", "ir_r5": "IR@5", "ir_r10": "IR@10",
-    "r_mean": "R mean", "acc": "acc", "in_object": "in-object",
-}
-DASH = "—"
-MAX_DIGITS = 4
-
-
-def metric_label(key: str) -> str:
-    """'eval/retrieval/tr_r1' -> 'TR@1', 'eval/video_retrieval/ir_r1' -> 'video IR@1', 'eval/vqa/acc' -> 'VQA acc'."""
-    parts = key.split("/")
-    if parts[0] == "eval":
-        parts = parts[1:]
-    if len(parts) == 2:
-        task, metric = parts
-        return f"{TASK_LABELS.get(task, task)} {METRIC_LABELS.get(metric, metric)}".strip()
-    return "/".join(parts)
+REFERENCE_LABEL = "reference"
 
 
 def check_formats(formats: list[str]) -> list[str]:
@@ -56,133 +42,188 @@ def check_formats(formats: list[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def decimals(means: list[float], minimum: int) -> int:
-    """Decimals for a column: `minimum` for values >= 1, more for fractions (0.0514, not 0.05)."""
-    top = max((abs(m) for m in means if not math.isnan(m)), default=0.0)
-    if top == 0.0:
-        return minimum
-    return min(MAX_DIGITS, max(minimum, minimum - math.floor(math.log10(top))))
-
-
-def _signed(value: float, digits: int) -> str:
-    return DASH if math.isnan(value) else f"{value:+.{digits}f}"
-
-
-def _p_value(value: float) -> str:
-    if value is None or math.isnan(value):
-        return DASH
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _cell(mean: float, std: float, n: int, digits: int) -> str:
-    if n == 0 or math.isnan(mean):
-        return f"{DASH} (n=0)"
-    spread = "" if math.isnan(std) else f" ± {std:.{digits}f}"
-    return f"{mean:.{digits}f}{spread} (n={int(n)})"
-
-
-@functools.lru_cache(maxsize=8)  # md, latex and html of one table share it
-def display_frame(table: AblationTable, digits: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Text cells for the human formats, and a same-shaped boolean frame: which cells are bold."""
-    text, bold = {}, {}
-    is_base = [v == table.baseline for v in table.variants]
-    for metric in table.metrics:
-        label = metric_label(metric)
-        best = table.best(metric)
-        s = {stat: table.stats[(metric, stat)].tolist() for stat in STATS}
-        shown = decimals(s["mean"], digits)
-        text[label] = [_cell(*cell, shown) for cell in zip(s["mean"], s["std"], s["n"])]
-        text[f"{label} Δ"] = [DASH if base else _signed(d, shown) for base, d in zip(is_base, s["delta"])]
-        text[f"{label} p"] = [DASH if base else _p_value(p) for base, p in zip(is_base, s["p_value"])]
-        bold[label] = [v in best for v in table.variants]
-        bold[f"{label} Δ"] = [False] * len(table.variants)
-        bold[f"{label} p"] = [False] * len(table.variants)
-    text["flag"] = [table.flags.get(v, "") for v in table.variants]
-    bold["flag"] = [False] * len(table.variants)
-    index = pd.Index([f"{v} (baseline)" if v == table.baseline else v for v in table.variants], name="variant")
-    return pd.DataFrame(text, index=index), pd.DataFrame(bold, index=index)
-
-
 def caption(table: AblationTable) -> str:
-    seeds = ", ".join(map(str, table.expected_seeds)) or "none recorded"
-    return (
-        f"Sweep {table.sweep}: mean ± std over seeds (n = finished seeds; expected seeds: {seeds}). "
-        f"Δ = variant mean − baseline ({table.baseline}) mean. p: {TEST_NAME}. "
-        "Bold = best mean per column. flag = seeds left out (failed, running, missing), never averaged."
-    )
+    return legend(grid(table))
 
 
+def row_label(g: Grid, variant: str) -> str:
+    label = g.labels[variant]
+    return label if variant != g.table.baseline or label == "baseline" else f"{label} (baseline)"
+
+
+# --------------------------------------------------------------------- csv
 def to_csv(table: AblationTable) -> str:
-    """Numbers only: variant, is_baseline, flag, then `<metric>.<stat>` for every metric and STATS."""
-    columns = {
-        "is_baseline": [v == table.baseline for v in table.variants],
-        "flag": [table.flags.get(v, "") for v in table.variants],
+    """Numbers only: variant, is_baseline, flag, device_hours, then `<metric>.<stat>`; a first
+    row `reference` holds each metric's reference level in `.mean` and its kind in `.reference`."""
+    columns: dict[str, list] = {
+        "is_baseline": [False] + [v == table.baseline for v in table.variants],
+        "flag": [""] + [table.flags.get(v, "") for v in table.variants],
+        "device_hours": [math.nan] + [table.device_hours.get(v, math.nan) for v in table.variants],
     }
     for metric in table.metrics:
+        ref = table.references.get(metric)
+        columns[f"{metric}.reference"] = [ref.kind if ref else ""] + [""] * len(table.variants)
         for stat in STATS:
-            columns[f"{metric}.{stat}"] = table.stats[(metric, stat)].to_numpy()
-    return pd.DataFrame(columns, index=pd.Index(table.variants, name="variant")).to_csv()
+            values = table.stats[(metric, stat)].tolist()
+            first = ref.mean if (ref and stat == "mean") else math.nan
+            columns[f"{metric}.{stat}"] = [first] + values
+    index = pd.Index([REFERENCE_LABEL] + table.variants, name="variant")
+    return pd.DataFrame(columns, index=index).to_csv()
 
 
-def to_markdown(table: AblationTable, digits: int = 2) -> str:
-    text, bold = display_frame(table, digits)
-    header = ["variant", *text.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["--:"] * (len(header) - 2) + [":--"]) + "|"]
-    for label, row, marks in zip(text.index, text.to_numpy(), bold.to_numpy()):
-        cells = [f"**{value}**" if mark else value for value, mark in zip(row, marks)]
-        lines.append("| " + " | ".join([str(label), *cells]).replace("\n", " ") + " |")
-    notes = "".join(f"\n> note: {note}" for note in table.notes)
-    return f"## {table.sweep}\n\n{caption(table)}\n\n" + "\n".join(lines) + "\n" + (notes + "\n" if notes else "")
+# ---------------------------------------------------------------- markdown
+def md_cell(cell: Cell) -> str:
+    if cell.n == 0:
+        return "—"
+    value = f"{cell.mean} ± {cell.std}" if cell.std else cell.mean
+    value = f"**{value}**" if cell.rank == 1 else f"_{value}_" if cell.rank == 2 else value
+    delta = f" ({cell.delta})" if cell.delta else ""
+    short = f" n={cell.n}" if cell.short else ""
+    return f"{value}{delta}{cell.mark}{cell.flags}{short}"
 
 
-def _styler(table: AblationTable, digits: int) -> "pd.io.formats.style.Styler":
-    text, bold = display_frame(table, digits)
-    css = bold.replace({True: "font-weight: bold;", False: ""})
-    return text.style.apply(lambda _: css, axis=None)
+def _pipe(rows: list[list[str]], align: list[str]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    rule = ["-" * (w + 1) + ":" if a == "r" else ":" + "-" * (w + 1) for a, w in zip(align, widths)]
+    pad = lambda r: [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)]  # noqa: E731
+    return ["| " + " | ".join(pad(rows[0])) + " |", "|" + "|".join(rule) + "|"] + [
+        "| " + " | ".join(pad(r)) + " |" for r in rows[1:]
+    ]
 
 
-LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "−": "-", "<": r"$<$"}
+def markdown_rows(g: Grid) -> tuple[list[list[str]], list[str]]:
+    table = g.table
+    flagged = any(table.flags.get(v) for v in table.variants)
+    header = [g.header, *g.metric_labels.values(), g.cost_unit] + (["flag"] if flagged else [])
+    rows = [header]
+    if g.has_reference:
+        refs = [f"{r.value} ({r.kind})" if r.kind else "—" for r in g.references.values()]
+        rows.append([f"_{REFERENCE_LABEL}_", *refs, ""] + ([""] if flagged else []))
+    for variant in table.variants:
+        cells = [md_cell(g.cells[variant][m]) for m in table.metrics]
+        rows.append([row_label(g, variant), *cells, g.cost[variant]] + ([table.flags.get(variant, "")] if flagged else []))
+    return rows, ["l"] + ["r"] * (len(table.metrics) + 1) + (["l"] if flagged else [])
 
 
-def _latex_symbols(text: str) -> str:
-    for symbol, latex in LATEX_SYMBOLS.items():
-        text = text.replace(symbol, latex)
-    return text
+def details_rows(g: Grid) -> list[list[str]]:
+    """Long form, one line per variant x metric: Δ, its 95 % CI, Holm p, seeds for 80 % power."""
+    rows = [[g.header, "metric", "Δ", "95% CI", "p (Holm)", "seeds for 80% power"]]
+    for variant in g.table.variants:
+        if variant == g.table.baseline:
+            continue
+        for metric in g.table.metrics:
+            cell = g.cells[variant][metric]
+            p = cell.p or "no test (< 2 paired seeds or no spread)"
+            rows.append([g.labels[variant], g.metric_labels[metric], cell.delta or "—", cell.ci or "—", p,
+                         cell.seeds_needed or ("—" if cell.p else "")])
+    return rows
 
 
-def to_latex(table: AblationTable, digits: int = 2) -> str:
-    # escape first (pandas does it before the formatter), then turn symbols into math
-    symbols: Callable[[object], str] = lambda value: _latex_symbols(str(value))
-    styler = _styler(table, digits).format(symbols, escape="latex")
-    styler = styler.format_index(symbols, escape="latex", axis=0).format_index(symbols, escape="latex", axis=1)
-    return styler.to_latex(
-        convert_css=True,
-        hrules=True,
-        caption=_latex_symbols(caption(table).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")),
-        label=f"tab:{table.sweep}",
-        column_format="l" + "r" * (3 * len(table.metrics)) + "l",
-    )
+def to_markdown(table: AblationTable, details: bool = True) -> str:
+    """The table (readable as plain text: aligned columns) and, with `details`, the Δ statistics."""
+    g = grid(table)
+    rows, align = markdown_rows(g)
+    text = legend(g).replace("underlined", "italic")
+    parts = [f"## {table.sweep}", "", text, "", *_pipe(rows, align)]
+    if details and len(table.variants) > 1 and table.metrics:
+        parts += ["", "Δ vs baseline: 95% CI (t-based, paired seeds), Holm-adjusted p, and for a "
+                      "non-significant Δ the paired seeds a two-sided test at α = 0.05 needs for 80% power "
+                      "(from the observed spread).", "", *_pipe(details_rows(g), ["l", "l", "r", "r", "r", "r"])]
+    parts += [f"> note: {note}" for note in table.notes]
+    return "\n".join(parts) + "\n"
 
 
-def to_html(table: AblationTable, digits: int = 2) -> str:
-    styler = _styler(table, digits).format(escape="html").format_index(escape="html", axis=0).format_index(escape="html", axis=1)
-    styler = styler.set_uuid("ablations")  # not a random id: the same runs give the same bytes
-    styler = styler.set_caption(html.escape(caption(table))).set_table_styles(
-        [
-            {"selector": "", "props": "border-collapse: collapse; font-family: sans-serif; font-size: 0.9em;"},
-            {"selector": "th, td", "props": "border: 1px solid #ccc; padding: 3px 6px; text-align: right;"},
-            {"selector": "caption", "props": "caption-side: top; text-align: left; padding: 4px;"},
-        ]
-    )
-    notes = "".join(f"<p>note: {html.escape(note)}</p>" for note in table.notes)
+# -------------------------------------------------------------------- html
+TABLE_CSS = """
+table.ablation { border-collapse: collapse; font: 13px/1.35 system-ui, sans-serif; margin: 0.5em 0 1em; }
+p.legend { color: #555; font-size: 12px; max-width: 72em; margin: 0 0 0.8em; }
+table.ablation th, table.ablation td { padding: 4px 10px; white-space: nowrap; text-align: right; }
+table.ablation th:first-child, table.ablation td:first-child { text-align: left; }
+table.ablation thead th { border-top: 2px solid #222; border-bottom: 1px solid #222; }
+table.ablation tbody tr:last-child td { border-bottom: 2px solid #222; }
+table.ablation tr.reference td { background: #f1f1f1; color: #555; font-style: italic; border-bottom: 1px solid #999; }
+table.ablation tr.baseline td { border-bottom: 1px solid #ddd; }
+table.ablation td.up { background: #d9f2d9; }
+table.ablation td.down { background: #f9dcdc; }
+table.ablation td.low { color: #999; }
+table.ablation .delta { color: #555; font-size: 0.85em; }
+table.ablation .best { font-weight: 700; }
+table.ablation .second { text-decoration: underline; }
+table.ablation .runs a { color: #36c; margin-left: 4px; font-size: 0.85em; }
+table.ablation td.flag { color: #b00; text-align: left; }
+table.details { font-size: 12px; }
+"""
+
+
+def html_cell(cell: Cell, title: str) -> str:
+    if cell.n == 0:
+        return "<td>—</td>"
+    classes = ["up" if cell.direction > 0 else "down" if cell.direction < 0 else "", "low" if cell.flags else ""]
+    rank = " class='best'" if cell.rank == 1 else " class='second'" if cell.rank == 2 else ""
+    std = f" ± {cell.std}" if cell.std else ""
+    delta = f" <span class='delta'>({html.escape(cell.delta)})</span>" if cell.delta else ""
+    short = f" <small>n={cell.n}</small>" if cell.short else ""
+    cls = " ".join(c for c in classes if c)
+    return (f"<td{f' class={chr(39)}{cls}{chr(39)}' if cls else ''} title='{html.escape(title, quote=True)}'>"
+            f"<span{rank}>{cell.mean}{std}</span>{delta}{cell.mark}{cell.flags}{short}</td>")
+
+
+def _tooltip(g: Grid, variant: str, metric: str) -> str:
+    cell = g.cells[variant][metric]
+    if variant == g.table.baseline:
+        return f"baseline, n={cell.n}"
+    parts = [f"Δ {cell.delta or '—'} {cell.ci}".strip(), f"p (Holm) {cell.p or 'no test'}", f"n={cell.n}"]
+    if cell.seeds_needed:
+        parts.append(f"{cell.seeds_needed} paired seeds for 80% power")
+    return "; ".join(parts)
+
+
+def html_table(table: AblationTable, run_link: Callable[[str], str] | None = None) -> str:
+    """The ablation table as an HTML fragment (styles in TABLE_CSS); `run_link(run_id)` -> URL adds
+    a link per seed to that run's MLflow page."""
+    g = grid(table)
+    flagged = any(table.flags.get(v) for v in table.variants)
+    head = [g.header, *g.metric_labels.values(), g.cost_unit] + (["runs"] if run_link else []) + (["flag"] if flagged else [])
+    out = ["<table class='ablation'><thead><tr>"
+           + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    extra = (1 if run_link else 0) + (1 if flagged else 0)
+    if g.has_reference:
+        refs = "".join(f"<td>{html.escape(r.value)} <small>({r.kind})</small></td>" if r.kind else "<td>—</td>"
+                       for r in g.references.values())
+        out.append(f"<tr class='reference'><td>{REFERENCE_LABEL}</td>{refs}<td></td>{'<td></td>' * extra}</tr>")
+    for variant in table.variants:
+        cls = " class='baseline'" if variant == table.baseline else ""
+        cells = "".join(html_cell(g.cells[variant][m], _tooltip(g, variant, m)) for m in table.metrics)
+        row = f"<tr{cls}><td>{html.escape(row_label(g, variant))}</td>{cells}<td>{g.cost[variant]}</td>"
+        if run_link:
+            seeds = table.run_ids.get(variant, {})
+            links = "".join(f"<a href='{html.escape(run_link(run), quote=True)}'>s{seed}</a>" for seed, run in seeds.items())
+            row += f"<td class='runs'>{links}</td>"
+        if flagged:
+            row += f"<td class='flag'>{html.escape(table.flags.get(variant, ''))}</td>"
+        out.append(row + "</tr>")
+    out.append("</tbody></table>")
+    out.append(f"<p class='legend'>{html.escape(legend(g))}</p>")
+    notes = "".join(f"<p class='note'>note: {html.escape(note)}</p>" for note in table.notes)
+    details = details_rows(g)
+    if len(details) > 1:
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in details[1:])
+        out.append("<details><summary>Δ vs baseline: 95% CI, Holm p, seeds for 80% power</summary>"
+                   "<table class='ablation details'><thead><tr>"
+                   + "".join(f"<th>{html.escape(h)}</th>" for h in details[0]) + f"</tr></thead><tbody>{body}</tbody></table></details>")
+    return "".join(out) + notes
+
+
+def to_html(table: AblationTable, run_link: Callable[[str], str] | None = None) -> str:
     name = html.escape(table.sweep)
-    head = f"<head><meta charset='utf-8'><title>{name}</title></head>"
-    return f"<!DOCTYPE html>\n<html>{head}<body>\n<h2>{name}</h2>\n{styler.to_html()}\n{notes}</body></html>\n"
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{name}</title><style>{TABLE_CSS}</style></head>"
+            f"<body>\n<h2>{name}</h2>\n{html_table(table, run_link)}\n</body></html>\n")
 
 
 RENDERERS: dict[str, Callable[[AblationTable], str]] = {
     "md": to_markdown,
     "csv": to_csv,
-    "latex": to_latex,
+    "latex": latex.to_latex,
     "html": to_html,
 }
+to_latex = latex.to_latex

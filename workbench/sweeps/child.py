@@ -146,10 +146,16 @@ def _run(job: TrialJob) -> tuple[int, dict[str, Any]]:
     from workbench.errors import USER_ERRORS, one_line
 
     try:
+        _log_start(job)
         cfg = load_config(job.base, job.overrides)
         resume_run_id, killed = _settle_earlier_runs(cfg, job.earlier_runs)
+        if resume_run_id:
+            print(f"resuming MLflow run {resume_run_id}", flush=True)
+        if killed:
+            print(f"earlier attempts marked KILLED: {', '.join(killed)}", flush=True)
         trainer = _import(job.trainer)
         result = trainer(cfg, resume_run_id=resume_run_id, parent_run_id=job.parent_run_id, tags=job.tags, progress=False)
+        _log_result(result)
         report = {
             "status": result.status,
             "run_id": result.run_id,
@@ -170,6 +176,22 @@ def _run(job: TrialJob) -> tuple[int, dict[str, Any]]:
 
         text = " ".join(worker_message(str(err)).split()) or type(err).__name__
         return EXIT_FAILED, {"status": "FAILED", "error": f"{type(err).__name__}: {text}; log: {job.log_path}"}
+
+
+def _log_start(job: TrialJob) -> None:
+    """The trial log (referenced from the study) says what ran, not only what crashed."""
+    tags = job.tags
+    print(f"workbench sweep {tags.get('workbench.sweep', '?')}: trial {tags.get('workbench.trial', '?')}, "
+          f"variant {tags.get('workbench.variant', '?')}, seed {tags.get('workbench.seed', '?')}", flush=True)
+    print(f"base {job.base}; overrides: " + ", ".join(f"{k}={v}" for k, v in job.overrides.items()), flush=True)
+
+
+def _log_result(result: Any) -> None:
+    number = lambda x: f"{x:.4g}" if isinstance(x, (int, float)) else str(x)  # noqa: E731
+    print(f"MLflow run {result.run_id}: {result.status} after {result.steps} steps, "
+          f"final loss {number(result.final_loss)}", flush=True)
+    for key, value in sorted(dict(result.metrics).items()):
+        print(f"  {key} = {number(value)}", flush=True)
 
 
 def _settle_earlier_runs(cfg: Any, earlier: list[dict[str, str]]) -> tuple[str | None, list[str]]:

@@ -30,7 +30,6 @@ from workbench.sweeps.spec import SweepSpec
 from workbench.sweeps.study import ERROR_ATTR, Heartbeat, fail, lineage_root, trial_id
 
 RUN_ATTR = "workbench.mlflow_run_id"
-METRICS_ATTR = "workbench.metrics"
 LOG_ATTR = "workbench.log"
 PID_ATTR = "workbench.child_pid"
 
@@ -205,7 +204,9 @@ def _complete(
 ) -> TrialOutcome:
     value = objective_value(ctx.spec, metrics, final_loss)
     trial.set_user_attr(RUN_ATTR, run_id)
-    trial.set_user_attr(METRICS_ATTR, {k: metrics[k] for k in ctx.spec.metrics if k in metrics})
+    for key in dict.fromkeys([ctx.spec.objective, *ctx.spec.metrics]):  # one attribute per metric: sortable, plottable
+        if key in metrics:
+            trial.set_user_attr(key, float(metrics[key]))
     if value is None:
         error = f"run {run_id} has no metric {ctx.spec.objective!r} (it has: {', '.join(sorted(metrics)) or 'none'})"
         fail(ctx.study, ctx.storage, trial.number, error, retry=None)

@@ -45,6 +45,7 @@ from workbench.sweeps.study import (
     ERROR_ATTR,
     PARENT_ATTR,
     QUEUED_ATTR,
+    REPORT_ATTR,
     TRACKING_ATTR,
     claim_parent_run,
     default_storage,
@@ -224,6 +225,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
         retry=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=spec.retries),
         trainer=options.trainer,
     )
+    if not options.worker and study.user_attrs.get(REPORT_ATTR) is None:
+        study.set_user_attr(REPORT_ATTR, report_location(parent_run_id))
     reap_orphans(study, storage, set(), ctx.retry)
     if spec.is_grid and not options.worker:
         enqueue_missing(study, spec)
@@ -253,6 +256,11 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
     )
     _close_parent(result, options.worker)
     return result
+
+
+def report_location(parent_run_id: str) -> str:
+    """Where `workbench report ablations` logs the sweep's page: an artifact of the parent run."""
+    return f"runs:/{parent_run_id}/reports/report.html"
 
 
 def _join_when_ready(

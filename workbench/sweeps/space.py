@@ -1,8 +1,10 @@
 """`space(spec, trial) -> TrialPlan`: what an Optuna trial means as config overrides.
 
-The only place a trial's parameters are read. Grid trials carry two params,
-``variant`` and ``seed``; TPE trials carry one param per range (named by its
-dotted config key) and run the spec's first seed.
+The only place a trial's parameters are read. Grid trials carry one param,
+``variant``; their seed is a fixed user attribute (``seed``) set when the trial is
+queued, so Optuna's importance and contour plots see only what the sweep varies.
+TPE trials carry one param per range (named by its dotted config key) and run the
+spec's first seed (also recorded as the ``seed`` user attribute).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 import optuna
 
 from workbench.sweeps.spec import Range, SweepSpec
+
+SEED_ATTR = "seed"  # a trial's seed: a fixed user attribute (set when queued), not a searched parameter
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,14 @@ def space(spec: SweepSpec, trial: optuna.Trial, lineage: int | None = None) -> T
     """Ask `trial` for its parameters. `lineage` = number of the first attempt (names TPE variants)."""
     if spec.is_grid:
         name = trial.suggest_categorical("variant", [v.name for v in spec.variants])
-        seed = trial.suggest_categorical("seed", list(spec.seeds))
+        seed = trial.user_attrs.get(SEED_ATTR)
+        if seed is None:  # a study queued before the seed left the search space
+            seed = trial.suggest_categorical("seed", list(spec.seeds))
         variant = spec.variant(name)
         return TrialPlan(name, int(seed), {**variant.overrides, "train.seed": int(seed)})
     values = {rng.key: _suggest(trial, rng) for rng in spec.search.ranges}
     seed = spec.seeds[0]
+    trial.set_user_attr(SEED_ATTR, seed)
     number = trial.number if lineage is None else lineage
     return TrialPlan(f"trial-{number:04d}", seed, {**values, "train.seed": seed})
 

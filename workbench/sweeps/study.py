@@ -41,6 +41,7 @@ from workbench.config import ConfigError
 from workbench.pids import pid_alive
 from workbench.sweeps.pruning import build_pruner, build_sampler
 from workbench.sweeps.rdb import open_rdb_storage
+from workbench.sweeps.space import SEED_ATTR  # a trial's seed: a fixed user attribute, not a searched param
 from workbench.sweeps.spec import SweepSpec
 
 JOURNAL_NAME = "optuna-journal.log"
@@ -50,6 +51,7 @@ FINGERPRINT_ATTR = "workbench.fingerprint"
 PARENT_ATTR = "workbench.parent_run_id"
 TRACKING_ATTR = "workbench.tracking_uri"
 QUEUED_ATTR = "workbench.queued"  # the coordinator has queued the grid: workers may start
+REPORT_ATTR = "workbench.report"  # where `workbench report ablations` puts the sweep's page (MLflow artifact)
 CLAIM_TIMEOUT = timedelta(seconds=60)  # a RUNNING trial nobody claimed for this long is orphaned
 HOST = socket.gethostname()
 
@@ -118,6 +120,8 @@ def open_study(
             pruner=pruner,
             load_if_exists=True,  # another coordinator may have created it meanwhile
         )
+        if study.metric_names is None:
+            study.set_metric_names([spec.objective])  # optuna-dashboard shows it instead of "Objective 0"
     fingerprint = spec.fingerprint()
     found = study.user_attrs.get(FINGERPRINT_ATTR)
     if found is None:
@@ -203,11 +207,19 @@ def trial_params(trial: FrozenTrial) -> dict[str, Any]:
     return trial.params or trial.system_attrs.get("fixed_params", {})
 
 
+def trial_seed(trial: FrozenTrial) -> int | None:
+    """The seed a trial runs: its user attribute (set when queued; retries copy it). Studies made
+    before the seed left the search space carry it as a param."""
+    seed = trial.user_attrs.get(SEED_ATTR, trial_params(trial).get("seed"))
+    return None if seed is None else int(seed)
+
+
 def grid_key(trial: FrozenTrial) -> tuple[str, int] | None:
     params = trial_params(trial)
-    if "variant" not in params or "seed" not in params:
+    seed = trial_seed(trial)
+    if "variant" not in params or seed is None:
         return None
-    return str(params["variant"]), int(params["seed"])
+    return str(params["variant"]), seed
 
 
 def lineage_root(trial: FrozenTrial) -> int:
@@ -226,7 +238,9 @@ def enqueue_missing(study: optuna.Study, spec: SweepSpec) -> int:
     for variant in spec.variants:
         for seed in spec.seeds:
             if (variant.name, seed) not in covered:
-                study.enqueue_trial({"variant": variant.name, "seed": seed})
+                # the seed is a fixed attribute, not a param: importance/contour plots then show only
+                # what the sweep varies (a seed "ranked" above the variant was noise)
+                study.enqueue_trial({"variant": variant.name}, user_attrs={SEED_ATTR: seed})
                 added += 1
     return added
 

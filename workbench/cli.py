@@ -279,6 +279,17 @@ def sweep(
     tracking_uri: TrackingUri = None,
     heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between trial heartbeats on RDB storages; a trial silent for 2x is failed and retried.")] = 30,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live per-slot progress on the terminal.")] = True,
+    launcher: Annotated[str, typer.Option("--launcher", help="local: trials run on this machine; slurm: in SLURM worker jobs (see README, Running on a SLURM cluster).")] = "local",
+    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition (default: the cluster's default).", rich_help_panel="SLURM")] = None,
+    gpus_per_trial: Annotated[int, typer.Option("--gpus-per-trial", help="GPUs of each worker job: 0 (CPU) or 1.", rich_help_panel="SLURM")] = 0,
+    cpus_per_trial: Annotated[Optional[int], typer.Option("--cpus-per-trial", help="CPUs of each worker job (sbatch --cpus-per-task).", rich_help_panel="SLURM")] = None,
+    mem: Annotated[Optional[str], typer.Option("--mem", help="Memory per worker job, e.g. 32G (sbatch --mem).", rich_help_panel="SLURM")] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="Time limit per worker job, e.g. 4:00:00 (default: the partition's).", rich_help_panel="SLURM")] = None,
+    max_parallel: Annotated[int, typer.Option("--max-parallel", help="Worker jobs at once (each runs one trial at a time).", rich_help_panel="SLURM")] = 4,
+    sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="Another sbatch option, long form: --sbatch-arg=--account=abc (repeatable).", rich_help_panel="SLURM")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Watch the jobs until the sweep ends, or return once they are submitted.", rich_help_panel="SLURM")] = True,
+    show_status: Annotated[bool, typer.Option("--status", help="Show each trial's state, SLURM job and node, and the queued jobs.")] = False,
+    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel the sweep's SLURM jobs (their trials are re-queued).", rich_help_panel="SLURM")] = False,
 ) -> None:
     """Run a named ablation sweep: each variant x seed as a trial of an Optuna study.
 
@@ -287,12 +298,15 @@ def sweep(
     workbench sweep mask-ratio --slots 2    run (or resume) on 2 CPU processes
     workbench sweep my.yaml --gpus 0,1 --per-gpu 2
     workbench sweep NAME --storage postgresql://... --worker   (another host)
+    workbench sweep NAME --launcher slurm --partition gpu --gpus-per-trial 1 --max-parallel 8
 
     Each trial runs in its own process and is logged to MLflow as a child run of
     the sweep's parent run. Running a sweep again (or --resume) after Ctrl-C or a
     crash finishes only the trials that are missing.
     """
     from workbench import sweeps
+    from workbench.launch.slurm import SlurmResources
+    from workbench.sweeps import slurm
 
     if name == "list":
         typer.echo(sweeps.spec_table(sweeps.list_specs()))
@@ -301,7 +315,16 @@ def sweep(
         storage=storage, study_name=study_name, worker=worker, resume=resume, gpus=gpus, per_gpu=per_gpu,
         slots=slots, tracking_uri=tracking_uri, heartbeat_s=heartbeat, progress=progress,
     )
-    result = sweeps.run_sweep(sweeps.load_spec(name, overrides), options)
+    on_slurm = slurm.SlurmSweepOptions(
+        SlurmResources(partition, gpus_per_trial, cpus_per_trial, mem, time_limit, list(sbatch_arg or [])),
+        max_parallel=max_parallel, wait=wait,
+    )
+    result = slurm.command(
+        sweeps.load_spec(name, overrides), list(overrides or []), options, launcher=launcher, slurm=on_slurm,
+        show_status=show_status, cancel_jobs=cancel, echo=typer.echo,
+    )
+    if result is None:  # --status, --cancel, --no-wait
+        return
     typer.echo(result.summary())
     if result.interrupted:
         typer.echo(f"interrupted: `workbench sweep {name}` finishes the missing trials", err=True)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from workbench import checkpoint, distributed, tracking
+from workbench.launch import slurm_env
 from workbench.config import RunConfig, from_dict, to_yaml
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import RunError, check_writable
@@ -190,7 +191,8 @@ def _run(
     scheduler = build_scheduler(optimizer, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
-    run_tags = {"workbench.seed": str(cfg.train.seed), "workbench.data_hash": manifest["data_hash"], **(tags or {})}
+    run_tags = {"workbench.seed": str(cfg.train.seed), "workbench.data_hash": manifest["data_hash"]}
+    run_tags.update({**slurm_env.job_tags(), **(tags or {})})  # inside a SLURM job: its id and node
     tracker = _start_tracker(cfg, ranks, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags)
     ckpt_path = Path(cfg.train.out_dir) / tracker.run_id / checkpoint.LAST
     start_step, already_logged = 0, -1

@@ -72,6 +72,7 @@ class SweepOptions:
     progress: bool = True
     trainer: str = "workbench.train:run"  # "module:function" called in each child (tests use a cheap one)
     poll_s: float = 1.0  # how often an idle slot looks for work
+    cpus: int | None = None  # CPUs the slots share (default: this process's affinity); a SLURM job's --cpus-per-task
 
 
 @dataclass
@@ -142,7 +143,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
     _quiet_optuna()
     started = time.monotonic()
     base_cfg = variant_config(spec, spec.variants[0].overrides if spec.is_grid else {})
-    slots = plan_slots(options.gpus, options.per_gpu, options.slots)
+    slots = plan_slots(options.gpus, options.per_gpu, options.slots, cpu_count=options.cpus)
     location = options.storage or default_storage(base_cfg.train.out_dir)
     storage = open_storage(location, heartbeat_s=options.heartbeat_s, retries=spec.retries)  # a typo fails here, at once
     child.warm_up()

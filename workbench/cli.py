@@ -203,6 +203,15 @@ def run(
     nproc: Annotated[
         int, typer.Option("--nproc", help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.")
     ] = 1,
+    launcher: Annotated[str, typer.Option("--launcher", help="local: this machine; slurm: one SLURM job of --nodes x --gpus-per-node ranks (CPU nodes: --nproc ranks each).")] = "local",
+    nodes: Annotated[int, typer.Option("--nodes", help="Nodes of the SLURM job.", rich_help_panel="SLURM")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", help="GPUs per node, one rank each (0: --nproc CPU ranks per node).", rich_help_panel="SLURM")] = 0,
+    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition (default: the cluster's default).", rich_help_panel="SLURM")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", help="CPUs per rank (sbatch --cpus-per-task).", rich_help_panel="SLURM")] = None,
+    mem: Annotated[Optional[str], typer.Option("--mem", help="Memory per node, e.g. 64G.", rich_help_panel="SLURM")] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="Time limit, e.g. 24:00:00 (default: the partition's).", rich_help_panel="SLURM")] = None,
+    sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="Another sbatch option, long form: --sbatch-arg=--account=abc (repeatable).", rich_help_panel="SLURM")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the SLURM job to end, or return once it is submitted.", rich_help_panel="SLURM")] = True,
 ) -> None:
     """Pre-train one configured model, evaluate it downstream, log all to MLflow.
 
@@ -211,6 +220,7 @@ def run(
     (same config and seed on CPU => the same losses bit for bit; tagged workbench.rerun_of).
     Several GPUs: `workbench run --nproc 4 ...`, or several hosts:
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-endpoint=HOST:PORT -m workbench run ...
+    On a SLURM cluster: `workbench run --launcher slurm --nodes 2 --gpus-per-node 8 ...`
     """
     from workbench.config import ConfigError, load_config
     from workbench import distributed, tracking, train
@@ -222,14 +232,28 @@ def run(
         option = "--resume" if resume else "--from"
         raise ConfigError(f"{option} uses the run's recorded config; drop --experiment {experiment} (--set still applies)")
     experiment = experiment or "base"
-    if nproc != 1 and not distributed.ranks_from_env().active:
+    if launcher not in ("local", "slurm"):
+        raise ConfigError(f"--launcher {launcher!r}: unknown launcher; allowed: local, slurm")
+    ranks = nodes * (gpus_per_node or nproc) if launcher == "slurm" else nproc
+    if (ranks != 1 or launcher == "slurm") and not distributed.ranks_from_env().active:
+        out_dir = "outputs"
         if not recorded:  # a bad key or an uneven batch: one line now, not once per process
             cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
-            distributed.local_batch_size(cfg.train.batch_size, nproc)
+            distributed.local_batch_size(cfg.train.batch_size, ranks)
+            out_dir = cfg.train.out_dir
         args = ["--debug"] if _debug else []
         args += ["run", *([] if recorded else ["--experiment", experiment]), *[f"--set={o}" for o in overrides or []]]
         args += [f"--{name}={value}" for name, value in
                  (("device", device), ("tracking-uri", tracking_uri), ("resume", resume), ("from", rerun_of)) if value]
+        if launcher == "slurm":
+            from workbench.launch import slurm_run
+            from workbench.launch.slurm import SlurmResources
+
+            resources = SlurmResources(partition, gpus_per_node, cpus_per_task, mem, time_limit, list(sbatch_arg or []))
+            raise typer.Exit(slurm_run.launch(
+                args, resources, nodes=nodes, tasks_per_node=gpus_per_node or nproc,
+                folder=Path(out_dir) / "slurm", wait=wait, echo=typer.echo,
+            ))
         import subprocess
 
         raise typer.Exit(subprocess.run(distributed.torchrun_command(nproc, args)).returncode)

@@ -1,0 +1,220 @@
+"""Sweeps and DDP runs through a real one-node SLURM cluster (the `slurm_cluster` fixture in conftest).
+
+Real munged/slurmctld/slurmd, real sbatch/squeue/scancel, submitit jobs running
+real 5-step trainings; Optuna journal and MLflow SQLite stores in tmp dirs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from test_distributed import bert_without_dropout  # noqa: F401 - a fixture
+from test_sweeps import journal, tiny_sets, trial_errors, write_spec
+from tiny_config import tiny_run
+from workbench import train
+from workbench.cli import app
+from workbench.config import load_config
+from workbench.launch import slurm as cluster
+from workbench.launch.slurm_env import JOB_TAG, NODE_TAG
+from workbench.sweeps.slurm import JOBS_ATTR
+from workbench.sweeps.study import ERROR_ATTR, WORKER_ATTR
+
+
+def squeue(name: str) -> dict[str, str]:
+    out = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i|%T"], capture_output=True, text=True, check=True)
+    return dict(line.split("|") for line in out.stdout.split())
+
+
+def sweep_args(spec_path: Path, sets: list[str], store: str, *extra: str) -> list[str]:
+    return ["sweep", str(spec_path), "--launcher", "slurm", "--max-parallel", "2", "--no-progress",
+            "--tracking-uri", store, *[arg for s in sets for arg in ("--set", s)], *extra]
+
+
+def children_of(client: MlflowClient, parent_run_id: str):
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def test_sweep_through_slurm_is_idempotent_and_tags_each_run_with_its_job(slurm_cluster, shapes_tiny, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path, "tiny")
+    args = sweep_args(spec_path, tiny_sets(shapes_tiny, out, tmp_path.name), store)
+    runner = CliRunner()
+
+    held = runner.invoke(app, [*args, "--no-wait", "--sbatch-arg=--hold"])  # submitted, pending until released
+    assert held.exit_code == 0, held.output
+    jobs = squeue("wb-sweep-tiny")
+    assert len(jobs) == 2 and set(jobs.values()) == {"PENDING"}, jobs
+
+    again = runner.invoke(app, [*args, "--no-wait"])  # the submitting shell died; the user runs it again
+    assert again.exit_code == 0, again.output
+    assert "submitted 0 worker job(s)" in again.output and squeue("wb-sweep-tiny") == jobs
+    study = optuna.load_study(study_name="tiny", storage=journal(out))
+    assert study.user_attrs[JOBS_ATTR] == sorted(jobs)
+
+    subprocess.run(["scontrol", "release", ",".join(jobs)], check=True)
+    done = runner.invoke(app, args)  # nothing to submit: watches the two jobs until the sweep ends
+    assert done.exit_code == 0, done.output + trial_errors(study)
+    assert "submitted 0 worker job(s)" in done.output and "4/4 trials complete" in done.output
+
+    study = optuna.load_study(study_name="tiny", storage=journal(out))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4, trial_errors(study)
+    assert study.user_attrs[JOBS_ATTR] == sorted(jobs)  # never a second copy
+    client = MlflowClient(store)
+    parent_id = study.user_attrs["workbench.parent_run_id"]
+    children = children_of(client, parent_id)
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+    by_run = {t.user_attrs["workbench.mlflow_run_id"]: t for t in study.trials}
+    for run in children:
+        trial = by_run[run.info.run_id]
+        assert run.data.tags[JOB_TAG] in jobs and run.data.tags[NODE_TAG] == slurm_cluster.node
+        assert trial.user_attrs[WORKER_ATTR]["slurm_job_id"] == run.data.tags[JOB_TAG]
+
+    shown = runner.invoke(app, ["sweep", str(spec_path), "--status", *args[args.index("--tracking-uri"):]])
+    assert shown.exit_code == 0, shown.output
+    rows = [line.split() for line in shown.output.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert len(rows) == 4 and all(row[3] == "COMPLETE" and row[5] in jobs and row[6] == slurm_cluster.node for row in rows)
+
+
+def test_cancelled_and_requeued_jobs_mid_trial_rerun_or_resume_their_trials(slurm_cluster, shapes_tiny, tmp_path):
+    """scancel one job and `scontrol requeue` the other while each is past its first checkpoint:
+    the cancelled trial is re-queued and run again, the requeued one resumes its MLflow run."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path, "cancel", seeds=1)
+    sets = tiny_sets(shapes_tiny, out, tmp_path.name, steps=24) + ["train.checkpoint_every=2"]
+    command = [sys.executable, "-m", "workbench", *sweep_args(spec_path, sets, store)]
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(store)
+    try:
+        midway = _wait_for_checkpoints(out, client, count=2, sweep=sweep)  # {job id: (trial number, run id)}
+        (cancelled, (cancelled_trial, cancelled_run)), (requeued, (requeued_trial, requeued_run)) = sorted(midway.items())
+        subprocess.run(["scancel", cancelled], check=True)
+        subprocess.run(["scontrol", "requeue", requeued], check=True)
+        output, _ = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    study = optuna.load_study(study_name="cancel", storage=journal(out))
+    assert sweep.returncode == 0, output + trial_errors(study)
+
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.params["variant"] for t in complete) == ["mlsc", "mvsc"], trial_errors(study)
+    assert study.trials[cancelled_trial].state == TrialState.FAIL
+    assert study.trials[requeued_trial].state == TrialState.FAIL
+    assert "interrupted" in study.trials[cancelled_trial].user_attrs[ERROR_ATTR] or "SLURM job" in study.trials[
+        cancelled_trial].user_attrs[ERROR_ATTR]
+
+    runs = {r.info.run_id: r for r in children_of(client, study.user_attrs["workbench.parent_run_id"])}
+    assert "RUNNING" not in {r.info.status for r in runs.values()}
+    assert {t.user_attrs["workbench.mlflow_run_id"] for t in complete} <= set(runs)
+    resumed = [t for t in complete if t.user_attrs["workbench.mlflow_run_id"] == requeued_run]
+    assert resumed, "the requeued trial did not resume its run from its checkpoint"
+    steps = [m.step for m in client.get_metric_history(requeued_run, "train/loss/total")]
+    assert sorted(steps) == sorted(set(steps)) and max(steps) == 24  # resumed, each step logged once
+    assert runs[cancelled_run].info.status in ("KILLED", "FINISHED")  # rerun: KILLED; or resumed to FINISHED
+
+
+def _wait_for_checkpoints(out: Path, client: MlflowClient, count: int, sweep: subprocess.Popen, timeout_s: float = 240):
+    """Trials running in `count` different jobs, each with its first checkpoint written."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert sweep.poll() is None, f"the sweep ended early: {sweep.stdout.read()[-3000:]}"
+        try:
+            study = optuna.load_study(study_name="cancel", storage=journal(out))
+        except (KeyError, FileNotFoundError):
+            time.sleep(0.2)
+            continue
+        midway = {}
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            job = (trial.user_attrs.get(WORKER_ATTR) or {}).get("slurm_job_id")
+            parent = study.user_attrs.get("workbench.parent_run_id")
+            if not job or not parent:
+                continue
+            found = client.search_runs(
+                [client.get_run(parent).info.experiment_id],
+                f"tags.`workbench.trial` = '{trial.number}' and attributes.status = 'RUNNING'",
+            )
+            if found and (out / found[0].info.run_id / "last.pt").is_file():
+                midway[job] = (trial.number, found[0].info.run_id)
+        if len(midway) >= count:
+            return midway
+        time.sleep(0.2)
+    raise AssertionError("no two trials reached a checkpoint in time")
+
+
+def test_ddp_run_through_slurm_trains_like_one_process(slurm_cluster, shapes_tiny, tmp_path, bert_without_dropout):
+    """`workbench run --launcher slurm --nproc 2`: one job, srun starts 2 tasks (Gloo on CPU); the same
+    losses as one process on the same global batch (tolerance as in tests/test_distributed.py)."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = tiny_run(
+        shapes_tiny, store, tmp_path / "out", "train.log_every=1", f"model.text.hf_name={bert_without_dropout}",
+        "objectives.itm.enabled=false", "objectives.mlm.enabled=false", "objectives.scl.mlsc=false",
+        "objectives.scl.image_mask_ratio=0.0", "objectives.scl.target=clean_pass", "eval.tasks=[]", steps=4,
+    )
+    result = CliRunner().invoke(app, ["run", "--launcher", "slurm", "--nproc", "2", *[f"--set={s}" for s in sets]])
+    assert result.exit_code == 0, result.output
+    one = train.run(load_config("base", [*sets, "tracking.experiment=one-process"]), progress=False)
+
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])  # rank 1 opened none
+    assert run.info.status == "FINISHED" and run.data.tags[JOB_TAG] in result.output
+    for key in ("train/loss/total", "train/loss/itc", "train/loss/mvsc"):
+        two = [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+        single = [m.value for m in sorted(client.get_metric_history(one.run_id, key), key=lambda m: m.step)]
+        assert len(two) == 4 and two == pytest.approx(single, rel=2e-4, abs=1e-6), key
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_slurm_input_is_one_line_naming_the_option(slurm_cluster, tmp_path, monkeypatch):
+    spec_path = write_spec(tmp_path, "bad")
+    sets = ["--set", f"train.out_dir={tmp_path / 'out'}"]
+    runner = CliRunner()
+
+    def error(*args: str) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.output, result.output
+        return lines[0]
+
+    assert "--partition 'gpu': no such partition; sinfo lists: debug" in error(
+        "sweep", str(spec_path), "--launcher", "slurm", "--partition", "gpu", *sets)
+    assert "(did you mean 'debug'?)" in error("sweep", str(spec_path), "--launcher", "slurm", "--partition", "debgu", *sets)
+    assert "--gpus-per-trial 1: partition 'debug' has no GPUs" in error(
+        "sweep", str(spec_path), "--launcher", "slurm", "--gpus-per-trial", "1", *sets)
+    assert "--gpus-per-node 2: partition 'debug' has no GPUs" in error(
+        "run", "--launcher", "slurm", "--nodes", "1", "--gpus-per-node", "2", "--set", "train.batch_size=8")
+    assert "--nodes 2: partition 'debug' has 1 node(s)" in error("run", "--launcher", "slurm", "--nodes", "2")
+    assert "--sbatch-arg '-A abc': give one sbatch option in its long form" in error(
+        "sweep", str(spec_path), "--launcher", "slurm", "--sbatch-arg=-A abc", *sets)
+    assert "--launcher 'slrum': unknown launcher (did you mean 'slurm'?)" in error(
+        "sweep", str(spec_path), "--launcher", "slrum", *sets)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    assert "--launcher slurm: sbatch is not on PATH" in error("sweep", str(spec_path), "--launcher", "slurm", *sets)
+    assert "--launcher slurm: sbatch is not on PATH" in error("run", "--launcher", "slurm")
+
+
+def test_gpus_in_gres_and_local_paths_warned_on_multi_node_partitions(tmp_path):
+    assert [cluster.gpus_in_gres(g) for g in ("(null)", "gpu:4", "gpu:a100:8(S:0-1)", "gpu:2,shard:8")] == [0, 4, 8, 2]
+    two_nodes = cluster.Partition("big", nodes=2, gpus_per_node=0, time_limit="infinite")
+    one_node = cluster.Partition("one", nodes=1, gpus_per_node=0, time_limit="infinite")
+    assert cluster.filesystem_type(tmp_path / "not" / "yet") == cluster.filesystem_type(tmp_path)
+    local = cluster.filesystem_type(tmp_path) not in cluster.SHARED_FILESYSTEMS
+    warnings = cluster.unshared_paths({"the Optuna journal (--storage)": tmp_path / "j.log"}, two_nodes)
+    assert len(warnings) == int(local) and all("the Optuna journal (--storage)" in w for w in warnings)
+    assert cluster.unshared_paths({"x": tmp_path}, one_node) == []
+    assert cluster.sbatch_options(["--hold", "--account=abc", "--cpu-bind=none"]) == {
+        "hold": True, "account": "abc", "cpu_bind": "none"}

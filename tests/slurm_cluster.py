@@ -91,7 +91,8 @@ SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={munge_socket}
+AuthInfo=socket={munge_socket},cred_expire=10
+# (cred_expire: also how long a requeued job waits before it starts again; default 120 s)
 CryptoType=crypto/munge
 StateSaveLocation={root / 'state'}
 SlurmdSpoolDir={root / 'spool'}

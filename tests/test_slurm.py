@@ -45,18 +45,23 @@ def children_of(client: MlflowClient, parent_run_id: str):
     return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
-def test_sweep_through_slurm_is_idempotent_and_tags_each_run_with_its_job(slurm_cluster, shapes_tiny, tmp_path):
+def test_sweep_through_slurm_resubmits_nothing_and_survives_scancel_and_requeue(slurm_cluster, shapes_tiny, tmp_path):
+    """2 variants x 2 seeds in 2 worker jobs, submitted held; the command run again submits nothing;
+    once released, one job is scancelled and the other requeued while each is past a checkpoint:
+    both trials are re-queued and resume their MLflow runs; every run ends FINISHED, tagged with its job."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(store)
+    client.search_experiments()  # create the store's tables before the sweep process opens it
     out = tmp_path / "out"
     spec_path = write_spec(tmp_path, "tiny")
-    args = sweep_args(spec_path, tiny_sets(shapes_tiny, out, tmp_path.name), store)
+    sets = tiny_sets(shapes_tiny, out, tmp_path.name, steps=12) + ["train.checkpoint_every=2"]
+    args = sweep_args(spec_path, sets, store)
     runner = CliRunner()
 
     held = runner.invoke(app, [*args, "--no-wait", "--sbatch-arg=--hold"])  # submitted, pending until released
     assert held.exit_code == 0, held.output
     jobs = squeue("wb-sweep-tiny")
     assert len(jobs) == 2 and set(jobs.values()) == {"PENDING"}, jobs
-
     again = runner.invoke(app, [*args, "--no-wait"])  # the submitting shell died; the user runs it again
     assert again.exit_code == 0, again.output
     assert "submitted 0 worker job(s)" in again.output and squeue("wb-sweep-tiny") == jobs
@@ -64,92 +69,64 @@ def test_sweep_through_slurm_is_idempotent_and_tags_each_run_with_its_job(slurm_
     assert study.user_attrs[JOBS_ATTR] == sorted(jobs)
 
     subprocess.run(["scontrol", "release", ",".join(jobs)], check=True)
-    done = runner.invoke(app, args)  # nothing to submit: watches the two jobs until the sweep ends
-    assert done.exit_code == 0, done.output + trial_errors(study)
-    assert "submitted 0 worker job(s)" in done.output and "4/4 trials complete" in done.output
-
+    command = [sys.executable, "-m", "workbench", *args]  # nothing to submit: watches the jobs to the end
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        midway = _wait_for_checkpoints(out, client, sweep)  # {job id: (trial number, run id)}
+        (cancelled, (cancelled_trial, _)), (requeued, (requeued_trial, _)) = sorted(midway.items())
+        subprocess.run(["scancel", cancelled], check=True)
+        subprocess.run(["scontrol", "requeue", requeued], check=True)
+        output, _ = sweep.communicate(timeout=400)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
     study = optuna.load_study(study_name="tiny", storage=journal(out))
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4, trial_errors(study)
-    assert study.user_attrs[JOBS_ATTR] == sorted(jobs)  # never a second copy
-    client = MlflowClient(store)
+    assert sweep.returncode == 0, output + trial_errors(study)
+    assert "submitted 0 worker job(s)" in output and "4/4 trials complete" in output
+
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4 and len({(t.params["variant"], t.params["seed"]) for t in complete}) == 4
+    for number in (cancelled_trial, requeued_trial):  # stopped, failed, re-queued
+        assert study.trials[number].state == TrialState.FAIL and study.trials[number].user_attrs[ERROR_ATTR]
     parent_id = study.user_attrs["workbench.parent_run_id"]
-    children = children_of(client, parent_id)
     assert client.get_run(parent_id).info.status == "FINISHED"
-    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
-    by_run = {t.user_attrs["workbench.mlflow_run_id"]: t for t in study.trials}
+    children = children_of(client, parent_id)
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}  # resumed, none RUNNING
+    for number, run_id in midway.values():
+        steps = [m.step for m in client.get_metric_history(run_id, "train/loss/total")]
+        assert sorted(steps) == [2, 4, 6, 8, 10, 12], (number, steps)  # each step logged once across the resume
+        assert study.trials[number].user_attrs.get("workbench.mlflow_run_id") is None  # finished by its retry
+    submitted = study.user_attrs[JOBS_ATTR]
+    by_run = {t.user_attrs["workbench.mlflow_run_id"]: t for t in complete}
     for run in children:
         trial = by_run[run.info.run_id]
-        assert run.data.tags[JOB_TAG] in jobs and run.data.tags[NODE_TAG] == slurm_cluster.node
+        assert run.data.tags[JOB_TAG] in submitted and run.data.tags[NODE_TAG] == slurm_cluster.node
         assert trial.user_attrs[WORKER_ATTR]["slurm_job_id"] == run.data.tags[JOB_TAG]
 
     shown = runner.invoke(app, ["sweep", str(spec_path), "--status", *args[args.index("--tracking-uri"):]])
     assert shown.exit_code == 0, shown.output
     rows = [line.split() for line in shown.output.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
-    assert len(rows) == 4 and all(row[3] == "COMPLETE" and row[5] in jobs and row[6] == slurm_cluster.node for row in rows)
+    assert len(rows) == len(study.trials)
+    assert all(row[5] in submitted and row[6] == slurm_cluster.node for row in rows)
+    assert sorted(row[3] for row in rows) == ["COMPLETE"] * 4 + ["FAIL"] * 2
 
 
-def test_cancelled_and_requeued_jobs_mid_trial_rerun_or_resume_their_trials(slurm_cluster, shapes_tiny, tmp_path):
-    """scancel one job and `scontrol requeue` the other while each is past its first checkpoint:
-    the cancelled trial is re-queued and run again, the requeued one resumes its MLflow run."""
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = tmp_path / "out"
-    spec_path = write_spec(tmp_path, "cancel", seeds=1)
-    sets = tiny_sets(shapes_tiny, out, tmp_path.name, steps=24) + ["train.checkpoint_every=2"]
-    command = [sys.executable, "-m", "workbench", *sweep_args(spec_path, sets, store)]
-    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    client = MlflowClient(store)
-    try:
-        midway = _wait_for_checkpoints(out, client, count=2, sweep=sweep)  # {job id: (trial number, run id)}
-        (cancelled, (cancelled_trial, cancelled_run)), (requeued, (requeued_trial, requeued_run)) = sorted(midway.items())
-        subprocess.run(["scancel", cancelled], check=True)
-        subprocess.run(["scontrol", "requeue", requeued], check=True)
-        output, _ = sweep.communicate(timeout=300)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    study = optuna.load_study(study_name="cancel", storage=journal(out))
-    assert sweep.returncode == 0, output + trial_errors(study)
-
-    complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert sorted(t.params["variant"] for t in complete) == ["mlsc", "mvsc"], trial_errors(study)
-    assert study.trials[cancelled_trial].state == TrialState.FAIL
-    assert study.trials[requeued_trial].state == TrialState.FAIL
-    assert "interrupted" in study.trials[cancelled_trial].user_attrs[ERROR_ATTR] or "SLURM job" in study.trials[
-        cancelled_trial].user_attrs[ERROR_ATTR]
-
-    runs = {r.info.run_id: r for r in children_of(client, study.user_attrs["workbench.parent_run_id"])}
-    assert "RUNNING" not in {r.info.status for r in runs.values()}
-    assert {t.user_attrs["workbench.mlflow_run_id"] for t in complete} <= set(runs)
-    resumed = [t for t in complete if t.user_attrs["workbench.mlflow_run_id"] == requeued_run]
-    assert resumed, "the requeued trial did not resume its run from its checkpoint"
-    steps = [m.step for m in client.get_metric_history(requeued_run, "train/loss/total")]
-    assert sorted(steps) == sorted(set(steps)) and max(steps) == 24  # resumed, each step logged once
-    assert runs[cancelled_run].info.status in ("KILLED", "FINISHED")  # rerun: KILLED; or resumed to FINISHED
-
-
-def _wait_for_checkpoints(out: Path, client: MlflowClient, count: int, sweep: subprocess.Popen, timeout_s: float = 240):
-    """Trials running in `count` different jobs, each with its first checkpoint written."""
+def _wait_for_checkpoints(out: Path, client: MlflowClient, sweep: subprocess.Popen, timeout_s: float = 300):
+    """Trials running in two different jobs, each with its first checkpoint written."""
     deadline = time.monotonic() + timeout_s
+    study = optuna.load_study(study_name="tiny", storage=journal(out))
+    experiment = client.get_run(study.user_attrs["workbench.parent_run_id"]).info.experiment_id
     while time.monotonic() < deadline:
         assert sweep.poll() is None, f"the sweep ended early: {sweep.stdout.read()[-3000:]}"
-        try:
-            study = optuna.load_study(study_name="cancel", storage=journal(out))
-        except (KeyError, FileNotFoundError):
-            time.sleep(0.2)
-            continue
         midway = {}
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
             job = (trial.user_attrs.get(WORKER_ATTR) or {}).get("slurm_job_id")
-            parent = study.user_attrs.get("workbench.parent_run_id")
-            if not job or not parent:
-                continue
             found = client.search_runs(
-                [client.get_run(parent).info.experiment_id],
-                f"tags.`workbench.trial` = '{trial.number}' and attributes.status = 'RUNNING'",
-            )
+                [experiment], f"tags.`workbench.trial` = '{trial.number}' and attributes.status = 'RUNNING'"
+            ) if job else []
             if found and (out / found[0].info.run_id / "last.pt").is_file():
                 midway[job] = (trial.number, found[0].info.run_id)
-        if len(midway) >= count:
+        if len(midway) >= 2:
             return midway
         time.sleep(0.2)
     raise AssertionError("no two trials reached a checkpoint in time")
@@ -218,3 +195,23 @@ def test_gpus_in_gres_and_local_paths_warned_on_multi_node_partitions(tmp_path):
     assert cluster.unshared_paths({"x": tmp_path}, one_node) == []
     assert cluster.sbatch_options(["--hold", "--account=abc", "--cpu-bind=none"]) == {
         "hold": True, "account": "abc", "cpu_bind": "none"}
+
+
+def test_reaping_fails_only_trials_of_vanished_jobs_or_of_the_requeued_job_itself(tmp_path, monkeypatch):
+    from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend
+
+    from workbench.sweeps.slurm import reap_lost_jobs
+    from workbench.sweeps.study import claim
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    study = optuna.create_study(storage=storage, study_name="reap")
+    for job in ("7", "8", "9"):
+        monkeypatch.setenv("SLURM_JOB_ID", job)
+        claim(study, storage, study.ask())
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+    assert reap_lost_jobs(study, storage, retry, None, own_job="8") == [1]  # job 8 requeued: only its own trial
+    assert reap_lost_jobs(study, storage, retry, {"9"}) == [0]  # job 7 is gone from squeue, job 9 runs
+    states = [t.state for t in study.trials]
+    assert states[:3] == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING] and len(states) == 5  # + 2 retries
+    assert "SLURM job 7 ended" in study.trials[0].user_attrs[ERROR_ATTR]

@@ -194,6 +194,8 @@ def _run(
     run_tags = {"workbench.seed": str(cfg.train.seed), "workbench.data_hash": manifest["data_hash"]}
     run_tags.update({**slurm_env.job_tags(), **(tags or {})})  # inside a SLURM job: its id and node
     tracker = _start_tracker(cfg, ranks, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags)
+    if resume_run_id:
+        tracker.set_tags(slurm_env.job_tags())  # the SLURM job carrying the run on (after a pre-emption)
     ckpt_path = Path(cfg.train.out_dir) / tracker.run_id / checkpoint.LAST
     start_step, already_logged = 0, -1
     state = None

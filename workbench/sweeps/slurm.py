@@ -408,22 +408,25 @@ def reap_lost_jobs(
     study: optuna.Study,
     storage: optuna.storages.BaseStorage,
     retry: optuna.storages.RetryHeartbeatStaleTrialCallback,
-    active: set[str],
+    active: set[str] | None,
     *,
     own_job: str | None = None,
 ) -> list[int]:
-    """FAIL (and re-queue) RUNNING trials claimed by a SLURM job that squeue no longer lists, or --
-    `own_job`: this job, requeued -- by an earlier run of this very job. `active` must be read from
-    squeue *before* this call, so a job missing from it had told its trial before exiting."""
+    """FAIL (and re-queue) RUNNING trials claimed by a SLURM job that squeue no longer lists (`active`,
+    read from squeue *before* this call, so a job missing from it had told its trial before exiting);
+    or, with `own_job` (a requeued job starting again, which has claimed nothing yet), only those
+    an earlier run of this very job left behind."""
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get(WORKER_ATTR)
         if not isinstance(owner, dict) or owner.get("trial") != trial.number or not owner.get("slurm_job_id"):
             continue
         job = owner["slurm_job_id"]
-        if own_job is not None and job == own_job:
+        if own_job is not None:
+            if job != own_job:
+                continue
             reason = f"its SLURM job {job} was requeued (pre-empted or scontrol requeue)"
-        elif job in active:
+        elif active is None or job in active:
             continue
         else:
             reason = f"its SLURM job {job} ended without finishing it (cancelled, pre-empted, node failure)"
@@ -462,6 +465,7 @@ class _Stop:
 
 def work(args: WorkerArgs) -> str:
     """One worker job: pop the study's queued trials and run them, one at a time, until none is left."""
+    _start_trial_server_deaf()
     stop = _Stop()  # replaces submitit's handlers: a trial must stop cleanly on SIGTERM too
     _quiet_optuna()
     me = slurm_env.job_id()
@@ -469,7 +473,8 @@ def work(args: WorkerArgs) -> str:
     storage = open_storage(args.storage, heartbeat_s=args.heartbeat_s, retries=spec.retries)
     study = optuna.load_study(study_name=args.study_name, storage=storage)
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=spec.retries)
-    reap_lost_jobs(study, storage, retry, set(), own_job=me)
+    if me:
+        reap_lost_jobs(study, storage, retry, None, own_job=me)
     done = threading.Event()
     reaper = threading.Thread(
         target=_reap_loop, args=(study, storage, retry, job_name(args.study_name), done), name="slurm-reaper", daemon=True
@@ -487,6 +492,24 @@ def work(args: WorkerArgs) -> str:
     if stop.signum == signal.SIGUSR2 and me and not result.finished:
         cluster.requeue(me)  # the time limit: come back with a fresh one; the trial resumes from its checkpoint
     return result.summary()
+
+
+def _start_trial_server_deaf() -> None:
+    """Start the trials' forkserver ignoring SIGTERM and SIGUSR2 (an ignored signal survives exec).
+
+    SLURM signals every process of the job. A forkserver killed by it would close the
+    pipes the worker waits on, so the worker would take a trial still saving its run
+    for dead, re-queue it and exit while it runs on: the next attempt would resume a
+    run that is still being written. Ignoring them, the forkserver lives until the
+    worker exits; the trials set their own handlers (``child.main``)."""
+    from workbench.sweeps import child
+
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGTERM, signal.SIGUSR2)}
+    try:
+        child.warm_up(wait=True)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _reap_loop(study, storage, retry, name: str, done: threading.Event) -> None:

@@ -79,7 +79,7 @@ def start(root: Path, timeout_s: float = 30.0) -> Cluster:
     key.write_bytes(os.urandom(1024))
     key.chmod(0o600)
     munge_socket = root / "munge.socket"
-    node = socket.gethostname()
+    node = socket.gethostname().split(".")[0]  # slurm names a node by its short host name
     cpus = os.cpu_count() or 1
     ctld_port, slurmd_port = _free_ports(2)
     conf = root / "slurm.conf"
@@ -144,6 +144,12 @@ def stop(cluster: Cluster, timeout_s: float = 15.0) -> None:
     """Cancel every job, then stop slurmd, slurmctld and munged (each by its pid file)."""
     env = {**os.environ, "SLURM_CONF": str(cluster.conf)}
     subprocess.run(["scancel", "--full", "--quiet", "--partition", cluster.partition], env=env, capture_output=True)
+    deadline = time.monotonic() + 45  # KillWait=30: the job steps (slurmstepd) end before slurmd does
+    while time.monotonic() < deadline:
+        queued = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True)
+        if queued.returncode != 0 or not queued.stdout.strip():
+            break
+        time.sleep(0.2)
     for name in ("slurmd", "slurmctld", "munged"):
         pid_file = cluster.root / f"{name}.pid"
         if not pid_file.is_file():

@@ -179,6 +179,8 @@ def test_bad_slurm_input_is_one_line_naming_the_option(slurm_cluster, tmp_path, 
         "sweep", str(spec_path), "--launcher", "slurm", "--sbatch-arg=-A abc", *sets)
     assert "--launcher 'slrum': unknown launcher (did you mean 'slurm'?)" in error(
         "sweep", str(spec_path), "--launcher", "slrum", *sets)
+    assert "--slots is for trials on this machine; with --launcher slurm use --max-parallel" in error(
+        "sweep", str(spec_path), "--launcher", "slurm", "--slots", "2", *sets)
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     assert "--launcher slurm: sbatch is not on PATH" in error("sweep", str(spec_path), "--launcher", "slurm", *sets)
     assert "--launcher slurm: sbatch is not on PATH" in error("run", "--launcher", "slurm")

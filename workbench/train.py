@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from workbench import checkpoint, distributed, tracking
-from workbench.launch import slurm_env
 from workbench.config import RunConfig, from_dict, to_yaml
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import RunError, check_writable
+from workbench.launch import slurm_env
 from workbench.models.vlp import compile_model
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build

@@ -347,6 +347,12 @@ def command(
         echo(cancel(spec, options))
         return None
     if launcher == "slurm":
+        local = [name for name, used in (("--slots", options.slots is not None), ("--gpus", options.gpus is not None),
+                                          ("--per-gpu", options.per_gpu != 1), ("--worker", options.worker)) if used]
+        if local:
+            raise ConfigError(
+                f"{local[0]} is for trials on this machine; with --launcher slurm use --max-parallel and --gpus-per-trial"
+            )
         return launch(spec, sets, options, slurm, echo)
     return run_sweep(spec, options)
 

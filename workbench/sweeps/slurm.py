@@ -308,7 +308,7 @@ def _finished_line(trial: FrozenTrial) -> str:
     owner = trial.user_attrs.get(WORKER_ATTR) or {}
     key = grid_key(trial)
     what = f"trial {trial.number}" + (f" {key[0]} seed {key[1]}" if key else "")
-    where = f"job {owner.get('slurm_job_id', '?')} on {owner.get('host', '?')}"
+    where = f"job {owner.get('slurm_job_id', '?')} on {owner.get('slurm_node', owner.get('host', '?'))}"
     if trial.state == TrialState.COMPLETE:
         return f"{where}: {what}: COMPLETE {trial.value:.4g}"
     if trial.state == TrialState.FAIL:
@@ -367,7 +367,7 @@ def status(spec: SweepSpec, options: SweepOptions) -> str:
         owner = trial.user_attrs.get(WORKER_ATTR) or {}
         key = grid_key(trial) or ("-", "-")
         job = owner.get("slurm_job_id", "-")
-        node = owner.get("host", "-") if trial.state != TrialState.WAITING else "-"
+        node = owner.get("slurm_node", owner.get("host", "-")) if trial.state != TrialState.WAITING else "-"
         value = f"{trial.value:.4g}" if trial.value is not None else "-"
         rows.append((str(trial.number), str(key[0]), str(key[1]), trial.state.name, value, job, node))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

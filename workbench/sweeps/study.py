@@ -201,7 +201,8 @@ def claim(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial) -> Non
     owner = {"host": HOST, "pid": os.getpid(), "trial": trial.number}
     job = slurm_env.job_tags()  # inside a SLURM job: which one (reaped by its id when it vanishes)
     if job:
-        owner.update(slurm_job_id=job[slurm_env.JOB_TAG], slurm_restart=job[slurm_env.RESTART_TAG])
+        owner.update(slurm_job_id=job[slurm_env.JOB_TAG], slurm_node=job.get(slurm_env.NODE_TAG, HOST),
+                     slurm_restart=job[slurm_env.RESTART_TAG])
     trial.set_user_attr(WORKER_ATTR, owner)
     if ERROR_ATTR in trial.user_attrs:  # inherited from the failed attempt this one retries
         trial.set_user_attr(ERROR_ATTR, None)

@@ -361,7 +361,12 @@ def command(
 def status(spec: SweepSpec, options: SweepOptions) -> str:
     """Each trial's state, value, SLURM job and node; then the sweep's jobs squeue still lists."""
     sweep = _open(spec, [], options, create=False)
-    queued = sweep.active_jobs() if _has_slurm() else {}
+    queued, unreachable = {}, ""
+    if _has_slurm():
+        try:
+            queued = sweep.active_jobs()
+        except ConfigError as err:  # the trials' records still answer
+            unreachable = str(err).removeprefix("--launcher slurm: ")
     rows = [("trial", "variant", "seed", "state", "value", "job", "node")]
     for trial in sweep.study.get_trials(deepcopy=False):
         owner = trial.user_attrs.get(WORKER_ATTR) or {}
@@ -374,7 +379,9 @@ def status(spec: SweepSpec, options: SweepOptions) -> str:
     lines = [f"sweep {spec.name}: study {sweep.study_name!r} in {describe_storage(sweep.location)}"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     recorded = sweep.recorded_jobs()
-    if queued:
+    if unreachable:
+        lines.append(f"jobs: unknown ({unreachable})")
+    elif queued:
         jobs = ", ".join(
             f"{i} {j.state}" + (f" on {j.node}" if j.node else "") + (f" ({j.reason})" if j.state == "PENDING" else "")
             for i, j in sorted(queued.items())

@@ -19,3 +19,24 @@ def shapes_tiny(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapesworld") / "tiny"
     generate(root, seed=0, size="tiny")
     return root
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node SLURM cluster (munged, slurmctld, slurmd on 127.0.0.1), started once, stopped at the end.
+
+    Clients (sbatch, squeue, submitit) find it through SLURM_CONF; jobs inherit this environment.
+    """
+    import slurm_cluster as slurm
+
+    cluster = slurm.start(tmp_path_factory.mktemp("slurm"))
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        slurm.stop(cluster)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous

@@ -271,6 +271,15 @@ def run(
         bool, typer.Option("--quick", help="A run of minutes: 20 steps, retrieval + a 10-step VQA fine-tune (plumbing check, not results).")
     ] = False,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Pre-train only, no downstream evaluation (= --set eval.tasks=[]).")] = False,
+    launcher: Annotated[str, typer.Option("--launcher", help="local: this machine; slurm: one SLURM job of --nodes x --gpus-per-node ranks (CPU nodes: --nproc ranks each).")] = "local",
+    nodes: Annotated[int, typer.Option("--nodes", help="Nodes of the SLURM job.", rich_help_panel="SLURM")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", help="GPUs per node, one rank each (0: --nproc CPU ranks per node).", rich_help_panel="SLURM")] = 0,
+    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition (default: the cluster's default).", rich_help_panel="SLURM")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", help="CPUs per rank (sbatch --cpus-per-task).", rich_help_panel="SLURM")] = None,
+    mem: Annotated[Optional[str], typer.Option("--mem", help="Memory per node, e.g. 64G.", rich_help_panel="SLURM")] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="Time limit, e.g. 24:00:00 (default: the partition's).", rich_help_panel="SLURM")] = None,
+    sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="Another sbatch option, long form: --sbatch-arg=--account=abc (repeatable).", rich_help_panel="SLURM")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the SLURM job to end, or return once it is submitted.", rich_help_panel="SLURM")] = True,
 ) -> None:
     """Pre-train one configured model, evaluate it downstream, log all to MLflow.
 
@@ -285,6 +294,7 @@ def run(
     (same config and seed on CPU => the same losses bit for bit; tagged workbench.rerun_of).
     Several GPUs: `workbench run --nproc 4 ...`, or several hosts:
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-endpoint=HOST:PORT -m workbench run ...
+    On a SLURM cluster: `workbench run --launcher slurm --nodes 2 --gpus-per-node 8 ...`
     """
     from workbench.config import ConfigError, load_config
     from workbench import distributed, interrupts, tracking, train
@@ -300,15 +310,29 @@ def run(
     from workbench.cli_support import quick_overrides
 
     user_overrides, overrides = list(overrides or []), quick_overrides(quick, no_eval, overrides)
-    if nproc != 1 and not distributed.ranks_from_env().active:
+    if launcher not in ("local", "slurm"):
+        raise ConfigError(f"--launcher {launcher!r}: unknown launcher; allowed: local, slurm")
+    ranks = nodes * (gpus_per_node or nproc) if launcher == "slurm" else nproc
+    if (ranks != 1 or launcher == "slurm") and not distributed.ranks_from_env().active:
+        out_dir = "outputs"
         if not recorded:  # a bad key or an uneven batch: one line now, not once per process
             cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
-            distributed.local_batch_size(cfg.train.batch_size, nproc)
+            distributed.local_batch_size(cfg.train.batch_size, ranks)
+            out_dir = cfg.train.out_dir
         args = ["--debug"] if _debug else []
         args += ["run", *([] if recorded else ["--experiment", experiment]), *[f"--set={o}" for o in user_overrides]]
         args += [flag for flag, on in (("--quick", quick), ("--no-eval", no_eval)) if on]
         args += [f"--{name}={value}" for name, value in
                  (("device", device), ("tracking-uri", tracking_uri), ("resume", resume), ("from", rerun_of)) if value]
+        if launcher == "slurm":
+            from workbench.launch import slurm_run
+            from workbench.launch.slurm import SlurmResources
+
+            resources = SlurmResources(partition, gpus_per_node, cpus_per_task, mem, time_limit, list(sbatch_arg or []))
+            raise typer.Exit(slurm_run.launch(
+                args, resources, nodes=nodes, tasks_per_node=gpus_per_node or nproc,
+                folder=Path(out_dir) / "slurm", wait=wait, echo=typer.echo,
+            ))
         raise typer.Exit(interrupts.run_forwarding(distributed.torchrun_command(nproc, args)))
     tags = None
     if recorded:  # the run's own config; --set may still change e.g. train.device
@@ -364,6 +388,17 @@ def sweep(
     heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between trial heartbeats on RDB storages; a trial silent for 2x is failed and retried.")] = 30,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live per-slot progress on the terminal.")] = True,
     yes: Annotated[bool, typer.Option("--yes", help="Start a sweep of more than 200 trials (its estimated compute is printed).")] = False,
+    launcher: Annotated[str, typer.Option("--launcher", help="local: trials run on this machine; slurm: in SLURM worker jobs (see README, Running on a SLURM cluster).")] = "local",
+    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition (default: the cluster's default).", rich_help_panel="SLURM")] = None,
+    gpus_per_trial: Annotated[int, typer.Option("--gpus-per-trial", help="GPUs of each worker job: 0 (CPU) or 1.", rich_help_panel="SLURM")] = 0,
+    cpus_per_trial: Annotated[Optional[int], typer.Option("--cpus-per-trial", help="CPUs of each worker job (sbatch --cpus-per-task).", rich_help_panel="SLURM")] = None,
+    mem: Annotated[Optional[str], typer.Option("--mem", help="Memory per worker job, e.g. 32G (sbatch --mem).", rich_help_panel="SLURM")] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="Time limit per worker job, e.g. 4:00:00 (default: the partition's).", rich_help_panel="SLURM")] = None,
+    max_parallel: Annotated[int, typer.Option("--max-parallel", help="Worker jobs at once (each runs one trial at a time).", rich_help_panel="SLURM")] = 4,
+    sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="Another sbatch option, long form: --sbatch-arg=--account=abc (repeatable).", rich_help_panel="SLURM")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Watch the jobs until the sweep ends, or return once they are submitted.", rich_help_panel="SLURM")] = True,
+    show_status: Annotated[bool, typer.Option("--status", help="Show each trial's state, SLURM job and node, and the queued jobs.")] = False,
+    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel the sweep's SLURM jobs (their trials are re-queued).", rich_help_panel="SLURM")] = False,
 ) -> None:
     """Run a named ablation sweep: each variant x seed as a trial of an Optuna study.
 
@@ -372,12 +407,15 @@ def sweep(
     workbench sweep mask-ratio --slots 2    run (or resume) on 2 CPU processes
     workbench sweep my.yaml --gpus 0,1 --per-gpu 2
     workbench sweep NAME --storage postgresql://... --worker   (another host)
+    workbench sweep NAME --launcher slurm --partition gpu --gpus-per-trial 1 --max-parallel 8
 
     Each trial runs in its own process and is logged to MLflow as a child run of
     the sweep's parent run. Running a sweep again (or --resume) after Ctrl-C or a
     crash finishes only the trials that are missing.
     """
     from workbench import sweeps
+    from workbench.launch.slurm import SlurmResources
+    from workbench.sweeps import slurm
 
     if name == "list":
         typer.echo(sweeps.spec_table(sweeps.list_specs()))
@@ -389,7 +427,16 @@ def sweep(
     spec = sweeps.load_spec(name, overrides)
     if yes:
         typer.echo(sweeps.compute_estimate(spec), err=True)
-    result = sweeps.run_sweep(spec, options)
+    on_slurm = slurm.SlurmSweepOptions(
+        SlurmResources(partition, gpus_per_trial, cpus_per_trial, mem, time_limit, list(sbatch_arg or [])),
+        max_parallel=max_parallel, wait=wait,
+    )
+    result = slurm.command(
+        spec, list(overrides or []), options, launcher=launcher, slurm=on_slurm,
+        show_status=show_status, cancel_jobs=cancel, echo=typer.echo,
+    )
+    if result is None:  # --status, --cancel, --no-wait
+        return
     typer.echo(result.summary())
     if result.interrupted:
         typer.echo(f"interrupted: `workbench sweep {name}` finishes the missing trials", err=True)

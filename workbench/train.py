@@ -27,6 +27,7 @@ from workbench import checkpoint, distributed, interrupts, tracking
 from workbench.config import ConfigError, RunConfig, from_dict, to_yaml
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import RunError, check_writable
+from workbench.launch import slurm_env
 from workbench.models.vlp import compile_model
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
@@ -222,8 +223,11 @@ def _run(
         _restore_modules(state, pretrainer, optimizer, scheduler, resume_run_id)
 
     run_tags = {"workbench.seed": str(cfg.train.seed), "workbench.data_hash": manifest["data_hash"],
-                "workbench.devices": str(ranks.world_size), "workbench.device": device.type, **(tags or {})}
+                "workbench.devices": str(ranks.world_size), "workbench.device": device.type}
+    run_tags.update({**slurm_env.job_tags(), **(tags or {})})  # inside a SLURM job: its id and node
     tracker = _start_tracker(cfg, ranks, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags)
+    if resume_run_id:
+        tracker.set_tags(slurm_env.job_tags())  # the SLURM job carrying the run on (after a pre-emption)
     ckpt_path = Path(cfg.train.out_dir) / tracker.run_id / checkpoint.LAST
     start_step, already_logged = 0, -1
     try:  # a run that cannot start is marked FAILED (KILLED when interrupted), never left RUNNING

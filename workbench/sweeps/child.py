@@ -127,6 +127,7 @@ def main(job: TrialJob) -> None:
     _watch_sweep(job.sweep_pid)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGUSR2, _interrupt)  # SLURM's warning before a job's time limit (submitit --signal)
     if job.threads:
         import torch
 

@@ -79,6 +79,7 @@ class SweepOptions:
     trainer: str = "workbench.train:run"  # "module:function" called in each child (tests use a cheap one)
     poll_s: float = 1.0  # how often an idle slot looks for work
     yes: bool = False  # start a sweep of more than CONFIRM_ABOVE_TRIALS trials
+    cpus: int | None = None  # CPUs the slots share (default: this process's affinity); a SLURM job's --cpus-per-task
 
 
 @dataclass
@@ -182,7 +183,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
     if not options.worker:
         check_size(spec, options.yes)
     base_cfg = variant_config(spec, spec.variants[0].overrides if spec.is_grid else {})
-    slots = plan_slots(options.gpus, options.per_gpu, options.slots)
+    slots = plan_slots(options.gpus, options.per_gpu, options.slots, cpu_count=options.cpus)
     location = options.storage or default_storage(base_cfg.train.out_dir)
     tracking.check_store(options.tracking_uri or base_cfg.tracking.uri)  # before anything is created
     if options.resume and "://" not in location and not Path(location).is_file():

@@ -38,6 +38,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench.config import ConfigError
+from workbench.launch import slurm_env
 from workbench.pids import pid_alive
 from workbench.sweeps.pruning import build_pruner, build_sampler
 from workbench.sweeps.rdb import open_rdb_storage
@@ -263,7 +264,12 @@ def claim(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial) -> Non
     tid = trial_id(storage, study, trial.number)
     if heartbeat_enabled(storage):
         storage.record_heartbeat(tid)
-    trial.set_user_attr(WORKER_ATTR, {"host": HOST, "pid": os.getpid(), "trial": trial.number})
+    owner = {"host": HOST, "pid": os.getpid(), "trial": trial.number}
+    job = slurm_env.job_tags()  # inside a SLURM job: which one (reaped by its id when it vanishes)
+    if job:
+        owner.update(slurm_job_id=job[slurm_env.JOB_TAG], slurm_node=job.get(slurm_env.NODE_TAG, HOST),
+                     slurm_restart=job[slurm_env.RESTART_TAG])
+    trial.set_user_attr(WORKER_ATTR, owner)
     if ERROR_ATTR in trial.user_attrs:  # inherited from the failed attempt this one retries
         trial.set_user_attr(ERROR_ATTR, None)
 

@@ -1,0 +1,7 @@
+"""Launchers: where work runs when it does not run in this process (a SLURM cluster).
+
+``slurm``: the cluster as the submitting host sees it (sbatch on PATH, partitions,
+the sweep's queued jobs) and the resources a job asks for; ``slurm_env``: how a
+process running inside a SLURM job names its job (tags on runs and trials);
+``slurm_run``: one DDP run across nodes.
+"""

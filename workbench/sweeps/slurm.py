@@ -55,6 +55,7 @@ from workbench.sweeps.study import (
     QUEUED_ATTR,
     TRACKING_ATTR,
     WORKER_ATTR,
+    claim_parent_run,
     default_storage,
     describe_storage,
     enqueue_missing,
@@ -170,14 +171,19 @@ def _open(spec: SweepSpec, sets: list[str], options: SweepOptions, *, create: bo
     study = open_study(spec, storage, study_name, create=create, location=location)
     uri = tracking.resolve_uri(options.tracking_uri or study.user_attrs.get(TRACKING_ATTR) or base_cfg.tracking.uri)
     parent_run_id = study.user_attrs.get(PARENT_ATTR)
-    if parent_run_id and create:
-        runs.reopen_parent_run(parent_run_id, uri)
-    elif create:
-        parent_run_id = runs.create_parent_run(
-            spec, study_name, uri=uri, experiment=base_cfg.tracking.experiment, storage=describe_storage(location)
-        )
-        study.set_user_attr(TRACKING_ATTR, uri)
-        study.set_user_attr(PARENT_ATTR, parent_run_id)
+    if create:
+
+        def create_parent() -> str:
+            run_id = runs.create_parent_run(
+                spec, study_name, uri=uri, experiment=base_cfg.tracking.experiment, storage=describe_storage(location)
+            )
+            study.set_user_attr(TRACKING_ATTR, uri)
+            study.set_user_attr(PARENT_ATTR, run_id)
+            return run_id
+
+        parent_run_id, created = claim_parent_run(study, storage, create_parent)  # one parent, however many submit
+        if not created:
+            runs.reopen_parent_run(parent_run_id, uri)
     folder = Path(base_cfg.train.out_dir).resolve() / "sweeps" / study_name / "slurm"
     return _Sweep(spec, sets, options, location, storage, study, study_name, uri, parent_run_id or "", folder)
 

@@ -6,13 +6,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# requirements.lock holds the exact versions CI tested; pyproject.toml the compatible ranges.
+$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -25,6 +26,16 @@ test: setup
 
 bench: setup
 	$(BIN)/workbench bench
+
+# Refresh requirements.lock from pyproject.toml's ranges: a fresh venv, the newest allowed
+# versions, then pip freeze. Run `make test` after it and commit both files together.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# The exact versions CI tested: 'make setup' installs with '-c requirements.lock'."; \
+	  echo "# Refresh after changing pyproject.toml's dependencies: 'make lock' (a fresh venv, then pip freeze)."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^workbench'; } > requirements.lock
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) outputs mlflow.db mlruns data/shapesworld

@@ -198,17 +198,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
         study = open_study(spec, storage, study_name, create=not options.resume, location=location)
     uri = tracking.resolve_uri(options.tracking_uri or study.user_attrs.get(TRACKING_ATTR) or base_cfg.tracking.uri)
 
-    def create_parent() -> str:
-        run_id = runs.create_parent_run(
-            spec, study_name, uri=uri, experiment=base_cfg.tracking.experiment, storage=describe_storage(location)
-        )
-        study.set_user_attr(TRACKING_ATTR, uri)
-        study.set_user_attr(PARENT_ATTR, run_id)
-        return run_id
-
-    parent_run_id, created = claim_parent_run(study, storage, create_parent)  # one parent, however many start
-    if not created:
-        runs.reopen_parent_run(parent_run_id, uri)
+    parent_run_id = open_parent_run(spec, study, storage, uri, base_cfg.tracking.experiment, location)
     if options.worker:
         tracking.closed(parent_run_id)  # the coordinator owns the parent run: a crashed worker leaves it alone
 
@@ -257,6 +247,24 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
     )
     _close_parent(result, options.worker)
     return result
+
+
+def open_parent_run(spec: SweepSpec, study, storage, uri: str, experiment: str, location: str) -> str:
+    """The sweep's MLflow parent run: created by exactly one of any number of coordinators
+    (local or SLURM-submitting), reopened by the others and on resume."""
+
+    def create_parent() -> str:
+        run_id = runs.create_parent_run(
+            spec, study.study_name, uri=uri, experiment=experiment, storage=describe_storage(location)
+        )
+        study.set_user_attr(TRACKING_ATTR, uri)
+        study.set_user_attr(PARENT_ATTR, run_id)
+        return run_id
+
+    parent_run_id, created = claim_parent_run(study, storage, create_parent)
+    if not created:
+        runs.reopen_parent_run(parent_run_id, uri)
+    return parent_run_id
 
 
 def report_location(parent_run_id: str) -> str:

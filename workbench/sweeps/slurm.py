@@ -47,7 +47,7 @@ from workbench.launch import slurm as cluster
 from workbench.launch import slurm_env
 from workbench.sweeps import runs
 from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress
-from workbench.sweeps.runner import SweepOptions, SweepResult, _quiet_optuna, run_sweep
+from workbench.sweeps.runner import SweepOptions, SweepResult, _quiet_optuna, open_parent_run, run_sweep
 from workbench.sweeps.spec import SweepSpec, load_spec, resolve_spec_path, variant_config
 from workbench.sweeps.study import (
     ERROR_ATTR,
@@ -55,7 +55,6 @@ from workbench.sweeps.study import (
     QUEUED_ATTR,
     TRACKING_ATTR,
     WORKER_ATTR,
-    claim_parent_run,
     default_storage,
     describe_storage,
     enqueue_missing,
@@ -171,19 +170,8 @@ def _open(spec: SweepSpec, sets: list[str], options: SweepOptions, *, create: bo
     study = open_study(spec, storage, study_name, create=create, location=location)
     uri = tracking.resolve_uri(options.tracking_uri or study.user_attrs.get(TRACKING_ATTR) or base_cfg.tracking.uri)
     parent_run_id = study.user_attrs.get(PARENT_ATTR)
-    if create:
-
-        def create_parent() -> str:
-            run_id = runs.create_parent_run(
-                spec, study_name, uri=uri, experiment=base_cfg.tracking.experiment, storage=describe_storage(location)
-            )
-            study.set_user_attr(TRACKING_ATTR, uri)
-            study.set_user_attr(PARENT_ATTR, run_id)
-            return run_id
-
-        parent_run_id, created = claim_parent_run(study, storage, create_parent)  # one parent, however many submit
-        if not created:
-            runs.reopen_parent_run(parent_run_id, uri)
+    if create:  # one parent, however many shells submit
+        parent_run_id = open_parent_run(spec, study, storage, uri, base_cfg.tracking.experiment, location)
     folder = Path(base_cfg.train.out_dir).resolve() / "sweeps" / study_name / "slurm"
     return _Sweep(spec, sets, options, location, storage, study, study_name, uri, parent_run_id or "", folder)
 

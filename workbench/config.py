@@ -68,6 +68,10 @@ class VisionConfig:
     heads: int = positive(3)
     pooling: Literal["frame_cls", "global_cls", "mean"] = "frame_cls"
     max_frames: int = positive(8)
+    # ViT weights before VLP: "random" (as built: random tiny ViT, or `checkpoint`), "warmstart"
+    # (the uni-modal warm start cached under data.root, made when missing) or a file from
+    # `workbench data warmstart`
+    init: str = "random"
 
 
 @dataclass
@@ -76,6 +80,7 @@ class TextConfig:
     width: int = positive(192)
     depth: int = positive(2)
     heads: int = positive(3)
+    init: str = "random"  # BERT weights before VLP: "random" (as built), "warmstart" or a file (see vision.init)
 
 
 @dataclass
@@ -91,6 +96,22 @@ class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+@dataclass
+class WarmStartConfig:
+    """The uni-modal warm start (`workbench data warmstart`): what `init: warmstart` trains.
+
+    Image: per-patch colour/shape/size + object count on fresh ShapesWorld scenes
+    (ImageNet's stand-in). Text: BERT MLM on the pre-training captions (no image).
+    """
+
+    vision_steps: int = at_least(300, 0)
+    text_steps: int = at_least(300, 0)
+    batch_size: int = positive(64)
+    lr: float = field(default=1e-3, metadata={"min": 0.0, "max_open": False})
+    mask_prob: float = ratio(0.15)
+    seed: int = 0
 
 
 # --------------------------------------------------------------------- objectives
@@ -112,6 +133,7 @@ class ITMConfig:
     enabled: bool = True
     weight: float = at_least(1.0, 0.0)
     negatives: Literal["hard", "random"] = "hard"
+    product: bool = False  # the head also reads text ⊙ image pooled features (ViLBERT); see objectives/itm.py
 
 
 @dataclass
@@ -141,6 +163,8 @@ class SoftMaskConfig:
     mode: Literal["soft", "hard", "random", "off"] = "soft"
     layer: int = 0  # fusion layer whose text->image attention drives Grad-CAM; not the last: only its CLS row reaches ITM
     hard_ratio: float = ratio(0.25)
+    words: Literal["content", "any"] = "content"  # Grad-CAM word: a content word (colour, shape, size, position, count) or any word
+    positive: Literal["separate_loss", "itm_batch"] = "separate_loss"  # masked pair: own loss term, or B more rows of ITM's batch (objectives/softmask.py)
 
 
 @dataclass
@@ -212,6 +236,7 @@ class TrackingConfig:
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
     objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -355,6 +380,20 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"objectives.softmask.layer: {cfg.objectives.softmask.layer} is out of range — "
             f"allowed: -{layers}..{layers - 1} (model.fusion.layers={layers})"
         )
+    softmask = cfg.objectives.softmask
+    uses_cam = softmask.enabled and softmask.weight > 0 and softmask.mode in ("soft", "hard")
+    if uses_cam and softmask.layer % layers == layers - 1:
+        raise ConfigError(
+            f"objectives.softmask.layer: {softmask.layer} is the last of model.fusion.layers={layers} fusion "
+            f"layers, where only the [CLS] row reaches the ITM score: every word's Grad-CAM is zero and "
+            f"mode={softmask.mode!r} would mask nothing — allowed: "
+            + (f"0..{layers - 2}" if layers > 1 else "none (use model.fusion.layers >= 2 or mode=random)")
+        )
+    for part in ("vision", "text"):
+        if not getattr(cfg.model, part).init.strip():
+            raise ConfigError(
+                f"model.{part}.init: '' is not a setting — 'random', 'warmstart' or a warm-start file path"
+            )
     for name in ("vision", "fusion"):
         sub = getattr(cfg.model, name)
         if sub.width % sub.heads:

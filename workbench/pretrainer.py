@@ -27,7 +27,11 @@ class Pretrainer(nn.Module):
 def build(cfg: RunConfig, tokenizer) -> Pretrainer:
     from workbench.models import build_model
     from workbench.objectives import build_objectives, special_ids_of
+    from workbench.objectives.content_words import content_token_ids
 
     model = build_model(cfg, tokenizer)
-    objectives = build_objectives(cfg.objectives, model.dims, special_ids_of(tokenizer), len(tokenizer), model=model)
+    objectives = build_objectives(
+        cfg.objectives, model.dims, special_ids_of(tokenizer), len(tokenizer), model=model,
+        content_ids=content_token_ids(tokenizer),
+    )
     return Pretrainer(model, objectives)

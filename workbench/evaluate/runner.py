@@ -10,6 +10,9 @@ except the attention share (a fraction in [0, 1]):
 * `eval/attention/in_object` — share of last-layer text-CLS->patch attention inside the
   named object, on the retrieval split (so computed with the `retrieval` task;
   absent for data without object masks).
+* `eval/attention/gradcam_in_object`, `eval/attention/object_area`,
+  `eval/attention/gradcam_beats_area` — the same share for the ITM Grad-CAM of the object's
+  own words (SoftMask's map), against the area fraction a uniform map scores (with ITM).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import torch
 from torch import nn
 
 from workbench.config import RunConfig
-from workbench.evaluate.attention import attention_in_object
+from workbench.evaluate.attention import attention_in_object, gradcam_in_object
 from workbench.evaluate.finetune import finetune
 from workbench.evaluate.nlvr import NLVR
-from workbench.evaluate.retrieval import evaluate_retrieval
+from workbench.evaluate.retrieval import built_objective, evaluate_retrieval
 from workbench.evaluate.ve import VE
 from workbench.evaluate.vqa import VQA
 
@@ -79,4 +82,7 @@ def evaluate_all(
             if progress is not None:
                 progress("attention")
             metrics.update(attention_in_object(model, cfg, tokenizer, device))
+            itm = built_objective(objectives, "itm")
+            if itm is not None:
+                metrics.update(gradcam_in_object(model, itm, cfg, tokenizer, device))
     return metrics

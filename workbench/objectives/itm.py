@@ -11,6 +11,9 @@ Every pair gets one negative image and one negative caption, drawn from the batc
   swaps in a random image for 50 % of the B rows; here the row layout is the same
   as ``hard`` so that the ablation changes only how negatives are drawn.
 
+With SoftMask's ``positive: itm_batch`` the B masked pairs join this batch as
+positives (4B rows); see ``objectives/softmask.py`` for how the two forms weigh them.
+
 "Positive" means same ``image_id`` when the batch has ids (another caption of the
 same image is not a negative). A row with no non-positive in the batch takes any
 other row.
@@ -74,18 +77,35 @@ class ITM(nn.Module):
 
     names = ("itm",)
 
-    def __init__(self, joint_width: int, negatives: str, *, weight: float) -> None:
+    def __init__(self, joint_width: int, negatives: str, *, weight: float, product: bool = False) -> None:
         super().__init__()
         self.weight = weight
         self.negatives = negatives
-        self.head = nn.Linear(joint_width, 2)
+        self.product = product
+        self.head = nn.Linear(joint_width * 3 // 2 if product else joint_width, 2)
+
+    def features(self, joint: Tensor) -> Tensor:
+        """The head's input: ``joint`` = [text pooled, image pooled], with ``product`` also their
+        elementwise product (ViLBERT's alignment head).
+
+        Why the product: in an ITM batch every caption and every image occurs once in a
+        positive and once in a negative pair, so any score that adds a text part and an image
+        part carries no signal -- only text x image interactions do. From scratch the fusion's
+        interactions start second-order small (near-uniform cross-attention), and ITM sits at
+        its 1:2 prior (loss 0.64) for the whole budget; the product is a first-order interaction
+        the head can learn from the first step.
+        """
+        if not self.product:
+            return joint
+        text, image = joint.chunk(2, dim=-1)
+        return torch.cat([joint, text * image], dim=-1)
 
     def logits(self, joint: Tensor) -> Tensor:
-        return self.head(joint)
+        return self.head(self.features(joint))
 
     def match_logit(self, joint: Tensor) -> Tensor:
         """The "match" class logit [N] (ALBEF ranks and explains with ``itm_head(x)[:, 1]``)."""
-        return self.head(joint)[:, 1]
+        return self.logits(joint)[:, 1]
 
     def _similarity(self, ctx: StepContext) -> tuple[Tensor | None, Tensor | None]:
         if self.negatives == "hard" and "itc" in ctx.modules:
@@ -106,10 +126,16 @@ class ITM(nn.Module):
             torch.cat([text_tokens, text_tokens[negative_text]]),
             torch.cat([text_mask, text_mask[negative_text]]),
         )
-        logits = self.logits(torch.cat([positive["joint"], negative["joint"]]))
+        logits = self.logits(torch.cat([positive["joint"], negative["joint"]])).float()
         size = ids.shape[0]
         targets = itm_targets(size, 2 * size, logits.device)
-        return {
-            "itm_loss": F.cross_entropy(logits.float(), targets),
-            "itm_acc": (logits.detach().argmax(dim=1) == targets).float().mean(),
-        }
+        out = {"itm_acc": (logits.detach().argmax(dim=1) == targets).float().mean()}
+        softmask = ctx.modules.get("softmask")
+        if softmask is not None and softmask.in_itm_batch:  # SCIENCE.md: 3B rows + B masked positives
+            masked = softmask.masked_pair(ctx)
+            ones = torch.ones(size, dtype=torch.long, device=logits.device)
+            out["itm_masked_acc"] = (masked["logits"].detach().argmax(dim=1) == ones).float().mean()
+            out["itm_masked"] = masked["masked"]
+            logits, targets = torch.cat([logits, masked["logits"]]), torch.cat([targets, ones])
+        out["itm_loss"] = F.cross_entropy(logits, targets)
+        return out

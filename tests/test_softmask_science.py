@@ -110,3 +110,23 @@ def test_itm_batch_puts_the_masked_pairs_into_one_itm_cross_entropy():
     assert out["loss"].item() == pytest.approx(out["loss/itm"].item())
     assert out3["loss"].item() == pytest.approx(out3["loss/itm"].item() + out3["loss/softmask_itm"].item(), rel=1e-5)
     assert clean.shape == (4, 2)
+
+
+def test_a_uniform_map_scores_the_object_area_fraction_and_object_words_are_found():
+    from workbench.evaluate.attention import gradcam_layer, in_object_share, mask_on_patch_grid, object_word_positions
+
+    mask = torch.zeros(1, 16, 16, dtype=torch.bool)
+    mask[0, 2:10, 4:8] = True  # 32 of 256 pixels
+    uniform = torch.ones(1, 4, 4)
+    area = mask_on_patch_grid(mask, (4, 4)).mean()
+    assert in_object_share(uniform, mask).item() == pytest.approx(area.item()) == pytest.approx(32 / 256)
+    peaked = torch.zeros(1, 4, 4)
+    peaked[0, 1, 1] = 1.0  # the patch fully inside the object
+    assert in_object_share(peaked, mask).item() == pytest.approx(1.0)
+    tokens = ["[CLS]", "a", "red", "circle", "left", "of", "a", "blue", "square", ".", "[SEP]"]
+    assert object_word_positions(tokens, {"shape": "circle", "color": "red"}) == [2, 3]
+    layers = config(on=("itm",)).model.fusion.layers
+    cfg = config(on=("itm",))
+    assert gradcam_layer(cfg) == 0
+    cfg.objectives.softmask.layer = layers - 1
+    assert gradcam_layer(cfg) is None  # the last layer's word cam is zero: no score

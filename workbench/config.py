@@ -134,6 +134,7 @@ class ITMConfig:
     weight: float = at_least(1.0, 0.0)
     negatives: Literal["hard", "random"] = "hard"
     product: bool = False  # the head also reads text ⊙ image pooled features (ViLBERT); see objectives/itm.py
+    batch_norm: bool = False  # standardise the head's input over ITM's batch (as itc.batch_norm); see objectives/itm.py
 
 
 @dataclass

@@ -52,7 +52,8 @@ Builder = Callable[[ObjectivesConfig, dict, int, "nn.Module | None", "list[int] 
 BUILDERS: dict[str, Builder] = {
     "itc": lambda cfg, dims, vocab, model, words: ITC(dims["vision_width"], dims["text_width"], cfg.itc, model),
     "itm": lambda cfg, dims, vocab, model, words: ITM(
-        joint_width(dims), cfg.itm.negatives, weight=cfg.itm.weight, product=cfg.itm.product
+        joint_width(dims), cfg.itm.negatives, weight=cfg.itm.weight, product=cfg.itm.product,
+        batch_norm=cfg.itm.batch_norm,
     ),
     "mlm": lambda cfg, dims, vocab, model, words: MLM(
         dims["fusion_width"],

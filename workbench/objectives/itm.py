@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from workbench.config import ConfigError
 from workbench.objectives.context import StepContext, multinomial_one
 from workbench.objectives.itc import batch_ids
+from workbench.objectives.projection import GlobalBatchNorm
 
 
 def negative_weights(similarity: Tensor | None, ids: Tensor) -> Tensor:
@@ -77,12 +78,16 @@ class ITM(nn.Module):
 
     names = ("itm",)
 
-    def __init__(self, joint_width: int, negatives: str, *, weight: float, product: bool = False) -> None:
+    def __init__(
+        self, joint_width: int, negatives: str, *, weight: float, product: bool = False, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         self.weight = weight
         self.negatives = negatives
         self.product = product
-        self.head = nn.Linear(joint_width * 3 // 2 if product else joint_width, 2)
+        width = joint_width * 3 // 2 if product else joint_width
+        self.norm = GlobalBatchNorm(width) if batch_norm else None
+        self.head = nn.Linear(width, 2)
 
     def features(self, joint: Tensor) -> Tensor:
         """The head's input: ``joint`` = [text pooled, image pooled], with ``product`` also their
@@ -100,8 +105,22 @@ class ITM(nn.Module):
         text, image = joint.chunk(2, dim=-1)
         return torch.cat([joint, text * image], dim=-1)
 
-    def logits(self, joint: Tensor) -> Tensor:
-        return self.head(self.features(joint))
+    def logits(self, joint: Tensor, batch_statistics: bool = False) -> Tensor:
+        """[N, 2] (no match, match). With ``batch_norm`` the features are standardised by the
+        running statistics, or -- ``batch_statistics``, ITM's own mixed batch in training -- by
+        the batch's (which also updates the running ones). Other callers (SoftMask's masked
+        positives, Grad-CAM, re-ranking) see only positives or single pairs: batch statistics
+        of those would remove the very match signal, so they always use the running ones.
+        """
+        features = self.features(joint)
+        if self.norm is not None:
+            if batch_statistics and self.training:
+                features = self.norm(features)
+            else:
+                features = F.batch_norm(
+                    features, self.norm.running_mean, self.norm.running_var, training=False, eps=self.norm.eps
+                )
+        return self.head(features)
 
     def match_logit(self, joint: Tensor) -> Tensor:
         """The "match" class logit [N] (ALBEF ranks and explains with ``itm_head(x)[:, 1]``)."""
@@ -126,16 +145,19 @@ class ITM(nn.Module):
             torch.cat([text_tokens, text_tokens[negative_text]]),
             torch.cat([text_mask, text_mask[negative_text]]),
         )
-        logits = self.logits(torch.cat([positive["joint"], negative["joint"]])).float()
+        joints = [positive["joint"], negative["joint"]]
         size = ids.shape[0]
-        targets = itm_targets(size, 2 * size, logits.device)
-        out = {"itm_acc": (logits.detach().argmax(dim=1) == targets).float().mean()}
+        targets = itm_targets(size, 2 * size, ids.device)
         softmask = ctx.modules.get("softmask")
+        masked = None
         if softmask is not None and softmask.in_itm_batch:  # SCIENCE.md: 3B rows + B masked positives
             masked = softmask.masked_pair(ctx)
-            ones = torch.ones(size, dtype=torch.long, device=logits.device)
-            out["itm_masked_acc"] = (masked["logits"].detach().argmax(dim=1) == ones).float().mean()
+            joints.append(masked["joint"])
+            targets = torch.cat([targets, torch.ones(size, dtype=torch.long, device=ids.device)])
+        logits = self.logits(torch.cat(joints), batch_statistics=True).float()
+        right = logits.detach().argmax(dim=1) == targets
+        out = {"itm_loss": F.cross_entropy(logits, targets), "itm_acc": right[: 3 * size].float().mean()}
+        if masked is not None:
+            out["itm_masked_acc"] = right[3 * size :].float().mean()
             out["itm_masked"] = masked["masked"]
-            logits, targets = torch.cat([logits, masked["logits"]]), torch.cat([targets, ones])
-        out["itm_loss"] = F.cross_entropy(logits, targets)
         return out

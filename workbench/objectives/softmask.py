@@ -159,14 +159,15 @@ class SoftMask(nn.Module):
         return cam if self.mode == "soft" else hard_mask(cam, self.hard_ratio).float()
 
     def masked_pair(self, ctx: StepContext) -> dict[str, Tensor]:
-        """The masked image x clean caption: ITM ``logits`` [B, 2] and the mask's share (memoised)."""
+        """The masked image x clean caption: its ``joint``, ITM ``logits`` [B, 2] and the mask's share (memoised)."""
 
         def compute() -> dict[str, Tensor]:
             itm = ctx.modules["itm"]
             weight = self.patch_weight(ctx)
             tokens = apply_soft_mask(ctx.image["image_tokens"], weight, ctx.image["patch_positions"])
             fused = ctx.fuse(tokens, ctx.text["text_tokens"], ctx.batch["text_mask"])
-            return {"logits": itm.logits(fused["joint"]).float(), "masked": weight.detach().mean()}
+            joint = fused["joint"]
+            return {"joint": joint, "logits": itm.logits(joint).float(), "masked": weight.detach().mean()}
 
         return ctx.memo("softmask_masked_pair", compute)
 

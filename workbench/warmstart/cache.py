@@ -23,7 +23,7 @@ from workbench.config import ConfigError, RunConfig
 PARTS = ("vision", "text")
 RANDOM, WARMSTART = "random", "warmstart"
 FORMAT = "workbench-warmstart-1"
-RECIPE = 2  # bump when a warm-start recipe changes: the cache key changes with it
+RECIPE = {"vision": 2, "text": 3}  # bump a part's number when its recipe changes: its cache key changes with it
 
 
 def _init(cfg: RunConfig, part: str) -> str:
@@ -35,7 +35,7 @@ def cache_key(cfg: RunConfig, part: str, vocab_size: int | None = None) -> str:
     settings = asdict(cfg.warmstart)
     settings.pop("text_steps" if part == "vision" else "vision_steps")
     encoder = {k: v for k, v in asdict(getattr(cfg.model, part)).items() if k != "init"}
-    key = {"format": FORMAT, "recipe": RECIPE, "part": part, "encoder": encoder, "warmstart": settings, "image_size": cfg.data.image_size}
+    key = {"format": FORMAT, "recipe": RECIPE[part], "part": part, "encoder": encoder, "warmstart": settings, "image_size": cfg.data.image_size}
     if part == "text":
         from workbench.data import data_hash
 

@@ -75,9 +75,9 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-def start_from_warmstart(cfg: RunConfig, tokenizer, pretrainer: Pretrainer, ranks, progress: bool) -> None:
-    """`model.<part>.init`: make the cached uni-modal warm start when missing (rank 0, announced,
-    with progress), then load it into the freshly built encoders."""
+def ensure_warmstart(cfg: RunConfig, tokenizer, ranks, progress: bool) -> None:
+    """`model.<part>.init: warmstart`: make the cached uni-modal warm start when missing (rank 0,
+    announced, with progress); `build(..., warm_start=True)` loads it."""
     import sys
 
     from workbench import warmstart
@@ -85,7 +85,6 @@ def start_from_warmstart(cfg: RunConfig, tokenizer, pretrainer: Pretrainer, rank
     if ranks.is_main:
         warmstart.ensure(cfg, tokenizer, progress=progress, announce=lambda text: print(text, file=sys.stderr))
     distributed.broadcast_object(None)  # under DDP the other ranks wait here until rank 0 has made it
-    warmstart.apply_init(pretrainer.model, cfg, len(tokenizer))
 
 
 def _check_finite(out: dict[str, torch.Tensor], step: int, ckpt: Path | None) -> None:
@@ -198,10 +197,10 @@ def _run(
     )
     if ranks.is_main:
         check_eval_files(cfg)  # before training, not after it
-    pretrainer = build(cfg, tokenizer)
-    if not resume_run_id:  # a resumed run's checkpoint holds the weights
-        start_from_warmstart(cfg, tokenizer, pretrainer, ranks, progress)
-    pretrainer = pretrainer.to(device)
+    fresh = not resume_run_id  # a resumed run's checkpoint holds the weights
+    if fresh:
+        ensure_warmstart(cfg, tokenizer, ranks, progress)
+    pretrainer = build(cfg, tokenizer, warm_start=fresh).to(device)
     optimizer = build_optimizer(pretrainer.model, pretrainer.objectives, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)

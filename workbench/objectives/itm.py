@@ -11,6 +11,11 @@ Every pair gets one negative image and one negative caption, drawn from the batc
   swaps in a random image for 50 % of the B rows; here the row layout is the same
   as ``hard`` so that the ablation changes only how negatives are drawn.
 
+On ShapesWorld's generic training captions ("there are two shapes.") the ITC-hardest
+"negative" is often a true match, so ``hard`` teaches ITM label noise exactly where it
+looks; in the tiny configs ITM left its prior only with ``random`` negatives (README,
+"uni-modal warm start").
+
 With SoftMask's ``positive: itm_batch`` the B masked pairs join this batch as
 positives (4B rows); see ``objectives/softmask.py`` for how the two forms weigh them.
 

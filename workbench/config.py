@@ -89,6 +89,7 @@ class FusionConfig:
     width: int = positive(192)
     heads: int = positive(3)
     mlp_ratio: float = at_least(4.0, 1.0)
+    init: Literal["bert", "xavier"] = "bert"  # linear weights: BERT's N(0, 0.02) (papers) or Xavier (see models/fusion.py)
 
 
 @dataclass

@@ -312,3 +312,15 @@ def test_build_model_takes_vocabulary_and_padding_from_the_tokenizer():
     assert model.text.bert.config.max_position_embeddings == MAX_LEN
     with pytest.raises(ConfigError, match=r"data\.tokenizer: .*no padding token"):
         build_model(tiny_cfg(), word_tokenizer(with_pad=False))
+
+
+def test_fusion_init_xavier_keeps_unit_scale_where_bert_init_shrinks():
+    bert = tiny_model(**{"model.fusion.width": 64}).fusion
+    xavier = tiny_model(**{"model.fusion.width": 64, "model.fusion.init": "xavier"}).fusion
+    query_bert, query_xavier = bert.text_layers[0].cross_attn.query, xavier.text_layers[0].cross_attn.query
+    assert query_bert.weight.std().item() == pytest.approx(0.02, rel=0.2)  # BERT's N(0, 0.02), truncated
+    assert query_xavier.weight.std().item() == pytest.approx((2 / (64 + 64)) ** 0.5, rel=0.1)
+    x = torch.randn(256, 64)
+    assert query_bert(x).std() < 0.25 < 0.8 < query_xavier(x).std()  # a unit input stays ~unit only with Xavier
+    assert torch.equal(xavier.token_type.weight.abs().max() <= 0.04, torch.tensor(True))  # embeddings keep BERT's init
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in xavier.modules() if isinstance(m, torch.nn.Linear))

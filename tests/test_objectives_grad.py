@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.config import load_config
+from workbench.config import ConfigError, load_config
 from workbench.models import VLPModel
 from workbench.models.vision import POOLINGS
 from workbench.objectives import build_objectives
@@ -24,13 +24,13 @@ TERMS = ("itc", "itm", "mlm", "scl", "softmask")
 LOSSES = {"itc": ["itc"], "itm": ["itm"], "mlm": ["mlm"], "scl": ["mvsc", "mlsc"], "softmask": ["softmask_itm"]}
 
 
-def config(pooling="frame_cls", on=TERMS, **overrides):
+def config(pooling="frame_cls", on=TERMS, fusion_layers=2, **overrides):
     base = {
         "data.image_size": IMAGE_SIZE, "data.max_text_len": MAX_LEN,
         "model.vision.patch_size": PATCH, "model.vision.width": WIDTH, "model.vision.depth": 1,
         "model.vision.heads": 2, "model.vision.pooling": pooling,
         "model.text.width": WIDTH, "model.text.depth": 1, "model.text.heads": 2,
-        "model.fusion.width": WIDTH, "model.fusion.heads": 2, "model.fusion.layers": 2,
+        "model.fusion.width": WIDTH, "model.fusion.heads": 2, "model.fusion.layers": fusion_layers,
         "objectives.itc.embed_dim": 16, "objectives.softmask.layer": 0,
     }
     base |= {f"objectives.{name}.enabled": name in on for name in TERMS}
@@ -217,11 +217,17 @@ def test_the_masked_pair_is_an_itm_positive_of_the_masked_image():
     assert losses[0.5][0] != pytest.approx(losses[0.5][1], abs=1e-4)  # half the patches zeroed
 
 
-def test_softmask_on_the_last_layer_warns_that_words_get_no_gradient():
-    model, objectives = setup(config(on=("itm", "softmask"), **{"softmask.layer": -1}))
-    with pytest.warns(UserWarning, match="last of 2 fusion layers"):
-        _, out = step(model, objectives, make_batch())
-    assert out["softmask_itm/masked"].item() == 0.0  # the degenerate case it warns about
+def test_the_last_fusion_layer_has_zero_word_cam_so_the_config_refuses_it():
+    # the degenerate case: built past the config check, the last layer's word cam is all zero
+    cfg = config(on=("itm", "softmask"))
+    cfg.objectives.softmask.layer = -1
+    model, objectives = setup(cfg)
+    _, out = step(model, objectives, make_batch())
+    assert out["softmask_itm/masked"].item() == 0.0
+    for layer, layers in ((-1, 2), (1, 2), (0, 1)):
+        with pytest.raises(ConfigError, match=rf"^objectives\.softmask\.layer: {layer} is the last of model\.fusion\.layers={layers}"):
+            config(on=("itm", "softmask"), **{"softmask.layer": layer}, fusion_layers=layers)
+    config(on=("itm", "softmask"), **{"softmask.layer": -1, "softmask.mode": "random"})  # no cam: allowed
 
 
 def test_weights_scale_and_sum():

@@ -12,6 +12,9 @@ TINY_MODEL = [
     "model.fusion.layers=1",
     "model.fusion.heads=2",
     "objectives.itc.embed_dim=16",
+    # the experiments' uni-modal warm start takes minutes; tests of it: tests/test_warmstart.py
+    "model.vision.init=random",
+    "model.text.init=random",
 ]
 
 

@@ -225,6 +225,42 @@ def data_check(
     typer.echo(f"data check: OK — {len(summary['files'])} files, {entries} entries in {summary['root']}")
 
 
+@data_app.command("warmstart")
+@friendly
+def data_warmstart(
+    experiment: Experiment = "base",
+    overrides: Overrides = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Write here instead of the cache under data.root (then set model.<part>.init=PATH).")
+    ] = None,
+    parts: Annotated[str, typer.Option("--parts", help="vision, text or both (comma-separated).")] = "vision,text",
+) -> None:
+    """Uni-modal warm start: image-only and text-only pre-training on the data, before any VLP.
+
+    Trains the configured ViT on ShapesWorld attribute recognition and the BERT on
+    caption MLM, and caches the weights that `model.vision.init=warmstart` /
+    `model.text.init=warmstart` load (runs make them themselves when missing).
+    """
+    from workbench.config import load_config
+    from workbench.data import ensure_data, load_tokenizer
+    from workbench.warmstart import cached_path, make
+
+    cfg = load_config(experiment, _overrides(overrides))
+    chosen = [p.strip() for p in parts.split(",") if p.strip()]
+    for part in chosen:
+        if part not in ("vision", "text"):
+            raise errors.ConfigError(f"--parts: {part!r} is not one of vision, text")
+    if out is not None:
+        errors.check_writable(out, "--out")
+    ensure_data(cfg.data)
+    tokenizer = load_tokenizer(cfg.data)
+    for part in chosen:
+        path = (out / f"{part}.pt") if out is not None else cached_path(cfg, part, len(tokenizer))
+        metrics = make(cfg, tokenizer, part, path)
+        shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+        typer.echo(f"warm start ({part}) written to {path} ({shown})")
+
+
 def _print_check(summary: dict) -> None:
     """One table row per data file: counts, bad entries, unreadable media, text lengths."""
     from rich.console import Console

@@ -77,6 +77,7 @@ class VisionConfig:
     heads: int = positive(3, DEPTH_MAX)  # ViT attention heads
     pooling: Literal["frame_cls", "global_cls", "mean"] = "frame_cls"  # how frames see each other and what the global feature is (models/vision.py)
     max_frames: int = positive(8, 1024)  # longest video the position table holds
+    init: str = "random"  # ViT weights before VLP: random (as built), warmstart (cached under data.root, made when missing) or a file
 
 
 @dataclass
@@ -85,6 +86,7 @@ class TextConfig:
     width: int = positive(192, WIDTH_MAX)  # BERT hidden width
     depth: int = positive(2, DEPTH_MAX)  # BERT layers
     heads: int = positive(3, DEPTH_MAX)  # BERT attention heads
+    init: str = "random"  # BERT weights before VLP: "random" (as built), "warmstart" or a file (see vision.init)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class FusionConfig:
     width: int = positive(192, WIDTH_MAX)  # fusion hidden width
     heads: int = positive(3, DEPTH_MAX)  # fusion attention heads
     mlp_ratio: float = at_least(4.0, 1.0)  # MLP width / hidden width
+    init: Literal["bert", "xavier"] = "bert"  # linear weights: BERT's N(0, 0.02) (papers) or Xavier (see models/fusion.py)
 
 
 @dataclass
@@ -100,6 +103,22 @@ class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+@dataclass
+class WarmStartConfig:
+    """The uni-modal warm start (`workbench data warmstart`): what `init: warmstart` trains.
+
+    Image: per-patch colour/shape/size + object count on fresh ShapesWorld scenes
+    (ImageNet's stand-in). Text: BERT MLM on the pre-training captions (no image).
+    """
+
+    vision_steps: int = at_least(300, 0)  # image-only warm-start steps (0 = none)
+    text_steps: int = at_least(300, 0)  # text-only (MLM) warm-start steps (0 = none)
+    batch_size: int = positive(64, BATCH_MAX)  # warm-start batch size
+    lr: float = field(default=1e-3, metadata={"min": 0.0, "max_open": False})  # warm-start AdamW learning rate
+    mask_prob: float = ratio(0.15)  # share of caption tokens masked for text MLM
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})  # warm-start seed (part of its cache key)
 
 
 # --------------------------------------------------------------------- objectives
@@ -121,6 +140,8 @@ class ITMConfig:
     enabled: bool = True  # image-text matching loss on/off
     weight: float = at_least(1.0, 0.0)  # its weight in the total loss
     negatives: Literal["hard", "random"] = "hard"  # ITM negatives: hard (from ITC similarity) or random
+    product: bool = False  # the head also reads text ⊙ image pooled features (ViLBERT); see objectives/itm.py
+    batch_norm: bool = False  # standardise the head's input over ITM's batch (as itc.batch_norm); see objectives/itm.py
 
 
 @dataclass
@@ -150,6 +171,8 @@ class SoftMaskConfig:
     mode: Literal["soft", "hard", "random", "off"] = "soft"  # how the Grad-CAM map masks the image
     layer: int = 0  # fusion layer whose text->image attention drives Grad-CAM; not the last: only its CLS row reaches ITM
     hard_ratio: float = ratio(0.25)  # share of patches masked in hard mode
+    words: Literal["content", "any"] = "content"  # Grad-CAM word: a content word (colour, shape, size, position, count) or any word
+    positive: Literal["separate_loss", "itm_batch"] = "separate_loss"  # masked pair: own loss term, or B more rows of ITM's batch (objectives/softmask.py)
 
 
 @dataclass
@@ -221,6 +244,7 @@ class TrackingConfig:
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
     objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -369,6 +393,20 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"objectives.softmask.layer: {cfg.objectives.softmask.layer} is out of range — "
             f"allowed: -{layers}..{layers - 1} (model.fusion.layers={layers})"
         )
+    softmask = cfg.objectives.softmask
+    uses_cam = softmask.enabled and softmask.weight > 0 and softmask.mode in ("soft", "hard")
+    if uses_cam and softmask.layer % layers == layers - 1:
+        raise ConfigError(
+            f"objectives.softmask.layer: {softmask.layer} is the last of model.fusion.layers={layers} fusion "
+            f"layers, where only the [CLS] row reaches the ITM score: every word's Grad-CAM is zero and "
+            f"mode={softmask.mode!r} would mask nothing — allowed: "
+            + (f"0..{layers - 2}" if layers > 1 else "none (use model.fusion.layers >= 2 or mode=random)")
+        )
+    for part in ("vision", "text"):
+        if not getattr(cfg.model, part).init.strip():
+            raise ConfigError(
+                f"model.{part}.init: '' is not a setting — 'random', 'warmstart' or a warm-start file path"
+            )
     for name in ("vision", "fusion"):
         sub = getattr(cfg.model, name)
         if sub.width % sub.heads:

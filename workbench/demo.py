@@ -40,6 +40,15 @@ def _seed0_run(experiment: str, variant: str, uri: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def _warm_start(cfg) -> dict:
+    """The uni-modal warm start the sweep's runs start from (`model.*.init`), made once here with
+    a progress bar rather than inside the first sweep trial."""
+    from workbench.data import load_tokenizer
+    from workbench.warmstart import ensure
+
+    return ensure(cfg, load_tokenizer(cfg.data), progress=True, announce=lambda text: typer.echo(f"      {text}"))
+
+
 def run_demo(out: Path = Path("reports"), slots: int = 2, tracking_uri: str = "") -> DemoResult:
     from workbench import sweeps
     from workbench.data import ensure_data
@@ -53,6 +62,9 @@ def run_demo(out: Path = Path("reports"), slots: int = 2, tracking_uri: str = ""
     typer.echo(f"[1/4] ShapesWorld ({cfg.data.shapes_size}) in {cfg.data.root}")
     manifest = ensure_data(cfg.data)
     typer.echo(f"      {manifest['counts']}")
+    made = _warm_start(cfg)
+    if made:
+        typer.echo("      uni-modal warm start: " + ", ".join(f"{part} {path}" for part, path in made.items()))
 
     typer.echo(f"[2/4] sweep '{SWEEP}': {spec.description}")
     result = sweeps.run_sweep(spec, sweeps.SweepOptions(slots=slots, tracking_uri=uri, resume=False))

@@ -24,10 +24,21 @@ class Pretrainer(nn.Module):
         return self.objectives(self.model, batch)
 
 
-def build(cfg: RunConfig, tokenizer) -> Pretrainer:
+def build(cfg: RunConfig, tokenizer, *, warm_start: bool = False) -> Pretrainer:
+    """The model and objectives of `cfg`. `warm_start`: load the `model.<part>.init` weights into
+    the encoders (a fresh run; before the objectives, so ITC's momentum copy starts from them too);
+    otherwise the caller loads a checkpoint."""
     from workbench.models import build_model
     from workbench.objectives import build_objectives, special_ids_of
+    from workbench.objectives.content_words import content_token_ids
 
     model = build_model(cfg, tokenizer)
-    objectives = build_objectives(cfg.objectives, model.dims, special_ids_of(tokenizer), len(tokenizer), model=model)
+    if warm_start:
+        from workbench.warmstart import apply_init
+
+        apply_init(model, cfg, len(tokenizer))
+    objectives = build_objectives(
+        cfg.objectives, model.dims, special_ids_of(tokenizer), len(tokenizer), model=model,
+        content_ids=content_token_ids(tokenizer),
+    )
     return Pretrainer(model, objectives)

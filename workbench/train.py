@@ -90,6 +90,18 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
+def ensure_warmstart(cfg: RunConfig, tokenizer, ranks, progress: bool) -> None:
+    """`model.<part>.init: warmstart`: make the cached uni-modal warm start when missing (rank 0,
+    announced, with progress); `build(..., warm_start=True)` loads it."""
+    import sys
+
+    from workbench import warmstart
+
+    if ranks.is_main:
+        warmstart.ensure(cfg, tokenizer, progress=progress, announce=lambda text: print(text, file=sys.stderr))
+    distributed.broadcast_object(None)  # under DDP the other ranks wait here until rank 0 has made it
+
+
 def _check_finite(out: dict[str, torch.Tensor], step: int, ckpt: Path | None) -> None:
     if torch.isfinite(out["loss"]):
         return
@@ -209,8 +221,11 @@ def _run(
     if ranks.is_main:
         check_eval_files(cfg)  # before training, not after it
     check_fits_memory(cfg, device, ranks.world_size)
+    fresh = not resume_run_id  # a resumed run's checkpoint holds the weights
+    if fresh:
+        ensure_warmstart(cfg, tokenizer, ranks, progress)
     try:
-        pretrainer = build(cfg, tokenizer).to(device)
+        pretrainer = build(cfg, tokenizer, warm_start=fresh).to(device)
     except (MemoryError, torch.OutOfMemoryError, RuntimeError) as err:
         raise _out_of_memory(err, cfg, "building the model") from None
     optimizer = build_optimizer(pretrainer.model, pretrainer.objectives, cfg.train)

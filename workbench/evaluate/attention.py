@@ -114,6 +114,86 @@ def single_object_pairs(dataset, limit: int | None = None) -> list[tuple[int, in
     return pairs
 
 
+def object_word_positions(tokens: list[str], obj: dict) -> list[int]:
+    """Token positions of the words naming `obj` (its shape and colour words)."""
+    return [i for i, token in enumerate(tokens) if token in (obj.get("shape"), obj.get("color"))]
+
+
+def gradcam_layer(cfg) -> int | None:
+    """The fusion layer whose Grad-CAM is scored (`objectives.softmask.layer`), or None when it is
+    the last layer (every word's Grad-CAM is zero there)."""
+    layers = cfg.model.fusion.layers
+    layer = cfg.objectives.softmask.layer
+    if not -layers <= layer < layers or layer % layers == layers - 1:
+        return None
+    return layer
+
+
+def gradcam_in_object(
+    model: torch.nn.Module, itm: torch.nn.Module, cfg, tokenizer, device: torch.device, n: int | None = None
+) -> dict[str, float]:
+    """Does the word-conditional Grad-CAM (SoftMask's map) of an object word land on that object?
+
+    Per held-out image (a caption naming one object): the in-object share of the Grad-CAM map
+    of the object's shape and colour words (fusion layer `objectives.softmask.layer`, ITM match
+    score), against the object's area fraction on the patch grid -- what a uniform map scores.
+    `eval/attention/gradcam_in_object`, `eval/attention/object_area` (means) and
+    `eval/attention/gradcam_beats_area` (share of images whose map beats the area). {} when
+    there are no masks or the layer is the last one.
+    """
+    from workbench.data import task_dataset, tokenize
+    from workbench.device import autocast, autocast_dtype
+    from workbench.objectives.softmask import itm_grad_cam, word_cam
+
+    layer = gradcam_layer(cfg)
+    if layer is None:
+        return {}
+    dataset, _ = task_dataset(cfg, tokenizer, "retrieval", cfg.eval.split)
+    pairs = single_object_pairs(dataset, n)
+    dtype = autocast_dtype(cfg.train, device)
+    shares, areas = [], []
+    for start in range(0, len(pairs), cfg.eval.batch_size):
+        chunk = pairs[start : start + cfg.eval.batch_size]
+        text = tokenize(tokenizer, [dataset.texts[t] for _, t, _ in chunk], cfg.data.max_text_len)
+        rows, words = [], []
+        for row, (i, _, k) in enumerate(chunk):
+            tokens = tokenizer.convert_ids_to_tokens(text["text_ids"][row].tolist())
+            for position in object_word_positions(tokens, dataset.objects[i][k]):
+                rows.append(row)
+                words.append(position)
+        if not rows:
+            continue
+        rows_t = torch.tensor(rows)
+        batch = {
+            "image": torch.stack([dataset[i]["image"] for i, _, _ in chunk])[rows_t].to(device),
+            "text_ids": text["text_ids"][rows_t].to(device),
+            "text_mask": text["text_mask"][rows_t].to(device),
+        }
+        with torch.enable_grad(), autocast(device, dtype):
+            image = model.encode_image(batch["image"])
+            text_out = model.encode_text(batch["text_ids"], batch["text_mask"])
+            fused = model.fuse(image["image_tokens"], text_out["text_tokens"], batch["text_mask"],
+                               image["frame_cls_positions"], return_attention=True)
+            cam = itm_grad_cam(fused, itm.match_logit, layer)
+        per_patch = word_cam(cam, torch.tensor(words, device=device), image["patch_positions"])
+        maps = patch_grid(per_patch, frames=len(image["frame_cls_positions"]))
+        masks = torch.stack([dataset.masks(chunk[r][0])[chunk[r][2]] for r in rows]).bool()[:, None]
+        word_share = in_object_share(maps, masks).mean(dim=1).cpu()  # [W], mean over frames
+        word_area = mask_on_patch_grid(masks, tuple(maps.shape[-2:])).mean(dim=(-3, -2, -1)).cpu()
+        for row in sorted(set(rows)):  # one score per image: the mean over its object words
+            chosen = rows_t == row
+            shares.append(word_share[chosen].mean())
+            areas.append(word_area[chosen][0])
+    if not shares:
+        return {}
+    share, area = torch.stack(shares), torch.stack(areas)
+    return {
+        "eval/attention/gradcam_in_object": float(share.mean()),
+        "eval/attention/object_area": float(area.mean()),
+        "eval/attention/gradcam_beats_area": float((share > area).float().mean()),
+    }
+
+
 def attention_in_object(
     model: torch.nn.Module, cfg, tokenizer, device: torch.device, n: int | None = None
 ) -> dict[str, float]:

@@ -11,6 +11,9 @@ except the attention share (a fraction in [0, 1]):
 * `eval/attention/in_object` — share of last-layer text-CLS->patch attention inside the
   named object, on the retrieval split (so computed with the `retrieval` task;
   absent for data without object masks).
+* `eval/attention/gradcam_in_object`, `eval/attention/object_area`,
+  `eval/attention/gradcam_beats_area` — the same share for the ITM Grad-CAM of the object's
+  own words (SoftMask's map), against the area fraction a uniform map scores (with ITM).
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from workbench.config import RunConfig
 from workbench.progress import Phase, phase
-from workbench.evaluate.attention import attention_in_object
+from workbench.evaluate.attention import attention_in_object, gradcam_in_object
 from workbench.evaluate.finetune import finetune
 from workbench.evaluate.nlvr import NLVR
-from workbench.evaluate.retrieval import evaluate_retrieval
+from workbench.evaluate.retrieval import built_objective, evaluate_retrieval
 from workbench.evaluate.retrieval_attention import attention_in_object_encoded
 from workbench.evaluate.ve import VE
 from workbench.evaluate.vqa import VQA
@@ -98,6 +101,10 @@ def evaluate_all(
                         model, retrieval_split["dataset"], retrieval_split["encoded"], cfg, device))
                 else:
                     metrics.update(attention_in_object(model, cfg, tokenizer, device))
+            itm = built_objective(objectives, "itm")
+            if itm is not None:
+                with phase("eval grad-cam"):
+                    metrics.update(gradcam_in_object(model, itm, cfg, tokenizer, device))
     return metrics
 
 

@@ -101,6 +101,19 @@ def init_bert_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def init_xavier_linear(module: nn.Module) -> None:
+    """Xavier-uniform linear weights (biases stay 0): `model.fusion.init: xavier`.
+
+    BERT's std 0.02 makes every linear map of a width-64..192 fusion shrink its input
+    ~5-10x, so at init the cross-attention is near uniform and a text x image
+    interaction passes through several such shrinking maps before it reaches ITM's
+    head: ITM sits at its 1:2 prior for the whole tiny budget. Xavier keeps unit scale
+    through each map, and ITM learns (README, "uni-modal warm start").
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+
+
 class CoAttentionFusion(nn.Module):
     def __init__(self, cfg: FusionConfig, *, vision_width: int, text_width: int, image_global_token: bool):
         super().__init__()
@@ -116,6 +129,8 @@ class CoAttentionFusion(nn.Module):
         self.text_pooler = nn.Sequential(nn.Linear(width, width), nn.Tanh())
         self.image_pooler = nn.Sequential(nn.Linear(width, width), nn.Tanh())
         self.apply(init_bert_weights)
+        if cfg.init == "xavier":
+            self.apply(init_xavier_linear)
 
     def forward(
         self,

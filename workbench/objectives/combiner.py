@@ -46,20 +46,23 @@ def joint_width(dims: dict[str, int]) -> int:
     return dims.get("joint_width", 2 * dims["fusion_width"])
 
 
-# (objectives config, model dims, vocabulary size, model) -> the term's module
-Builder = Callable[[ObjectivesConfig, dict, int, "nn.Module | None"], nn.Module]
+# (objectives config, model dims, vocabulary size, model, content-word ids) -> the term's module
+Builder = Callable[[ObjectivesConfig, dict, int, "nn.Module | None", "list[int] | None"], nn.Module]
 
 BUILDERS: dict[str, Builder] = {
-    "itc": lambda cfg, dims, vocab, model: ITC(dims["vision_width"], dims["text_width"], cfg.itc, model),
-    "itm": lambda cfg, dims, vocab, model: ITM(joint_width(dims), cfg.itm.negatives, weight=cfg.itm.weight),
-    "mlm": lambda cfg, dims, vocab, model: MLM(
+    "itc": lambda cfg, dims, vocab, model, words: ITC(dims["vision_width"], dims["text_width"], cfg.itc, model),
+    "itm": lambda cfg, dims, vocab, model, words: ITM(
+        joint_width(dims), cfg.itm.negatives, weight=cfg.itm.weight, product=cfg.itm.product,
+        batch_norm=cfg.itm.batch_norm,
+    ),
+    "mlm": lambda cfg, dims, vocab, model, words: MLM(
         dims["fusion_width"],
         vocab,
         weight=cfg.mlm.weight,
         pass_name="masked_text" if _mlm_reuses_mlsc(cfg) else "mlm",
     ),
-    "scl": lambda cfg, dims, vocab, model: SCL(cfg.scl),
-    "softmask": lambda cfg, dims, vocab, model: SoftMask(cfg.softmask),
+    "scl": lambda cfg, dims, vocab, model, words: SCL(cfg.scl),
+    "softmask": lambda cfg, dims, vocab, model, words: SoftMask(cfg.softmask, words),
 }
 
 
@@ -169,6 +172,7 @@ def build_objectives(
     vocab_size: int | None = None,
     *,
     model: nn.Module | None = None,
+    content_ids: list[int] | None = None,
 ) -> Objectives:
     """The enabled objectives for a model of sizes ``dims`` (``VLPModel.dims``).
 
@@ -177,9 +181,13 @@ def build_objectives(
     ``special_ids``: token ids never masked nor picked as Grad-CAM words, with
     ``"mask"`` the [MASK] id (e.g. ``{"pad": 0, "cls": 2, "sep": 3, "mask": 4}``).
     ``model``: needed only for ``objectives.itc.queue_size > 0`` (ITC keeps a momentum copy of it).
+    ``content_ids``: the vocabulary's content-word ids (``content_words.content_token_ids``), the
+    words SoftMask's Grad-CAM conditions on under ``softmask.words: content``.
     """
     special_ids = special_ids or {}
     vocab_size = dims.get("vocab_size", 0) if vocab_size is None else vocab_size
     _check(cfg, dims, special_ids, vocab_size)
-    terms = {name: build(cfg, dims, vocab_size, model) for name, build in BUILDERS.items() if is_on(cfg, name)}
+    terms = {
+        name: build(cfg, dims, vocab_size, model, content_ids) for name, build in BUILDERS.items() if is_on(cfg, name)
+    }
     return Objectives(terms, _recipes(cfg, special_ids, vocab_size), special_ids)

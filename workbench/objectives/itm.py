@@ -11,6 +11,14 @@ Every pair gets one negative image and one negative caption, drawn from the batc
   swaps in a random image for 50 % of the B rows; here the row layout is the same
   as ``hard`` so that the ablation changes only how negatives are drawn.
 
+On ShapesWorld's generic training captions ("there are two shapes.") the ITC-hardest
+"negative" is often a true match, so ``hard`` teaches ITM label noise exactly where it
+looks; in the tiny configs ITM left its prior only with ``random`` negatives (README,
+"uni-modal warm start").
+
+With SoftMask's ``positive: itm_batch`` the B masked pairs join this batch as
+positives (4B rows); see ``objectives/softmask.py`` for how the two forms weigh them.
+
 "Positive" means same ``image_id`` when the batch has ids (another caption of the
 same image is not a negative). A row with no non-positive in the batch takes any
 other row.
@@ -25,6 +33,7 @@ from torch import Tensor, nn
 from workbench.config import ConfigError
 from workbench.objectives.context import StepContext, multinomial_one
 from workbench.objectives.itc import batch_ids
+from workbench.objectives.projection import GlobalBatchNorm
 
 
 def negative_weights(similarity: Tensor | None, ids: Tensor) -> Tensor:
@@ -74,18 +83,53 @@ class ITM(nn.Module):
 
     names = ("itm",)
 
-    def __init__(self, joint_width: int, negatives: str, *, weight: float) -> None:
+    def __init__(
+        self, joint_width: int, negatives: str, *, weight: float, product: bool = False, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         self.weight = weight
         self.negatives = negatives
-        self.head = nn.Linear(joint_width, 2)
+        self.product = product
+        width = joint_width * 3 // 2 if product else joint_width
+        self.norm = GlobalBatchNorm(width) if batch_norm else None
+        self.head = nn.Linear(width, 2)
 
-    def logits(self, joint: Tensor) -> Tensor:
-        return self.head(joint)
+    def features(self, joint: Tensor) -> Tensor:
+        """The head's input: ``joint`` = [text pooled, image pooled], with ``product`` also their
+        elementwise product (ViLBERT's alignment head).
+
+        Why the product: in an ITM batch every caption and every image occurs once in a
+        positive and once in a negative pair, so any score that adds a text part and an image
+        part carries no signal -- only text x image interactions do. From scratch the fusion's
+        interactions start second-order small (near-uniform cross-attention), and ITM sits at
+        its 1:2 prior (loss 0.64) for the whole budget; the product is a first-order interaction
+        the head can learn from the first step.
+        """
+        if not self.product:
+            return joint
+        text, image = joint.chunk(2, dim=-1)
+        return torch.cat([joint, text * image], dim=-1)
+
+    def logits(self, joint: Tensor, batch_statistics: bool = False) -> Tensor:
+        """[N, 2] (no match, match). With ``batch_norm`` the features are standardised by the
+        running statistics, or -- ``batch_statistics``, ITM's own mixed batch in training -- by
+        the batch's (which also updates the running ones). Other callers (SoftMask's masked
+        positives, Grad-CAM, re-ranking) see only positives or single pairs: batch statistics
+        of those would remove the very match signal, so they always use the running ones.
+        """
+        features = self.features(joint)
+        if self.norm is not None:
+            if batch_statistics and self.training:
+                features = self.norm(features)
+            else:
+                features = F.batch_norm(
+                    features, self.norm.running_mean, self.norm.running_var, training=False, eps=self.norm.eps
+                )
+        return self.head(features)
 
     def match_logit(self, joint: Tensor) -> Tensor:
         """The "match" class logit [N] (ALBEF ranks and explains with ``itm_head(x)[:, 1]``)."""
-        return self.head(joint)[:, 1]
+        return self.logits(joint)[:, 1]
 
     def _similarity(self, ctx: StepContext) -> tuple[Tensor | None, Tensor | None]:
         if self.negatives == "hard" and "itc" in ctx.modules:
@@ -106,10 +150,19 @@ class ITM(nn.Module):
             torch.cat([text_tokens, text_tokens[negative_text]]),
             torch.cat([text_mask, text_mask[negative_text]]),
         )
-        logits = self.logits(torch.cat([positive["joint"], negative["joint"]]))
+        joints = [positive["joint"], negative["joint"]]
         size = ids.shape[0]
-        targets = itm_targets(size, 2 * size, logits.device)
-        return {
-            "itm_loss": F.cross_entropy(logits.float(), targets),
-            "itm_acc": (logits.detach().argmax(dim=1) == targets).float().mean(),
-        }
+        targets = itm_targets(size, 2 * size, ids.device)
+        softmask = ctx.modules.get("softmask")
+        masked = None
+        if softmask is not None and softmask.in_itm_batch:  # SCIENCE.md: 3B rows + B masked positives
+            masked = softmask.masked_pair(ctx)
+            joints.append(masked["joint"])
+            targets = torch.cat([targets, torch.ones(size, dtype=torch.long, device=ids.device)])
+        logits = self.logits(torch.cat(joints), batch_statistics=True).float()
+        right = logits.detach().argmax(dim=1) == targets
+        out = {"itm_loss": F.cross_entropy(logits, targets), "itm_acc": right[: 3 * size].float().mean()}
+        if masked is not None:
+            out["itm_masked_acc"] = right[3 * size :].float().mean()
+            out["itm_masked"] = masked["masked"]
+        return out

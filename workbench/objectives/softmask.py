@@ -2,26 +2,40 @@
 
 Word-conditional Grad-CAM (ALBEF's recipe): score = ITM match logit of the
 positive pairs summed over the batch; A = text->image cross-attention of fusion
-layer ``layer``; cam = mean over heads of ``A * relu(dscore/dA)``. One real word
-per caption (never a special token or padding; a caption without one uses its
-[CLS] row) picks the row; the row is restricted to patch columns, min-max
-normalised to [0, 1] over the patches (all frames together) and detached.
+layer ``layer``; cam = mean over heads of ``A * relu(dscore/dA)``. One word per
+caption picks the row: with ``words: content`` (default) a content word --
+colour, shape, size, position, count (``content_words``) -- else any real word;
+with ``words: any`` any real word (never a special token or padding; a caption
+without one uses its [CLS] row). The row is restricted to patch columns, min-max
+normalised to [0, 1] over the patches (all frames together) and detached. In the
+last fusion layer only the [CLS] row reaches the joint feature, so every word's
+cam there is identically zero: the config refuses that layer (``config.validate``).
 
 ``mode``: ``soft`` scales the vision encoder's output patch tokens by ``1 - cam``;
-``hard`` zeroes the top ``hard_ratio`` patches by cam; ``random`` zeroes as many
-random patches (the control; it needs no Grad-CAM). The masked pair is one more
-ITM positive, reported as ``softmask_itm`` through the ITM head.
+``hard`` zeroes the top ``hard_ratio`` patches by cam, only patches with cam > 0
+(a constant cam names no region and masks nothing); ``random`` zeroes
+``round(hard_ratio * P)`` random patches (the control; it needs no Grad-CAM).
+
+How the masked pair is weighted against ITM (``positive``):
+
+* ``separate_loss`` (default): its own term ``softmask_itm`` = cross-entropy of the
+  B masked pairs as positives, times ``softmask.weight``. With both weights 1 the
+  masked positives carry as much weight as ITM's whole 3B-row batch (B positives,
+  2B negatives), so positives get 2/3 of the ITM-head gradient mass, not 1/3.
+* ``itm_batch`` (SCIENCE.md): the B masked rows join ITM's batch, one
+  cross-entropy over 4B rows (2B positives : 2B negatives) times ``itm.weight``;
+  ``softmask.weight`` is not used, and there is no ``softmask_itm`` loss term
+  (its accuracy and masked share are logged as ``itm/masked_acc``, ``itm/masked``).
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.config import SoftMaskConfig
+from workbench.objectives.content_words import content_mask
 from workbench.objectives.context import StepContext, uniform
 
 
@@ -37,12 +51,20 @@ def min_max(values: Tensor) -> Tensor:
     return (values - low) / (high - low).clamp_min(torch.finfo(values.dtype).tiny)
 
 
-def pick_words(special_mask: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One random real-word position per caption, long [B]; 0 ([CLS]) when a caption has none."""
+def pick_words(
+    special_mask: Tensor, generator: torch.Generator | None, preferred: Tensor | None = None
+) -> Tensor:
+    """One random word position per caption, long [B]: among the ``preferred`` real words
+    (bool [B, L], e.g. content words) when the caption has one, else among its real words;
+    0 ([CLS]) when it has none."""
+    real = ~special_mask
+    eligible = real
+    if preferred is not None:
+        chosen = real & preferred
+        eligible = torch.where(chosen.any(dim=1, keepdim=True), chosen, real)
     scores = uniform(tuple(special_mask.shape), generator, special_mask.device)
-    scores = scores.masked_fill(special_mask, -1.0)
-    words = scores.argmax(dim=1)
-    return torch.where((~special_mask).any(dim=1), words, torch.zeros_like(words))
+    words = scores.masked_fill(~eligible, -1.0).argmax(dim=1)
+    return torch.where(real.any(dim=1), words, torch.zeros_like(words))
 
 
 def word_cam(cam: Tensor, words: Tensor, patch_positions: Tensor) -> Tensor:
@@ -77,10 +99,12 @@ def masked_count(num_patches: int, ratio: float) -> int:
 
 
 def hard_mask(cam: Tensor, ratio: float) -> Tensor:
-    """True at the ``round(ratio * P)`` patches with the highest cam, bool [B, P]."""
+    """True at the ``round(ratio * P)`` patches with the highest cam, bool [B, P] -- only where
+    cam > 0: a min-max normalised constant cam (all 0) names no region, so nothing is masked."""
     count = masked_count(cam.shape[1], ratio)
     top = cam.topk(count, dim=1).indices
-    return torch.zeros_like(cam, dtype=torch.bool).scatter_(1, top, True)
+    chosen = torch.zeros_like(cam, dtype=torch.bool).scatter_(1, top, True)
+    return chosen & (cam > 0)
 
 
 def random_mask(
@@ -93,15 +117,18 @@ def random_mask(
 
 
 class SoftMask(nn.Module):
-    names = ("softmask_itm",)
 
-    def __init__(self, cfg: SoftMaskConfig) -> None:
+    def __init__(self, cfg: SoftMaskConfig, content_ids: list[int] | None = None) -> None:
         super().__init__()
         self.weight = cfg.weight
         self.mode = cfg.mode
         self.layer = cfg.layer
         self.hard_ratio = cfg.hard_ratio
-        self._warned = False
+        self.words = cfg.words
+        self.in_itm_batch = cfg.positive == "itm_batch"
+        # the ITM term reads the masked rows into its own batch: this term adds no loss
+        self.names = () if self.in_itm_batch else ("softmask_itm",)
+        self.register_buffer("content_ids", torch.tensor(content_ids or [], dtype=torch.long), persistent=False)
 
     @property
     def needs_attention(self) -> bool:
@@ -111,21 +138,15 @@ class SoftMask(nn.Module):
         """The word-conditional Grad-CAM of the clean pass, [B, P] in [0, 1]."""
         itm = ctx.modules["itm"]
         clean = ctx.pass_("clean")
-        self._warn_if_last_layer(len(clean["cross_attn"]))
         cam = itm_grad_cam(clean, itm.match_logit, self.layer)
-        words = pick_words(ctx.special_mask, ctx.generator)
+        words = pick_words(ctx.special_mask, ctx.generator, self.preferred_words(ctx.batch["text_ids"]))
         return word_cam(cam, words, ctx.image["patch_positions"])
 
-    def _warn_if_last_layer(self, layers: int) -> None:
-        """In the last fusion layer only the [CLS] row reaches the joint feature: word rows get no gradient."""
-        if self.layer % layers == layers - 1 and not self._warned:
-            self._warned = True
-            warnings.warn(
-                f"objectives.softmask.layer={self.layer} is the last of {layers} fusion layers: only its "
-                "[CLS] row reaches the ITM score, so every word's Grad-CAM is zero and nothing is masked "
-                "— use an earlier layer (e.g. objectives.softmask.layer=0)",
-                stacklevel=2,
-            )
+    def preferred_words(self, text_ids: Tensor) -> Tensor | None:
+        """Content-word positions under ``words: content`` (None: any real word)."""
+        if self.words != "content" or self.content_ids.numel() == 0:
+            return None
+        return content_mask(text_ids, self.content_ids)
 
     def patch_weight(self, ctx: StepContext) -> Tensor:
         """How much of each patch to remove, [B, P] in [0, 1]."""
@@ -137,15 +158,27 @@ class SoftMask(nn.Module):
         cam = self.cam(ctx)
         return cam if self.mode == "soft" else hard_mask(cam, self.hard_ratio).float()
 
+    def masked_pair(self, ctx: StepContext) -> dict[str, Tensor]:
+        """The masked image x clean caption: its ``joint``, ITM ``logits`` [B, 2] and the mask's share (memoised)."""
+
+        def compute() -> dict[str, Tensor]:
+            itm = ctx.modules["itm"]
+            weight = self.patch_weight(ctx)
+            tokens = apply_soft_mask(ctx.image["image_tokens"], weight, ctx.image["patch_positions"])
+            fused = ctx.fuse(tokens, ctx.text["text_tokens"], ctx.batch["text_mask"])
+            joint = fused["joint"]
+            return {"joint": joint, "logits": itm.logits(joint).float(), "masked": weight.detach().mean()}
+
+        return ctx.memo("softmask_masked_pair", compute)
+
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
-        itm = ctx.modules["itm"]
-        weight = self.patch_weight(ctx)
-        tokens = apply_soft_mask(ctx.image["image_tokens"], weight, ctx.image["patch_positions"])
-        fused = ctx.fuse(tokens, ctx.text["text_tokens"], ctx.batch["text_mask"])
-        logits = itm.logits(fused["joint"]).float()
+        if self.in_itm_batch:
+            return {}  # ITM took the masked rows into its batch (and reports on them)
+        pair = self.masked_pair(ctx)
+        logits = pair["logits"]
         targets = torch.ones(logits.shape[0], dtype=torch.long, device=logits.device)
         return {
             "softmask_itm_loss": F.cross_entropy(logits, targets),
             "softmask_itm_acc": (logits.detach().argmax(dim=1) == targets).float().mean(),
-            "softmask_itm_masked": weight.detach().mean(),
+            "softmask_itm_masked": pair["masked"],
         }

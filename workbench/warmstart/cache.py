@@ -1,0 +1,166 @@
+"""Where warm-start weights live, making them when missing, and loading them into a model.
+
+`model.vision.init` / `model.text.init`: "random" = the encoder as built (random
+tiny weights, or the configured checkpoint); "warmstart" = the uni-modal warm start
+cached under `<data.root>/warmstart/`, keyed by everything that shapes it (the
+encoder's architecture, the warm-start settings, and for text the data set and
+vocabulary), made once when missing; anything else = a file written by
+`workbench data warmstart --out`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from workbench.config import ConfigError, RunConfig
+
+PARTS = ("vision", "text")
+RANDOM, WARMSTART = "random", "warmstart"
+FORMAT = "workbench-warmstart-1"
+RECIPE = {"vision": 2, "text": 3}  # bump a part's number when its recipe changes: its cache key changes with it
+
+
+def _init(cfg: RunConfig, part: str) -> str:
+    return getattr(cfg.model, part).init
+
+
+def cache_key(cfg: RunConfig, part: str, vocab_size: int | None = None) -> str:
+    """A short hash of every setting the `part` warm start depends on."""
+    settings = asdict(cfg.warmstart)
+    settings.pop("text_steps" if part == "vision" else "vision_steps")
+    encoder = {k: v for k, v in asdict(getattr(cfg.model, part)).items() if k != "init"}
+    key = {"format": FORMAT, "recipe": RECIPE[part], "part": part, "encoder": encoder, "warmstart": settings, "image_size": cfg.data.image_size}
+    if part == "text":
+        from workbench.data import data_hash
+
+        key |= {"data": data_hash(cfg.data), "files": cfg.data.pretrain_files, "vocab": vocab_size,
+                "max_text_len": cfg.data.max_text_len}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return digest[:12]
+
+
+def cached_path(cfg: RunConfig, part: str, vocab_size: int | None = None) -> Path:
+    return Path(cfg.data.root) / "warmstart" / f"{part}-{cache_key(cfg, part, vocab_size)}.pt"
+
+
+def init_path(cfg: RunConfig, part: str, vocab_size: int | None = None) -> Path | None:
+    """The weights file `model.<part>.init` selects, or None for "random"."""
+    init = _init(cfg, part)
+    if init == RANDOM:
+        return None
+    if init == WARMSTART:
+        return cached_path(cfg, part, vocab_size)
+    return Path(init)
+
+
+def _save(path: Path, part: str, state: dict, metrics: dict[str, float]) -> None:
+    """Atomic: a killed warm start leaves no half-written file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"format": FORMAT, "part": part, "state": state, "metrics": metrics}, tmp)
+    tmp.replace(path)
+
+
+def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True) -> dict[str, float]:
+    """Train the `part` warm start from scratch and save its encoder weights to `path`."""
+    from workbench.data.transforms import normalization
+    from workbench.models.text import TextEncoder
+    from workbench.models.vision import VisionEncoder
+    from workbench.objectives import special_ids_of
+    from workbench.progress import TrainProgress
+
+    ws = cfg.warmstart
+    steps = ws.vision_steps if part == "vision" else ws.text_steps
+    bar = TrainProgress(total=steps, enabled=progress, description=f"warm start ({part})")
+
+    def on_step(step: int, loss: float) -> None:
+        bar.update(step, loss, None)
+
+    try:
+        if part == "vision":
+            encoder = VisionEncoder(cfg.model.vision, cfg.data.image_size)
+            mean, std = normalization(cfg)
+            from workbench.warmstart.vision import train_vision
+
+            metrics = train_vision(
+                encoder, steps=steps, batch_size=ws.batch_size, lr=ws.lr, seed=ws.seed,
+                image_size=cfg.data.image_size, mean=mean, std=std, on_step=on_step,
+            )
+            state = encoder.vit.state_dict()
+        else:
+            from workbench.data import read_entries
+            from workbench.warmstart.text import train_text
+
+            encoder = TextEncoder(cfg.model.text, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                  max_text_len=cfg.data.max_text_len)
+            entries = read_entries(cfg.data, cfg.data.pretrain_files, "pretrain")
+            captions = [c for e in entries.items for c in ([e["caption"]] if isinstance(e["caption"], str) else e["caption"])]
+            metrics = train_text(
+                encoder, captions, tokenizer, steps=steps, batch_size=ws.batch_size, lr=ws.lr, seed=ws.seed,
+                mask_prob=ws.mask_prob, max_text_len=cfg.data.max_text_len, special_ids=special_ids_of(tokenizer),
+                on_step=on_step,
+            )
+            state = encoder.bert.state_dict()
+    finally:
+        bar.close()
+    _save(path, part, state, metrics)
+    return metrics
+
+
+def ensure(cfg: RunConfig, tokenizer, progress: bool = True, announce=print) -> dict[str, Path]:
+    """Every `init: warmstart` file this config needs, made (announced, with progress) when missing."""
+    from workbench.data.shapes import _locked  # the same lock file discipline as the data generator
+
+    paths = {}
+    for part in PARTS:
+        if _init(cfg, part) != WARMSTART:
+            continue
+        path = cached_path(cfg, part, len(tokenizer))
+        if not path.is_file():
+            with _locked(path):  # concurrent sweep trials: one makes it, the others wait and reuse it
+                if not path.is_file():
+                    announce(f"warm start: no {part} weights at {path} — training them once "
+                             f"({getattr(cfg.warmstart, part + '_steps')} steps, cached for later runs)")
+                    make(cfg, tokenizer, part, path, progress)
+        paths[part] = path
+    return paths
+
+
+def _load(path: Path, part: str) -> dict:
+    key = f"model.{part}.init"
+    if not path.is_file():
+        raise ConfigError(
+            f"{key}: {str(path)!r} is not a file — use 'random', 'warmstart' or a file written by "
+            f"`workbench data warmstart --out`"
+        )
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign file
+        raise ConfigError(f"{key}: cannot read {str(path)!r} ({type(err).__name__})") from None
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT or saved.get("part") != part:
+        raise ConfigError(f"{key}: {str(path)!r} is not a {part} warm-start file (from `workbench data warmstart`)")
+    return saved["state"]
+
+
+def apply_init(model: torch.nn.Module, cfg: RunConfig, vocab_size: int | None = None) -> list[str]:
+    """Load the selected warm-start weights into a freshly built VLP model; the parts loaded."""
+    loaded = []
+    targets = {"vision": lambda: model.vision.vit, "text": lambda: model.text.bert}
+    for part in PARTS:
+        path = init_path(cfg, part, vocab_size)
+        if path is None:
+            continue
+        state = _load(path, part)
+        try:
+            targets[part]().load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise ConfigError(f"model.{part}.init: {str(path)!r} does not fit model.{part} ({first})") from None
+        loaded.append(part)
+    return loaded

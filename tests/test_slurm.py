@@ -87,7 +87,7 @@ def test_sweep_through_slurm_resubmits_nothing_and_survives_scancel_and_requeue(
     assert "submitted 0 worker job(s)" in output and "4/4 trials complete" in output
 
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 4 and len({(t.params["variant"], t.params["seed"]) for t in complete}) == 4
+    assert len(complete) == 4 and len({(t.params["variant"], t.user_attrs["seed"]) for t in complete}) == 4
     for number in (cancelled_trial, requeued_trial):  # stopped, failed, re-queued
         assert study.trials[number].state == TrialState.FAIL and study.trials[number].user_attrs[ERROR_ATTR]
     parent_id = study.user_attrs["workbench.parent_run_id"]

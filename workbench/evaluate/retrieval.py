@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from workbench.config import ConfigError, RunConfig
 from workbench.device import autocast, autocast_dtype
+from workbench.evaluate.references import task_references
 from workbench.evaluate.rerank import rerank_rows, score_all_pairs
 from workbench.evaluate.retrieval_metrics import retrieval_metrics
 
@@ -128,7 +129,8 @@ def retrieval_scores(
 def evaluate_retrieval(
     model: nn.Module, objectives: nn.Module, cfg: RunConfig, tokenizer, device: torch.device, task: str = "retrieval"
 ) -> dict[str, float]:
-    """`eval/<task>/*` (re-ranked) and, with ITC, `eval/<task>_itc/*` (ITC only), in %."""
+    """`eval/<task>/*` (re-ranked), with ITC `eval/<task>_itc/*` (ITC only), and the
+    split's chance levels `eval/<task>/chance_*`, in %."""
     from workbench.data import task_dataset
 
     dataset, _ = task_dataset(cfg, tokenizer, task, cfg.eval.split)
@@ -137,6 +139,9 @@ def evaluate_retrieval(
     metrics: dict[str, float] = {}
     for name, (i2t, t2i) in scores.items():
         where = prefix if name == "final" else f"{prefix}_itc"
-        for key, value in retrieval_metrics(i2t, dataset.txt2img, dataset.img2txt, scores_t2i=t2i).items():
+        for key, value in retrieval_metrics(
+            i2t, dataset.txt2img, dataset.img2txt, scores_t2i=t2i, texts=dataset.texts
+        ).items():
             metrics[f"{where}/{key}"] = value
+    metrics.update(task_references(task, cfg, dataset))
     return metrics

@@ -228,7 +228,9 @@ def test_every_task_gives_documented_metrics_and_leaves_the_model_alone(shapes_t
 
     expected = {f"eval/{group}/{key}" for group in ("retrieval", "retrieval_itc", "video_retrieval",
                                                      "video_retrieval_itc") for key in RETRIEVAL_KEYS}
-    expected |= {"eval/vqa/acc", "eval/nlvr/acc", "eval/ve/acc", "eval/attention/in_object"}
+    expected |= {f"eval/{group}/chance_{key}" for group in ("retrieval", "video_retrieval") for key in RETRIEVAL_KEYS}
+    expected |= {f"eval/{task}/{kind}acc" for task in ("vqa", "nlvr", "ve") for kind in ("", "chance_", "majority_", "blind_")}
+    expected |= {"eval/attention/in_object"}
     assert set(metrics) == expected
     for name, value in metrics.items():
         upper = 1.0 if name == "eval/attention/in_object" else 100.0

@@ -167,7 +167,7 @@ class AugmentConfig:
 # -------------------------------------------------------------------------- train
 @dataclass
 class TrainConfig:
-    steps: int = positive(300)
+    steps: int = at_least(300, 0)  # 0 = no pre-training: the random-init control (same fine-tunes)
     batch_size: int = positive(32)
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max_open": False})
     weight_decay: float = at_least(0.02, 0.0)
@@ -197,6 +197,7 @@ class EvalConfig:
     finetune_lr: float = at_least(1e-4, 0.0)
     finetune_batch_size: int = positive(32)
     head_lr_mult: float = at_least(10.0, 0.0)
+    finetune_group_size: int = at_least(6, 0)  # items with the same text share a batch, this many at most (0 = plain shuffle)
 
 
 # ----------------------------------------------------------------------- tracking

@@ -38,10 +38,11 @@ CAPTIONS: dict[str, list[str]] = {
 # caption identifies its image (retrieval val/test use only these; see `identifying_captions`).
 IDENTIFYING = ("described", "described_count")
 # Where an object is, by the thirds of the image its centre falls in: (row, column) -> phrase.
+# Terse (no "at the"), so four described objects fit in data.max_text_len = 40 tokens.
 GRID_PLACES = {
-    (0, 0): "at the top left", (0, 1): "at the top", (0, 2): "at the top right",
-    (1, 0): "on the left", (1, 1): "in the centre", (1, 2): "on the right",
-    (2, 0): "at the bottom left", (2, 1): "at the bottom", (2, 2): "at the bottom right",
+    (0, 0): "top left", (0, 1): "top", (0, 2): "top right",
+    (1, 0): "left", (1, 1): "centre", (1, 2): "right",
+    (2, 0): "bottom left", (2, 1): "bottom", (2, 2): "bottom right",
 }
 MOTION_CLAUSES = {
     "moving": ["the {a} moves {direction}", "the {a} is moving {direction}"],
@@ -108,7 +109,7 @@ def grid_cell(obj: Obj, px: int) -> tuple[int, int]:
 
 
 def described(obj: Obj, px: int) -> str:
-    """'a small red circle at the top left': everything that tells the object apart."""
+    """'a small red circle top left': everything that tells the object apart."""
     return f"a {sized(obj)} {GRID_PLACES[grid_cell(obj, px)]}"
 
 

@@ -10,6 +10,10 @@ Everything random (head init, dropout, shuffling) draws from RNGs seeded by
 `train.seed` inside a forked RNG state, so a fine-tune is reproducible and leaves
 the caller's RNG streams where they were.
 
+`eval.finetune_layers`: `all` trains encoders, fusion and head; `fusion` freezes
+the two uni-modal encoders (what pre-training put there is what is measured) and
+encodes each split once, so a step runs only the fusion layers and the head.
+
 Fixed work is done once: each split is decoded, resized and tokenised a single
 time into memory (`PreloadedSplit`, uint8 frames, cached per process for the
 next fine-tune or run), and a step only indexes it and normalises its batch.
@@ -54,9 +58,13 @@ def classifier_head(in_width: int, hidden_width: int, classes: int) -> nn.Module
     )
 
 
-def joint_features(model: nn.Module, batch: Batch) -> Tensor:
-    """The fused joint feature [B, 2D] of the batch's (image, text) pair."""
-    return model(batch)["joint"]
+def joint_features(model: nn.Module, batch: Batch, image_key: str = "image") -> Tensor:
+    """The fused joint feature [B, 2D] of the batch's (`image_key`, text) pair; from the
+    encoders' outputs when the batch carries them (`<image_key>_tokens`, frozen encoders)."""
+    if f"{image_key}_tokens" in batch:
+        return model.fuse(batch[f"{image_key}_tokens"], batch["text_tokens"], batch["text_mask"],
+                          batch["frame_cls_positions"])["joint"]
+    return model({**batch, "image": batch[image_key]})["joint"]
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -91,15 +99,47 @@ class PreloadedSplit:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def batch(self, rows: Tensor) -> Batch:
-        out = {key: value[rows] for key, value in self.data.items()}
+    def batch(self, rows: Tensor, encoded: dict[str, Tensor] | None = None) -> Batch:
+        """Rows of the split; with `encoded` (from `encode`) the encoders' outputs replace frames and ids."""
+        source = self.data if encoded is None else {**self.data, **encoded}
+        out = {key: value[rows] for key, value in source.items() if key != "frame_cls_positions"}
+        if encoded is not None:
+            out["frame_cls_positions"] = encoded["frame_cls_positions"]
+            for key in (*MEDIA_KEYS, "text_ids"):
+                out.pop(key, None)
         for key in MEDIA_KEYS:
             if key in out:
                 out[key] = (out[key].float() / 255.0 - self.mean) / self.std
         if "text_mask" in out:  # drop the split's padding columns this batch does not need
             length = max(1, int(out["text_mask"].sum(dim=1).max()))
-            out["text_ids"], out["text_mask"] = out["text_ids"][:, :length], out["text_mask"][:, :length]
+            out["text_mask"] = out["text_mask"][:, :length]
+            for key in ("text_ids", "text_tokens"):
+                if key in out:
+                    out[key] = out[key][:, :length]
         return out
+
+    @torch.no_grad()
+    def encode(self, model: nn.Module, cfg: RunConfig, device: torch.device) -> dict[str, Tensor]:
+        """The (frozen) encoders' outputs for every row, once: `image_tokens` (and `image2_tokens`),
+        `text_tokens`, `frame_cls_positions`; kept on `device`."""
+        dtype = autocast_dtype(cfg.train, device)
+        size = cfg.eval.batch_size
+        out: dict[str, list[Tensor]] = {}
+        positions = None
+        for start in range(0, len(self), size):
+            batch = to_device(self.batch(torch.arange(start, min(start + size, len(self)))), device)
+            with autocast(device, dtype):
+                for key in MEDIA_KEYS:
+                    if key in batch:
+                        image = model.encode_image(batch[key])
+                        out.setdefault(f"{key}_tokens", []).append(image["image_tokens"].float())
+                        positions = image["frame_cls_positions"]
+                ids = self.data["text_ids"][start : start + size].to(device)
+                mask = self.data["text_mask"][start : start + size].to(device)
+                out.setdefault("text_tokens", []).append(model.encode_text(ids, mask)["text_tokens"].float())
+        encoded = {key: torch.cat(values) for key, values in out.items()}
+        encoded["frame_cls_positions"] = positions
+        return encoded
 
 
 _PRELOADED: dict[tuple, PreloadedSplit] = {}
@@ -162,6 +202,12 @@ def train_copy(
     """(fine-tuned copy of `model`, trained head). Call inside a seeded RNG state."""
     backbone = copy.deepcopy(model).to(device)
     head = task.build_head(2 * model.dims["fusion_width"], train_set).to(device)
+    encoded = None
+    if cfg.eval.finetune_layers == "fusion":
+        for encoder in (backbone.vision, backbone.text):
+            encoder.eval()
+            encoder.requires_grad_(False)
+        encoded = train_set.encode(backbone, cfg, device)
     train_cfg = finetune_config(cfg)
     optimizer = build_optimizer(backbone, head, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
@@ -171,8 +217,11 @@ def train_copy(
     params = [p for p in itertools.chain(backbone.parameters(), head.parameters()) if p.requires_grad]
     backbone.train()
     head.train()
+    if encoded is not None:
+        backbone.vision.eval()  # frozen: no dropout either
+        backbone.text.eval()
     for batch_index in itertools.islice(rows, cfg.eval.finetune_steps):
-        batch = to_device(train_set.batch(batch_index), device)
+        batch = to_device(train_set.batch(batch_index, encoded), device)
         with autocast(device, dtype):
             logits = head(task.features(backbone, batch))
         loss = task.loss(logits.float(), batch)
@@ -189,9 +238,11 @@ def accuracy(
     backbone.eval()
     head.eval()
     dtype = autocast_dtype(cfg.train, device)
+    encoded = eval_set.encode(backbone, cfg, device) if cfg.eval.finetune_layers == "fusion" else None
     right, total = 0, 0
     for start in range(0, len(eval_set), cfg.eval.batch_size):
-        batch = to_device(eval_set.batch(torch.arange(start, min(start + cfg.eval.batch_size, len(eval_set)))), device)
+        rows = torch.arange(start, min(start + cfg.eval.batch_size, len(eval_set)))
+        batch = to_device(eval_set.batch(rows, encoded), device)
         with autocast(device, dtype):
             logits = head(task.features(backbone, batch))
         hits = task.correct(logits.float(), batch)

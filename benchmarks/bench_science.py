@@ -1,6 +1,7 @@
 """Does the embedded benchmark measure anything? Random-init control vs a pre-trained model, per task.
 
     python benchmarks/bench_science.py [--experiment base] [--seeds 3] [--out outputs/bench_science] [--set k=v ...]
+    python benchmarks/bench_science.py --only-seed 1 ...   # e.g. a second process; then run without it for the table
 
 For each seed, two complete runs of the experiment through `workbench.train.run`
 (real MLflow store under --out): `trained` (its pre-training budget) and
@@ -95,8 +96,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_science"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--only-seed", type=int, action="append", default=[],
+                        help="run only these seeds (e.g. one process per core); the table needs all")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only_seed:
+        for seed in args.only_seed:
+            for variant in VARIANTS:
+                run_once(args.experiment, args.overrides, variant, seed, args.out)
+        return
     results: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
     for seed in range(args.seeds):
         for variant in VARIANTS:

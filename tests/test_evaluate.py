@@ -258,6 +258,57 @@ def test_finetune_is_deterministic_for_a_seed(shapes_tiny):
     assert not torch.equal(first_head[0].weight, other_head[0].weight)  # ... from the seed
 
 
+@pytest.mark.parametrize("layers", ["fusion", "all"])
+def test_finetune_layers_fusion_freezes_the_encoders(shapes_tiny, layers):
+    from workbench.evaluate.nlvr import NLVR
+
+    cfg, tokenizer, model, _ = _setup(shapes_tiny, f"eval.finetune_layers={layers}", "eval.finetune_lr=1e-2")
+    tuned, _, acc = finetuned(NLVR, model, cfg, tokenizer, CPU)
+    assert 0.0 <= acc <= 100.0
+    for part in ("vision", "text", "fusion"):
+        same = all(torch.equal(a, b) for a, b in zip(getattr(tuned, part).parameters(), getattr(model, part).parameters()))
+        assert same == (layers == "fusion" and part != "fusion"), part
+
+
+def test_preloaded_split_equals_the_dataset_and_cached_encodings_the_model(shapes_tiny):
+    from workbench.data import task_dataset
+    from workbench.evaluate.finetune import joint_features, preloaded
+
+    cfg, tokenizer, model, _ = _setup(shapes_tiny)
+    dataset, collate = task_dataset(cfg, tokenizer, "ve", "train")
+    split = preloaded(cfg, tokenizer, "ve", "train")
+    assert preloaded(cfg, tokenizer, "ve", "train") is split  # loaded once per process
+    rows = torch.tensor([3, 0, 5])
+    expected = collate([dataset[i] for i in rows.tolist()])
+    got = split.batch(rows)
+    assert torch.allclose(got["image"], expected["image"], atol=1e-5)
+    for key in ("text_ids", "text_mask", "label"):
+        assert torch.equal(got[key], expected[key]), key
+    model.eval()
+    with torch.no_grad():
+        direct = joint_features(model, got)
+        cached = joint_features(model, split.batch(rows, split.encode(model, cfg, CPU)))
+    assert torch.allclose(direct, cached, atol=1e-5)
+
+
+def test_same_text_units_stay_in_one_batch():
+    from workbench.evaluate.finetune import batch_rows
+
+    class Split:
+        texts = ["a", "a", "b", "b", "c", "c", "c", "d"]
+
+    batches = batch_rows(Split(), batch_size=4, seed=0, group_size=2)
+    for _ in range(6):
+        rows = next(batches).tolist()
+        assert len(rows) == 4
+        for row in rows:
+            partner = {0: 1, 1: 0, 2: 3, 3: 2, 4: 5, 5: 4}.get(row)
+            if partner is not None and rows.index(row) not in (0, len(rows) - 1):
+                assert partner in rows
+    plain = batch_rows(Split(), batch_size=4, seed=0, group_size=0)
+    assert sorted(next(plain).tolist() + next(plain).tolist()) == list(range(8))
+
+
 def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):
     from workbench.data import task_dataset
 

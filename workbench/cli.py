@@ -184,7 +184,7 @@ def _print_check(summary: dict) -> None:
         )
     for path in summary["missing_files"]:
         table.add_row(Path(path).name, "-", "missing", "-", "-", "-", "-", "-", "-")
-    Console(highlight=False, width=max(140, Console().width)).print(table)
+    Console(highlight=False, width=max(160, Console().width)).print(table)
 
 
 # --------------------------------------------------------------------- run

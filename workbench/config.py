@@ -197,7 +197,7 @@ class EvalConfig:
     finetune_lr: float = at_least(1e-4, 0.0)
     finetune_batch_size: int = positive(32)
     head_lr_mult: float = at_least(10.0, 0.0)
-    finetune_layers: Literal["all", "fusion"] = "fusion"  # fusion: encoders frozen, their outputs computed once per split
+    finetune_layers: Literal["all", "fusion"] = "all"  # fusion: encoders frozen, their outputs computed once per split
     finetune_group_size: int = at_least(6, 0)  # items with the same text share a batch, this many at most (0 = plain shuffle)
 
 

@@ -98,11 +98,13 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--only-seed", type=int, action="append", default=[],
                         help="run only these seeds (e.g. one process per core); the table needs all")
+    parser.add_argument("--only-variant", choices=list(VARIANTS), action="append", default=[],
+                        help="with --only-seed: run only these variants")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only_seed:
         for seed in args.only_seed:
-            for variant in VARIANTS:
+            for variant in args.only_variant or VARIANTS:
                 run_once(args.experiment, args.overrides, variant, seed, args.out)
         return
     results: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}

@@ -144,7 +144,8 @@ def check_dataset(cfg, tokenizer=None, decode_media: bool = True) -> dict[str, A
             text_words=_stats([len(t.split()) for t in texts]),
         )
         if kind in ("retrieval", "video"):
-            report["duplicate_captions"] = round(duplicate_caption_rate(entries.items, "video" if kind == "video" else "image"), 2)
+            media_key = "video" if kind == "video" else "image"
+            report["duplicate_captions"] = round(duplicate_caption_rate(entries.items, media_key), 2)
         if tokenizer is not None and texts:
             lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
             report["text_tokens"] = _stats(lengths)

@@ -93,7 +93,7 @@ class PreloadedSplit:
         mean, std = normalization(cfg)
         self.mean = torch.tensor(mean).view(1, 1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 1, 3, 1, 1)
-        self.texts = [dataset.entries[i].get("question", dataset.entries[i].get("sentence", "")) for i in range(len(dataset))]
+        self.texts = [entry.get("question", entry.get("sentence", "")) for entry in dataset.entries]
         self.answers = getattr(dataset, "answers", None)
 
     def __len__(self) -> int:
@@ -101,12 +101,12 @@ class PreloadedSplit:
 
     def batch(self, rows: Tensor, encoded: dict[str, Tensor] | None = None) -> Batch:
         """Rows of the split; with `encoded` (from `encode`) the encoders' outputs replace frames and ids."""
-        source = self.data if encoded is None else {**self.data, **encoded}
-        out = {key: value[rows] for key, value in source.items() if key != "frame_cls_positions"}
-        if encoded is not None:
+        if encoded is None:
+            out = {key: value[rows] for key, value in self.data.items()}
+        else:  # frames and ids are replaced by what the encoders made of them
+            out = {key: value[rows] for key, value in self.data.items() if key not in (*MEDIA_KEYS, "text_ids")}
+            out.update({key: value[rows] for key, value in encoded.items() if key != "frame_cls_positions"})
             out["frame_cls_positions"] = encoded["frame_cls_positions"]
-            for key in (*MEDIA_KEYS, "text_ids"):
-                out.pop(key, None)
         for key in MEDIA_KEYS:
             if key in out:
                 out[key] = (out[key].float() / 255.0 - self.mean) / self.std

@@ -35,6 +35,32 @@ def test_clean_shapesworld_passes_with_a_table_of_every_file(shapes_tiny):
     assert "data check: OK — 9 files, 297 entries" in result.output
 
 
+def test_duplicate_caption_rate_counts_captions_of_several_images():
+    from workbench.data.check import duplicate_caption_rate
+
+    entries = [
+        {"image": "a.png", "caption": ["there is one shape.", "a red circle."]},
+        {"image": "b.png", "caption": ["There is one  shape.", "a blue square."]},
+        {"image": "c.png", "caption": "a red circle on the left."},
+        {"image": "a.png", "caption": ["a red circle."]},  # the same image again: not a duplicate
+    ]
+    assert duplicate_caption_rate(entries, "image") == pytest.approx(100 * 2 / 6)
+    assert duplicate_caption_rate([], "image") == 0.0
+
+
+def test_data_check_reports_the_duplicate_rate_of_retrieval_files(shapes_tiny, tmp_path):
+    root = tmp_path / "sw"
+    shutil.copytree(shapes_tiny, root)
+    entries = json.loads((root / "retrieval_test.json").read_text())
+    entries[1]["caption"][0] = entries[0]["caption"][0]
+    (root / "retrieval_test.json").write_text(json.dumps(entries))
+    result = _check(root, "--set", "data.generate=false")
+    row = next(line for line in result.output.splitlines() if "retrieval_test.json" in line)
+    assert row.split("│")[-2].strip() == f"{100 * 2 / (5 * len(entries)):.2f}".rstrip("0").rstrip(".")
+    pretrain_row = next(line for line in result.output.splitlines() if "pretrain.json" in line)
+    assert pretrain_row.split("│")[-2].strip() == "-"
+
+
 def test_a_deleted_image_a_corrupt_image_and_broken_json_are_listed_with_exit_2(shapes_tiny, tmp_path):
     root = tmp_path / "damaged"
     shutil.copytree(shapes_tiny, root)

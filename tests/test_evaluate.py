@@ -84,6 +84,53 @@ def test_retrieval_metrics_separate_t2i_scores_drive_image_retrieval():
     assert (metrics["tr_r1"], metrics["ir_r1"], metrics["ir_r5"]) == (100.0, 0.0, 100.0)
 
 
+def test_a_caption_shared_by_two_images_is_right_for_both():
+    # image 0: captions 0 "shared", 1 "zero"; image 1: captions 2 "shared", 3 "one"
+    texts, txt2img = ["shared", "zero", "Shared ", "one"], [0, 0, 1, 1]
+    scores = np.array([
+        [0.1, 0.2, 0.9, 0.0],  # image 0 prefers caption 2: another image's, but the same string
+        [0.0, 0.0, 0.5, 0.8],  # image 1: its own caption 3 first
+    ])
+    t2i = np.array([[0.2, 0.9], [0.9, 0.1], [0.1, 0.3], [0.0, 0.5]])  # caption 0 "shared" prefers image 1
+    strict = retrieval_metrics(scores, txt2img, scores_t2i=t2i)
+    shared = retrieval_metrics(scores, txt2img, scores_t2i=t2i, texts=texts)
+    assert (strict["tr_r1"], strict["ir_r1"]) == (50.0, 75.0)  # image 0 and caption 0 count as misses
+    assert (shared["tr_r1"], shared["ir_r1"]) == (100.0, 100.0)
+    # a wrong string stays wrong: image 0 ranked above caption 3's own image
+    t2i[3] = [0.9, 0.1]
+    assert retrieval_metrics(scores, txt2img, scores_t2i=t2i, texts=texts)["ir_r1"] == 75.0
+
+
+def test_chance_recall_of_a_random_ranking():
+    from workbench.evaluate.references import chance_recall, retrieval_chance
+
+    assert chance_recall(10, 1, 1) == pytest.approx(0.1)
+    assert chance_recall(10, 2, 3) == pytest.approx(1 - (8 * 7 * 6) / (10 * 9 * 8))
+    assert chance_recall(4, 1, 10) == 1.0
+    # 2 images x 1 caption: a random ranking puts the right one first half the time ...
+    assert retrieval_chance([0, 1], 2)["chance_tr_r1"] == pytest.approx(50.0)
+    # ... and always when both captions are the same string (each is right for both images)
+    both = retrieval_chance([0, 1], 2, ["a shape.", "a shape."])
+    assert both["chance_tr_r1"] == both["chance_ir_r1"] == both["chance_r_mean"] == pytest.approx(100.0)
+
+
+def test_majority_and_blind_baselines_on_hand_made_texts():
+    from workbench.evaluate.references import label_references
+
+    # the word says the label in half the items; the other half is the same text under both labels
+    train = [("the red one", 0), ("the blue one", 1)] * 10 + [("is it so", 0), ("is it so", 1)] * 10 + [("is it so", 0)]
+    test = [("the red one", 0), ("the blue one", 1), ("is it so", 0), ("is it so", 1)]
+    correct = np.zeros((4, 2), dtype=bool)
+    correct[np.arange(4), [label for _, label in test]] = True
+    refs = label_references([t for t, _ in train], [y for _, y in train], [t for t, _ in test], correct)
+    assert refs["chance_acc"] == 50.0
+    assert refs["majority_acc"] == 50.0  # train majority is 0 (one extra), right on half the test
+    assert refs["blind_acc"] == 75.0  # text decides the first two, a coin the last two
+    # VQA-style: several right answers per item count in chance
+    multi = np.array([[True, True, False, False], [True, False, False, False]])
+    assert label_references(["q", "q"], [0, 0], ["q", "q"], multi)["chance_acc"] == pytest.approx(100 * 3 / 8)
+
+
 # ------------------------------------------------------------------------- re-rank
 SIMILARITY = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.2, 0.8]])  # [2 images, 3 texts]
 
@@ -181,7 +228,9 @@ def test_every_task_gives_documented_metrics_and_leaves_the_model_alone(shapes_t
 
     expected = {f"eval/{group}/{key}" for group in ("retrieval", "retrieval_itc", "video_retrieval",
                                                      "video_retrieval_itc") for key in RETRIEVAL_KEYS}
-    expected |= {"eval/vqa/acc", "eval/nlvr/acc", "eval/ve/acc", "eval/attention/in_object"}
+    expected |= {f"eval/{group}/chance_{key}" for group in ("retrieval", "video_retrieval") for key in RETRIEVAL_KEYS}
+    expected |= {f"eval/{task}/{kind}acc" for task in ("vqa", "nlvr", "ve") for kind in ("", "chance_", "majority_", "blind_")}
+    expected |= {"eval/attention/in_object"}
     assert set(metrics) == expected
     for name, value in metrics.items():
         upper = 1.0 if name == "eval/attention/in_object" else 100.0
@@ -207,6 +256,57 @@ def test_finetune_is_deterministic_for_a_seed(shapes_tiny):
     changed = [not torch.equal(a, b) for a, b in zip(first_model.parameters(), model.parameters())]
     assert any(changed)  # the copy was trained ...
     assert not torch.equal(first_head[0].weight, other_head[0].weight)  # ... from the seed
+
+
+@pytest.mark.parametrize("layers", ["fusion", "all"])
+def test_finetune_layers_fusion_freezes_the_encoders(shapes_tiny, layers):
+    from workbench.evaluate.nlvr import NLVR
+
+    cfg, tokenizer, model, _ = _setup(shapes_tiny, f"eval.finetune_layers={layers}", "eval.finetune_lr=1e-2")
+    tuned, _, acc = finetuned(NLVR, model, cfg, tokenizer, CPU)
+    assert 0.0 <= acc <= 100.0
+    for part in ("vision", "text", "fusion"):
+        same = all(torch.equal(a, b) for a, b in zip(getattr(tuned, part).parameters(), getattr(model, part).parameters()))
+        assert same == (layers == "fusion" and part != "fusion"), part
+
+
+def test_preloaded_split_equals_the_dataset_and_cached_encodings_the_model(shapes_tiny):
+    from workbench.data import task_dataset
+    from workbench.evaluate.finetune import joint_features, preloaded
+
+    cfg, tokenizer, model, _ = _setup(shapes_tiny)
+    dataset, collate = task_dataset(cfg, tokenizer, "ve", "train")
+    split = preloaded(cfg, tokenizer, "ve", "train")
+    assert preloaded(cfg, tokenizer, "ve", "train") is split  # loaded once per process
+    rows = torch.tensor([3, 0, 5])
+    expected = collate([dataset[i] for i in rows.tolist()])
+    got = split.batch(rows)
+    assert torch.allclose(got["image"], expected["image"], atol=1e-5)
+    for key in ("text_ids", "text_mask", "label"):
+        assert torch.equal(got[key], expected[key]), key
+    model.eval()
+    with torch.no_grad():
+        direct = joint_features(model, got)
+        cached = joint_features(model, split.batch(rows, split.encode(model, cfg, CPU)))
+    assert torch.allclose(direct, cached, atol=1e-5)
+
+
+def test_same_text_units_stay_in_one_batch():
+    from workbench.evaluate.finetune import batch_rows
+
+    class Split:
+        texts = ["a", "a", "b", "b", "c", "c", "c", "d"]
+
+    batches = batch_rows(Split(), batch_size=4, seed=0, group_size=2)
+    for _ in range(6):
+        rows = next(batches).tolist()
+        assert len(rows) == 4
+        for row in rows:
+            partner = {0: 1, 1: 0, 2: 3, 3: 2, 4: 5, 5: 4}.get(row)
+            if partner is not None and rows.index(row) not in (0, len(rows) - 1):
+                assert partner in rows
+    plain = batch_rows(Split(), batch_size=4, seed=0, group_size=0)
+    assert sorted(next(plain).tolist() + next(plain).tolist()) == list(range(8))
 
 
 def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):

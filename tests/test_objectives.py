@@ -96,6 +96,52 @@ def test_same_image_id_pairs_share_the_target():
     assert torch.equal(targets, torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]))
 
 
+def test_pairs_with_the_same_caption_string_share_the_target():
+    # rows 0 and 1 are two images captioned by the same string (caption id 5)
+    targets = positive_targets(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([5, 5, 6]),
+                               torch.tensor([5, 5, 6]))
+    assert torch.equal(targets, torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]))
+    # caption ids covering only the batch columns, not a queue behind them
+    queue = positive_targets(torch.tensor([0, 1]), torch.tensor([0, 1, 1, 9]), torch.tensor([5, 5]), torch.tensor([5, 5]))
+    assert torch.equal(queue, torch.tensor([[0.5, 0.5, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3, 0.0]]))
+
+
+def test_itc_soft_targets_over_two_images_sharing_a_caption():
+    cfg = load_config(None, {"objectives.itc.embed_dim": 4}).objectives.itc
+    itc = ITC(8, 6, cfg)
+    image_cls, text_cls = torch.randn(3, 8, generator=gen()), torch.randn(3, 6, generator=gen(1))
+    batch = {"text_ids": torch.zeros(3, 5, dtype=torch.long), "image_id": torch.tensor([0, 1, 2]),
+             "caption_id": torch.tensor([7, 7, 3])}
+    out = itc(fake_ctx(batch, {"image_cls": image_cls}, {"text_cls": text_cls}))
+    logits = F.normalize(itc.image_proj(image_cls), dim=-1) @ F.normalize(itc.text_proj(text_cls), dim=-1).t() / 0.07
+    soft = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    expected = (F.cross_entropy(logits, soft) + F.cross_entropy(logits.t(), soft)) / 2
+    assert out["itc_loss"].item() == pytest.approx(expected.item(), abs=1e-5)
+    plain = itc(fake_ctx({k: v for k, v in batch.items() if k != "caption_id"},
+                         {"image_cls": image_cls}, {"text_cls": text_cls}))
+    assert plain["itc_loss"].item() != pytest.approx(expected.item(), abs=1e-3)
+    # ITM never draws the other image of a shared caption as a negative
+    from workbench.objectives.itc import batch_positive_mask
+
+    weights = negative_weights(torch.zeros(3, 3), batch_positive_mask(batch))
+    assert weights[0, 1] == 0 and weights[1, 0] == 0 and weights[0, 2] > 0
+
+
+def test_pretraining_batches_number_caption_strings(shapes_tiny):
+    from workbench.data import PretrainStream, load_tokenizer
+
+    cfg = load_config(None, {"data.root": str(shapes_tiny), "data.shapes_size": "tiny", "train.batch_size": 64})
+    stream = PretrainStream(cfg, load_tokenizer(cfg.data), seed=0)
+    dataset = stream.datasets["image"]
+    batch = next(stream.batches())
+    texts = [dataset.entries[i]["caption"] for _, i, _ in stream.step_keys(0)]
+    assert batch["caption_id"].shape == (64,)
+    shared = [(a, b) for a in range(64) for b in range(a) if batch["caption_id"][a] == batch["caption_id"][b]]
+    assert shared  # tiny ShapesWorld's generic captions repeat within a batch of 64
+    for a, b in shared:
+        assert set(texts[a]) & set(texts[b])
+
+
 # ------------------------------------------------------------------------- ITC
 def fake_ctx(batch, image=None, text=None, **kwargs) -> StepContext:
     """A context whose clean encodings are given (no model needed)."""

@@ -165,6 +165,35 @@ def test_captions_name_only_objects_in_the_image_and_masks_are_their_pixels(shap
     assert checked == 5 * sum(shapes.PRESETS["tiny"].retrieval.values())
 
 
+def test_retrieval_eval_captions_identify_their_image(shapes_tiny):
+    """Val/test: every caption names every object (size, colour, shape, grid cell) and no
+    caption string belongs to two images or videos; pre-training may keep generic ones."""
+    from workbench.data.check import duplicate_caption_rate
+    from workbench.data.shapes_language import GRID_PLACES
+
+    px = _load(shapes_tiny, "manifest.json")["image_size"]
+    places = "|".join(sorted(GRID_PLACES.values(), key=len, reverse=True))
+    for split in ("val", "test"):
+        entries = _load(shapes_tiny, f"retrieval_{split}.json")
+        owners: dict[str, set] = defaultdict(set)
+        for entry in entries:
+            for caption in entry["caption"]:
+                owners[caption].add(entry["image"])
+                named = re.findall(rf"a (small|large) ({COLOR}) ({SHAPE}) ({places})", caption)
+                assert sorted(named[k][:3] for k in range(len(named))) == sorted(
+                    (o["size"], o["color"], o["shape"]) for o in entry["objects"]), caption
+                for size, color, shape, place in named:
+                    x0, y0, x1, y1 = next(o["bbox"] for o in entry["objects"] if (o["color"], o["shape"]) == (color, shape))
+                    cell = (min(2, 3 * ((y0 + y1 - 1) // 2) // px), min(2, 3 * ((x0 + x1 - 1) // 2) // px))
+                    assert GRID_PLACES[cell] == place, caption
+            assert len(set(entry["caption"])) == 5
+        assert all(len(images) == 1 for images in owners.values())
+        assert duplicate_caption_rate(entries, "image") == 0.0
+        videos = _load(shapes_tiny, f"video_retrieval_{split}.json")
+        assert duplicate_caption_rate(videos, "video") == 0.0
+    assert duplicate_caption_rate(_load(shapes_tiny, "pretrain.json"), "image") > 0  # generic captions stay
+
+
 def test_video_captions_describe_the_motion(shapes_tiny):
     low, high = shapes.PRESETS["tiny"].video_frames
     moving = 0

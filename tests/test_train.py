@@ -56,6 +56,28 @@ def test_run_logs_params_metrics_artifacts_and_downstream(shapes_tiny, store, tm
     assert len(inputs) == 1 and inputs[0].dataset.digest
 
 
+def test_zero_steps_is_the_random_init_control(shapes_tiny, store, tmp_path):
+    """train.steps=0: no pre-training, the freshly initialised model is checkpointed and evaluated."""
+    import torch
+
+    from workbench import checkpoint
+    from workbench.data import load_tokenizer
+    from workbench.device import seed_everything
+    from workbench.pretrainer import build
+
+    cfg = _cfg(shapes_tiny, store, tmp_path, "eval.tasks=[retrieval]", steps=0)
+    result = train.run(cfg, progress=False)
+    assert result.status == "FINISHED" and result.steps == 0
+    assert "eval/retrieval/r_mean" in result.metrics and "eval/retrieval/chance_r_mean" in result.metrics
+    seed_everything(cfg.train.seed)
+    fresh = build(cfg, load_tokenizer(cfg.data)).model.state_dict()
+    saved = checkpoint.load(result.checkpoint, map_location="cpu")["model"]
+    assert all(torch.equal(saved[key], value) for key, value in fresh.items())
+    trained = checkpoint.load(train.run(_cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]", steps=2),
+                                        progress=False).checkpoint, map_location="cpu")["model"]
+    assert not all(torch.equal(trained[key], value) for key, value in fresh.items())
+
+
 def test_same_seed_same_losses_bit_for_bit(shapes_tiny, store, tmp_path):
     first = train.run(_cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]"), progress=False)
     second = train.run(_cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]"), progress=False)

@@ -273,17 +273,18 @@ def _print_check(summary: dict) -> None:
     table = Table(title=f"data check: {summary['root']}", title_justify="left")
     table.add_column("file", no_wrap=True, min_width=max(map(len, names), default=4))
     table.add_column("kind", no_wrap=True)
-    for column in ("entries", "bad", "unreadable", "words min/mean/max", "tokens min/mean/max", "truncated"):
+    for column in ("entries", "bad", "unreadable", "words min/mean/max", "tokens min/mean/max", "truncated", "dup. captions %"):
         table.add_column(column, justify="right", no_wrap=True)
     for name, report in summary["files"].items():
         bad = "unreadable file" if report["bad_entries"] is None else str(report["bad_entries"])
         table.add_row(
             name, report["kind"], str(report["entries"]), bad, str(report["unreadable"]),
             stats(report.get("text_words")), stats(report.get("text_tokens")), str(report.get("truncated", "-")),
+            str(report.get("duplicate_captions", "-")),
         )
     for path in summary["missing_files"]:
-        table.add_row(Path(path).name, "-", "missing", "-", "-", "-", "-", "-")
-    Console(highlight=False, width=max(140, Console().width)).print(table)
+        table.add_row(Path(path).name, "-", "missing", "-", "-", "-", "-", "-", "-")
+    Console(highlight=False, width=max(160, Console().width)).print(table)
 
 
 # --------------------------------------------------------------------- run

@@ -199,7 +199,7 @@ class AugmentConfig:
 # -------------------------------------------------------------------------- train
 @dataclass
 class TrainConfig:
-    steps: int = positive(300, 10**12)  # pre-training optimiser steps
+    steps: int = field(default=300, metadata={"min": 0, "max": 10**12})  # pre-training optimiser steps; 0 = none: the random-init control (same fine-tunes)
     batch_size: int = positive(32, BATCH_MAX)  # image-text pairs per step (global, over all ranks)
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max_open": False})  # peak AdamW learning rate
     weight_decay: float = at_least(0.02, 0.0)  # AdamW weight decay
@@ -229,6 +229,8 @@ class EvalConfig:
     finetune_lr: float = at_least(1e-4, 0.0)  # fine-tune learning rate
     finetune_batch_size: int = positive(32, BATCH_MAX)  # fine-tune batch size
     head_lr_mult: float = at_least(10.0, 0.0)  # lr multiplier for fusion and task head in fine-tunes
+    finetune_layers: Literal["all", "fusion"] = "all"  # fusion: encoders frozen, their outputs computed once per split
+    finetune_group_size: int = at_least(6, 0)  # items with the same text share a batch, this many at most (0 = plain shuffle)
 
 
 # ----------------------------------------------------------------------- tracking

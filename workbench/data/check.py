@@ -3,7 +3,8 @@
 Reads every configured file in skip mode (so all problems are counted, not just
 the first), decodes every image/video once, flags VQA training questions with no
 answer in `vqa_answers.json`, and summarises caption lengths in words and tokens
-(how many exceed `data.max_text_len` and will be truncated). `check_eval_files`
+(how many exceed `data.max_text_len` and will be truncated) and, for retrieval
+files, the share of captions that also caption another image (duplicates). `check_eval_files`
 is the cheap part `workbench run` does before training (read, do not decode).
 """
 
@@ -87,6 +88,28 @@ def _unreadable(entry: dict) -> list[str]:
     return problems
 
 
+def duplicate_caption_rate(entries: list[dict], media_key: str) -> float:
+    """% of captions whose exact string (case and spaces normalised) also captions another
+    image/video of the file. Such captions tie in retrieval: the metric counts every image
+    that carries the string as correct, but a high rate means the split cannot tell images apart."""
+    owners: dict[str, set] = {}
+    captions: list[str] = []
+    for index, entry in enumerate(entries):
+        texts = entry.get("caption", [])
+        for text in texts if isinstance(texts, list) else [texts]:
+            key = caption_key(text)
+            owners.setdefault(key, set()).add(entry.get(media_key, index))
+            captions.append(key)
+    if not captions:
+        return 0.0
+    return 100.0 * sum(len(owners[key]) > 1 for key in captions) / len(captions)
+
+
+def caption_key(text: str) -> str:
+    """The form under which two captions count as the same string."""
+    return " ".join(str(text).lower().split())
+
+
 def _stats(values: list[int]) -> dict[str, float]:
     if not values:
         return {}
@@ -96,7 +119,7 @@ def _stats(values: list[int]) -> dict[str, float]:
 
 def check_dataset(cfg, tokenizer=None, decode_media: bool = True) -> dict[str, Any]:
     """Summary: per file entries, bad entries (with the first reasons), unreadable media,
-    caption lengths; plus missing files and `ok` (nothing wrong at all)."""
+    caption lengths, the duplicate-caption rate of retrieval files; plus missing files and `ok` (nothing wrong at all)."""
     data = dataclasses.replace(cfg.data, on_bad_sample="skip")
     summary: dict[str, Any] = {"root": str(Path(data.root)), "files": {}, "missing_files": []}
     for name, kind in _expected_files(cfg):
@@ -120,6 +143,9 @@ def check_dataset(cfg, tokenizer=None, decode_media: bool = True) -> dict[str, A
             unreadable=len(unreadable),
             text_words=_stats([len(t.split()) for t in texts]),
         )
+        if kind in ("retrieval", "video"):
+            media_key = "video" if kind == "video" else "image"
+            report["duplicate_captions"] = round(duplicate_caption_rate(entries.items, media_key), 2)
         if tokenizer is not None and texts:
             lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
             report["text_tokens"] = _stats(lengths)

@@ -137,12 +137,29 @@ def _dense_ids(raw_ids: Sequence[Any]) -> list[int]:
 
 
 class CaptionDataset(MediaDataset):
-    """Pre-training pairs: a random caption of the entry, optional flip and word masking."""
+    """Pre-training pairs: a random caption of the entry, optional flip and word masking.
+
+    `caption_id` numbers caption strings (case and spacing ignored): two images
+    sharing a caption get the same id, so ITC can count the pair as a positive. It
+    is the id of the caption after a flip (which changes the words) and before word
+    masking (a masked caption still describes the image its words came from).
+    """
 
     def __init__(self, cfg, entries: Entries, media_key: str, mask_token: str, train: bool = True):
+        from workbench.data.check import caption_key
+
         super().__init__(cfg, entries, augment=train, random_frames=train)
         self.media_key, self.mask_token, self.train = media_key, mask_token, train
         self.image_ids = _dense_ids([e.get("image_id", e[media_key]) for e in self.entries])
+        self.caption_key = caption_key
+        self.caption_index: dict[str, int] = {}
+        for entry in self.entries:
+            for text in entry["caption"] if isinstance(entry["caption"], list) else [entry["caption"]]:
+                self.caption_index.setdefault(caption_key(text), len(self.caption_index))
+
+    def caption_id(self, text: str, index: int) -> int:
+        """Id of the caption string; a string no entry has (a flipped caption) gets one of its entry's own."""
+        return self.caption_index.get(self.caption_key(text), len(self.caption_index) + index)
 
     def sample(self, index: int, seed: int | None) -> dict[str, Any]:
         entry = self.entries[index]
@@ -153,9 +170,12 @@ class CaptionDataset(MediaDataset):
         augment = self.cfg.augment
         if self.train and augment.flip and rng.random() < 0.5:
             frames, text, _ = flip_sample(frames, text)
+        caption_id = self.caption_id(text, index)
         if self.train and augment.text and augment.text_mask_ratio > 0:
             text = mask_words(text, augment.text_mask_ratio, self.mask_token, rng)
-        return {"image": self.finish(frames, seed), "text": text, "image_id": self.image_ids[index]}
+        return {
+            "image": self.finish(frames, seed), "text": text, "image_id": self.image_ids[index], "caption_id": caption_id,
+        }
 
 
 class RetrievalDataset(MediaDataset):

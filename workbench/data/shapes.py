@@ -26,12 +26,19 @@ import numpy as np
 
 from workbench.config import ConfigError
 from workbench.data import shapes_tasks
-from workbench.data.shapes_language import answer_list, captions, video_caption, vocabulary
+from workbench.data.shapes_language import (
+    answer_list,
+    captions,
+    identifying_captions,
+    scene_key,
+    video_caption,
+    vocabulary,
+)
 from workbench.data.shapes_scene import Obj, mask_box, render, render_video, sample_motion_scene, sample_scene
 from workbench.errors import DataError
 
 GENERATOR = "shapesworld"
-VERSION = "1"
+VERSION = "2"  # 2: identifying retrieval captions, unique per val/test image and video
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 
@@ -141,13 +148,25 @@ class _Writer:
 
 
 # ------------------------------------------------------------------- sources
+UNIQUE_TRIES = 50  # scenes drawn per item before a duplicate description is accepted
+
+
 def _captioned(writer: _Writer, preset: Preset, seed: int, source: str, split: str, count: int,
                with_objects: bool) -> list[dict]:
+    """Captioned images. Retrieval splits get identifying captions, and a scene whose
+    description another image of the split already has is redrawn, so no caption
+    string belongs to two images; pre-training keeps generic captions too."""
     entries = []
+    seen: set[frozenset] = set()
+    px = preset.image_px
     for index in range(count):
         rng = item_rng(seed, source, split, index)
-        scene = sample_scene(rng, preset.image_px, int(rng.integers(1, preset.max_objects + 1)))
-        texts = captions(rng, scene, preset.image_px)
+        for _ in range(UNIQUE_TRIES):
+            scene = sample_scene(rng, px, int(rng.integers(1, preset.max_objects + 1)))
+            if source != "retrieval" or scene_key(scene, px) not in seen:
+                break
+        seen.add(scene_key(scene, px))
+        texts = identifying_captions(rng, scene, px) if source == "retrieval" else captions(rng, scene, px)
         path, image_id, objects = writer.image(scene, with_masks=with_objects)
         entry = {"image": path, "caption": texts, "image_id": image_id}
         if with_objects:
@@ -157,13 +176,20 @@ def _captioned(writer: _Writer, preset: Preset, seed: int, source: str, split: s
 
 
 def _videos(writer: _Writer, preset: Preset, seed: int, split: str) -> list[dict]:
+    """Moving-object videos; in val/test a video whose caption another video already has is redrawn."""
     entries = []
+    seen: set[frozenset] = set()
     for index in range(preset.videos[split]):
         rng = item_rng(seed, "video", split, index)
-        frames = int(rng.integers(preset.video_frames[0], preset.video_frames[1] + 1))
-        n = int(rng.integers(preset.video_objects[0], preset.video_objects[1] + 1))
-        speed = tuple(max(1, round(v * preset.image_px / 64)) for v in preset.video_speed)
-        start, motions, velocities = sample_motion_scene(rng, preset.image_px, n, frames, speed)
+        for _ in range(UNIQUE_TRIES):
+            frames = int(rng.integers(preset.video_frames[0], preset.video_frames[1] + 1))
+            n = int(rng.integers(preset.video_objects[0], preset.video_objects[1] + 1))
+            speed = tuple(max(1, round(v * preset.image_px / 64)) for v in preset.video_speed)
+            start, motions, velocities = sample_motion_scene(rng, preset.image_px, n, frames, speed)
+            key = frozenset((o.name, motion) for o, motion in zip(start, motions))
+            if split == "train" or key not in seen:
+                break
+        seen.add(key)
         path = writer.video(render_video(start, velocities, frames, preset.image_px))
         entries.append({"video": path, "caption": video_caption(rng, start, motions)})
     return entries

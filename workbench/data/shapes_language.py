@@ -3,6 +3,8 @@
 Phrasings are data (family -> list of format strings) so the vocabulary the
 tokenizer needs is derived from them, never listed by hand twice. Captions only
 name objects that are in the image, and only state relations/positions that hold.
+Identifying captions name every object with its attributes and grid cell, so a
+retrieval split whose scenes differ in `scene_key` has no caption shared by two images.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ CAPTIONS: dict[str, list[str]] = {
     "position_vertical": ["a {a} at the {place} of the image.", "the {a} is at the {place}."],
     "color_count": ["there are {n} {color} shapes."],
     "color_count_one": ["there is one {color} shape."],
+    "described": ["{items}.", "there is {items}.", "an image with {items}."],
+    "described_count": ["{n} {shapes}: {items}.", "an image with {n} {shapes}: {items}."],
+}
+# Families that name every object with its size, colour, shape and grid cell: such a
+# caption identifies its image (retrieval val/test use only these; see `identifying_captions`).
+IDENTIFYING = ("described", "described_count")
+# Where an object is, by the thirds of the image its centre falls in: (row, column) -> phrase.
+# Terse (no "at the"), so four described objects fit in data.max_text_len = 40 tokens.
+GRID_PLACES = {
+    (0, 0): "top left", (0, 1): "top", (0, 2): "top right",
+    (1, 0): "left", (1, 1): "centre", (1, 2): "right",
+    (2, 0): "bottom left", (2, 1): "bottom", (2, 2): "bottom right",
 }
 MOTION_CLAUSES = {
     "moving": ["the {a} moves {direction}", "the {a} is moving {direction}"],
@@ -89,6 +103,50 @@ def vertical_place(obj: Obj, px: int) -> str | None:
     return None
 
 
+def grid_cell(obj: Obj, px: int) -> tuple[int, int]:
+    """(row, column) third of the image the object's centre is in."""
+    return min(2, 3 * obj.y // px), min(2, 3 * obj.x // px)
+
+
+def described(obj: Obj, px: int) -> str:
+    """'a small red circle top left': everything that tells the object apart."""
+    return f"a {sized(obj)} {GRID_PLACES[grid_cell(obj, px)]}"
+
+
+def scene_key(objs: Sequence[Obj], px: int) -> frozenset:
+    """What an identifying caption says about a scene: two scenes with equal keys share their captions."""
+    return frozenset((o.size, o.color, o.shape, grid_cell(o, px)) for o in objs)
+
+
+def _described_items(rng: np.random.Generator, objs: Sequence[Obj], px: int) -> str:
+    names = [described(objs[i], px) for i in rng.permutation(len(objs)).tolist()]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + AND + names[-1]
+
+
+def identifying_captions(rng: np.random.Generator, objs: Sequence[Obj], px: int, k: int = 5) -> list[str]:
+    """`k` captions that each name every object (size, colour, shape, grid cell), in
+    different phrasings and object orders: no other scene with a different `scene_key`
+    can have any of them."""
+    phrasings = [(family, p) for family in IDENTIFYING for p in CAPTIONS[family]]
+    out: list[str] = []
+    first = int(rng.integers(len(phrasings)))
+    for attempt in range(4 * k):
+        family, phrasing = phrasings[(first + attempt) % len(phrasings)]
+        text = _identifying(family, phrasing, rng, objs, px)
+        if text not in out or attempt >= 2 * k:
+            out.append(text)
+        if len(out) == k:
+            return out
+    raise RuntimeError("could not write identifying captions")  # pragma: no cover - 5 phrasings differ
+
+
+def _identifying(family: str, phrasing: str, rng: np.random.Generator, objs: Sequence[Obj], px: int) -> str:
+    items = _described_items(rng, objs, px)
+    if family == "described":
+        return phrasing.format(items=items)
+    return phrasing.format(n=NUMBERS[len(objs)], shapes="shape" if len(objs) == 1 else "shapes", items=items)
+
+
 def _listing(rng: np.random.Generator, objs: Sequence[Obj]) -> str:
     with_size = bool(rng.integers(2))
     order = rng.permutation(len(objs)).tolist()
@@ -110,6 +168,8 @@ def _caption(family: str, rng: np.random.Generator, objs: Sequence[Obj], px: int
         return phrasing if len(objs) == 1 else None
     if family == "listing":
         return phrasing.format(listing=_listing(rng, objs))
+    if family in IDENTIFYING:
+        return _identifying(family, phrasing, rng, objs, px)
     if family == "relation":
         pairs = [(a, b, rel) for a in objs for b in objs if a is not b for rel in relations_between(a, b)]
         if not pairs:
@@ -159,7 +219,8 @@ def vocabulary() -> list[str]:
         for phrasings in table.values():
             texts += [re.sub(r"\{\w+\}", " ", p) for p in phrasings]
     texts += list(COLORS) + list(SHAPES) + list(SIZE_RADII) + list(NUMBERS) + list(SIDES)
-    texts += list(RELATIONS) + list(MOTIONS) + ["top", "bottom", ",", AND, YES, NO]
+    texts += list(RELATIONS) + list(MOTIONS) + ["top", "bottom", ",", AND, YES, NO, "shape"]
+    texts += list(GRID_PLACES.values())
     return sorted({w for text in texts for w in re.findall(r"[a-z]+|[^\sa-z]", text)})
 
 

@@ -9,6 +9,18 @@ backbone + head for `eval.finetune_steps` on the train split (AdamW via
 Everything random (head init, dropout, shuffling) draws from RNGs seeded by
 `train.seed` inside a forked RNG state, so a fine-tune is reproducible and leaves
 the caller's RNG streams where they were.
+
+`eval.finetune_layers`: `all` trains encoders, fusion and head; `fusion` freezes
+the two uni-modal encoders (what pre-training put there is what is measured) and
+encodes each split once, so a step runs only the fusion layers and the head.
+
+Fixed work is done once: each split is decoded, resized and tokenised a single
+time into memory (`PreloadedSplit`, uint8 frames, cached per process for the
+next fine-tune or run), and a step only indexes it and normalises its batch.
+`eval.finetune_group_size` keeps up to that many items with the same text in one
+batch (ShapesWorld's balanced units: one question over a "yes" and a "no" scene
+are consecutive; 6 keeps units of 2 and of 3 whole), so within a batch the text
+alone explains little and the gradient has to come from the image.
 """
 
 from __future__ import annotations
@@ -22,7 +34,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from workbench.config import RunConfig
 from workbench.device import autocast, autocast_dtype
@@ -47,18 +58,127 @@ def classifier_head(in_width: int, hidden_width: int, classes: int) -> nn.Module
     )
 
 
-def joint_features(model: nn.Module, batch: Batch) -> Tensor:
-    """The fused joint feature [B, 2D] of the batch's (image, text) pair."""
-    return model(batch)["joint"]
+def joint_features(model: nn.Module, batch: Batch, image_key: str = "image") -> Tensor:
+    """The fused joint feature [B, 2D] of the batch's (`image_key`, text) pair; from the
+    encoders' outputs when the batch carries them (`<image_key>_tokens`, frozen encoders)."""
+    if f"{image_key}_tokens" in batch:
+        return model.fuse(batch[f"{image_key}_tokens"], batch["text_tokens"], batch["text_mask"],
+                          batch["frame_cls_positions"])["joint"]
+    return model({**batch, "image": batch[image_key]})["joint"]
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return {key: value.to(device) if isinstance(value, Tensor) else value for key, value in batch.items()}
 
 
-def _forever(loader: DataLoader) -> Iterator[Batch]:
+MEDIA_KEYS = ("image", "image2")
+
+
+class PreloadedSplit:
+    """A task split in memory as one batch: uint8 frames resized to `data.image_size`,
+    token ids padded to the split's longest text, labels; `batch(rows)` normalises."""
+
+    def __init__(self, dataset, collate, cfg: RunConfig):
+        from torchvision import tv_tensors
+
+        from workbench.data.transforms import build_augment, normalization
+
+        resize = build_augment(cfg, train=False)
+        transform = dataset.transform
+        dataset.transform = lambda frames: resize(tv_tensors.Video(frames)).as_subclass(torch.Tensor)
+        try:
+            self.data = collate([dataset[index] for index in range(len(dataset))])
+        finally:
+            dataset.transform = transform
+        mean, std = normalization(cfg)
+        self.mean = torch.tensor(mean).view(1, 1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 1, 3, 1, 1)
+        self.texts = [entry.get("question", entry.get("sentence", "")) for entry in dataset.entries]
+        self.answers = getattr(dataset, "answers", None)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def batch(self, rows: Tensor, encoded: dict[str, Tensor] | None = None) -> Batch:
+        """Rows of the split; with `encoded` (from `encode`) the encoders' outputs replace frames and ids."""
+        if encoded is None:
+            out = {key: value[rows] for key, value in self.data.items()}
+        else:  # frames and ids are replaced by what the encoders made of them
+            out = {key: value[rows] for key, value in self.data.items() if key not in (*MEDIA_KEYS, "text_ids")}
+            out.update({key: value[rows] for key, value in encoded.items() if key != "frame_cls_positions"})
+            out["frame_cls_positions"] = encoded["frame_cls_positions"]
+        for key in MEDIA_KEYS:
+            if key in out:
+                out[key] = (out[key].float() / 255.0 - self.mean) / self.std
+        if "text_mask" in out:  # drop the split's padding columns this batch does not need
+            length = max(1, int(out["text_mask"].sum(dim=1).max()))
+            out["text_mask"] = out["text_mask"][:, :length]
+            for key in ("text_ids", "text_tokens"):
+                if key in out:
+                    out[key] = out[key][:, :length]
+        return out
+
+    @torch.no_grad()
+    def encode(self, model: nn.Module, cfg: RunConfig, device: torch.device) -> dict[str, Tensor]:
+        """The (frozen) encoders' outputs for every row, once: `image_tokens` (and `image2_tokens`),
+        `text_tokens`, `frame_cls_positions`; kept on `device`."""
+        dtype = autocast_dtype(cfg.train, device)
+        size = cfg.eval.batch_size
+        out: dict[str, list[Tensor]] = {}
+        positions = None
+        for start in range(0, len(self), size):
+            batch = to_device(self.batch(torch.arange(start, min(start + size, len(self)))), device)
+            with autocast(device, dtype):
+                for key in MEDIA_KEYS:
+                    if key in batch:
+                        image = model.encode_image(batch[key])
+                        out.setdefault(f"{key}_tokens", []).append(image["image_tokens"].float())
+                        positions = image["frame_cls_positions"]
+                ids = self.data["text_ids"][start : start + size].to(device)
+                mask = self.data["text_mask"][start : start + size].to(device)
+                out.setdefault("text_tokens", []).append(model.encode_text(ids, mask)["text_tokens"].float())
+        encoded = {key: torch.cat(values) for key, values in out.items()}
+        encoded["frame_cls_positions"] = positions
+        return encoded
+
+
+_PRELOADED: dict[tuple, PreloadedSplit] = {}
+_PRELOADED_MAX = 6  # splits kept per process (3 tasks x train + eval)
+
+
+def preloaded(cfg: RunConfig, tokenizer, task: str, split: str) -> PreloadedSplit:
+    """The split in memory, loaded once per process for these data files and settings."""
+    from workbench.data import task_dataset
+    from workbench.data.readers import data_path
+
+    path = data_path(cfg.data, f"{task}_{split}.json")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, task, split, cfg.data.image_size,
+           cfg.data.max_text_len, cfg.data.image_root, cfg.model.vision.timm_name, id(tokenizer))
+    if key not in _PRELOADED:
+        if len(_PRELOADED) >= _PRELOADED_MAX:
+            _PRELOADED.pop(next(iter(_PRELOADED)))
+        dataset, collate = task_dataset(cfg, tokenizer, task, split)
+        _PRELOADED[key] = PreloadedSplit(dataset, collate, cfg)
+    return _PRELOADED[key]
+
+
+def batch_rows(split: PreloadedSplit, batch_size: int, seed: int, group_size: int) -> Iterator[Tensor]:
+    """Endless shuffled row batches (a new permutation per epoch; the last partial batch of an
+    epoch is dropped when the split holds more than one batch). With `group_size` > 0, runs
+    of up to `group_size` items sharing a text (in file order) are shuffled as units and stay adjacent."""
+    generator = torch.Generator().manual_seed(seed)
+    groups: dict[str, list[int]] = {}
+    for row, text in enumerate(split.texts):
+        groups.setdefault(text if group_size else str(row), []).append(row)
+    size = max(1, group_size)
+    units = [group[start : start + size] for group in groups.values() for start in range(0, len(group), size)]
     while True:
-        yield from loader
+        order = torch.randperm(len(units), generator=generator).tolist()
+        rows = torch.tensor([row for unit in order for row in units[unit]])
+        full = len(rows) // batch_size * batch_size if len(rows) > batch_size else len(rows)
+        for start in range(0, full, batch_size):
+            yield rows[start : start + batch_size]
 
 
 def _cuda_devices(device: torch.device) -> list[int]:
@@ -77,30 +197,31 @@ def finetune_config(cfg: RunConfig):
 
 
 def train_copy(
-    task: FinetuneTask, model: nn.Module, train_set, collate, cfg: RunConfig, device: torch.device
+    task: FinetuneTask, model: nn.Module, train_set: PreloadedSplit, cfg: RunConfig, device: torch.device
 ) -> tuple[nn.Module, nn.Module]:
     """(fine-tuned copy of `model`, trained head). Call inside a seeded RNG state."""
     backbone = copy.deepcopy(model).to(device)
     head = task.build_head(2 * model.dims["fusion_width"], train_set).to(device)
+    encoded = None
+    if cfg.eval.finetune_layers == "fusion":
+        for encoder in (backbone.vision, backbone.text):
+            encoder.eval()
+            encoder.requires_grad_(False)
+        encoded = train_set.encode(backbone, cfg, device)
     train_cfg = finetune_config(cfg)
     optimizer = build_optimizer(backbone, head, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
     dtype = autocast_dtype(cfg.train, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.eval.finetune_batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-        collate_fn=collate,
-        num_workers=cfg.data.num_workers,
-        drop_last=len(train_set) > cfg.eval.finetune_batch_size,
-    )
+    rows = batch_rows(train_set, cfg.eval.finetune_batch_size, cfg.train.seed, cfg.eval.finetune_group_size)
     params = [p for p in itertools.chain(backbone.parameters(), head.parameters()) if p.requires_grad]
     backbone.train()
     head.train()
-    for batch in itertools.islice(_forever(loader), cfg.eval.finetune_steps):
-        batch = to_device(batch, device)
+    if encoded is not None:
+        backbone.vision.eval()  # frozen: no dropout either
+        backbone.text.eval()
+    for batch_index in itertools.islice(rows, cfg.eval.finetune_steps):
+        batch = to_device(train_set.batch(batch_index, encoded), device)
         with autocast(device, dtype):
             logits = head(task.features(backbone, batch))
         loss = task.loss(logits.float(), batch)
@@ -110,18 +231,18 @@ def train_copy(
 
 @torch.no_grad()
 def accuracy(
-    task: FinetuneTask, backbone: nn.Module, head: nn.Module, eval_set, collate, cfg: RunConfig, device: torch.device
+    task: FinetuneTask, backbone: nn.Module, head: nn.Module, eval_set: PreloadedSplit, cfg: RunConfig,
+    device: torch.device,
 ) -> float:
     """% of `eval_set` the fine-tuned model gets right."""
     backbone.eval()
     head.eval()
     dtype = autocast_dtype(cfg.train, device)
-    loader = DataLoader(
-        eval_set, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate, num_workers=cfg.data.num_workers
-    )
+    encoded = eval_set.encode(backbone, cfg, device) if cfg.eval.finetune_layers == "fusion" else None
     right, total = 0, 0
-    for batch in loader:
-        batch = to_device(batch, device)
+    for start in range(0, len(eval_set), cfg.eval.batch_size):
+        rows = torch.arange(start, min(start + cfg.eval.batch_size, len(eval_set)))
+        batch = to_device(eval_set.batch(rows, encoded), device)
         with autocast(device, dtype):
             logits = head(task.features(backbone, batch))
         hits = task.correct(logits.float(), batch)
@@ -134,14 +255,12 @@ def finetuned(
     task: FinetuneTask, model: nn.Module, cfg: RunConfig, tokenizer, device: torch.device
 ) -> tuple[nn.Module, nn.Module, float]:
     """(fine-tuned copy of `model`, its head, accuracy % on `eval.split`); `model` is untouched."""
-    from workbench.data import task_dataset
-
-    train_set, train_collate = task_dataset(cfg, tokenizer, task.name, "train")
-    eval_set, eval_collate = task_dataset(cfg, tokenizer, task.name, cfg.eval.split)
+    train_set = preloaded(cfg, tokenizer, task.name, "train")
+    eval_set = preloaded(cfg, tokenizer, task.name, cfg.eval.split)
     with torch.random.fork_rng(devices=_cuda_devices(device)):
         torch.manual_seed(cfg.train.seed)
-        backbone, head = train_copy(task, model, train_set, train_collate, cfg, device)
-        score = accuracy(task, backbone, head, eval_set, eval_collate, cfg, device)
+        backbone, head = train_copy(task, model, train_set, cfg, device)
+        score = accuracy(task, backbone, head, eval_set, cfg, device)
     return backbone, head, score
 
 

@@ -10,16 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.evaluate.finetune import FinetuneTask, classifier_head
+from workbench.evaluate.finetune import FinetuneTask, classifier_head, joint_features
 
 CLASSES = 2
 
 
 def pair_features(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     """[joint(image, text), joint(image2, text)] -> [B, 4D]."""
-    first = model(batch)["joint"]
-    second = model({**batch, "image": batch["image2"]})["joint"]
-    return torch.cat([first, second], dim=-1)
+    return torch.cat([joint_features(model, batch, "image"), joint_features(model, batch, "image2")], dim=-1)
 
 
 def label_loss(logits: Tensor, batch: dict[str, Tensor]) -> Tensor:

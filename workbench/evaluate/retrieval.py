@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from workbench.config import ConfigError, RunConfig
 from workbench.device import autocast, autocast_dtype
+from workbench.evaluate.references import task_references
 from workbench.evaluate.rerank import rerank_rows, score_all_pairs
 from workbench.evaluate.retrieval_metrics import retrieval_metrics
 from workbench.progress import current as current_phase
@@ -165,8 +166,9 @@ def evaluate_retrieval(
     model: nn.Module, objectives: nn.Module, cfg: RunConfig, tokenizer, device: torch.device, task: str = "retrieval",
     keep: dict | None = None,
 ) -> dict[str, float]:
-    """`eval/<task>/*` (re-ranked) and, when re-ranking changed the ranking source, `eval/<task>_itc/*`
-    (ITC only), in %. Without re-ranking both would be the same numbers: only `eval/<task>/*` is logged.
+    """`eval/<task>/*` (re-ranked), the split's chance levels `eval/<task>/chance_*`, and, when
+    re-ranking changed the ranking source, `eval/<task>_itc/*` (ITC only), in %. Without
+    re-ranking both would be the same numbers: only `eval/<task>/*` is logged.
 
     `keep` (a dict) receives the split's data set and encodings ("dataset", "encoded"):
     the attention score reuses them instead of reading and encoding the split again.
@@ -183,6 +185,9 @@ def evaluate_retrieval(
         if name == "itc" and scores.get("final") is scores["itc"]:
             continue  # no re-ranking: `<task>_itc` would repeat `<task>` metric for metric
         where = prefix if name == "final" else f"{prefix}_itc"
-        for key, value in retrieval_metrics(i2t, dataset.txt2img, dataset.img2txt, scores_t2i=t2i).items():
+        for key, value in retrieval_metrics(
+            i2t, dataset.txt2img, dataset.img2txt, scores_t2i=t2i, texts=dataset.texts
+        ).items():
             metrics[f"{where}/{key}"] = value
+    metrics.update(task_references(task, cfg, dataset))
     return metrics

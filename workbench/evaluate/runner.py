@@ -8,6 +8,8 @@ except the attention share (a fraction in [0, 1]):
   ITM re-ranking is on; otherwise it would repeat `eval/retrieval/*`)
 * `eval/video_retrieval/{...}` and `eval/video_retrieval_itc/{...}` — the same on videos
 * `eval/vqa/acc`, `eval/nlvr/acc`, `eval/ve/acc` — short fine-tunes of a model copy
+* `eval/<task>/{chance,majority,blind}_<metric>` — the task's reference levels from the
+  data alone (`references.py`; retrieval: `chance_*` only)
 * `eval/attention/in_object` — share of last-layer text-CLS->patch attention inside the
   named object, on the retrieval split (so computed with the `retrieval` task;
   absent for data without object masks).
@@ -35,6 +37,7 @@ from workbench.evaluate.finetune import finetune
 from workbench.evaluate.nlvr import NLVR
 from workbench.evaluate.retrieval import built_objective, evaluate_retrieval
 from workbench.evaluate.retrieval_attention import attention_in_object_encoded
+from workbench.evaluate.references import task_references
 from workbench.evaluate.ve import VE
 from workbench.evaluate.vqa import VQA
 
@@ -92,6 +95,8 @@ def evaluate_all(
                     metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device, keep=retrieval_split))
                 else:
                     metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device))
+            if name in ("vqa", "nlvr", "ve"):
+                metrics.update(task_references(name, cfg))
         if "retrieval" in cfg.eval.tasks:
             if progress is not None:
                 progress("attention")

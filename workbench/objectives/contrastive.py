@@ -7,13 +7,34 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def positive_targets(row_id: Tensor, column_id: Tensor) -> Tensor:
-    """Row-normalised target distribution [R, C]: mass spread over the columns whose id matches.
+def positive_mask(
+    row_id: Tensor, column_id: Tensor, row_caption: Tensor | None = None, column_caption: Tensor | None = None
+) -> Tensor:
+    """bool [R, C]: the pair (row, column) is a positive — same id, or same caption string.
+
+    ``row_caption`` / ``column_caption`` are caption-string ids; ``column_caption``
+    may cover only the first columns (e.g. the batch, not a queue behind it).
+    """
+    positive = row_id[:, None] == column_id[None, :]
+    if row_caption is not None and column_caption is not None:
+        covered = column_caption.shape[0]
+        same_text = row_caption[:, None] == column_caption[None, :]
+        positive[:, :covered] |= same_text
+    return positive
+
+
+def positive_targets(
+    row_id: Tensor, column_id: Tensor, row_caption: Tensor | None = None, column_caption: Tensor | None = None
+) -> Tensor:
+    """Row-normalised target distribution [R, C]: mass spread evenly over the positive columns.
 
     With ``arange`` ids this is the identity (plain InfoNCE); with image ids, the
-    other captions of the same image count as positives too (ALBEF's ``idx``).
+    other captions of the same image count as positives too (ALBEF's ``idx``);
+    with caption ids, so does every pair whose caption is the same string (a
+    generic "there is one shape." is true of each image it was written for, so
+    it is not pushed away from them: soft targets over the positives).
     """
-    positive = (row_id[:, None] == column_id[None, :]).float()
+    positive = positive_mask(row_id, column_id, row_caption, column_caption).float()
     return positive / positive.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 

@@ -1,9 +1,12 @@
 """ITC: image-text contrastive loss on the uni-modal CLS features (ALBEF / SCL).
 
 Captions of the same ``image_id`` are positives of each other (ALBEF's ``idx``
-targets): the target mass of a row is spread evenly over them, so a batch holding
-two captions of one image does not push them apart. Without ``image_id`` in the
-batch, the diagonal is the only positive.
+targets), and so are pairs whose captions are the same string (``caption_id``:
+a generic caption written for two images is true of both): the target mass of a
+row is spread evenly over its positives, so a batch holding two captions of one
+image, or one caption of two images, does not push them apart. Without
+``image_id`` in the batch, the diagonal is the only positive. With the momentum
+queue, queued entries match by ``image_id`` only.
 
 Under DDP the embeddings of every rank are gathered with gradient, so each rank's
 rows are contrasted with the whole global batch (ALBEF's ``all_gather_with_grad``);
@@ -23,7 +26,7 @@ from torch import Tensor, nn
 from workbench import distributed
 from workbench.config import ITCConfig
 from workbench.objectives.context import StepContext
-from workbench.objectives.contrastive import focal_info_nce, positive_targets
+from workbench.objectives.contrastive import focal_info_nce, positive_mask, positive_targets
 from workbench.objectives.momentum import MomentumQueue
 from workbench.objectives.projection import Projection
 
@@ -39,6 +42,21 @@ def batch_ids(batch: dict[str, Tensor]) -> Tensor:
     if "image_id" in batch:
         return batch["image_id"]
     return torch.arange(batch["text_ids"].shape[0], device=batch["text_ids"].device)
+
+
+def caption_ids(batch: dict[str, Tensor]) -> tuple[Tensor | None, Tensor | None]:
+    """(this rank's caption-string ids, every rank's) or (None, None) when the batch has none."""
+    if "caption_id" not in batch:
+        return None, None
+    ids = batch["caption_id"]
+    return ids, (distributed.gather(ids) if distributed.is_active() else ids)
+
+
+def batch_positive_mask(batch: dict[str, Tensor]) -> Tensor:
+    """bool [B, B] of this rank's batch: same image or same caption string (ITM never samples these as negatives)."""
+    ids = batch_ids(batch)
+    captions = batch.get("caption_id")
+    return positive_mask(ids, ids, captions, captions)
 
 
 def global_batch_ids(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -133,7 +151,8 @@ class ITC(nn.Module):
         image_m_all, text_m_all = distributed.gather(image_m), distributed.gather(text_m)
         image_all = torch.cat([image_m_all, momentum.image_queue.clone()])
         text_all = torch.cat([text_m_all, momentum.text_queue.clone()])
-        targets = positive_targets(ids, torch.cat([ids_all, momentum.id_queue]))
+        captions, captions_all = caption_ids(ctx.batch)
+        targets = positive_targets(ids, torch.cat([ids_all, momentum.id_queue]), captions, captions_all)
         temperature = self.temperature
         logits_i2t = sim["image_embed"] @ text_all.t() / temperature
         logits_t2i = sim["text_embed"] @ image_all.t() / temperature
@@ -148,7 +167,7 @@ class ITC(nn.Module):
         sim = self.similarity(ctx)
         ids, ids_all = global_batch_ids(ctx.batch)
         if self.momentum is None:
-            positives = positive_targets(ids, ids_all)
+            positives = positive_targets(ids, ids_all, *caption_ids(ctx.batch))
             logits_i2t, logits_t2i = sim["logits_i2t_all"], sim["logits_t2i_all"]
             targets_i2t = targets_t2i = positives
         else:

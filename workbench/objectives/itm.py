@@ -32,13 +32,15 @@ from torch import Tensor, nn
 
 from workbench.config import ConfigError
 from workbench.objectives.context import StepContext, multinomial_one
-from workbench.objectives.itc import batch_ids
+from workbench.objectives.itc import batch_ids, batch_positive_mask
 from workbench.objectives.projection import GlobalBatchNorm
 
 
 def negative_weights(similarity: Tensor | None, ids: Tensor) -> Tensor:
     """Sampling weights [B, B] for negatives: softmax(similarity) (or uniform), positives zeroed.
 
+    ``ids``: image ids [B] (same id = positive) or a positive mask bool [B, B]
+    (``itc.batch_positive_mask``: same image or same caption string).
     Rows left with no mass (every other row shares the image) fall back to
     "any row but myself".
     """
@@ -47,7 +49,7 @@ def negative_weights(similarity: Tensor | None, ids: Tensor) -> Tensor:
         raise ConfigError(
             "objectives.itm: a batch of 1 pair has no in-batch negative — use train.batch_size >= 2"
         )
-    positive = ids[:, None] == ids[None, :]
+    positive = ids if ids.dim() == 2 else ids[:, None] == ids[None, :]
     if similarity is None:
         weights = torch.ones(size, size, device=ids.device)
     else:
@@ -139,9 +141,10 @@ class ITM(nn.Module):
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         ids = batch_ids(ctx.batch)
+        positives = batch_positive_mask(ctx.batch)
         sim_i2t, sim_t2i = self._similarity(ctx)
-        negative_image = sample_negatives(sim_t2i, ids, ctx.generator)  # for each caption
-        negative_text = sample_negatives(sim_i2t, ids, ctx.generator)  # for each image
+        negative_image = sample_negatives(sim_t2i, positives, ctx.generator)  # for each caption
+        negative_text = sample_negatives(sim_i2t, positives, ctx.generator)  # for each image
         image_tokens = ctx.image["image_tokens"]
         text_tokens, text_mask = ctx.text["text_tokens"], ctx.batch["text_mask"]
         positive = ctx.pass_("clean")

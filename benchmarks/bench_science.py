@@ -1,0 +1,119 @@
+"""Does the embedded benchmark measure anything? Random-init control vs a pre-trained model, per task.
+
+    python benchmarks/bench_science.py [--experiment base] [--seeds 3] [--out outputs/bench_science] [--set k=v ...]
+    python benchmarks/bench_science.py --only-seed 1 ...   # e.g. a second process; then run without it for the table
+
+For each seed, two complete runs of the experiment through `workbench.train.run`
+(real MLflow store under --out): `trained` (its pre-training budget) and
+`random-init` (`train.steps=0`: the same fine-tunes from the initial weights).
+Prints per task: metric | chance | majority | blind | random-init | trained
+(mean ± std over seeds) | p(trained > reference) | p(trained > random-init).
+The reference is the blind baseline where there is one, else chance; p values are
+one-sided t-tests over seeds (one-sample against the reference, paired against
+random-init). Each finished run's metrics are kept in --out/<variant>-seed<k>.json,
+so an interrupted benchmark resumes where it stopped. Not a test: minutes to hours on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from workbench import train
+from workbench.config import load_config
+
+TASKS = (
+    ("retrieval", "r_mean"),
+    ("retrieval", "tr_r1"),
+    ("retrieval", "ir_r1"),
+    ("video_retrieval", "r_mean"),
+    ("vqa", "acc"),
+    ("nlvr", "acc"),
+    ("ve", "acc"),
+)
+VARIANTS = {"random-init": ["train.steps=0"], "trained": []}
+
+
+def run_once(experiment: str, overrides: list[str], variant: str, seed: int, out: Path) -> dict[str, float]:
+    path = out / f"{variant}-seed{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    extra = [
+        f"tracking.uri=sqlite:///{out.resolve()}/mlflow.db",
+        f"train.out_dir={out}/checkpoints",
+        "tracking.experiment=bench-science",
+        f"tracking.run_name={variant}-seed{seed}",
+        f"train.seed={seed}",
+    ]
+    cfg = load_config(experiment, [*overrides, *extra, *VARIANTS[variant]])
+    result = train.run(cfg, progress=True, tags={"workbench.variant": variant})
+    path.write_text(json.dumps(result.metrics, indent=1, sort_keys=True))
+    return result.metrics
+
+
+def p_greater(values: np.ndarray, reference) -> float:
+    """One-sided p of mean(values) > reference (a number, or paired values); nan when undefined."""
+    diff = values - reference
+    if len(diff) < 2 or np.allclose(diff, diff[0]):
+        return 0.0 if len(diff) >= 2 and diff[0] > 0 else float("nan")
+    return float(stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue)
+
+
+def fmt(values: np.ndarray) -> str:
+    return f"{values.mean():6.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:5.2f}"
+
+
+def table(results: dict[str, list[dict[str, float]]]) -> str:
+    lines = [
+        "| metric | chance | majority | blind | random-init | trained | p(trained > ref) | p(trained > random-init) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task, key in TASKS:
+        name = f"eval/{task}/{key}"
+        if not all(name in run for runs in results.values() for run in runs):
+            continue
+        first = results["trained"][0]
+        refs = {kind: first.get(f"eval/{task}/{kind}_{key}", math.nan) for kind in ("chance", "majority", "blind")}
+        random_init = np.array([run[name] for run in results["random-init"]])
+        trained = np.array([run[name] for run in results["trained"]])
+        reference = refs["blind"] if not math.isnan(refs["blind"]) else refs["chance"]
+        cells = ["-" if math.isnan(v) else f"{v:.2f}" for v in refs.values()]
+        lines.append(
+            f"| {name} | {' | '.join(cells)} | {fmt(random_init)} | {fmt(trained)} | "
+            f"{p_greater(trained, reference):.3g} | {p_greater(trained, random_init):.3g} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="base")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench_science"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--only-seed", type=int, action="append", default=[],
+                        help="run only these seeds (e.g. one process per core); the table needs all")
+    parser.add_argument("--only-variant", choices=list(VARIANTS), action="append", default=[],
+                        help="with --only-seed: run only these variants")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.only_seed:
+        for seed in args.only_seed:
+            for variant in args.only_variant or VARIANTS:
+                run_once(args.experiment, args.overrides, variant, seed, args.out)
+        return
+    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
+    for seed in range(args.seeds):
+        for variant in VARIANTS:
+            results[variant].append(run_once(args.experiment, args.overrides, variant, seed, args.out))
+    print(f"experiment {args.experiment} {' '.join(args.overrides)}, {args.seeds} seeds, eval split of the config")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

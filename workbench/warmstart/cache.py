@@ -80,7 +80,7 @@ def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True
     bar = TrainProgress(total=steps, enabled=progress, description=f"warm start ({part})")
 
     def on_step(step: int, loss: float) -> None:
-        bar.update(step, loss, None)
+        bar.update(step, {"loss": loss}, None)
 
     try:
         if part == "vision":

@@ -84,7 +84,7 @@ def test_ensure_makes_the_warm_start_once_and_runs_start_from_it(data_root):
     cfg = cfg_for(data_root, **{"model.vision.init": "warmstart", "model.text.init": "warmstart"})
     tokenizer = load_tokenizer(cfg.data)
     said = []
-    paths = ensure(cfg, tokenizer, progress=False, announce=said.append)
+    paths = ensure(cfg, tokenizer, progress=True, announce=said.append)  # the bar is fed every step
     assert set(paths) == {"vision", "text"} and all(p.is_file() for p in paths.values())
     assert len(said) == 2 and "training them once" in said[0]
     stamps = {part: path.stat().st_mtime_ns for part, path in paths.items()}

@@ -51,7 +51,7 @@ def test_ranks_from_torchrun_env_and_launch_command():
     with pytest.raises(ConfigError, match="bad torchrun environment"):
         distributed.ranks_from_env({"WORLD_SIZE": "2"})
     assert distributed.torchrun_command(2, ["run", "--set=train.steps=5"]) == [
-        sys.executable, "-m", "workbench.launch", "--standalone", "--nproc_per_node=2",
+        sys.executable, "-m", "workbench.launch.torchrun", "--standalone", "--nproc_per_node=2",
         "-m", "workbench", "run", "--set=train.steps=5",
     ]
     assert distributed.local_batch_size(32, 4) == 8

@@ -272,9 +272,11 @@ def _commands(shapes: Path, store: str, tmp: Path, run_id: str) -> dict[str, tup
     sweep = write_spec(tmp, "boom", seeds=1)
     return {
         "config show": ("workbench.config.validate", ["config", "show"]),
-        "config keys": ("workbench.config.all_keys", ["config", "keys"]),
+        "config keys": ("workbench.config_keys.matching", ["config", "keys"]),
         "data shapes": ("workbench.data.shapes.generate", ["data", "shapes", "--out", str(tmp / "shapes")]),
         "data check": ("workbench.data.check_dataset", ["data", "check", "--set", f"data.root={shapes}"]),
+        "data warmstart": ("workbench.data.ensure_data", ["data", "warmstart", "--set", f"data.root={shapes}"]),
+        "runs prune": ("workbench.prune.plan_prune", ["runs", "prune", "--tracking-uri", store, "--dry-run"]),
         "run": ("workbench.train.evaluate", ["run", *_sets(shapes, store, tmp / "out", "boom-run", steps=2)]),
         "eval": ("workbench.train.evaluate", ["eval", run_id, "--tracking-uri", store]),
         "sweep": ("workbench.sweeps.runner.enqueue_missing",
@@ -290,7 +292,7 @@ def _commands(shapes: Path, store: str, tmp: Path, run_id: str) -> dict[str, tup
     }
 
 
-COMMANDS = ["config show", "config keys", "data shapes", "data check", "run", "eval", "sweep",
+COMMANDS = ["config show", "config keys", "data shapes", "data check", "data warmstart", "runs prune", "run", "eval", "sweep",
             "report ablations", "report attention", "ui", "demo", "bench"]
 
 

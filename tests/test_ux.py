@@ -128,7 +128,7 @@ def test_progress_shows_every_phase_with_its_time(shapes_tiny, tmp_path):
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if ": done in " in line]
     assert [line.split(":")[0] for line in lines] == [
-        "pre-training", "eval retrieval", "eval vqa", "eval attention", "evaluation",
+        "pre-training", "eval retrieval", "eval vqa", "eval attention", "eval grad-cam", "evaluation",
     ]
     # `workbench eval` reads the one stored copy (the artifact) and gives the same numbers
     run_id = re.search(r"run ([0-9a-f]{32})", result.output).group(1)

@@ -97,11 +97,9 @@ def friendly(fn: Callable) -> Callable:
 
 
 def _command_name(fn: Callable) -> str:
-    """'run', 'report ablations', ...: the words a person typed, from the function's name."""
-    if fn.__name__ == "evaluate":
-        return "eval"
-    group, _, name = fn.__name__.partition("_")
-    return f"{group} {name}" if group in ("config", "data", "report") and name else fn.__name__
+    """'run', 'report ablations', 'runs prune', ...: the words a person typed, from the function's name
+    (`<group>_<command>`; `evaluate` is `eval`, a Python builtin's name)."""
+    return "eval" if fn.__name__ == "evaluate" else fn.__name__.replace("_", " ")
 
 
 def _version(value: bool) -> None:

@@ -225,6 +225,6 @@ def torchrun_command(nproc: int, cli_args: list[str]) -> list[str]:
     if nproc < 1:
         raise ConfigError(f"--nproc: {nproc} is not a process count — allowed: >= 1")
     return [
-        sys.executable, "-m", "workbench.launch", "--standalone", f"--nproc_per_node={nproc}",
+        sys.executable, "-m", "workbench.launch.torchrun", "--standalone", f"--nproc_per_node={nproc}",
         "-m", "workbench", *cli_args,
     ]

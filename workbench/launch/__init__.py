@@ -1,4 +1,7 @@
-"""Launchers: where work runs when it does not run in this process (a SLURM cluster).
+"""Launchers: where work runs when it does not run in this process (local ranks, a SLURM cluster).
+
+``torchrun``: `python -m workbench.launch.torchrun`, torchrun for `workbench run --nproc N`
+minus its tracebacks;
 
 ``slurm``: the cluster as the submitting host sees it (sbatch on PATH, partitions,
 the sweep's queued jobs) and the resources a job asks for; ``slurm_env``: how a

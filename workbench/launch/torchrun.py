@@ -1,4 +1,4 @@
-"""`python -m workbench.launch TORCHRUN_ARGS...`: torchrun for `workbench run --nproc N`, minus its tracebacks.
+"""`python -m workbench.launch.torchrun TORCHRUN_ARGS...`: torchrun for `workbench run --nproc N`, minus its tracebacks.
 
 torchrun (`torch.distributed.run.main`) ends a stopped job by raising: a SIGTERM
 becomes a `SignalException` traceback, a failed rank a `ChildFailedError` summary

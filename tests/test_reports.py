@@ -387,6 +387,18 @@ def test_index_embeds_tables_figures_and_links_runs_to_mlflow(report, store):
     assert "<img src='bars.png'" in page and "<table class='ablation'>" in page
 
 
+def test_index_has_no_section_for_the_reports_readme(tmp_path):
+    """reports/README.md (the repo's note on the folder) is not a report: no '.' section for it."""
+    from workbench.reports.outputs import write_index
+
+    (tmp_path / "README.md").write_text("generated reports land here\n")
+    (tmp_path / "attention").mkdir()
+    (tmp_path / "attention" / "scores.md").write_text("| a |\n")
+    index = write_index(tmp_path).read_text()
+    assert "README.md" not in index and "<h2>.</h2>" not in index
+    assert "<h2>attention</h2>" in index
+
+
 def test_index_renders_in_headless_chromium(report, tmp_path):
     """Look at what a person sees: a screenshot of index.html (kept in pytest's tmp dir)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -110,13 +110,14 @@ def figure_html(image: str, caption: str, pdf: str | None = None) -> str:
 def _folder_section(folder: Path, root: Path) -> str:
     """A folder the report did not write a section for (attention maps, ...): its figures inline."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    tables = [p for p in files if p.suffix in TABLE_SUFFIXES and p.name not in (INDEX, SECTION, SWEEP_PAGE)]
+    tables = [p for p in files if p.suffix in TABLE_SUFFIXES and p.name not in (INDEX, SECTION, SWEEP_PAGE, "README.md")]
     images = [p for p in files if p.suffix == ".png"]
     if not tables and not images:
         return ""
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
     label_file = folder / LABEL_FILE
-    heading = label_file.read_text(encoding="utf-8").strip() if label_file.is_file() else rel(folder) or "reports"
+    heading = label_file.read_text(encoding="utf-8").strip() if label_file.is_file() else (
+        rel(folder) if folder != root else "reports")
     parts = [f"<section><h2>{html.escape(heading)}</h2>"]
     if tables:
         parts.append("<p class='files'>files: " + "".join(

@@ -280,7 +280,7 @@ CASES = [
          _text("model.*.width/depth: the model needs about")),
     Case("batch-too-big-for-memory", lambda e: e.run("train.batch_size=1000000"),
          _text("train.batch_size: 1000000 needs at least")),
-    Case("steps-zero", lambda e: e.run("train.steps=0"), _text("train.steps: 0 is out of range")),
+    Case("steps-negative", lambda e: e.run("train.steps=-1"), _text("train.steps: -1 is out of range")),
     Case("steps-bool", lambda e: e.run("train.steps=true"), _text("train.steps: True is not an int")),
     Case("lr-inf", lambda e: e.run("train.lr=inf"), _text("train.lr: inf is not a finite number")),
     Case("lr-negative", lambda e: e.run("train.lr=-1"), _text("train.lr: -1.0 is out of range — allowed: >= 0.0")),

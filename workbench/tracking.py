@@ -468,7 +468,8 @@ REFERENCE_SUFFIX = ".ref"  # outputs/<run>/last.pt.ref: where the one stored cop
 def store_checkpoint(tracker: RunTracker, local: Path) -> Path:
     """Log a finished run's checkpoint to MLflow and keep one copy: the local file is then
     replaced by `last.pt.ref`, a one-line reference to the artifact (a 62 MB checkpoint
-    was stored twice). Without tracking the local file stays. Returns where it lives now."""
+    was stored twice). Without tracking the local file stays. Returns where it lives now:
+    the artifact's file in a local store, else the reference."""
     if not tracker.enabled:
         return local
     tracker.log_artifact(local, CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
@@ -476,7 +477,7 @@ def store_checkpoint(tracker: RunTracker, local: Path) -> Path:
     uri = f"runs:/{tracker.run_id}/{CHECKPOINT_ARTIFACT}"
     reference.write_text(f"{uri}\n{_artifact_location(tracker)}\n")
     local.unlink()
-    return reference
+    return local_artifact_path(tracker.client, tracker.run_id) or reference  # a loadable file when the store is local
 
 
 def _artifact_location(tracker: RunTracker) -> str:

@@ -21,7 +21,7 @@ from workbench.bench.setup import (
     PAPER_VOCABULARY, TrainStep, Vocabulary, bench_config, build_pretrainer, synthetic_batch,
 )
 from workbench.cli import app
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 
 ALL_PASSES = {"clean", "itm_negatives", "masked_text", "masked_image", "mlm", "softmask_masked"}
 

@@ -6,7 +6,6 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 from workbench.config import (
-    ConfigError,
     RunConfig,
     all_keys,
     flatten,
@@ -16,6 +15,7 @@ from workbench.config import (
     to_dict,
     to_yaml,
 )
+from workbench.errors import ConfigError
 
 
 def test_defaults_yaml_and_overrides_layer_in_order(tmp_path):

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from test_reports import log_child
 from test_sweeps import journal, tiny_sets, trial_errors, write_spec
 from tiny_config import tiny_run
+from workbench import tags as tag
 from workbench import tracking
 from workbench.cli import app
 from workbench.reports.outputs import TEMP_MARK, TEMP_PREFIX, temp_owner
@@ -177,7 +178,7 @@ def test_run_from_reruns_a_run_from_its_recorded_config_bit_for_bit(shapes_tiny,
     client = MlflowClient(store)
     before, after = client.get_run(original), client.get_run(rerun)
     assert after.data.params == before.data.params and after.data.params["train.steps"] == "6"
-    assert after.data.tags[tracking.RERUN_TAG] == original and tracking.RERUN_TAG not in before.data.tags
+    assert after.data.tags[tag.RERUN_OF] == original and tag.RERUN_OF not in before.data.tags
     metrics = _step_metrics(client, original)
     assert {"train/loss/total", "train/loss/itc", "train/loss/mlsc", "train/lr"} <= set(metrics)
     assert metrics["train/loss/total"][-1][0] == 6

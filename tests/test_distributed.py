@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from tiny_config import tiny_run
 from workbench import distributed, train
 from workbench.cli import app
-from workbench.config import ConfigError, ITCConfig, load_config
+from workbench.config import ITCConfig, load_config
+from workbench.errors import ConfigError
 from workbench.data import PretrainStream, load_tokenizer
 from workbench.objectives.context import StepContext
 from workbench.objectives.itc import ITC

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tiny_config import TINY_MODEL
-from workbench.config import EVAL_TASKS, ConfigError, load_config
+from workbench.config import EVAL_TASKS, load_config
+from workbench.errors import ConfigError
 from workbench.evaluate import TASKS, evaluate_all
 from workbench.evaluate.attention import cross_attention_maps, in_object_share, named_object
 from workbench.evaluate.finetune import finetuned

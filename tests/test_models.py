@@ -10,7 +10,9 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from workbench.config import ConfigError, load_config
+from workbench.config import load_config
+
+from workbench.errors import ConfigError
 from workbench.models import VLPModel, build_model
 from workbench.models.fusion import Attention
 from workbench.models.vision import POOLINGS

@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.config import ConfigError, load_config
+from workbench.config import load_config
+
+from workbench.errors import ConfigError
 from workbench.objectives import build_objectives, is_on, special_ids_of
 from workbench.objectives.context import StepContext, special_token_mask
 from workbench.objectives.contrastive import focal_info_nce, positive_targets, symmetric_info_nce

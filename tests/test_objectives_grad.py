@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.config import ConfigError, load_config
+from workbench.config import load_config
+
+from workbench.errors import ConfigError
 from workbench.models import VLPModel
 from workbench.models.vision import POOLINGS
 from workbench.objectives import build_objectives

@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench.config import ConfigError, DataConfig, load_config
+from workbench.config import DataConfig, load_config
+
+from workbench.errors import ConfigError
 from workbench.data.datasets import VE_LABELS, Collate, CaptionDataset, task_dataset, tokenize
 from workbench.data.readers import read_answer_list, read_entries
 from workbench.data.tokenizer import SPECIAL_TOKENS, build_tokenizer, load_tokenizer

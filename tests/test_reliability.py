@@ -30,7 +30,8 @@ from test_sweeps import fake_overrides, write_spec
 from tiny_config import tiny_run
 from workbench import checkpoint, tracking, train
 from workbench.cli import app
-from workbench.config import ConfigError, load_config
+from workbench.config import load_config
+from workbench.errors import ConfigError
 
 TESTS = Path(__file__).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",

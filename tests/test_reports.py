@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from PIL import Image
 from typer.testing import CliRunner
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.reports import outputs, significance, stats, tables
 from workbench.reports.ablations import report_ablations
 from workbench.reports.store import load_sweeps, using_store

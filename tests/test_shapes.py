@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.data import shapes
 from workbench.data.shapes_scene import BACKGROUND, COLORS, MOTIONS, SHAPES
 from workbench.errors import DataError

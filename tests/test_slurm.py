@@ -176,7 +176,7 @@ def test_bad_slurm_input_is_one_line_naming_the_option(slurm_cluster, tmp_path, 
 
     assert "--partition 'gpu': no such partition; sinfo lists: debug" in error(
         "sweep", str(spec_path), "--launcher", "slurm", "--partition", "gpu", *sets)
-    assert "(did you mean 'debug'?)" in error("sweep", str(spec_path), "--launcher", "slurm", "--partition", "debgu", *sets)
+    assert "— did you mean 'debug'?" in error("sweep", str(spec_path), "--launcher", "slurm", "--partition", "debgu", *sets)
     assert "--gpus-per-trial 1: partition 'debug' has no GPUs" in error(
         "sweep", str(spec_path), "--launcher", "slurm", "--gpus-per-trial", "1", *sets)
     assert "--gpus-per-node 2: partition 'debug' has no GPUs" in error(
@@ -184,7 +184,7 @@ def test_bad_slurm_input_is_one_line_naming_the_option(slurm_cluster, tmp_path, 
     assert "--nodes 2: partition 'debug' has 1 node(s)" in error("run", "--launcher", "slurm", "--nodes", "2")
     assert "--sbatch-arg '-A abc': give one sbatch option in its long form" in error(
         "sweep", str(spec_path), "--launcher", "slurm", "--sbatch-arg=-A abc", *sets)
-    assert "--launcher 'slrum': unknown launcher (did you mean 'slurm'?)" in error(
+    assert "--launcher 'slrum': unknown launcher — did you mean 'slurm'?" in error(
         "sweep", str(spec_path), "--launcher", "slrum", *sets)
     assert "--slots is for trials on this machine; with --launcher slurm use --max-parallel" in error(
         "sweep", str(spec_path), "--launcher", "slurm", "--slots", "2", *sets)

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from tiny_config import tiny_run
 from workbench.cli import app
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.sweeps import child, study as sweep_study
 from workbench.sweeps.pruning import feed_pruner
 from workbench.sweeps.runner import SweepOptions, run_sweep

@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from tiny_config import TINY_MODEL, tiny_run
+from workbench import tags as tag
 from workbench import progress, tracking
 from workbench.cli import app
 from workbench.cli_support import missing_equals, quick_overrides
@@ -107,8 +108,8 @@ def test_default_run_names_are_unique_and_overrides_are_tagged(shapes_tiny, tmp_
     for run in runs:
         assert run.info.run_name.startswith(f"base {run.info.run_id[:tracking.SHORT_ID]} no-eval model.vision.width=32 ")
         assert "data.root" not in run.info.run_name and len(run.info.run_name) <= tracking.NAME_MAX
-        assert run.data.tags[tracking.OVERRIDES_TAG] == " ".join(sets)
-        assert run.data.tags[tracking.PRESET_TAG] == "no-eval"
+        assert run.data.tags[tag.OVERRIDES] == " ".join(sets)
+        assert run.data.tags[tag.PRESET] == "no-eval"
         assert run.data.params["eval.tasks"] == "[]"
         # one stored copy of the checkpoint: the artifact; locally a reference to it
         local = tmp_path / "out" / run.info.run_id
@@ -180,7 +181,7 @@ def test_attention_score_from_retrieval_encodings_equals_a_fresh_pass(shapes_tin
 
 
 def test_prune_deletes_old_checkpoints_and_keeps_the_newest(shapes_tiny, tmp_path):
-    from workbench.prune import PRUNED_TAG
+    from workbench.tags import CHECKPOINT_PRUNED as PRUNED_TAG
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = [f"--set={o}" for o in tiny_run(shapes_tiny, uri, tmp_path / "out", "eval.tasks=[]", steps=2)]

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.config import ConfigError, load_config
+from workbench.config import load_config
+
+from workbench.errors import ConfigError
 from workbench.data import load_tokenizer
 from workbench.data.shapes_attributes import PATCH_LABELS, labelled_scenes, patch_owner
 from workbench.data.shapes_scene import BACKGROUND, COLORS

@@ -14,6 +14,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from workbench import errors
+from workbench import tags as tag
 
 class _Group(typer.core.TyperGroup):
     """The top-level group: `--set key value` gets a hint, not Click's "unexpected extra argument"."""
@@ -331,7 +332,8 @@ def run(
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-endpoint=HOST:PORT -m workbench run ...
     On a SLURM cluster: `workbench run --launcher slurm --nodes 2 --gpus-per-node 8 ...`
     """
-    from workbench.config import ConfigError, load_config
+    from workbench.config import load_config
+    from workbench.errors import ConfigError
     from workbench import distributed, interrupts, tracking, train
 
     distributed.check_nproc(nproc)
@@ -376,7 +378,7 @@ def run(
             cfg = train.load_run_config(recorded, tracking_uri or "", _overrides(overrides, device), resume=bool(resume))
         except ConfigError as err:
             raise ConfigError(f"{option}: {err}") from None
-        tags = {tracking.RERUN_TAG: rerun_of} if rerun_of else None
+        tags = {tag.RERUN_OF: rerun_of} if rerun_of else None
     else:
         cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
         presets = [name for name, on in (("quick", quick), ("no-eval", no_eval)) if on]

@@ -8,7 +8,6 @@ with the dotted key, the value and what is allowed -- never deep inside training
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -18,14 +17,11 @@ from typing import Any, Literal
 
 import yaml
 
+from workbench.errors import ConfigError, did_you_mean
 from workbench.strict_yaml import YamlError, brief
 from workbench.strict_yaml import load as load_yaml
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; its message is one line."""
 
 
 def ratio(default: float, *, closed: bool = False) -> Any:
@@ -274,9 +270,7 @@ def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
 
 
 def _unknown_key(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
-    hint = f" — did you mean '{close[0]}'?" if close else ""
-    return ConfigError(f"unknown config key '{key}'{hint}")
+    return ConfigError(f"unknown config key '{key}'{did_you_mean(key, all_keys())}")
 
 
 def _describe(hint: Any) -> str:
@@ -298,10 +292,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:
-            close = difflib.get_close_matches(str(value)[:100], [str(a) for a in allowed], n=1)
-            hint_txt = f" — did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
-                f"{key}: {brief(value)} is not one of {', '.join(map(str, allowed))}{hint_txt}"
+                f"{key}: {brief(value)} is not one of {', '.join(map(str, allowed))}{did_you_mean(value, allowed)}"
             )
         return value
     if origin is list:
@@ -383,10 +375,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     walk(cfg, "")
     for task in cfg.eval.tasks:
         if task not in EVAL_TASKS:
-            close = difflib.get_close_matches(task, EVAL_TASKS, n=1)
-            hint = f" — did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
-                f"eval.tasks: {task!r} is not one of {', '.join(EVAL_TASKS)}{hint}"
+                f"eval.tasks: {task!r} is not one of {', '.join(EVAL_TASKS)}{did_you_mean(task, EVAL_TASKS)}"
             )
     _check_silent_accepts(cfg)
     layers = cfg.model.fusion.layers
@@ -511,8 +501,7 @@ def resolve_named_yaml(name_or_path: str | Path, folders: list[Path], kind: str)
         if candidate.is_file():
             return candidate
     known = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
-    close = difflib.get_close_matches(str(name_or_path), known, n=1)
-    hint = f" — did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(name_or_path, known)
     raise ConfigError(f"unknown {kind} {str(name_or_path)!r} (known: {', '.join(known)}){hint}")
 
 

@@ -8,7 +8,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from workbench.config import ConfigError, TrainConfig
+from workbench.config import TrainConfig
+
+from workbench.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.device import resolve_device
 
 # what torchrun puts into every worker's environment

@@ -7,10 +7,14 @@ disk full, permission denied). ``--debug`` shows tracebacks.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from workbench.config import ConfigError
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; its message is one line. Exit code 2."""
 
 
 class DataError(ValueError):
@@ -22,6 +26,15 @@ class RunError(RuntimeError):
 
 
 USER_ERRORS = (ConfigError, DataError)
+
+
+def did_you_mean(word: object, options: Iterable[object], cutoff: float = 0.6) -> str:
+    """" — did you mean 'X'?" for the closest of `options` to a mistyped `word`, else ''.
+    The one place that spells the suggestion, so every error reads the same."""
+    close = difflib.get_close_matches(str(word)[:100], [str(o) for o in options], n=1, cutoff=cutoff)
+    return f" — did you mean '{close[0]}'?" if close else ""
+
+
 RUNTIME_ERRORS = (RunError,)
 
 

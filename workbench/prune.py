@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench import tracking
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
+from workbench import tags
 
-PRUNED_TAG = f"{tracking.TAG_PREFIX}checkpoint_pruned"
 DAY_S = 86400
 
 
@@ -73,7 +73,7 @@ def plan_prune(
         runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=50000)
         ended = [r for r in runs if r.info.status != "RUNNING"]
         for rank, run in enumerate(ended):
-            if rank < keep or PRUNED_TAG in run.data.tags:
+            if rank < keep or tags.CHECKPOINT_PRUNED in run.data.tags:
                 continue
             age_days = (now - (run.info.end_time or run.info.start_time) / 1000) / DAY_S
             if age_days < older_than_days:
@@ -114,5 +114,5 @@ def prune(plan: PrunePlan, tracking_uri: str = "") -> int:
                 get_artifact_repository(root).delete_artifacts("checkpoints")
             else:
                 shutil.rmtree(place, ignore_errors=True)
-        client.set_tag(run["run_id"], PRUNED_TAG, stamp)
+        client.set_tag(run["run_id"], tags.CHECKPOINT_PRUNED, stamp)
     return len(plan.runs)

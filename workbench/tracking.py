@@ -8,7 +8,6 @@ thread so tracking stays a small share of step time.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import platform
@@ -27,14 +26,12 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from workbench.config import ConfigError, RunConfig, flatten, to_yaml
+from workbench.config import RunConfig, flatten, to_yaml
+
+from workbench.errors import ConfigError, did_you_mean
+from workbench import tags as tag
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-TAG_PREFIX = "workbench."
-RERUN_TAG = f"{TAG_PREFIX}rerun_of"  # on a run started with `workbench run --from RUN_ID`
-EXPERIMENT_TAG = f"{TAG_PREFIX}experiment"  # the experiment YAML a run was started from (`-e`)
-OVERRIDES_TAG = f"{TAG_PREFIX}overrides"  # its `--set` overrides, space-separated
-PRESET_TAG = f"{TAG_PREFIX}preset"  # `run --quick` / `--no-eval` (their overrides are in the config, not the tag)
 SHORT_ID = 6  # run id characters in a default run name
 NAME_MAX = 100
 # overrides that say where a run reads and writes, not what it is: left out of its name (kept in the tag)
@@ -67,8 +64,7 @@ def redact(uri: str) -> str:
 
 def _bad_scheme(uri: str) -> str:
     scheme = uri.split("://", 1)[0] if "://" in uri else uri.split(":", 1)[0]
-    close = difflib.get_close_matches(scheme, URI_SCHEMES, n=1)
-    hint = f" — did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(scheme, URI_SCHEMES)
     return f"tracking.uri: {redact(uri)!r} has no MLflow store scheme '{scheme}' (known: {', '.join(URI_SCHEMES)}){hint}"
 
 
@@ -352,9 +348,9 @@ class RunTracker:
 
 def run_tags(experiment: str, overrides: list[str], presets: list[str] | None = None) -> dict[str, str]:
     """Tags naming where a run's config came from: experiment, presets and `--set` overrides."""
-    tags = {EXPERIMENT_TAG: experiment, OVERRIDES_TAG: " ".join(overrides)}
+    tags = {tag.EXPERIMENT: experiment, tag.OVERRIDES: " ".join(overrides)}
     if presets:
-        tags[PRESET_TAG] = " ".join(presets)
+        tags[tag.PRESET] = " ".join(presets)
     return tags
 
 
@@ -365,10 +361,10 @@ def default_run_name(run_id: str, tags: dict[str, str] | None = None) -> str:
     generator, so two runs with the same seed got the same name.
     """
     tags = tags or {}
-    overrides = [o.removeprefix("objectives.") for o in tags.get(OVERRIDES_TAG, "").split()
+    overrides = [o.removeprefix("objectives.") for o in tags.get(tag.OVERRIDES, "").split()
                  if not o.startswith(NAME_SKIPS)]
-    presets = tags.get(PRESET_TAG, "").split()
-    name = " ".join([tags.get(EXPERIMENT_TAG) or "run", run_id[:SHORT_ID], *presets, *overrides])
+    presets = tags.get(tag.PRESET, "").split()
+    name = " ".join([tags.get(tag.EXPERIMENT) or "run", run_id[:SHORT_ID], *presets, *overrides])
     return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
 
 
@@ -393,10 +389,10 @@ def start_run(
         opened(resume_run_id, cfg.tracking.uri)
         return RunTracker(mlflow_client, resume_run_id)
     exp_id = experiment_id(cfg.tracking.experiment, cfg.tracking.uri)
-    all_tags = {f"{TAG_PREFIX}git_commit": git_commit(), **(tags or {})}
-    all_tags.update({f"{TAG_PREFIX}version.{k}": v for k, v in package_versions().items()})
+    all_tags = {tag.GIT_COMMIT: git_commit(), **(tags or {})}
+    all_tags.update({f"{tag.VERSION}{k}": v for k, v in package_versions().items()})
     if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
+        all_tags[tag.PARENT_RUN_ID] = parent_run_id
     run = mlflow_client.create_run(exp_id, run_name=cfg.tracking.run_name or None, tags=all_tags)
     opened(run.info.run_id, cfg.tracking.uri)
     if not cfg.tracking.run_name:

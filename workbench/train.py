@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from workbench import checkpoint, distributed, interrupts, tracking
-from workbench.config import ConfigError, RunConfig, from_dict, to_yaml
+from workbench.config import RunConfig, from_dict, to_yaml
+from workbench.errors import ConfigError
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import RunError, check_writable
 from workbench.launch import slurm_env
@@ -32,6 +33,7 @@ from workbench.models.vlp import compile_model
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
 from workbench.progress import TrainProgress, phase, say, settings as progress_settings
+from workbench import tags as tag
 
 
 @dataclass
@@ -237,8 +239,8 @@ def _run(
         state = _load_resume_state(cfg, resume_run_id, ranks, device)
         _restore_modules(state, pretrainer, optimizer, scheduler, resume_run_id)
 
-    run_tags = {"workbench.seed": str(cfg.train.seed), "workbench.data_hash": manifest["data_hash"],
-                "workbench.devices": str(ranks.world_size), "workbench.device": device.type}
+    run_tags = {tag.SEED: str(cfg.train.seed), tag.DATA_HASH: manifest["data_hash"],
+                tag.DEVICES: str(ranks.world_size), tag.DEVICE_KIND: device.type}
     run_tags.update({**slurm_env.job_tags(), **(tags or {})})  # inside a SLURM job: its id and node
     tracker = _start_tracker(cfg, ranks, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags)
     if resume_run_id:

@@ -27,7 +27,7 @@ from workbench.bench.setup import (
     CONFIGS, PAPER_VOCABULARY, TrainStep, Vocabulary, bench_config, build_pretrainer,
     default_batch_size, synthetic_batch, to_device,
 )
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.device import resolve_device, seed_everything
 
 PEAK_SIZE = {"cpu": 2048, "cuda": 8192}

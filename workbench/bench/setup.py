@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-from workbench.config import ConfigError, RunConfig, load_config
+from workbench.config import RunConfig, load_config
+
+from workbench.errors import ConfigError
 from workbench.device import autocast, autocast_dtype
 from workbench.models.vlp import compile_model
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.data.media import load_image, load_masks, load_video
 from workbench.data.readers import Entries, read_answer_list, read_entries, resolve_media
 from workbench.data.text_augment import mask_words

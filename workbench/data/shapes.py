@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.data import shapes_tasks
 from workbench.data.shapes_language import (
     answer_list,

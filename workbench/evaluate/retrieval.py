@@ -17,7 +17,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from workbench.config import ConfigError, RunConfig
+from workbench.config import RunConfig
+
+from workbench.errors import ConfigError
 from workbench.device import autocast, autocast_dtype
 from workbench.evaluate.references import task_references
 from workbench.evaluate.rerank import rerank_rows, score_all_pairs

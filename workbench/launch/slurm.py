@@ -12,7 +12,6 @@ cluster without accounting (slurmdbd) still answers squeue.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError, did_you_mean
 
 # filesystems that every node of a cluster may mount (a journal or checkpoint on anything else is node-local)
 SHARED_FILESYSTEMS = {
@@ -113,8 +112,7 @@ def check_partition(resources: SlurmResources, gpu_option: str = "--gpus-per-tri
     else:
         chosen = next((p for p in found if p.name == resources.partition), None)
         if chosen is None:
-            close = difflib.get_close_matches(resources.partition, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(resources.partition, names)
             raise ConfigError(
                 f"--partition {resources.partition!r}: no such partition{hint}; sinfo lists: {', '.join(names) or 'none'}"
             )

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-JOB_TAG = "workbench.slurm_job_id"
-NODE_TAG = "workbench.slurm_node"
-RESTART_TAG = "workbench.slurm_restart"  # how often SLURM requeued the job (pre-emption, scontrol requeue)
+from workbench import tags as tag
+
+JOB_TAG = tag.SLURM_JOB_ID
+NODE_TAG = tag.SLURM_NODE
+RESTART_TAG = tag.SLURM_RESTART
 
 
 def job_id(env: Mapping[str, str] | None = None) -> str | None:

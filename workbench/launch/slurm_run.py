@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.launch import slurm as cluster
 
 JOB_NAME = "wb-run"

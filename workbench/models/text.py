@@ -6,7 +6,9 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from workbench.config import ConfigError, TextConfig
+from workbench.config import TextConfig
+
+from workbench.errors import ConfigError
 
 
 def build_bert(cfg: TextConfig, *, vocab_size: int, pad_token_id: int, max_text_len: int) -> BertModel:

@@ -17,7 +17,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from workbench.config import ConfigError, VisionConfig
+from workbench.config import VisionConfig
+
+from workbench.errors import ConfigError
 
 
 def build_vit(cfg: VisionConfig, image_size: int) -> VisionTransformer:

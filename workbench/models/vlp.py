@@ -11,7 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.config import ConfigError, ModelConfig, RunConfig
+from workbench.config import ModelConfig, RunConfig
+
+from workbench.errors import ConfigError
 from workbench.models.fusion import CoAttentionFusion
 from workbench.models.text import TextEncoder
 from workbench.models.vision import VisionEncoder

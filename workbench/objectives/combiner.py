@@ -13,7 +13,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from workbench.config import ConfigError, ObjectivesConfig
+from workbench.config import ObjectivesConfig
+
+from workbench.errors import ConfigError
 from workbench.objectives.context import Recipe, StepContext
 from workbench.objectives.itc import ITC
 from workbench.objectives.itm import ITM

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.objectives.context import StepContext, multinomial_one
 from workbench.objectives.itc import batch_ids, batch_positive_mask
 from workbench.objectives.projection import GlobalBatchNorm

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.reports import outputs
 from workbench.reports.attention_maps import (
     HeldOut,

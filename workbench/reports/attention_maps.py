@@ -19,7 +19,9 @@ import torch
 import yaml
 
 from workbench import checkpoint, tracking
-from workbench.config import ConfigError, RunConfig, from_dict
+from workbench import tags as tag
+from workbench.config import RunConfig, from_dict
+from workbench.errors import ConfigError
 from workbench.evaluate.attention import cross_attention_maps, in_object_share, patch_grid, single_object_pairs
 from workbench.objectives import special_ids_of
 from workbench.objectives.softmask import itm_grad_cam, word_cam
@@ -41,7 +43,7 @@ class LoadedRun:
 
 def run_name(run_id: str, tags: dict[str, str]) -> str:
     """'<variant>/seed<seed>' for a sweep's child run (tags workbench.variant/seed), else 'run <id[:8]>'."""
-    variant, seed = tags.get("workbench.variant"), tags.get("workbench.seed")
+    variant, seed = tags.get(tag.VARIANT), tags.get(tag.SEED)
     if variant and seed is not None:
         return f"{variant}/seed{seed}"
     return f"run {run_id[:8]}"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-DEVICES_TAG = "workbench.devices"
-DEVICE_KIND_TAG = "workbench.device"  # cpu | cuda | mps
+from workbench import tags
+
+DEVICES_TAG = tags.DEVICES
+DEVICE_KIND_TAG = tags.DEVICE_KIND
 
 
 def run_device_hours(runs: pd.DataFrame) -> pd.Series:

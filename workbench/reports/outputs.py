@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.pids import pid_alive
 
 FIGURE_FORMATS = ("png", "pdf")

@@ -18,12 +18,13 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Metric
 
+from workbench import tags
 from workbench.reports.stats import AblationTable
 
 REPORT_ARTIFACT_DIR = "reports"
 TABLE_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/ablation_table.json"
 SUMMARY_PREFIX = "summary/"
-REPORT_TAG = "workbench.report"  # local path of the sweep's report page
+REPORT_TAG = tags.REPORT  # local path of the sweep's report page
 UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 

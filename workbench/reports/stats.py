@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.reports import cost, references, significance
 from workbench.reports.references import Reference
 from workbench.reports.store import EVAL_PREFIX, FINISHED, Sweep

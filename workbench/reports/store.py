@@ -21,16 +21,17 @@ import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
 
-from workbench.config import ConfigError
+from workbench import tags
+from workbench.errors import ConfigError
 from workbench.errors import DataError
 from workbench.reports import sql_read
 from workbench.reports.cost import DEVICE_KIND_TAG, DEVICES_TAG
 from workbench.tracking import check_store, resolve_uri
 
-SWEEP_TAG = "workbench.sweep"
-VARIANT_TAG = "workbench.variant"
-SEED_TAG = "workbench.seed"
-PARENT_TAG = "mlflow.parentRunId"
+SWEEP_TAG = tags.SWEEP
+VARIANT_TAG = tags.VARIANT
+SEED_TAG = tags.SEED
+PARENT_TAG = tags.PARENT_RUN_ID
 SPEC_ARTIFACT = "sweep.yaml"
 SEED_PARAM = "train.seed"
 EVAL_PREFIX = "eval/"
@@ -41,8 +42,8 @@ MASK_RATIO_PARAMS = {"image": "objectives.scl.image_mask_ratio", "text": "object
 SCL_ENABLED_PARAM = "objectives.scl.enabled"
 BUDGET_PARAMS = ("train.steps", "train.batch_size", "data.root", "data.shapes_size")
 KEEP_PARAMS = (*MASK_RATIO_PARAMS.values(), SCL_ENABLED_PARAM, SEED_PARAM, *BUDGET_PARAMS)
-BASELINE_TAG = "workbench.baseline"  # on the parent, when the sweep names its baseline
-DESCRIPTION_TAG = "mlflow.note.content"  # the sweep's description, on its parent run
+BASELINE_TAG = tags.BASELINE
+DESCRIPTION_TAG = tags.DESCRIPTION  # the sweep's description, on its parent run
 KEEP_COLUMNS = {"run_id", "status", "start_time", "end_time", "experiment_id"}
 KEEP_TAGS = (SWEEP_TAG, VARIANT_TAG, SEED_TAG, PARENT_TAG, BASELINE_TAG, DESCRIPTION_TAG, DEVICES_TAG, DEVICE_KIND_TAG)
 KEEP_COLUMNS |= {f"tags.{t}" for t in KEEP_TAGS}

@@ -17,7 +17,7 @@ from typing import Callable
 
 import pandas as pd
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.reports import latex
 from workbench.reports.cells import (  # noqa: F401 - metric_label/decimals are part of this module's API
     BELOW_REF,

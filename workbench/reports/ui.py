@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.errors import RunError
 from workbench.tracking import redact, resolve_uri
 

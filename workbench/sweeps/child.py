@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.pids import pid_alive
+from workbench import tags as tag
 
 PRELOAD = ["workbench.sweeps.preload"]
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -182,8 +183,8 @@ def _run(job: TrialJob) -> tuple[int, dict[str, Any]]:
 def _log_start(job: TrialJob) -> None:
     """The trial log (referenced from the study) says what ran, not only what crashed."""
     tags = job.tags
-    print(f"workbench sweep {tags.get('workbench.sweep', '?')}: trial {tags.get('workbench.trial', '?')}, "
-          f"variant {tags.get('workbench.variant', '?')}, seed {tags.get('workbench.seed', '?')}", flush=True)
+    print(f"workbench sweep {tags.get(tag.SWEEP, '?')}: trial {tags.get(tag.TRIAL, '?')}, "
+          f"variant {tags.get(tag.VARIANT, '?')}, seed {tags.get(tag.SEED, '?')}", flush=True)
     print(f"base {job.base}; overrides: " + ", ".join(f"{k}={v}" for k, v in job.overrides.items()), flush=True)
 
 

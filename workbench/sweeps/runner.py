@@ -32,7 +32,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench import tracking
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.errors import RunError
 from workbench.sweeps import child, runs
 from workbench.sweeps.execute import SweepContext, TrialOutcome

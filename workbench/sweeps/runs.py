@@ -14,35 +14,33 @@ import yaml
 from mlflow.entities import Run
 
 from workbench import tracking
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.sweeps.space import TrialPlan
 from workbench.sweeps.spec import SweepSpec
-
-ROLE_TAG = "workbench.role"
-
+from workbench import tags
 
 def trial_tags(study_name: str, plan: TrialPlan, number: int) -> dict[str, str]:
     return {
-        "workbench.sweep": study_name,
-        "workbench.variant": plan.variant,
-        "workbench.seed": str(plan.seed),
-        "workbench.trial": str(number),
+        tags.SWEEP: study_name,
+        tags.VARIANT: plan.variant,
+        tags.SEED: str(plan.seed),
+        tags.TRIAL: str(number),
     }
 
 
 def create_parent_run(spec: SweepSpec, study_name: str, *, uri: str, experiment: str, storage: str) -> str:
     client = tracking.client(uri)
     exp_id = tracking.experiment_id(experiment, uri)
-    tags = {
-        "workbench.sweep": study_name,
-        ROLE_TAG: "sweep",
-        "workbench.spec": spec.name,
-        "workbench.baseline": spec.baseline or "",
-        "workbench.storage": storage,
-        "workbench.git_commit": tracking.git_commit(),
-        "mlflow.note.content": spec.description,
+    parent_tags = {
+        tags.SWEEP: study_name,
+        tags.ROLE: "sweep",
+        tags.SPEC: spec.name,
+        tags.BASELINE: spec.baseline or "",
+        tags.STORAGE: storage,
+        tags.GIT_COMMIT: tracking.git_commit(),
+        tags.DESCRIPTION: spec.description,
     }
-    run = client.create_run(exp_id, run_name=study_name, tags=tags)
+    run = client.create_run(exp_id, run_name=study_name, tags=parent_tags)
     tracking.opened(run.info.run_id, uri)
     client.log_text(run.info.run_id, yaml.safe_dump(spec.resolved(), sort_keys=False), "sweep.yaml")
     return run.info.run_id
@@ -81,13 +79,13 @@ def child_runs(
     trial: int | None = None,
 ) -> list[Run]:
     """Child runs of the sweep (newest first), optionally of one variant x seed or one trial."""
-    terms = [f"tags.mlflow.parentRunId = '{parent_run_id}'"]
+    terms = [f"tags.`{tags.PARENT_RUN_ID}` = '{parent_run_id}'"]
     if variant is not None:
-        terms.append(f"tags.`workbench.variant` = '{variant}'")
+        terms.append(f"tags.`{tags.VARIANT}` = '{variant}'")
     if seed is not None:
-        terms.append(f"tags.`workbench.seed` = '{seed}'")
+        terms.append(f"tags.`{tags.SEED}` = '{seed}'")
     if trial is not None:
-        terms.append(f"tags.`workbench.trial` = '{trial}'")
+        terms.append(f"tags.`{tags.TRIAL}` = '{trial}'")
     client = tracking.client(uri)
     runs: list[Run] = []
     token = None

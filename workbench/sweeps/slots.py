@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench import tracking
-from workbench.config import ConfigError
+from workbench.errors import ConfigError, did_you_mean
 from workbench.launch import slurm as cluster
 from workbench.launch import slurm_env
 from workbench.sweeps import runs
@@ -327,10 +327,7 @@ def command(
 ) -> SweepResult | None:
     """What `workbench sweep` does beyond running locally: --launcher slurm, --status, --cancel."""
     if launcher not in LAUNCHERS:
-        import difflib
-
-        close = difflib.get_close_matches(launcher, LAUNCHERS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(launcher, LAUNCHERS)
         raise ConfigError(f"--launcher {launcher!r}: unknown launcher{hint}; allowed: {', '.join(LAUNCHERS)}")
     if show_status and cancel_jobs:
         raise ConfigError("--status and --cancel exclude each other: --status shows the sweep, --cancel stops its jobs")

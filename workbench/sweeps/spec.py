@@ -14,7 +14,6 @@ config keys ("did you mean"), and every variant's full config is resolved with
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -26,7 +25,6 @@ from typing import Any
 from workbench.config import (
     EVAL_TASKS,
     EXPERIMENTS_DIR,
-    ConfigError,
     RunConfig,
     all_keys,
     flatten,
@@ -36,6 +34,7 @@ from workbench.config import (
     resolve_experiment,
     resolve_named_yaml,
 )
+from workbench.errors import ConfigError, did_you_mean
 from workbench.strict_yaml import brief
 
 MAX_SEED = 2**32 - 1
@@ -307,16 +306,11 @@ def check_configs(spec: SweepSpec) -> None:
 
 
 # ------------------------------------------------------------------ pieces
-def _did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" — did you mean '{close[0]}'?" if close else ""
-
-
 def _check_fields(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     for name in data:
         if name not in allowed:
             raise ConfigError(
-                f"{where}: unknown field {name!r}{_did_you_mean(str(name), allowed)} (allowed: {', '.join(allowed)})"
+                f"{where}: unknown field {name!r}{did_you_mean(str(name), allowed)} (allowed: {', '.join(allowed)})"
             )
 
 
@@ -329,7 +323,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 def _check_key(key: str, where: str, allow_tracking: bool = False) -> None:
     keys = all_keys()
     if key not in keys:
-        raise ConfigError(f"{where}: unknown config key {key!r}{_did_you_mean(key, keys)}")
+        raise ConfigError(f"{where}: unknown config key {key!r}{did_you_mean(key, keys)}")
     if key in SWEEP_OWNED:
         raise ConfigError(f"{where}: {key!r} cannot be set by a sweep ({SWEEP_OWNED[key]})")
     if key.startswith("tracking.") and not allow_tracking:
@@ -354,7 +348,7 @@ def _axes(value: Any, where: str) -> dict[str, list[Any]]:
     for key, values in axes.items():
         keys = all_keys()
         if key not in keys:
-            raise ConfigError(f"{where}: unknown axis key {key!r}{_did_you_mean(key, keys)}")
+            raise ConfigError(f"{where}: unknown axis key {key!r}{did_you_mean(key, keys)}")
         _check_key(key, f"{where}: axes")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: axes.{key}: expected a non-empty list of values, got {brief(values)}")
@@ -388,7 +382,7 @@ def _baseline(value: Any, variants: tuple[Variant, ...], axes: dict[str, list[An
                 return variant.name
         raise ConfigError(f"{where}: baseline {brief(value)} is not a point of the grid (axes: {', '.join(axes)})")
     if str(value) not in names:
-        raise ConfigError(f"{where}: baseline {brief(value)} is not a variant{_did_you_mean(str(value), names)} (variants: {', '.join(names)})")
+        raise ConfigError(f"{where}: baseline {brief(value)} is not a variant{did_you_mean(str(value), names)} (variants: {', '.join(names)})")
     return str(value)
 
 
@@ -476,7 +470,7 @@ def _search(value: Any, where: str) -> Search:
 def _range(key: str, value: Any, where: str) -> Range:
     keys = all_keys()
     if key not in keys:
-        raise ConfigError(f"{where}: unknown config key {key!r}{_did_you_mean(key, keys)}")
+        raise ConfigError(f"{where}: unknown config key {key!r}{did_you_mean(key, keys)}")
     _check_key(key, where)
     if isinstance(value, list):
         value = {"choices": value}
@@ -516,7 +510,7 @@ def _pruner(value: Any, where: str) -> Pruner:
     _check_fields(data, PRUNER_FIELDS, where)
     kind = data.get("kind", "median")
     if kind not in PRUNERS:
-        raise ConfigError(f"{where}.kind: {brief(kind)} is not one of {', '.join(PRUNERS)}{_did_you_mean(str(kind), PRUNERS)}")
+        raise ConfigError(f"{where}.kind: {brief(kind)} is not one of {', '.join(PRUNERS)}{did_you_mean(str(kind), PRUNERS)}")
     direction = data.get("direction", "minimize")
     if direction not in DIRECTIONS:
         raise ConfigError(f"{where}.direction: {brief(direction)} is not one of {', '.join(DIRECTIONS)}")

@@ -37,7 +37,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from workbench.config import ConfigError
+from workbench.errors import ConfigError
 from workbench.launch import slurm_env
 from workbench.pids import pid_alive
 from workbench.sweeps.pruning import build_pruner, build_sampler

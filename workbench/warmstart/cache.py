@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from workbench.config import ConfigError, RunConfig
+from workbench.config import RunConfig
+
+from workbench.errors import ConfigError
 
 PARTS = ("vision", "text")
 RANDOM, WARMSTART = "random", "warmstart"

@@ -1,0 +1,37 @@
+"""MLflow run tag names: written by training, sweeps and launchers, read by reports.
+
+One spelling per tag, so a writer and its readers cannot drift apart. (Optuna study
+and trial attributes are the sweeps' own business: `sweeps/study.py`.)
+"""
+
+PREFIX = "workbench."
+
+# every run
+SEED = f"{PREFIX}seed"
+DATA_HASH = f"{PREFIX}data_hash"
+DEVICES = f"{PREFIX}devices"  # processes (ranks) that trained the run: reports' device-hours
+DEVICE_KIND = f"{PREFIX}device"  # cpu | cuda | mps
+GIT_COMMIT = f"{PREFIX}git_commit"
+VERSION = f"{PREFIX}version."  # + package name
+# `workbench run`
+EXPERIMENT = f"{PREFIX}experiment"  # the experiment YAML a run was started from (`-e`)
+OVERRIDES = f"{PREFIX}overrides"  # its `--set` overrides, space-separated
+PRESET = f"{PREFIX}preset"  # `run --quick` / `--no-eval` (their overrides are in the config, not the tag)
+RERUN_OF = f"{PREFIX}rerun_of"  # on a run started with `workbench run --from RUN_ID`
+CHECKPOINT_PRUNED = f"{PREFIX}checkpoint_pruned"  # date `workbench runs prune` removed the checkpoint
+# sweeps: children and their parent
+SWEEP = f"{PREFIX}sweep"
+VARIANT = f"{PREFIX}variant"
+TRIAL = f"{PREFIX}trial"
+ROLE = f"{PREFIX}role"  # "sweep" on a sweep's parent run
+SPEC = f"{PREFIX}spec"
+BASELINE = f"{PREFIX}baseline"  # on the parent, when the sweep names its baseline
+STORAGE = f"{PREFIX}storage"
+REPORT = f"{PREFIX}report"  # local path of the sweep's report page
+# inside a SLURM job (launch/slurm_env.py)
+SLURM_JOB_ID = f"{PREFIX}slurm_job_id"
+SLURM_NODE = f"{PREFIX}slurm_node"
+SLURM_RESTART = f"{PREFIX}slurm_restart"  # a resumed run: the job that resumed it
+# MLflow's own
+PARENT_RUN_ID = "mlflow.parentRunId"
+DESCRIPTION = "mlflow.note.content"

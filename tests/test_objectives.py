@@ -18,8 +18,9 @@ from workbench.objectives.itc import ITC, temperature_range
 from workbench.objectives.itm import negative_weights, sample_negatives
 from workbench.objectives.momentum import MomentumQueue
 from workbench.objectives.projection import GlobalBatchNorm, Projection
-from workbench.objectives.mlm import IGNORE, exact_positions, mask_tokens, masked_lm_loss
-from workbench.objectives.scl import completion_loss, keep_patch_indices, kept_patch_count
+from workbench.objectives.masking import IGNORE, exact_positions, keep_patch_indices, kept_patch_count, mask_tokens
+from workbench.objectives.mlm import masked_lm_loss
+from workbench.objectives.scl import completion_loss
 from workbench.objectives.softmask import (
     apply_soft_mask,
     grad_cam,

@@ -15,7 +15,8 @@ from workbench.errors import ConfigError
 from workbench.models import VLPModel
 from workbench.models.vision import POOLINGS
 from workbench.objectives import build_objectives
-from workbench.objectives.mlm import IGNORE, masked_lm_loss
+from workbench.objectives.masking import IGNORE
+from workbench.objectives.mlm import masked_lm_loss
 from workbench.objectives.passes import MaskedImagePass
 from workbench.objectives.scl import completion_loss
 

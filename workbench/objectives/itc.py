@@ -29,6 +29,7 @@ from workbench.objectives.context import StepContext
 from workbench.objectives.contrastive import focal_info_nce, positive_mask, positive_targets
 from workbench.objectives.momentum import MomentumQueue
 from workbench.objectives.projection import Projection
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec
 
 
 def temperature_range() -> tuple[float, float]:
@@ -180,3 +181,10 @@ class ITC(nn.Module):
             "itc_acc": accuracy,
             "itc_temperature": self.temperature.detach().clone(),
         }
+
+
+def build(cfg: ITCConfig, inputs: BuildInputs) -> ITC:
+    return ITC(inputs.dims["vision_width"], inputs.dims["text_width"], cfg, inputs.model)
+
+
+SPEC = ObjectiveSpec("itc", build=build)  # reads the uni-modal CLS features: no fusion pass

@@ -26,14 +26,19 @@ other row.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from workbench.config import ITMConfig
 from workbench.errors import ConfigError
 from workbench.objectives.context import StepContext, multinomial_one
 from workbench.objectives.itc import batch_ids, batch_positive_mask
+from workbench.objectives.passes import CLEAN, CleanPass
 from workbench.objectives.projection import GlobalBatchNorm
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec
 
 
 def negative_weights(similarity: Tensor | None, ids: Tensor) -> Tensor:
@@ -147,7 +152,7 @@ class ITM(nn.Module):
         negative_text = sample_negatives(sim_i2t, positives, ctx.generator)  # for each image
         image_tokens = ctx.image["image_tokens"]
         text_tokens, text_mask = ctx.text["text_tokens"], ctx.batch["text_mask"]
-        positive = ctx.pass_("clean")
+        positive = ctx.pass_(CLEAN)
         negative = ctx.fuse(
             torch.cat([image_tokens[negative_image], image_tokens]),
             torch.cat([text_tokens, text_tokens[negative_text]]),
@@ -169,3 +174,31 @@ class ITM(nn.Module):
             out["itm_masked_acc"] = right[3 * size :].float().mean()
             out["itm_masked"] = masked["masked"]
         return out
+
+
+def joint_width(dims: dict[str, int]) -> int:
+    """Width of the fused ``joint`` feature: [text pooler, image pooler] concatenated."""
+    return dims.get("joint_width", 2 * dims["fusion_width"])
+
+
+def check(cfg: ITMConfig, inputs: BuildInputs) -> None:
+    """Hard negatives are drawn from ITC's similarity: without ITC they are drawn uniformly."""
+    if cfg.negatives == "hard" and "itc" not in inputs.on:
+        warnings.warn(
+            "objectives.itm.negatives=hard without ITC: negatives are drawn uniformly (as 'random')",
+            stacklevel=4,  # the caller of build_objectives
+        )
+
+
+def passes(cfg: ITMConfig, inputs: BuildInputs) -> dict[str, CleanPass]:
+    """The clean pass gives the positives; the 2B negative pairs are fused ad hoc in ``forward``."""
+    return {CLEAN: CleanPass()}
+
+
+def build(cfg: ITMConfig, inputs: BuildInputs) -> ITM:
+    return ITM(
+        joint_width(inputs.dims), cfg.negatives, weight=cfg.weight, product=cfg.product, batch_norm=cfg.batch_norm
+    )
+
+
+SPEC = ObjectiveSpec("itm", build=build, passes=passes, check=check)

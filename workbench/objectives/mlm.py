@@ -9,72 +9,22 @@ need not equal the text encoder's, and the head stays a self-contained module.
 With ``mlm.reuse_mlsc_pass`` MLM predicts the tokens of the MLSC masked-text pass
 instead of running its own: one fusion pass fewer, but the masking then follows
 MLSC (``scl.text_mask_ratio`` of the real tokens, an exact count per caption) with
-the 80/10/10 split applied to it (see ``passes.MaskedTextPass``).
+the 80/10/10 split applied to it. The rule is the one cross-objective rule of
+``passes.py``; without MLSC, MLM runs its own pass.
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.objectives.context import StepContext, randint, uniform
+from workbench.config import MLMConfig
+from workbench.objectives.context import StepContext
+from workbench.objectives.masking import BERT_SPLIT, IGNORE
+from workbench.objectives.passes import MaskedTextPass, ReuseMaskedText
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec
 
-IGNORE = -100  # label of positions that are not predicted (torch's ignore_index)
-BERT_SPLIT = (0.8, 0.1)  # share of chosen tokens -> [MASK], -> random id; the rest keep
-
-
-def bernoulli_positions(
-    maskable: Tensor, prob: float, generator: torch.Generator | None
-) -> Tensor:
-    """Each maskable position chosen independently with probability ``prob``."""
-    return (uniform(tuple(maskable.shape), generator, maskable.device) < prob) & maskable
-
-
-def exact_positions(maskable: Tensor, ratio: float, generator: torch.Generator | None) -> Tensor:
-    """Exactly ``max(1, round(ratio * n))`` of the n maskable positions of each row (0 if n = 0)."""
-    count = maskable.sum(dim=1)
-    chosen = torch.round(count.float() * ratio).long().clamp_min(1).minimum(count)
-    scores = uniform(tuple(maskable.shape), generator, maskable.device).masked_fill(~maskable, 2.0)
-    rank = scores.argsort(dim=1).argsort(dim=1)
-    return rank < chosen[:, None]
-
-
-def corrupt(
-    text_ids: Tensor,
-    positions: Tensor,
-    generator: torch.Generator | None,
-    *,
-    mask_id: int,
-    vocab_size: int,
-    split: tuple[float, float] = BERT_SPLIT,
-) -> Tensor:
-    """Replace chosen positions: ``split[0]`` -> [MASK], ``split[1]`` -> random id, rest unchanged."""
-    to_mask, to_random = split
-    draw = uniform(tuple(text_ids.shape), generator, text_ids.device)
-    random_ids = randint(vocab_size, tuple(text_ids.shape), generator, text_ids.device)
-    out = text_ids.clone()
-    out[positions & (draw < to_mask)] = mask_id
-    swap = positions & (draw >= to_mask) & (draw < to_mask + to_random)
-    out[swap] = random_ids[swap]
-    return out
-
-
-def mask_tokens(
-    text_ids: Tensor,
-    special_mask: Tensor,
-    prob: float,
-    generator: torch.Generator | None,
-    mask_id: int,
-    vocab_size: int,
-    split: tuple[float, float] = BERT_SPLIT,
-) -> tuple[Tensor, Tensor]:
-    """BERT masking -> (corrupted ids, labels with ``IGNORE`` where nothing is predicted)."""
-    positions = bernoulli_positions(~special_mask, prob, generator)
-    corrupted = corrupt(
-        text_ids, positions, generator, mask_id=mask_id, vocab_size=vocab_size, split=split
-    )
-    return corrupted, text_ids.masked_fill(~positions, IGNORE)
+OWN_PASS = "mlm"  # BERT-masked caption x clean image
 
 
 class MLMHead(nn.Sequential):
@@ -103,10 +53,25 @@ class MLM(nn.Module):
     def __init__(self, fusion_width: int, vocab_size: int, *, weight: float, pass_name: str) -> None:
         super().__init__()
         self.weight = weight
-        self.pass_name = pass_name  # "mlm" (own pass) or "masked_text" (the MLSC pass)
+        self.pass_name = pass_name  # OWN_PASS, or "masked_text" when it reads the MLSC pass
         self.head = MLMHead(fusion_width, vocab_size)
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         fused = ctx.pass_(self.pass_name)
         loss, accuracy = masked_lm_loss(self.head, fused["fused_text"], fused["mlm_labels"])
         return {"mlm_loss": loss, "mlm_acc": accuracy}
+
+
+def passes(cfg: MLMConfig, inputs: BuildInputs) -> dict[str, MaskedTextPass | ReuseMaskedText]:
+    """MLM's own BERT-masked pass, or (``reuse_mlsc_pass``) a request to read MLSC's instead."""
+    own = MaskedTextPass(
+        cfg.mask_prob, exact=False, split=BERT_SPLIT, mask_id=inputs.mask_id, vocab_size=inputs.vocab_size
+    )
+    return {OWN_PASS: ReuseMaskedText(own) if cfg.reuse_mlsc_pass else own}
+
+
+def build(cfg: MLMConfig, inputs: BuildInputs) -> MLM:
+    return MLM(inputs.dims["fusion_width"], inputs.vocab_size, weight=cfg.weight, pass_name=inputs.pass_name(OWN_PASS))
+
+
+SPEC = ObjectiveSpec("mlm", build=build, passes=passes)

@@ -16,42 +16,34 @@ sums them: the same thing at twice the weight). No projection head, as in SCL.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench import distributed
 from workbench.config import SCLConfig
-from workbench.objectives.context import StepContext, uniform
+from workbench.objectives.context import StepContext
 from workbench.objectives.contrastive import diagonal_accuracy, symmetric_info_nce
+from workbench.objectives.masking import ALL_MASK
+from workbench.objectives.passes import (
+    CLEAN,
+    MASKED_IMAGE,
+    MASKED_TEXT,
+    CleanPass,
+    FusionPass,
+    MaskedImagePass,
+    MaskedTextPass,
+)
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec, weighted_on
 
 # the pass whose fused CLS is "recovered", per loss
-RECOVERED_PASS = {"mvsc": "masked_image", "mlsc": "masked_text"}
+RECOVERED_PASS = {"mvsc": MASKED_IMAGE, "mlsc": MASKED_TEXT}
 # the fused feature each loss compares: per-frame image CLS / text CLS
 FEATURE = {"mvsc": "fused_frame_cls", "mlsc": "fused_text_cls"}
 # the pass whose fused CLS is the target, per `scl.target` and loss
 TARGET_PASS = {
-    "cross_pass": {"mvsc": "masked_text", "mlsc": "masked_image"},
-    "clean_pass": {"mvsc": "clean", "mlsc": "clean"},
+    "cross_pass": {"mvsc": MASKED_TEXT, "mlsc": MASKED_IMAGE},
+    "clean_pass": {"mvsc": CLEAN, "mlsc": CLEAN},
 }
-
-
-def kept_patch_count(num_patches: int, mask_ratio: float) -> int:
-    """``round((1 - ratio) * N)`` patches survive the drop, at least one."""
-    return max(1, round((1.0 - mask_ratio) * num_patches))
-
-
-def keep_patch_indices(
-    batch_size: int,
-    num_patches: int,
-    mask_ratio: float,
-    generator: torch.Generator | None,
-    device: torch.device,
-) -> Tensor:
-    """Random kept patch indices per sample, long [B, K] sorted (K = ``kept_patch_count``)."""
-    kept = kept_patch_count(num_patches, mask_ratio)
-    scores = uniform((batch_size, num_patches), generator, device)
-    return scores.argsort(dim=1)[:, :kept].sort(dim=1).values
 
 
 def completion_loss(recovered: Tensor, target: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -78,6 +70,11 @@ def completion_loss(recovered: Tensor, target: Tensor, temperature: float) -> tu
     return loss, accuracy
 
 
+def losses(cfg: SCLConfig) -> tuple[str, ...]:
+    """The enabled halves, in the order they run and report."""
+    return tuple(name for name in ("mvsc", "mlsc") if getattr(cfg, name))
+
+
 class SCL(nn.Module):
     """MVSC and/or MLSC (only the enabled halves are computed and reported)."""
 
@@ -85,7 +82,7 @@ class SCL(nn.Module):
         super().__init__()
         self.weight = cfg.weight
         self.temperature = cfg.temperature
-        self.names = tuple(name for name in ("mvsc", "mlsc") if getattr(cfg, name))
+        self.names = losses(cfg)
         self.targets = TARGET_PASS[cfg.target]
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
@@ -96,3 +93,36 @@ class SCL(nn.Module):
             target = ctx.pass_(self.targets[name])[feature]
             out[f"{name}_loss"], out[f"{name}_acc"] = completion_loss(recovered, target, self.temperature)
         return out
+
+
+def is_on(cfg: SCLConfig) -> bool:
+    """Built when enabled with weight > 0 and at least one half is on."""
+    return weighted_on(cfg) and bool(losses(cfg))
+
+
+def passes(cfg: SCLConfig, inputs: BuildInputs) -> dict[str, FusionPass]:
+    """The masked passes the enabled halves recover from, and the passes their targets come from.
+
+    The mask ratios are read here: ``image_mask_ratio`` of the patches dropped,
+    ``text_mask_ratio`` of the real tokens all set to [MASK] (an exact count per
+    caption). MLSC's caption is ``shareable``: MLM may read it (``passes.py``'s rule).
+    """
+    names = {RECOVERED_PASS[name] for name in losses(cfg)} | {TARGET_PASS[cfg.target][name] for name in losses(cfg)}
+    wanted: dict[str, FusionPass] = {}
+    if MASKED_IMAGE in names:
+        wanted[MASKED_IMAGE] = MaskedImagePass(cfg.image_mask_ratio)
+    if MASKED_TEXT in names:
+        wanted[MASKED_TEXT] = MaskedTextPass(
+            cfg.text_mask_ratio, exact=True, split=ALL_MASK, mask_id=inputs.mask_id, vocab_size=inputs.vocab_size,
+            shareable=cfg.mlsc,
+        )
+    if CLEAN in names:
+        wanted[CLEAN] = CleanPass()
+    return wanted
+
+
+def build(cfg: SCLConfig, inputs: BuildInputs) -> SCL:
+    return SCL(cfg)
+
+
+SPEC = ObjectiveSpec("scl", build=build, passes=passes, is_on=is_on)

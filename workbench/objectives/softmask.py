@@ -37,6 +37,10 @@ from torch import Tensor, nn
 from workbench.config import SoftMaskConfig
 from workbench.objectives.content_words import content_mask
 from workbench.objectives.context import StepContext, uniform
+from workbench.objectives.passes import CLEAN, CleanPass
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec, weighted_on
+
+CAM_MODES = ("soft", "hard")  # the modes that compute Grad-CAM (``random`` needs none)
 
 
 def grad_cam(attn: Tensor, grad: Tensor) -> Tensor:
@@ -130,14 +134,10 @@ class SoftMask(nn.Module):
         self.names = () if self.in_itm_batch else ("softmask_itm",)
         self.register_buffer("content_ids", torch.tensor(content_ids or [], dtype=torch.long), persistent=False)
 
-    @property
-    def needs_attention(self) -> bool:
-        return self.mode in ("soft", "hard")
-
     def cam(self, ctx: StepContext) -> Tensor:
         """The word-conditional Grad-CAM of the clean pass, [B, P] in [0, 1]."""
         itm = ctx.modules["itm"]
-        clean = ctx.pass_("clean")
+        clean = ctx.pass_(CLEAN)
         cam = itm_grad_cam(clean, itm.match_logit, self.layer)
         words = pick_words(ctx.special_mask, ctx.generator, self.preferred_words(ctx.batch["text_ids"]))
         return word_cam(cam, words, ctx.image["patch_positions"])
@@ -182,3 +182,22 @@ class SoftMask(nn.Module):
             "softmask_itm_acc": (logits.detach().argmax(dim=1) == targets).float().mean(),
             "softmask_itm_masked": pair["masked"],
         }
+
+
+def is_on(cfg: SoftMaskConfig) -> bool:
+    """Built when enabled with weight > 0 and a mode other than ``off``."""
+    return weighted_on(cfg) and cfg.mode != "off"
+
+
+def passes(cfg: SoftMaskConfig, inputs: BuildInputs) -> dict[str, CleanPass]:
+    """Grad-CAM differentiates the clean pass's cross-attention; the masked pair is fused ad hoc."""
+    return {CLEAN: CleanPass(return_attention=True)} if cfg.mode in CAM_MODES else {}
+
+
+def build(cfg: SoftMaskConfig, inputs: BuildInputs) -> SoftMask:
+    return SoftMask(cfg, inputs.content_ids)
+
+
+SPEC = ObjectiveSpec(
+    "softmask", build=build, passes=passes, is_on=is_on, needs={"itm": "its masked pair is an ITM positive"}
+)

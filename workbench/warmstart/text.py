@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.objectives.context import special_token_mask
-from workbench.objectives.mlm import MLMHead, masked_lm_loss, mask_tokens
+from workbench.objectives.masking import mask_tokens
+from workbench.objectives.mlm import MLMHead, masked_lm_loss
 
 
 def train_text(

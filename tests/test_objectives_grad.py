@@ -23,7 +23,7 @@ from workbench.objectives.scl import completion_loss
 IMAGE_SIZE, PATCH, WIDTH, VOCAB, MAX_LEN = 16, 4, 32, 40, 12
 N = (IMAGE_SIZE // PATCH) ** 2
 SPECIAL = {"pad": 0, "cls": 2, "sep": 3, "mask": 4}
-TERMS = ("itc", "itm", "mlm", "scl", "softmask")
+TERMS = ("itc", "itm", "mlm", "scl", "softmask")  # registry order (test_objectives_registry loops over it)
 LOSSES = {"itc": ["itc"], "itm": ["itm"], "mlm": ["mlm"], "scl": ["mvsc", "mlsc"], "softmask": ["softmask_itm"]}
 
 

@@ -11,4 +11,6 @@ from __future__ import annotations
 from workbench.objectives import itc, itm, mlm, scl, softmask
 from workbench.objectives.spec import ObjectiveSpec
 
-OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (itc.SPEC, itm.SPEC, mlm.SPEC, scl.SPEC, softmask.SPEC)}
+OBJECTIVES: dict[str, ObjectiveSpec] = {
+    spec.name: spec for spec in (itc.SPEC, itm.SPEC, mlm.SPEC, scl.SPEC, softmask.SPEC)
+}

@@ -11,7 +11,8 @@ which interference can only lengthen, is the steadiest of all. Variants:
   groups with ``fused=True`` (one kernel for all parameters; optim.py unchanged).
 * ``threads``: A = ``torch.get_num_threads()`` threads, B = 1 thread.
 * ``compile``: A = eager, B = a second model with the same weights under
-  ``train.compile=true`` (`models.vlp.compile_model`); its compilation is warm-up.
+  ``train.compile=true`` (`models.vlp.compile_model`, trained inside `compiled_training()`
+  as `train.run` does); its compilation is warm-up.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Callable
 import torch
 
 from workbench.bench.setup import TrainStep, Vocabulary, bench_config, build_pretrainer, to_device
+from workbench.models.vlp import compiled_training
 
 
 def _base_step(batch_size: int, root: Path, quick: bool, compile_: bool = False) -> tuple[TrainStep, dict]:
@@ -85,7 +87,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="tiny widths")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-variants-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-variants-") as tmp, compiled_training():  # eager steps ignore it
         step_a, step_b, batch = _variants(args.variant, args, Path(tmp) / "shapesworld")
         for step in (step_a, step_b, step_b):  # warm both (optimizer state, allocator, compilation)
             step(batch)

@@ -1,6 +1,8 @@
 """`workbench run`: training loop, MLflow tracking, determinism, resume, NaN handling."""
 
+import contextlib
 import math
+import signal
 
 import mlflow
 import pytest
@@ -121,3 +123,72 @@ def test_cli_run_exit_codes(shapes_tiny, store, tmp_path):
     assert nan.exit_code == 1
     assert nan.stderr.strip().splitlines()[-1].startswith("error: non-finite loss at step")
     assert "Traceback" not in nan.output
+
+
+def test_the_tracker_context_ends_its_run_exactly_once(store, tmp_path):
+    """FINISHED when the block completes, FAILED on an error, KILLED on Ctrl-C / SIGTERM; leave_running keeps RUNNING."""
+    from workbench import interrupts, tracking
+
+    client = MlflowClient(store)
+    experiment = client.create_experiment("session", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def session(error: BaseException | None = None, keep: bool = False) -> str:
+        tracker = tracking.RunTracker(client, client.create_run(experiment).info.run_id)
+        tracking.opened(tracker.run_id, store)
+        with contextlib.suppress(*([type(error)] if error else [])), tracker:
+            tracker.log_metrics({"train/loss/total": 1.0}, step=1)
+            if keep:
+                tracker.leave_running()
+            if error is not None:
+                raise error
+        assert tracker.run_id not in tracking.OPEN_RUNS  # nothing left for the crash handler to end
+        assert [m.step for m in client.get_metric_history(tracker.run_id, "train/loss/total")] == [1]
+        return client.get_run(tracker.run_id).info.status
+
+    assert session() == "FINISHED"
+    assert session(RunError("non-finite loss")) == "FAILED"
+    assert session(KeyboardInterrupt()) == "KILLED"
+    assert session(interrupts.Interrupted(signal.SIGTERM)) == "KILLED"
+    assert session(keep=True) == "RUNNING"
+    assert session(ValueError("after leave_running"), keep=True) == "FAILED"
+
+
+def test_compiled_training_restores_the_donated_buffer_setting(shapes_tiny, store, tmp_path):
+    """train.compile needs compiled backwards without donated buffers, only while a run trains."""
+    import torch._functorch.config as functorch_config
+
+    from workbench.data import load_tokenizer
+    from workbench.models.vlp import build_model, compile_model, compiled_training
+
+    cfg = _cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]", "train.compile=true")
+    before = functorch_config.donated_buffer
+    try:
+        for setting in (True, False):
+            functorch_config.donated_buffer = setting
+            compile_model(build_model(cfg, load_tokenizer(cfg.data)))  # compiles lazily; changes no setting
+            assert functorch_config.donated_buffer is setting
+            with pytest.raises(RunError), compiled_training():
+                assert functorch_config.donated_buffer is False
+                raise RunError("a run that fails while training")
+            assert functorch_config.donated_buffer is setting
+    finally:
+        functorch_config.donated_buffer = before
+
+
+def test_a_resumed_run_is_tagged_with_the_slurm_job_carrying_it_on(shapes_tiny, store, tmp_path, monkeypatch):
+    from workbench import tags as tag
+
+    monkeypatch.setenv("SLURM_JOB_ID", "101")
+    monkeypatch.setenv("SLURMD_NODENAME", "node-a")
+    killed = train.run(_cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]", steps=4), progress=False, stop_after=2)
+    client = MlflowClient(store)
+    assert client.get_run(killed.run_id).data.tags[tag.SLURM_JOB_ID] == "101"
+    monkeypatch.setenv("SLURM_JOB_ID", "102")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    monkeypatch.setenv("SLURMD_NODENAME", "node-b")
+    resumed = train.run(train.load_run_config(killed.run_id, store), resume_run_id=killed.run_id, progress=False)
+    run = client.get_run(resumed.run_id)
+    assert run.info.status == "FINISHED"
+    assert (run.data.tags[tag.SLURM_JOB_ID], run.data.tags[tag.SLURM_NODE], run.data.tags[tag.SLURM_RESTART]) == (
+        "102", "node-b", "1")
+    assert run.data.tags[tag.SEED] == "0"  # the tags it was created with stay

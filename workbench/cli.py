@@ -7,21 +7,26 @@ tracking); errors from those layers become one line and an exit code here.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
 
-from workbench import errors
-from workbench import tags as tag
+from workbench import errors, interrupts
+from workbench.cli_support import missing_equals, option_overrides, version_text
+
+# The layers below (torch, mlflow, optuna, ...) are imported inside each command, not here:
+# `workbench --help`, `--version` and a mistyped option answer in a fraction of a second
+# instead of after seconds of imports they do not need.
+
 
 class _Group(typer.core.TyperGroup):
     """The top-level group: `--set key value` gets a hint, not Click's "unexpected extra argument"."""
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
-        from workbench.cli_support import missing_equals
-
         hint = missing_equals(args)
         if hint:
             typer.echo(hint, err=True)
@@ -65,36 +70,44 @@ def friendly(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from workbench import crash, interrupts, tracking
-
         try:
             with interrupts.sigterm_as_interrupt():
                 return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except interrupts.Interrupted as err:
-            tracking.end_open_runs("KILLED")
+            _end_open_runs("KILLED")
             if not err.quiet:
                 typer.echo(err.message(), err=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            ended = tracking.end_open_runs("KILLED")
+            ended = _end_open_runs("KILLED")
             typer.echo("interrupted" + (f": MLflow run {', '.join(ended)} marked KILLED" if ended else ""), err=True)
             raise typer.Exit(130) from None
         except (errors.USER_ERRORS + errors.RUNTIME_ERRORS + (OSError,)) as err:
-            tracking.end_open_runs("FAILED")
+            _end_open_runs("FAILED")
             if _debug:
                 raise
             typer.echo(errors.one_line(err), err=True)
             raise typer.Exit(errors.exit_code(err)) from None
         except Exception as err:  # the last resort: a bug or a case nobody foresaw
             if _debug:
-                tracking.end_open_runs("FAILED")
+                _end_open_runs("FAILED")
                 raise
+            from workbench import crash  # imports mlflow: only on this path
+
             typer.echo(crash.unexpected(_command_name(fn), err), err=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _end_open_runs(status: str) -> list[str]:
+    """End the MLflow runs this process left open (`tracking.end_open_runs`); mlflow is imported
+    only when a command has failed, not before every command."""
+    from workbench import tracking
+
+    return tracking.end_open_runs(status)
 
 
 def _command_name(fn: Callable) -> str:
@@ -105,8 +118,6 @@ def _command_name(fn: Callable) -> str:
 
 def _version(value: bool) -> None:
     if value:
-        from workbench.cli_support import version_text
-
         typer.echo(version_text())
         raise typer.Exit()
 
@@ -125,22 +136,10 @@ def main(
 
 def quiet_libraries() -> None:
     """Keep the terminal for our progress and errors: no MLflow INFO lines or download bars."""
-    import logging
-    import os
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _overrides(overrides: Optional[list[str]], device: Optional[str] = None, tracking_uri: Optional[str] = None) -> list[str]:
-    out = list(overrides or [])
-    if device:
-        out.append(f"train.device={device}")
-    if tracking_uri:
-        out.append(f"tracking.uri={tracking_uri}")
-    return out
 
 
 # ------------------------------------------------------------------ config
@@ -150,7 +149,7 @@ def config_show(experiment: Experiment = "base", overrides: Overrides = None) ->
     """Print the resolved config (defaults <- experiment YAML <- --set) as YAML."""
     from workbench.config import load_config, to_yaml
 
-    typer.echo(to_yaml(load_config(experiment, _overrides(overrides))), nl=False)
+    typer.echo(to_yaml(load_config(experiment, option_overrides(overrides))), nl=False)
 
 
 @config_app.command("keys")
@@ -202,7 +201,7 @@ def data_check(
     from workbench.config import load_config
     from workbench.data import check_dataset, load_tokenizer
 
-    cfg = load_config(experiment, _overrides(overrides))
+    cfg = load_config(experiment, option_overrides(overrides))
     problems: list[str] = []
     try:
         tokenizer = load_tokenizer(cfg.data)
@@ -244,7 +243,7 @@ def data_warmstart(
     from workbench.data import ensure_data, load_tokenizer
     from workbench.warmstart import cached_path, make
 
-    cfg = load_config(experiment, _overrides(overrides))
+    cfg = load_config(experiment, option_overrides(overrides))
     chosen = [p.strip() for p in parts.split(",") if p.strip()]
     for part in chosen:
         if part not in ("vision", "text"):
@@ -332,61 +331,18 @@ def run(
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-endpoint=HOST:PORT -m workbench run ...
     On a SLURM cluster: `workbench run --launcher slurm --nodes 2 --gpus-per-node 8 ...`
     """
-    from workbench.config import load_config
-    from workbench.errors import ConfigError
-    from workbench import distributed, interrupts, tracking, train
+    from workbench.launch.slurm import SlurmResources
+    from workbench.run_command import RunRequest, execute
 
-    distributed.check_nproc(nproc)
-    recorded = resume or rerun_of
-    if resume and rerun_of:
-        raise ConfigError("--resume and --from exclude each other: --resume continues a run, --from starts a new one")
-    if recorded and experiment:
-        option = "--resume" if resume else "--from"
-        raise ConfigError(f"{option} uses the run's recorded config; drop --experiment {experiment} (--set still applies)")
-    experiment = experiment or "base"
-    from workbench.cli_support import quick_overrides
-
-    user_overrides, overrides = list(overrides or []), quick_overrides(quick, no_eval, overrides)
-    if launcher not in ("local", "slurm"):
-        raise ConfigError(f"--launcher {launcher!r}: unknown launcher; allowed: local, slurm")
-    ranks = nodes * (gpus_per_node or nproc) if launcher == "slurm" else nproc
-    if (ranks != 1 or launcher == "slurm") and not distributed.ranks_from_env().active:
-        out_dir = "outputs"
-        if not recorded:  # a bad key or an uneven batch: one line now, not once per process
-            cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
-            distributed.local_batch_size(cfg.train.batch_size, ranks)
-            out_dir = cfg.train.out_dir
-        args = ["--debug"] if _debug else []
-        args += ["run", *([] if recorded else ["--experiment", experiment]), *[f"--set={o}" for o in user_overrides]]
-        args += [flag for flag, on in (("--quick", quick), ("--no-eval", no_eval)) if on]
-        args += [f"--{name}={value}" for name, value in
-                 (("device", device), ("tracking-uri", tracking_uri), ("resume", resume), ("from", rerun_of)) if value]
-        if launcher == "slurm":
-            from workbench.launch import slurm_run
-            from workbench.launch.slurm import SlurmResources
-
-            resources = SlurmResources(partition, gpus_per_node, cpus_per_task, mem, time_limit, list(sbatch_arg or []))
-            raise typer.Exit(slurm_run.launch(
-                args, resources, nodes=nodes, tasks_per_node=gpus_per_node or nproc,
-                folder=Path(out_dir) / "slurm", wait=wait, echo=typer.echo,
-            ))
-        raise typer.Exit(interrupts.run_forwarding(distributed.torchrun_command(nproc, args)))
-    tags = None
-    if recorded:  # the run's own config; --set may still change e.g. train.device
-        option = "--resume" if resume else "--from"
-        try:
-            cfg = train.load_run_config(recorded, tracking_uri or "", _overrides(overrides, device), resume=bool(resume))
-        except ConfigError as err:
-            raise ConfigError(f"{option}: {err}") from None
-        tags = {tag.RERUN_OF: rerun_of} if rerun_of else None
-    else:
-        cfg = load_config(experiment, _overrides(overrides, device, tracking_uri))
-        presets = [name for name, on in (("quick", quick), ("no-eval", no_eval)) if on]
-        tags = tracking.run_tags(experiment, user_overrides, presets)
-    with interrupts.graceful():  # SIGINT/SIGTERM: checkpoint, run KILLED, the resume command printed
-        result = train.run(cfg, resume_run_id=resume, tags=tags, on_start=_announce)
-    if distributed.ranks_from_env().is_main:
-        typer.echo(result.summary())
+    request = RunRequest(
+        experiment=experiment, overrides=list(overrides or []), device=device, tracking_uri=tracking_uri,
+        resume=resume, rerun_of=rerun_of, nproc=nproc, quick=quick, no_eval=no_eval, launcher=launcher, nodes=nodes,
+        slurm=SlurmResources(partition, gpus_per_node, cpus_per_task, mem, time_limit, list(sbatch_arg or [])),
+        wait=wait, debug=_debug,
+    )
+    code = execute(request, echo=typer.echo, on_start=_announce)
+    if code:
+        raise typer.Exit(code)
 
 
 def _announce(run_id: str, url: str) -> None:
@@ -452,35 +408,21 @@ def sweep(
     """
     from workbench import sweeps
     from workbench.launch.slurm import SlurmResources
-    from workbench.sweeps import slurm
+    from workbench.sweep_command import execute
+    from workbench.sweeps.slurm import SlurmSweepOptions
 
-    if name == "list":
-        typer.echo(sweeps.spec_table(sweeps.list_specs()))
-        return
     options = sweeps.SweepOptions(
         storage=storage, study_name=study_name, worker=worker, resume=resume, gpus=gpus, per_gpu=per_gpu,
         slots=slots, tracking_uri=tracking_uri, heartbeat_s=heartbeat, progress=progress, yes=yes,
     )
-    spec = sweeps.load_spec(name, overrides)
-    if yes:
-        typer.echo(sweeps.compute_estimate(spec), err=True)
-    on_slurm = slurm.SlurmSweepOptions(
+    on_slurm = SlurmSweepOptions(
         SlurmResources(partition, gpus_per_trial, cpus_per_trial, mem, time_limit, list(sbatch_arg or [])),
         max_parallel=max_parallel, wait=wait,
     )
-    result = slurm.command(
-        spec, list(overrides or []), options, launcher=launcher, slurm=on_slurm,
-        show_status=show_status, cancel_jobs=cancel, echo=typer.echo,
-    )
-    if result is None:  # --status, --cancel, --no-wait
-        return
-    typer.echo(result.summary())
-    if result.interrupted:
-        typer.echo(f"interrupted: `workbench sweep {name}` finishes the missing trials", err=True)
-        raise typer.Exit(130)
-    problem = result.problem()
-    if problem is not None:
-        raise problem
+    code = execute(name, list(overrides or []), options, launcher=launcher, on_slurm=on_slurm,
+                   show_status=show_status, cancel=cancel, echo=typer.echo)
+    if code:
+        raise typer.Exit(code)
 
 
 # ------------------------------------------------------------------ report

@@ -1,12 +1,16 @@
 """Small pieces of CLI behaviour kept out of cli.py: versions, argument hints, presets.
 
 cli.py only parses and delegates; what these compute (the `--version` text, the
-hint for `--set key value`, the `--quick` overrides) is plain data and tested here.
+hint for `--set key value`, the `--quick` overrides, options as overrides) is plain
+data and tested here.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
+
+from workbench import __version__
 
 # `workbench run --quick`: the same model and objectives, a budget that shows the whole
 # run (pre-training, retrieval, one fine-tune, the attention score) in a few minutes on
@@ -25,15 +29,11 @@ NO_EVAL_OVERRIDE = "eval.tasks=[]"
 
 def version_text() -> str:
     """`workbench --version`: ours and the versions that decide results and stores."""
-    import importlib.metadata as md
-
-    from workbench import __version__
-
     parts = [f"workbench {__version__}"]
     for name in ("torch", "mlflow", "optuna"):
         try:
-            parts.append(f"{name} {md.version(name)}")
-        except md.PackageNotFoundError:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
             parts.append(f"{name} missing")
     parts.append(f"python {platform.python_version()}")
     return ", ".join(parts)
@@ -65,3 +65,13 @@ def missing_equals(args: list[str]) -> str | None:
 def quick_overrides(quick: bool, no_eval: bool, overrides: list[str] | None) -> list[str]:
     """`--quick` first and the user's `--set`s after it (theirs win); `--no-eval` last (it is explicit)."""
     return (QUICK_OVERRIDES if quick else []) + list(overrides or []) + ([NO_EVAL_OVERRIDE] if no_eval else [])
+
+
+def option_overrides(overrides: list[str] | None, device: str | None = None, tracking_uri: str | None = None) -> list[str]:
+    """`--set`s plus the options that are config keys: `--device` (train.device), `--tracking-uri` (tracking.uri)."""
+    out = list(overrides or [])
+    if device:
+        out.append(f"train.device={device}")
+    if tracking_uri:
+        out.append(f"tracking.uri={tracking_uri}")
+    return out

@@ -394,6 +394,13 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"mode={softmask.mode!r} would mask nothing — allowed: "
             + (f"0..{layers - 2}" if layers > 1 else "none (use model.fusion.layers >= 2 or mode=random)")
         )
+    _check_model_shapes(cfg)
+    return cfg
+
+
+def _check_model_shapes(cfg: RunConfig) -> None:
+    """Model settings that each pass their own check but make no model: an empty init, heads that do
+    not divide the width, patches that do not tile the image, more frames than the encoder takes."""
     for part in ("vision", "text"):
         if not getattr(cfg.model, part).init.strip():
             raise ConfigError(
@@ -419,7 +426,6 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"data.num_frames: {cfg.data.num_frames} exceeds model.vision.max_frames="
             f"{cfg.model.vision.max_frames}"
         )
-    return cfg
 
 
 def _check_silent_accepts(cfg: RunConfig) -> None:

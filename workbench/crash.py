@@ -16,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+from workbench import tracking
 from workbench.strict_yaml import brief
 
 LOG_DIR_ENV = "WORKBENCH_LOG_DIR"
@@ -43,8 +44,6 @@ def write_log(command: str, err: BaseException) -> Path | None:
 
 def unexpected(command: str, err: BaseException) -> str:
     """The one line for an unexpected error (after writing its log and ending open runs)."""
-    from workbench import tracking
-
     ended = tracking.end_open_runs("FAILED")
     log = write_log(command, err)
     detail = " ".join(brief(str(err)).strip("'\"").split()) if str(err) else ""

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed._functional_collectives import all_gather_single_autograd, wait_tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from workbench.errors import ConfigError
 from workbench.device import resolve_device
@@ -129,8 +131,6 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     """
     if not is_active():
         return tensor
-    from torch.distributed._functional_collectives import all_gather_single_autograd, wait_tensor
-
     return wait_tensor(all_gather_single_autograd(tensor.contiguous(), 0, dist.group.WORLD))
 
 
@@ -201,8 +201,6 @@ def wrap(module: nn.Module, device: torch.device, ranks: Ranks) -> nn.Module:
     """
     if not ranks.active:
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(
         module,
         device_ids=[device.index] if device.type == "cuda" else None,

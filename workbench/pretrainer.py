@@ -9,7 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from workbench import warmstart
 from workbench.config import RunConfig
+from workbench.models import build_model
+from workbench.objectives import build_objectives, special_ids_of
+from workbench.objectives.content_words import content_token_ids
 
 
 class Pretrainer(nn.Module):
@@ -28,15 +32,9 @@ def build(cfg: RunConfig, tokenizer, *, warm_start: bool = False) -> Pretrainer:
     """The model and objectives of `cfg`. `warm_start`: load the `model.<part>.init` weights into
     the encoders (a fresh run; before the objectives, so ITC's momentum copy starts from them too);
     otherwise the caller loads a checkpoint."""
-    from workbench.models import build_model
-    from workbench.objectives import build_objectives, special_ids_of
-    from workbench.objectives.content_words import content_token_ids
-
     model = build_model(cfg, tokenizer)
     if warm_start:
-        from workbench.warmstart import apply_init
-
-        apply_init(model, cfg, len(tokenizer))
+        warmstart.apply_init(model, cfg, len(tokenizer))
     objectives = build_objectives(
         cfg.objectives, model.dims, special_ids_of(tokenizer), len(tokenizer), model=model,
         content_ids=content_token_ids(tokenizer),

@@ -8,13 +8,14 @@ thread so tracking stays a small share of step time.
 
 from __future__ import annotations
 
-import hashlib
+import importlib.metadata
 import os
 import platform
 import queue
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -23,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
 
 from workbench.config import RunConfig, flatten, to_yaml
 
@@ -183,20 +187,14 @@ def git_commit() -> str:
 
 
 def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     names = ["torch", "torchvision", "timm", "transformers", "mlflow", "optuna", "numpy"]
     versions = {"python": platform.python_version()}
     for name in names:
         try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             versions[name] = "missing"
     return versions
-
-
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 class MetricLogger:
@@ -303,13 +301,34 @@ def check_resumable(run_id: str, uri: str = "") -> None:
 
 
 class RunTracker:
-    """One MLflow run: params, tags, artifacts and metrics of a workbench run."""
+    """One MLflow run: params, tags, artifacts and metrics of a workbench run.
+
+    Used as a context manager it ends the run exactly once, on the way out of the
+    `with` block: FINISHED when the block completes, KILLED when a KeyboardInterrupt
+    (Ctrl-C, or SIGTERM as `interrupts.Interrupted`) leaves it, FAILED for any other
+    error. `leave_running()` keeps a block that completes RUNNING (a resumable stop).
+    """
 
     def __init__(self, mlflow_client: MlflowClient, run_id: str, enabled: bool = True):
         self.client = mlflow_client
         self.run_id = run_id
         self.enabled = enabled
         self.metrics = MetricLogger(mlflow_client, run_id) if enabled else None
+        self._keep_running = False
+
+    def __enter__(self) -> "RunTracker":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None and self._keep_running:
+            self.close_metrics()
+            closed(self.run_id)  # left RUNNING on purpose: resumable, not a crash to clean up
+            return
+        self.finish("FINISHED" if exc is None else "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+
+    def leave_running(self) -> None:
+        """End the session without ending the run: it stays RUNNING, to be resumed."""
+        self._keep_running = True
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.metrics is not None:
@@ -324,11 +343,6 @@ class RunTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.enabled:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
-
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        if self.enabled:
-            for key, value in tags.items():
-                self.client.set_tag(self.run_id, key, str(value))
 
     def close_metrics(self) -> None:
         """Flush and stop the metric thread, leaving the run's status as it is."""
@@ -378,8 +392,12 @@ def start_run(
     resume_run_id: str | None = None,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
+    resume_tags: dict[str, str] | None = None,
 ) -> RunTracker:
-    """Open (or reopen, for --resume) the MLflow run of one workbench run."""
+    """Open (or reopen, for --resume) the MLflow run of one workbench run.
+
+    `tags` are set on a new run; a resumed run keeps those it was created with and
+    gets `resume_tags` (e.g. the SLURM job carrying it on after a pre-emption)."""
     if not cfg.tracking.enabled:
         return RunTracker(None, resume_run_id or f"local-{int(time.time() * 1000)}", enabled=False)
     mlflow_client = client(cfg.tracking.uri)
@@ -387,6 +405,8 @@ def start_run(
         check_resumable(resume_run_id, cfg.tracking.uri)
         mlflow_client.update_run(resume_run_id, status="RUNNING")
         opened(resume_run_id, cfg.tracking.uri)
+        if resume_tags:
+            mlflow_client.log_batch(resume_run_id, tags=[RunTag(k, str(v)) for k, v in resume_tags.items()])
         return RunTracker(mlflow_client, resume_run_id)
     exp_id = experiment_id(cfg.tracking.experiment, cfg.tracking.uri)
     all_tags = {tag.GIT_COMMIT: git_commit(), **(tags or {})}
@@ -398,10 +418,7 @@ def start_run(
     if not cfg.tracking.run_name:
         mlflow_client.update_run(run.info.run_id, name=default_run_name(run.info.run_id, all_tags))
     tracker = RunTracker(mlflow_client, run.info.run_id)
-    params = _params(cfg)
-    from mlflow.entities import Param
-
-    items = [Param(k, v) for k, v in params.items()]
+    items = [Param(k, v) for k, v in _params(cfg).items()]
     for start in range(0, len(items), 100):
         mlflow_client.log_batch(run.info.run_id, params=items[start : start + 100])
     mlflow_client.log_text(run.info.run_id, to_yaml(cfg), "config.yaml")
@@ -423,16 +440,12 @@ def log_dataset(tracker: RunTracker, root: Path, manifest: dict[str, Any]) -> No
     """Record the data set (path + content hash) with MLflow's dataset tracking."""
     if not tracker.enabled:
         return
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag
-
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local source
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(str(Path(root).resolve()))
     name = f"{manifest.get('generator', Path(root).name)}-{manifest.get('size', '')}".strip("-")
     dataset = MetaDataset(source=source, name=name, digest=str(manifest.get("data_hash", ""))[:36] or None)
-    inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train")])]
+    inputs = [DatasetInput(Dataset(**dataset.to_dict()), tags=[InputTag("mlflow.data.context", "train")])]
     try:
         tracker.client.log_inputs(tracker.run_id, datasets=inputs)
     except mlflow.exceptions.MlflowException as err:
@@ -445,8 +458,6 @@ def log_dataset(tracker: RunTracker, root: Path, manifest: dict[str, Any]) -> No
 
 def read_run_config(run_id: str, uri: str = "") -> str:
     """The config.yaml artifact of a run."""
-    import tempfile
-
     mlflow_client = client(check_store(uri))
     get_run_or_refuse(mlflow_client, run_id, uri)
     try:
@@ -483,8 +494,6 @@ def _artifact_location(tracker: RunTracker) -> str:
 
 def local_artifact_path(mlflow_client: MlflowClient, run_id: str, artifact: str = CHECKPOINT_ARTIFACT) -> Path | None:
     """The artifact's file when the run's artifact store is a local directory (no copy needed)."""
-    from mlflow.utils.file_utils import local_file_uri_to_path
-
     root = mlflow_client.get_run(run_id).info.artifact_uri
     if not root or (("://" in root) and not root.startswith("file:")):
         return None

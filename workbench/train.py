@@ -6,6 +6,11 @@ MLflow. Same config and seed on CPU => same losses bit for bit, also across a
 kill and `--resume` (model, optimizer, scheduler and RNG states are
 checkpointed; the data stream is a pure function of (seed, step)).
 
+A run is one session (`run`'s ExitStack): the MLflow run it opens is ended exactly
+once, by the tracker's context -- FINISHED, FAILED or KILLED -- whatever happens
+inside; the steps (`_build`, `_open_run`, `_start`, `_pretrain`, `_finish`) only do
+their work and raise.
+
 Under torchrun each process runs `run` as one rank of a DDP run (see
 `workbench.distributed`): it trains on its slice of every global batch; rank 0
 alone logs to MLflow, writes checkpoints and evaluates.
@@ -14,26 +19,31 @@ alone logs to MLflow, writes checkpoints and evaluates.
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+import yaml
 from torch import nn
 
-from workbench import checkpoint, distributed, interrupts, tracking
-from workbench.config import RunConfig, from_dict, to_yaml
-from workbench.errors import ConfigError
+from workbench import checkpoint, distributed, interrupts, tracking, warmstart
+from workbench import tags as tag
+from workbench.config import RunConfig, flatten, from_dict, to_yaml, validate
+from workbench.data import PretrainStream, data_hash, ensure_data, load_tokenizer
+from workbench.data.check import check_eval_files
+from workbench.data.shapes import read_manifest
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
-from workbench.errors import RunError, check_writable
+from workbench.errors import ConfigError, RunError, check_writable
+from workbench.evaluate import evaluate_all
 from workbench.launch import slurm_env
-from workbench.models.vlp import compile_model
+from workbench.models.vlp import compile_model, compiled_training
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
 from workbench.progress import TrainProgress, phase, say, settings as progress_settings
-from workbench import tags as tag
 
 
 @dataclass
@@ -57,9 +67,6 @@ class RunResult:
 
 def prepare_data(cfg: RunConfig) -> dict[str, Any]:
     """Make sure the data set exists (generating ShapesWorld if configured); its manifest."""
-    from workbench.data import data_hash, ensure_data
-    from workbench.data.shapes import read_manifest
-
     manifest = read_manifest(Path(cfg.data.root))
     ready = manifest and (manifest.get("seed"), manifest.get("size")) == (cfg.data.shapes_seed, cfg.data.shapes_size)
     if cfg.data.generate and not ready and (not Path(cfg.data.root).exists() or manifest):
@@ -95,10 +102,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def ensure_warmstart(cfg: RunConfig, tokenizer, ranks, progress: bool) -> None:
     """`model.<part>.init: warmstart`: make the cached uni-modal warm start when missing (rank 0,
     announced, with progress); `build(..., warm_start=True)` loads it."""
-    import sys
-
-    from workbench import warmstart
-
     if ranks.is_main:
         warmstart.ensure(cfg, tokenizer, progress=progress, announce=lambda text: print(text, file=sys.stderr))
     distributed.broadcast_object(None)  # under DDP the other ranks wait here until rank 0 has made it
@@ -151,16 +154,49 @@ def _restore_rng(state: dict[str, Any], ranks: distributed.Ranks, seed: int) -> 
         torch.manual_seed(distributed.rank_seed(seed + state["step"], ranks.rank))
 
 
-def _start_tracker(cfg: RunConfig, ranks: distributed.Ranks, **kwargs: Any) -> tracking.RunTracker:
-    """Rank 0 opens the MLflow run; the other ranks get a disabled tracker with the same run id."""
-    tracker = tracking.start_run(cfg, **kwargs) if ranks.is_main else None
-    run_id = distributed.broadcast_object(tracker.run_id if tracker else None)
-    return tracker or tracking.RunTracker(None, run_id, enabled=False)
-
-
 def _over_ranks(out: dict[str, torch.Tensor], ranks: distributed.Ranks) -> dict[str, torch.Tensor]:
     """Under DDP every reported scalar averaged over ranks: the global batch's losses, a NaN seen by all."""
     return distributed.mean_over_ranks(_loggable(out)) if ranks.active else out
+
+
+@dataclass
+class _Parts:
+    """What a run trains, built before its MLflow run is opened."""
+
+    manifest: dict[str, Any]
+    tokenizer: Any
+    stream: PretrainStream
+    pretrainer: Pretrainer
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype | None
+    resumed: dict[str, Any] | None = None  # a resumed run's checkpoint (already loaded into the modules)
+
+
+@dataclass
+class _Session:
+    """One run in progress: what it trains, its MLflow run, and how far it got."""
+
+    cfg: RunConfig
+    ranks: distributed.Ranks
+    device: torch.device
+    parts: _Parts
+    tracker: tracking.RunTracker
+    step: int = 0  # steps done (during a step: the steps before it)
+    last_checkpoint: Path | None = None  # the newest checkpoint kept: what a NaN or an interrupt reports
+    already_logged: int = -1  # a resumed run's last logged step: metrics up to it are not logged again
+    final_loss: float = float("nan")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.cfg.train.out_dir) / self.tracker.run_id / checkpoint.LAST
+
+    def save(self, step: int) -> Path:
+        """Checkpoint at `step` (collective under DDP; rank 0 writes it)."""
+        parts = self.parts
+        state = _state(parts.pretrainer, parts.optimizer, parts.scheduler, step, self.cfg)
+        return _save(self.checkpoint_path, state, self.ranks)
 
 
 def run(
@@ -184,31 +220,30 @@ def run(
     if resume_run_id and cfg.tracking.enabled:  # a FINISHED or deleted run is refused before anything starts
         tracking.check_resumable(resume_run_id, cfg.tracking.uri)
     ranks, device = distributed.setup(cfg.train.device)
-    try:
-        with progress_settings(bars=progress and ranks.is_main, lines=None if ranks.is_main else False):
-            return _run(
-                cfg, ranks, device, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=tags,
-                progress=progress, stop_after=stop_after, on_start=on_start,
-            )
-    finally:
-        distributed.teardown(ranks, synchronize=False)  # error path; a normal end has left the group already
+    with contextlib.ExitStack() as session:  # left in reverse order, whatever ends the run
+        session.callback(distributed.teardown, ranks, synchronize=False)  # error path; a normal end has left already
+        session.enter_context(progress_settings(bars=progress and ranks.is_main, lines=None if ranks.is_main else False))
+        if cfg.train.compile:
+            session.enter_context(compiled_training())
+        parts = _build(cfg, ranks, device, resume_run_id=resume_run_id, progress=progress)
+        tracker = session.enter_context(  # ends the MLflow run exactly once: FINISHED, FAILED or KILLED
+            _open_run(cfg, ranks, device, parts.manifest, resume_run_id=resume_run_id, parent_run_id=parent_run_id,
+                      tags=tags)
+        )
+        s = _Session(cfg, ranks, device, parts, tracker)
+        if parts.resumed is not None:
+            s.step, s.last_checkpoint = parts.resumed["step"], s.checkpoint_path
+        session.enter_context(_telling_where(s))
+        trainer, stream = _start(s, on_start)
+        _pretrain(s, trainer, stream, stop_after=stop_after, progress=progress)
+        return _finish(s)
 
 
-def _run(
-    cfg: RunConfig,
-    ranks: distributed.Ranks,
-    device: torch.device,
-    *,
-    resume_run_id: str | None,
-    parent_run_id: str | None,
-    tags: dict[str, str] | None,
-    progress: bool,
-    stop_after: int | None,
-    on_start: Callable[[str, str], None] | None = None,
-) -> RunResult:
-    from workbench.data import PretrainStream, load_tokenizer
-    from workbench.data.check import check_eval_files
-
+def _build(
+    cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, *, resume_run_id: str | None, progress: bool
+) -> _Parts:
+    """Everything before the MLflow run opens: the checks, data, model, optimizer, and a resumed
+    run's checkpoint loaded into them. A run refused here leaves the store as it was."""
     distributed.local_batch_size(cfg.train.batch_size, ranks.world_size)  # fail before anything starts
     dtype = autocast_dtype(cfg.train, device)
     if ranks.is_main:
@@ -216,7 +251,7 @@ def _run(
     seed_everything(cfg.train.seed)
     manifest = prepare_data(cfg)
     tokenizer = load_tokenizer(cfg.data)
-    stream_source = PretrainStream(  # reads and checks every pre-training entry: bad data fails here
+    stream = PretrainStream(  # reads and checks every pre-training entry: bad data fails here
         cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda",
         rank=ranks.rank, world_size=ranks.world_size,
     )
@@ -228,146 +263,156 @@ def _run(
         ensure_warmstart(cfg, tokenizer, ranks, progress)
     try:
         pretrainer = build(cfg, tokenizer, warm_start=fresh).to(device)
-    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as err:
-        raise _out_of_memory(err, cfg, "building the model") from None
+    except (MemoryError, RuntimeError) as err:
+        if not _is_oom(err):
+            raise
+        raise _out_of_memory(cfg, "building the model") from None
     optimizer = build_optimizer(pretrainer.model, pretrainer.objectives, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-
-    state = None
+    parts = _Parts(manifest, tokenizer, stream, pretrainer, optimizer, scheduler, scaler, dtype)
     if resume_run_id:  # the checkpoint must fit this model before the run is touched (refused: it stays as it was)
-        state = _load_resume_state(cfg, resume_run_id, ranks, device)
-        _restore_modules(state, pretrainer, optimizer, scheduler, resume_run_id)
+        parts.resumed = _load_resume_state(cfg, resume_run_id, ranks, device)
+        _restore_modules(parts.resumed, pretrainer, optimizer, scheduler, resume_run_id)
+    return parts
 
+
+def _open_run(
+    cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, manifest: dict[str, Any], *,
+    resume_run_id: str | None, parent_run_id: str | None, tags: dict[str, str] | None,
+) -> tracking.RunTracker:
+    """Rank 0 opens (or reopens) the MLflow run; the other ranks get a disabled tracker with the same run id."""
+    job = slurm_env.job_tags()  # inside a SLURM job: its id and node (on resume: the job carrying the run on)
     run_tags = {tag.SEED: str(cfg.train.seed), tag.DATA_HASH: manifest["data_hash"],
-                tag.DEVICES: str(ranks.world_size), tag.DEVICE_KIND: device.type}
-    run_tags.update({**slurm_env.job_tags(), **(tags or {})})  # inside a SLURM job: its id and node
-    tracker = _start_tracker(cfg, ranks, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags)
-    if resume_run_id:
-        tracker.set_tags(slurm_env.job_tags())  # the SLURM job carrying the run on (after a pre-emption)
-    ckpt_path = Path(cfg.train.out_dir) / tracker.run_id / checkpoint.LAST
-    start_step, already_logged = 0, -1
-    try:  # a run that cannot start is marked FAILED (KILLED when interrupted), never left RUNNING
-        if state is not None:
-            start_step = state["step"]
-            already_logged = tracking.last_logged_step(tracker, "train/loss/total")
-        else:
-            tracking.log_dataset(tracker, Path(cfg.data.root), manifest)
-        if on_start is not None and ranks.is_main:
-            on_start(tracker.run_id, _url(cfg, tracker))
+                tag.DEVICES: str(ranks.world_size), tag.DEVICE_KIND: device.type, **job, **(tags or {})}
+    tracker = None
+    if ranks.is_main:
+        tracker = tracking.start_run(cfg, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags,
+                                     resume_tags=job)
+    run_id = distributed.broadcast_object(tracker.run_id if tracker else None)
+    return tracker or tracking.RunTracker(None, run_id, enabled=False)
 
-        if cfg.train.compile:
-            compile_model(pretrainer.model)
-        trainer = distributed.wrap(pretrainer, device, ranks)
-        stream = stream_source.batches(start_step)
-        if state is not None:  # after everything else that draws random numbers at start-up
-            _restore_rng(state, ranks, cfg.train.seed)
-        elif ranks.rank:  # each rank its own masks, negatives and dropout (rank 0 keeps the one-process stream)
-            torch.manual_seed(distributed.rank_seed(cfg.train.seed, ranks.rank))
-    except BaseException as err:
-        tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-        _say_where(err, cfg, tracker.run_id, start_step, last_ckpt=ckpt_path if resume_run_id else None)
-        raise
-    params = [p for p in pretrainer.parameters() if p.requires_grad]
-    last_ckpt: Path | None = ckpt_path if resume_run_id else None
-    final_loss = float("nan")
-    end_step = cfg.train.steps if stop_after is None else min(cfg.train.steps, stop_after)
-    bar = TrainProgress(total=cfg.train.steps, start=start_step, enabled=progress and ranks.is_main)
-    step = start_step
-    defer = contextlib.nullcontext() if ranks.active else interrupts.deferring()  # DDP ranks stop at once, together
+
+@contextlib.contextmanager
+def _telling_where(s: _Session) -> Iterator[None]:
+    """An `Interrupted` leaving the run learns which run it stopped, at which step, and what to resume from."""
     try:
-        pretrainer.train()
-        window_start, window_samples = time.perf_counter(), 0
-        defer.__enter__()
-        for step in range(start_step, end_step):
-            batch = _to_device(next(stream), device)
-            with autocast(device, dtype):
-                out = trainer(batch)
-            reported = _over_ranks(out, ranks)
-            _check_finite(reported, step, last_ckpt)
-            optimizer_step(out["loss"], optimizer, scheduler, scaler, params, cfg.train.grad_clip)
-            window_samples += batch["text_ids"].shape[0] * ranks.world_size
-
-            done = step + 1
-            log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
-            if log_now or done == start_step + 1:  # the first step too: losses on screen at once
-                values = _loggable(reported)
-                numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist()))
-                final_loss = numbers["loss"]
-                elapsed = time.perf_counter() - window_start
-                throughput = window_samples / elapsed if elapsed > 0 else 0.0
-                window_start, window_samples = time.perf_counter(), 0
-                if log_now and done > already_logged:  # metric steps are 1-based (`done`)
-                    metrics = {f"train/{'loss/total' if k == 'loss' else k}": v for k, v in numbers.items()}
-                    metrics["train/lr"] = scheduler.get_last_lr()[0]
-                    metrics["train/samples_per_s"] = throughput
-                    tracker.log_metrics(metrics, step=done)
-                bar.update(done, numbers, throughput)
-            else:
-                bar.update(done, None, None)
-            if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
-                last_ckpt = _save(ckpt_path, _state(pretrainer, optimizer, scheduler, done, cfg), ranks)
-            signum = interrupts.requested()
-            if signum is not None:  # SIGINT/SIGTERM during this step: keep it, then stop
-                step = done
-                if done < cfg.train.steps:
-                    last_ckpt = _save(ckpt_path, _state(pretrainer, optimizer, scheduler, done, cfg), ranks)
-                raise interrupts.Interrupted(signum)
-        step = end_step
-    except RunError as err:
-        bar.close(err)
-        tracker.finish("FAILED")
-        raise
+        yield
     except KeyboardInterrupt as err:
-        bar.close(err)
-        tracker.finish("KILLED")
-        _say_where(err, cfg, tracker.run_id, step, last_ckpt)
+        _say_where(err, s.cfg, s.tracker.run_id, s.step, s.last_checkpoint)
         raise
-    except (MemoryError, torch.OutOfMemoryError) as err:
-        bar.close(err)
-        tracker.finish("FAILED")
-        raise _out_of_memory(err, cfg, f"step {step}") from None
+
+
+def _start(s: _Session, on_start: Callable[[str, str], None] | None) -> tuple[nn.Module, Iterator[dict[str, Any]]]:
+    """Inside the MLflow run, before the first step: what a resumed run logged already (else the
+    data set record), the announcement, compiling, the DDP wrapper, the batches and the RNG streams."""
+    cfg, ranks, parts = s.cfg, s.ranks, s.parts
+    if parts.resumed is not None:
+        s.already_logged = tracking.last_logged_step(s.tracker, "train/loss/total")
+    else:
+        tracking.log_dataset(s.tracker, Path(cfg.data.root), parts.manifest)
+    if on_start is not None and ranks.is_main:
+        on_start(s.tracker.run_id, _url(cfg, s.tracker))
+    if cfg.train.compile:
+        compile_model(parts.pretrainer.model)
+    trainer = distributed.wrap(parts.pretrainer, s.device, ranks)
+    stream = parts.stream.batches(s.step)
+    if parts.resumed is not None:  # after everything else that draws random numbers at start-up
+        _restore_rng(parts.resumed, ranks, cfg.train.seed)
+    elif ranks.rank:  # each rank its own masks, negatives and dropout (rank 0 keeps the one-process stream)
+        torch.manual_seed(distributed.rank_seed(cfg.train.seed, ranks.rank))
+    return trainer, stream
+
+
+def _pretrain(s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any]], *, stop_after: int | None,
+              progress: bool) -> None:
+    """The pre-training loop with its progress bar, up to `train.steps` (or `stop_after`).
+    Signals wait for a step boundary (one process; DDP ranks stop at once, together);
+    running out of memory becomes one line naming the step and the settings to lower."""
+    end_step = s.cfg.train.steps if stop_after is None else min(s.cfg.train.steps, stop_after)
+    bar = TrainProgress(total=s.cfg.train.steps, start=s.step, enabled=progress and s.ranks.is_main)
+    try:
+        s.parts.pretrainer.train()
+        with contextlib.nullcontext() if s.ranks.active else interrupts.deferring():
+            _train_steps(s, trainer, stream, end_step, bar)
     except BaseException as err:
         bar.close(err)
-        tracker.finish("FAILED")
-        if isinstance(err, RuntimeError) and _is_oom(err):
-            raise _out_of_memory(err, cfg, f"step {step}") from None
+        if _is_oom(err):
+            raise _out_of_memory(s.cfg, f"step {s.step}") from None
         raise
-    finally:
-        defer.__exit__(None, None, None)
     bar.close()
 
-    if step < cfg.train.steps:  # stopped early on purpose: resumable
-        _save(ckpt_path, _state(pretrainer, optimizer, scheduler, step, cfg), ranks)
-        distributed.teardown(ranks)
-        tracker.close_metrics()
-        tracking.closed(tracker.run_id)  # left RUNNING on purpose: resumable, not a crash to clean up
-        return RunResult(tracker.run_id, "RUNNING", final_loss=final_loss, steps=step, checkpoint=ckpt_path)
 
-    _save(ckpt_path, _state(pretrainer, optimizer, scheduler, step, cfg), ranks)
-    distributed.teardown(ranks)  # evaluation is rank 0's alone: nothing may wait on the other ranks
-    if not ranks.is_main:
-        return RunResult(tracker.run_id, "FINISHED", final_loss=final_loss, steps=step)
-    try:
-        metrics = evaluate(pretrainer, cfg, tokenizer, device)
-        tracker.log_final(metrics, step=step)
-        stored = tracking.store_checkpoint(tracker, ckpt_path)  # one copy: MLflow's; locally a reference
-    except KeyboardInterrupt as err:
-        tracker.finish("KILLED")
-        _say_where(err, cfg, tracker.run_id, step, ckpt_path)
-        raise
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    tracker.finish("FINISHED")
-    return RunResult(tracker.run_id, "FINISHED", metrics, final_loss, step, stored)
+def _train_steps(s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any]], end_step: int,
+                 bar: TrainProgress) -> None:
+    """Steps `s.step`..`end_step`: forward, NaN check, update, metrics every `train.log_every`, a checkpoint
+    every `train.checkpoint_every`; after a step in which SIGINT/SIGTERM came, a checkpoint and `Interrupted`."""
+    cfg, parts = s.cfg, s.parts
+    params = [p for p in parts.pretrainer.parameters() if p.requires_grad]
+    start_step, window_start, window_samples = s.step, time.perf_counter(), 0
+    for step in range(start_step, end_step):
+        s.step = step
+        batch = _to_device(next(stream), s.device)
+        with autocast(s.device, parts.dtype):
+            out = trainer(batch)
+        reported = _over_ranks(out, s.ranks)
+        _check_finite(reported, step, s.last_checkpoint)
+        optimizer_step(out["loss"], parts.optimizer, parts.scheduler, parts.scaler, params, cfg.train.grad_clip)
+        window_samples += batch["text_ids"].shape[0] * s.ranks.world_size
+
+        done = step + 1
+        log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
+        if log_now or done == start_step + 1:  # the first step too: losses on screen at once
+            elapsed = time.perf_counter() - window_start
+            _report(s, reported, done, window_samples / elapsed if elapsed > 0 else 0.0, log_now, bar)
+            window_start, window_samples = time.perf_counter(), 0
+        else:
+            bar.update(done, None, None)
+        if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
+            s.last_checkpoint = s.save(done)
+        signum = interrupts.requested()
+        if signum is not None:  # SIGINT/SIGTERM during this step: keep it, then stop
+            s.step = done
+            if done < cfg.train.steps:
+                s.last_checkpoint = s.save(done)
+            raise interrupts.Interrupted(signum)
+    s.step = end_step
+
+
+def _report(s: _Session, reported: dict[str, torch.Tensor], done: int, throughput: float, log: bool,
+            bar: TrainProgress) -> None:
+    """Losses on the progress bar; with `log`, also to MLflow (`train/...`, 1-based steps)."""
+    values = _loggable(reported)
+    numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist()))
+    s.final_loss = numbers["loss"]
+    if log and done > s.already_logged:  # a resumed run logs only the steps it had not logged
+        metrics = {f"train/{'loss/total' if k == 'loss' else k}": v for k, v in numbers.items()}
+        metrics["train/lr"] = s.parts.scheduler.get_last_lr()[0]
+        metrics["train/samples_per_s"] = throughput
+        s.tracker.log_metrics(metrics, step=done)
+    bar.update(done, numbers, throughput)
+
+
+def _finish(s: _Session) -> RunResult:
+    """After the loop: the last checkpoint; then rank 0 evaluates, logs the metrics and stores the
+    checkpoint in MLflow. A run stopped early on purpose (`stop_after`) stays RUNNING, resumable."""
+    s.last_checkpoint = s.save(s.step)
+    distributed.teardown(s.ranks)  # evaluation is rank 0's alone: nothing may wait on the other ranks
+    run_id = s.tracker.run_id
+    if s.step < s.cfg.train.steps:  # stopped early on purpose: resumable
+        s.tracker.leave_running()
+        return RunResult(run_id, "RUNNING", final_loss=s.final_loss, steps=s.step, checkpoint=s.checkpoint_path)
+    if not s.ranks.is_main:
+        return RunResult(run_id, "FINISHED", final_loss=s.final_loss, steps=s.step)
+    metrics = evaluate(s.parts.pretrainer, s.cfg, s.parts.tokenizer, s.device)
+    s.tracker.log_final(metrics, step=s.step)
+    stored = tracking.store_checkpoint(s.tracker, s.checkpoint_path)  # one copy: MLflow's; locally a reference
+    return RunResult(run_id, "FINISHED", metrics, s.final_loss, s.step, stored)
 
 
 def evaluate(pretrainer: Pretrainer, cfg: RunConfig, tokenizer, device: torch.device) -> dict[str, float]:
     if not cfg.eval.tasks:
         return {}
-    from workbench.evaluate import evaluate_all
-
     with phase("evaluation", summary=lambda _: ", ".join(cfg.eval.tasks)):
         return evaluate_all(pretrainer.model, pretrainer.objectives, cfg, tokenizer, device)
 
@@ -417,13 +462,16 @@ def _say_where(err: BaseException, cfg: RunConfig, run_id: str, step: int, last_
 
 
 def _is_oom(err: BaseException) -> bool:
+    """Out of memory: MemoryError, torch's OutOfMemoryError, or a RuntimeError saying so (not our RunError)."""
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    if not isinstance(err, RuntimeError) or isinstance(err, RunError):
+        return False
     text = str(err)
     return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
 
 
-def _out_of_memory(err: BaseException, cfg: RunConfig, when: str) -> BaseException:
-    if not isinstance(err, (MemoryError, torch.OutOfMemoryError)) and not _is_oom(err):
-        return err
+def _out_of_memory(cfg: RunConfig, when: str) -> RunError:
     return RunError(
         f"out of memory while {when} with train.batch_size={cfg.train.batch_size}, model widths "
         f"{cfg.model.vision.width}/{cfg.model.text.width}/{cfg.model.fusion.width} (vision/text/fusion); "
@@ -495,10 +543,6 @@ def load_run_config(
     """The resolved config a run was started with (its config.yaml artifact), plus overrides.
     For `resume`, an override that changes what the run computes (the model, objectives,
     steps, ...) is refused before the run is touched: a resumed run keeps its recorded config."""
-    import yaml
-
-    from workbench.config import flatten
-
     data = yaml.safe_load(tracking.read_run_config(run_id, tracking_uri))
     extra = list(overrides or []) + ([f"tracking.uri={tracking_uri}"] if tracking_uri else [])
     cfg = from_dict(data, extra)
@@ -518,13 +562,9 @@ def load_run_config(
 
 def evaluate_run(run_id: str, tasks: list[str] | None = None, tracking_uri: str | None = None) -> dict[str, float]:
     """`workbench eval RUN_ID`: evaluate a run's final checkpoint and log into that run."""
-    from workbench.data import load_tokenizer
-
     cfg = load_run_config(run_id, tracking_uri or "")
     if tasks:
         cfg.eval.tasks = list(tasks)
-        from workbench.config import validate
-
         validate(cfg)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)

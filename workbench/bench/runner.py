@@ -12,6 +12,7 @@ gives the data-loading share and the tracking overhead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from workbench.bench.setup import (
 )
 from workbench.errors import ConfigError
 from workbench.device import resolve_device, seed_everything
+from workbench.models.vlp import compiled_training
 
 PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
 QUICK_PEAK_SIZE = 256
@@ -253,7 +255,8 @@ def run_bench(options: BenchOptions) -> BenchResult:
         quick=options.quick, load_average=(_load(), float("nan")), cores=os.cpu_count() or 0,
         peak_matrix=peak_matrix,
     )
-    with tempfile.TemporaryDirectory(prefix="workbench-bench-") as tmp:
+    compiled = compiled_training() if options.compile else contextlib.nullcontext()  # as train.run trains
+    with tempfile.TemporaryDirectory(prefix="workbench-bench-") as tmp, compiled:
         scratch = Path(tmp)
         for name in options.configs:
             config_result, (step, stream, cfg) = bench_one(name, options, device, scratch)

@@ -142,8 +142,7 @@ def gradcam_in_object(
     there are no masks or the layer is the last one.
     """
     from workbench.data import task_dataset, tokenize
-    from workbench.device import autocast, autocast_dtype
-    from workbench.objectives.softmask import itm_grad_cam, word_cam
+    from workbench.device import autocast_dtype
 
     layer = gradcam_layer(cfg)
     if layer is None:
@@ -169,14 +168,7 @@ def gradcam_in_object(
             "text_ids": text["text_ids"][rows_t].to(device),
             "text_mask": text["text_mask"][rows_t].to(device),
         }
-        with torch.enable_grad(), autocast(device, dtype):
-            image = model.encode_image(batch["image"])
-            text_out = model.encode_text(batch["text_ids"], batch["text_mask"])
-            fused = model.fuse(image["image_tokens"], text_out["text_tokens"], batch["text_mask"],
-                               image["frame_cls_positions"], return_attention=True)
-            cam = itm_grad_cam(fused, itm.match_logit, layer)
-        per_patch = word_cam(cam, torch.tensor(words, device=device), image["patch_positions"])
-        maps = patch_grid(per_patch, frames=len(image["frame_cls_positions"]))
+        maps = word_gradcam_maps(model, itm, batch, words, layer, dtype)
         masks = torch.stack([dataset.masks(chunk[r][0])[chunk[r][2]] for r in rows]).bool()[:, None]
         word_share = in_object_share(maps, masks).mean(dim=1).cpu()  # [W], mean over frames
         word_area = mask_on_patch_grid(masks, tuple(maps.shape[-2:])).mean(dim=(-3, -2, -1)).cpu()
@@ -192,6 +184,26 @@ def gradcam_in_object(
         "eval/attention/object_area": float(area.mean()),
         "eval/attention/gradcam_beats_area": float((share > area).float().mean()),
     }
+
+
+def word_gradcam_maps(
+    model: torch.nn.Module, itm: torch.nn.Module, batch: dict[str, torch.Tensor], words: list[int], layer: int,
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """Grad-CAM of the ITM match score at fusion `layer` for word position `words[i]` of row i,
+    on the patch grid: [rows, frames, grid, grid]."""
+    from workbench.device import autocast
+    from workbench.objectives.softmask import itm_grad_cam, word_cam
+
+    device = batch["image"].device
+    with torch.enable_grad(), autocast(device, dtype):
+        image = model.encode_image(batch["image"])
+        text = model.encode_text(batch["text_ids"], batch["text_mask"])
+        fused = model.fuse(image["image_tokens"], text["text_tokens"], batch["text_mask"],
+                           image["frame_cls_positions"], return_attention=True)
+        cam = itm_grad_cam(fused, itm.match_logit, layer)
+    per_patch = word_cam(cam, torch.tensor(words, device=device), image["patch_positions"])
+    return patch_grid(per_patch, frames=len(image["frame_cls_positions"]))
 
 
 def attention_in_object(

@@ -6,9 +6,11 @@ It returns dicts of named tensors; the objectives decide what to do with them
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
+import torch._functorch.config as functorch_config
 from torch import nn
 
 from workbench.config import ModelConfig, RunConfig
@@ -75,14 +77,21 @@ def compile_model(model: VLPModel) -> None:
     The objectives stay eager: they draw random masks and negatives with a generator
     (which dynamo cannot trace at dynamic caption lengths) and SoftMask takes a
     gradient w.r.t. the fusion's attention maps (see ``fusion.explicit_attention``)
-    with ``retain_graph=True``, which compiled backwards allow only without donated
-    buffers (they save memory, not time).
+    with ``retain_graph=True``. Train a compiled model inside ``compiled_training()``.
     """
-    import torch._functorch.config as functorch_config
-
-    functorch_config.donated_buffer = False
     for module in (model.vision, model.text, model.fusion):
         module.compile()
+
+
+def compiled_training() -> contextlib.AbstractContextManager:
+    """Where a compiled model is trained: compiled backwards without donated buffers.
+
+    SoftMask's ``retain_graph=True`` is allowed only then (donated buffers save memory,
+    not time). The setting is process-wide and read when a graph is compiled (lazily,
+    at the first step) and at each backward, so it must hold for the whole training;
+    leaving the block restores the value it had before.
+    """
+    return functorch_config.patch(donated_buffer=False)
 
 
 def build_model(cfg: RunConfig, tokenizer: Any) -> VLPModel:

@@ -1,0 +1,51 @@
+"""`workbench sweep` below the CLI: list the sweeps, or run one here or through SLURM.
+
+cli.py parses the options into `SweepOptions` / `SlurmSweepOptions` and calls
+`execute`, which loads the spec, hands it to the launcher and turns the result
+into what the person sees: a summary, and an exit code or the error of a failed sweep.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from workbench import sweeps
+from workbench.sweeps import slurm
+
+INTERRUPTED_EXIT = 130  # as after Ctrl-C: the shell's 128 + SIGINT
+
+
+def execute(
+    name: str,
+    overrides: list[str],
+    options: sweeps.SweepOptions,
+    *,
+    launcher: str,
+    on_slurm: slurm.SlurmSweepOptions,
+    show_status: bool = False,
+    cancel: bool = False,
+    echo: Callable[..., None] = print,
+) -> int:
+    """Run (or resume) sweep `name`, or `list` the named sweeps; the exit code.
+
+    `echo(text, err=True)` writes to stderr. A sweep whose trials failed raises its error."""
+    if name == "list":
+        echo(sweeps.spec_table(sweeps.list_specs()))
+        return 0
+    spec = sweeps.load_spec(name, overrides)
+    if options.yes:
+        echo(sweeps.compute_estimate(spec), err=True)
+    result = slurm.command(
+        spec, list(overrides), options, launcher=launcher, slurm=on_slurm,
+        show_status=show_status, cancel_jobs=cancel, echo=echo,
+    )
+    if result is None:  # --status, --cancel, --no-wait
+        return 0
+    echo(result.summary())
+    if result.interrupted:
+        echo(f"interrupted: `workbench sweep {name}` finishes the missing trials", err=True)
+        return INTERRUPTED_EXIT
+    problem = result.problem()
+    if problem is not None:
+        raise problem
+    return 0

@@ -289,7 +289,9 @@ def _cached(out: Path, seed: int, size: str) -> dict | None:
 
 
 @contextmanager
-def _locked(out: Path) -> Iterator[None]:
+def locked(out: Path) -> Iterator[None]:
+    """Hold the exclusive lock of `out` (the file `.<name>.lock` beside it) inside: the one writer
+    of a data set, or of a warm-start file under `data.root`; other processes wait, then reuse it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -309,7 +311,7 @@ def generate(out: Path | str, seed: int = 0, size: str = "default") -> dict:
     cached = _cached(out, seed, size)
     if cached:
         return cached
-    with _locked(out):
+    with locked(out):
         cached = _cached(out, seed, size)  # another process may have finished meanwhile
         if cached:
             return cached

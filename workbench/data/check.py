@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from workbench.data.media import check_video, load_image
-from workbench.data.readers import data_path, read_answer_list, read_entries, read_json_list
+from workbench.data.readers import caption_key, data_path, read_answer_list, read_entries, read_json_list
 from workbench.errors import DataError
 from workbench.tasks import TASKS
 
@@ -103,11 +103,6 @@ def duplicate_caption_rate(entries: list[dict], media_key: str) -> float:
     if not captions:
         return 0.0
     return 100.0 * sum(len(owners[key]) > 1 for key in captions) / len(captions)
-
-
-def caption_key(text: str) -> str:
-    """The form under which two captions count as the same string."""
-    return " ".join(str(text).lower().split())
 
 
 def _stats(values: list[int]) -> dict[str, float]:

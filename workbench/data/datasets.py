@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from workbench.errors import ConfigError
 from workbench.data.media import load_image, load_masks, load_video
-from workbench.data.readers import Entries, read_answer_list, read_entries, resolve_media
+from workbench.data.readers import Entries, caption_key, read_answer_list, read_entries, resolve_media
 from workbench.data.text_augment import mask_words
 from workbench.data.transforms import FrameTransform, flip_sample
 from workbench.errors import DataError
@@ -147,8 +147,6 @@ class CaptionDataset(MediaDataset):
     """
 
     def __init__(self, cfg, entries: Entries, media_key: str, mask_token: str, train: bool = True):
-        from workbench.data.check import caption_key
-
         super().__init__(cfg, entries, augment=train, random_frames=train)
         self.media_key, self.mask_token, self.train = media_key, mask_token, train
         self.image_ids = _dense_ids([e.get("image_id", e[media_key]) for e in self.entries])

@@ -35,6 +35,7 @@ from workbench.data.shapes_language import (
     vocabulary,
 )
 from workbench.data.shapes_scene import Obj, mask_box, render, render_video, sample_motion_scene, sample_scene
+from workbench.data.tokenizer import build_tokenizer
 from workbench.errors import DataError
 
 GENERATOR = "shapesworld"
@@ -217,8 +218,6 @@ def _task(writer: _Writer, preset: Preset, seed: int, source: str, split: str,
 
 
 def _build(root: Path, seed: int, size: str) -> dict:
-    from workbench.data.tokenizer import build_tokenizer
-
     preset = PRESETS[size]
     writer = _Writer(root, preset.image_px)
     writer.json("pretrain.json", _captioned(writer, preset, seed, "pretrain", "train", preset.pretrain, False))

@@ -3,8 +3,8 @@
 A sweep is a parent run (tag `workbench.sweep`, artifact `sweep.yaml`) and its
 child runs (tags `mlflow.parentRunId`, `workbench.variant`, `workbench.seed`).
 The spec (variant order, baseline, seeds, metrics) comes from `sweep.yaml` when
-the parent has one, else it is rebuilt from the child tags. Reports never import
-the training or sweep code: MLflow is the only contract (INTERFACES.md).
+the parent has one, else it is rebuilt from the child tags. Ablation reports never
+import the training or sweep code: MLflow is the only contract (INTERFACES.md).
 """
 
 from __future__ import annotations

@@ -21,14 +21,9 @@ import torch
 from workbench.config import RunConfig
 from workbench.data import data_hash, read_entries
 from workbench.data.shapes import locked
-from workbench.data.transforms import normalization
 from workbench.errors import ConfigError
-from workbench.models.text import TextEncoder
-from workbench.models.vision import VisionEncoder
 from workbench.objectives import special_ids_of
 from workbench.progress import TrainProgress
-from workbench.warmstart.text import train_text
-from workbench.warmstart.vision import train_vision
 
 PARTS = ("vision", "text")
 RANDOM, WARMSTART = "random", "warmstart"
@@ -77,6 +72,14 @@ def _save(path: Path, part: str, state: dict, metrics: dict[str, float]) -> None
 
 def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True) -> dict[str, float]:
     """Train the `part` warm start from scratch and save its encoder weights to `path`."""
+    # deferred: the encoders import timm and transformers (seconds); finding a cached warm start
+    # (`ensure` in the demo's parent process, `cached_path`, `apply_init`) must not pay for them
+    from workbench.data.transforms import normalization
+    from workbench.models.text import TextEncoder
+    from workbench.models.vision import VisionEncoder
+    from workbench.warmstart.text import train_text
+    from workbench.warmstart.vision import train_vision
+
     ws = cfg.warmstart
     steps = ws.vision_steps if part == "vision" else ws.text_steps
     bar = TrainProgress(total=steps, enabled=progress, description=f"warm start ({part})")

@@ -20,6 +20,7 @@ import yaml
 from workbench.errors import ConfigError, did_you_mean
 from workbench.strict_yaml import YamlError, brief
 from workbench.strict_yaml import load as load_yaml
+from workbench.tasks import EVAL_TASKS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -215,9 +216,7 @@ class TrainConfig:
 # --------------------------------------------------------------------------- eval
 @dataclass
 class EvalConfig:
-    tasks: list[str] = field(  # downstream tasks after pre-training ([] = none; or `run --no-eval`)
-        default_factory=lambda: ["retrieval", "video_retrieval", "vqa", "nlvr", "ve"]
-    )
+    tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))  # downstream tasks after pre-training ([] = none; or `run --no-eval`)
     split: Literal["val", "test"] = "test"  # split the scores are reported on
     batch_size: int = positive(64, BATCH_MAX)  # batch size of evaluation passes
     rerank_k: int = at_least(16, 0)  # 0 = ITC only
@@ -248,9 +247,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-
-
-EVAL_TASKS = ("retrieval", "video_retrieval", "vqa", "nlvr", "ve")
 
 
 # ===================================================================== machinery

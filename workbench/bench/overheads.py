@@ -25,6 +25,7 @@ import torch
 
 from workbench import tracking
 from workbench.bench.measure import median, spread, sync
+from workbench.bench.setup import to_device
 from workbench.config import RunConfig
 
 METRIC_THREAD = "mlflow-metrics"  # tracking.MetricLogger's worker
@@ -98,8 +99,6 @@ def run_block(
     step: Any, stream: Iterator[dict], cfg: RunConfig, steps: int, *, tracked: bool, first_step: int
 ) -> tuple[LoopBlock, float]:
     """`steps` training steps as `train.run` runs them; (timings, seconds to start the run)."""
-    from workbench.bench.setup import to_device
-
     cfg = copy.deepcopy(cfg)
     cfg.tracking.enabled = tracked
     before = _metric_threads()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mlflow.tracking import MlflowClient
 
 from workbench.bench.breakdown import Breakdown, profile_step
 from workbench.bench.measure import count_flops, matmul_flops_per_s, median, peak_operands, spread, timed
@@ -28,9 +29,11 @@ from workbench.bench.setup import (
     CONFIGS, PAPER_VOCABULARY, TrainStep, Vocabulary, bench_config, build_pretrainer,
     default_batch_size, synthetic_batch, to_device,
 )
-from workbench.errors import ConfigError
+from workbench.data import PretrainStream, load_tokenizer
 from workbench.device import resolve_device, seed_everything
+from workbench.errors import ConfigError
 from workbench.models.vlp import compiled_training
+from workbench.train import prepare_data
 
 PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
 QUICK_PEAK_SIZE = 256
@@ -187,8 +190,6 @@ def _base_data(options: BenchOptions, scratch: Path) -> list[str]:
 
 def _track_into(cfg: Any, scratch: Path) -> None:
     """Point `cfg` at an MLflow store in `scratch` whose experiment keeps its artifacts there too."""
-    from mlflow.tracking import MlflowClient
-
     cfg.tracking.uri = f"sqlite:///{scratch / 'mlflow.db'}"
     cfg.tracking.experiment = "bench"
     artifacts = (scratch / "artifacts").as_uri()
@@ -205,9 +206,6 @@ def bench_one(name: str, options: BenchOptions, device: torch.device, scratch: P
     seed_everything(cfg.train.seed)
     stream = tokenizer = None
     if name == "base":
-        from workbench.data import PretrainStream, load_tokenizer
-        from workbench.train import prepare_data
-
         prepare_data(cfg)
         tokenizer = load_tokenizer(cfg.data)
         vocab = Vocabulary.of(tokenizer)

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 
 from workbench.config import RunConfig, load_config
-
-from workbench.errors import ConfigError
 from workbench.device import autocast, autocast_dtype
+from workbench.errors import ConfigError
+from workbench.models import VLPModel
 from workbench.models.vlp import compile_model
+from workbench.objectives import build_objectives, special_ids_of
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer
 
@@ -76,8 +77,6 @@ class Vocabulary:
 
     @classmethod
     def of(cls, tokenizer: Any) -> "Vocabulary":
-        from workbench.objectives import special_ids_of
-
         return cls(len(tokenizer), tokenizer.pad_token_id, special_ids_of(tokenizer))
 
 
@@ -86,9 +85,6 @@ PAPER_VOCABULARY = Vocabulary(BERT_BASE_VOCAB, BERT_BASE_SPECIAL_IDS["pad"], BER
 
 def build_pretrainer(cfg: RunConfig, vocab: Vocabulary) -> Pretrainer:
     """The model + the enabled objectives, as `train.build` makes them from a tokenizer."""
-    from workbench.models import VLPModel
-    from workbench.objectives import build_objectives
-
     model = VLPModel(
         cfg.model, vocab_size=vocab.size, pad_token_id=vocab.pad_id,
         image_size=cfg.data.image_size, max_text_len=cfg.data.max_text_len,

@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from workbench.data.datasets import TASK_SPLITS
 from workbench.data.media import check_video, load_image
-from workbench.data.readers import data_path, read_answer_list, read_entries, read_json_list
+from workbench.data.readers import caption_key, data_path, read_answer_list, read_entries, read_json_list
 from workbench.errors import DataError
+from workbench.tasks import TASKS
 
-_TASK_KIND = {"retrieval": "retrieval", "video_retrieval": "video", "vqa": "vqa", "nlvr": "nlvr", "ve": "ve"}
 _TEXT_KEYS = ("caption", "question", "sentence")
 
 
@@ -29,9 +28,10 @@ def _expected_files(cfg, pretrain: bool = True) -> list[tuple[str, str]]:
     """(file name, kind) of every file a run with this config reads (`pretrain=False`: the eval files)."""
     files = [(name, "pretrain") for name in cfg.data.pretrain_files] if pretrain else []
     files += [(name, "video") for name in cfg.data.video_pretrain_files] if pretrain else []
-    for task in cfg.eval.tasks:
-        splits = [cfg.eval.split] + (["train"] if "train" in TASK_SPLITS[task] and "retrieval" not in task else [])
-        files += [(f"{task}_{split}.json", _TASK_KIND[task]) for split in splits]
+    for name in cfg.eval.tasks:
+        task = TASKS[name]
+        splits = [cfg.eval.split] + (["train"] if task.kind == "finetune" else [])  # a fine-tune trains on its train split
+        files += [(f"{name}_{split}.json", task.entries) for split in splits]
     return files
 
 
@@ -103,11 +103,6 @@ def duplicate_caption_rate(entries: list[dict], media_key: str) -> float:
     if not captions:
         return 0.0
     return 100.0 * sum(len(owners[key]) > 1 for key in captions) / len(captions)
-
-
-def caption_key(text: str) -> str:
-    """The form under which two captions count as the same string."""
-    return " ".join(str(text).lower().split())
 
 
 def _stats(values: list[int]) -> dict[str, float]:

@@ -19,10 +19,11 @@ from torch.utils.data import Dataset
 
 from workbench.errors import ConfigError
 from workbench.data.media import load_image, load_masks, load_video
-from workbench.data.readers import Entries, read_answer_list, read_entries, resolve_media
+from workbench.data.readers import Entries, caption_key, read_answer_list, read_entries, resolve_media
 from workbench.data.text_augment import mask_words
 from workbench.data.transforms import FrameTransform, flip_sample
 from workbench.errors import DataError
+from workbench.tasks import TASKS
 
 VE_LABELS = ("entailment", "neutral", "contradiction")
 NLVR_LABELS = ("False", "True")  # label 1 = the statement is true
@@ -146,8 +147,6 @@ class CaptionDataset(MediaDataset):
     """
 
     def __init__(self, cfg, entries: Entries, media_key: str, mask_token: str, train: bool = True):
-        from workbench.data.check import caption_key
-
         super().__init__(cfg, entries, augment=train, random_frames=train)
         self.media_key, self.mask_token, self.train = media_key, mask_token, train
         self.image_ids = _dense_ids([e.get("image_id", e[media_key]) for e in self.entries])
@@ -273,21 +272,12 @@ class VEDataset(MediaDataset):
         }
 
 
-TASK_SPLITS = {
-    "retrieval": ("val", "test"),
-    "video_retrieval": ("train", "val", "test"),
-    "vqa": ("train", "val", "test"),
-    "nlvr": ("train", "val", "test"),
-    "ve": ("train", "val", "test"),
-}
-
-
 def task_dataset(cfg, tokenizer, task: str, split: str) -> tuple[MediaDataset, Collate]:
     """(dataset, collate_fn) of a downstream task's split, read from `<data.root>/<task>_<split>.json`."""
-    if task not in TASK_SPLITS:
-        raise ConfigError(f"task: {task!r} is not one of {', '.join(TASK_SPLITS)}")
-    if split not in TASK_SPLITS[task]:
-        raise ConfigError(f"{task} split: {split!r} is not one of {', '.join(TASK_SPLITS[task])}")
+    if task not in TASKS:
+        raise ConfigError(f"task: {task!r} is not one of {', '.join(TASKS)}")
+    if split not in TASKS[task].splits:
+        raise ConfigError(f"{task} split: {split!r} is not one of {', '.join(TASKS[task].splits)}")
     data = cfg.data
     collate = Collate(tokenizer, data.max_text_len)
     name = f"{task}_{split}.json"

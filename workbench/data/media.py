@@ -73,7 +73,7 @@ def load_video(path: str | Path, num_frames: int, rng: np.random.Generator | Non
 
 def _pyav(path: Path):
     try:
-        import av
+        import av  # deferred: only video files (mp4, webm, ...) need PyAV; .npy videos and images do not
     except ImportError:
         raise DataError(f"unreadable video {path}: decoding video files needs PyAV (pip install av)") from None
     return av

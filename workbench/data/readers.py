@@ -25,6 +25,11 @@ from workbench.strict_yaml import brief
 MAX_PROBLEMS = 20  # skip reasons kept for reports
 
 
+def caption_key(text: str) -> str:
+    """The form under which two captions count as the same string (case and spacing ignored)."""
+    return " ".join(str(text).lower().split())
+
+
 @dataclass(frozen=True)
 class Field:
     name: str

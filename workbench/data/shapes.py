@@ -35,6 +35,7 @@ from workbench.data.shapes_language import (
     vocabulary,
 )
 from workbench.data.shapes_scene import Obj, mask_box, render, render_video, sample_motion_scene, sample_scene
+from workbench.data.tokenizer import build_tokenizer
 from workbench.errors import DataError
 
 GENERATOR = "shapesworld"
@@ -217,8 +218,6 @@ def _task(writer: _Writer, preset: Preset, seed: int, source: str, split: str,
 
 
 def _build(root: Path, seed: int, size: str) -> dict:
-    from workbench.data.tokenizer import build_tokenizer
-
     preset = PRESETS[size]
     writer = _Writer(root, preset.image_px)
     writer.json("pretrain.json", _captioned(writer, preset, seed, "pretrain", "train", preset.pretrain, False))
@@ -289,7 +288,9 @@ def _cached(out: Path, seed: int, size: str) -> dict | None:
 
 
 @contextmanager
-def _locked(out: Path) -> Iterator[None]:
+def locked(out: Path) -> Iterator[None]:
+    """Hold the exclusive lock of `out` (the file `.<name>.lock` beside it) inside: the one writer
+    of a data set, or of a warm-start file under `data.root`; other processes wait, then reuse it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -309,7 +310,7 @@ def generate(out: Path | str, seed: int = 0, size: str = "default") -> dict:
     cached = _cached(out, seed, size)
     if cached:
         return cached
-    with _locked(out):
+    with locked(out):
         cached = _cached(out, seed, size)  # another process may have finished meanwhile
         if cached:
             return cached

@@ -18,6 +18,8 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] = id 0
 
 def build_tokenizer(words: Iterable[str]):
     """A transformers PreTrainedTokenizerFast over `words` (specials first, then sorted words)."""
+    # deferred: transformers imports torch and takes seconds; `workbench.data.shapes` (which
+    # imports this module) stays free of both until it writes the tokenizer
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -50,7 +52,7 @@ def tokenizer_path(data_cfg) -> Path:
 
 def load_tokenizer(data_cfg):
     """Load the configured local tokenizer directory (never downloads)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # deferred: see build_tokenizer
 
     path = tokenizer_path(data_cfg)
     if not path.is_dir():

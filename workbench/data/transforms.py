@@ -10,7 +10,9 @@ with swapping "left"/"right" in the caption (see `flip_sample`).
 
 from __future__ import annotations
 
+import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -27,9 +29,6 @@ class ColorFreeRandAugment(v2.RandAugment):
 
 def normalization(cfg) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean/std: the named timm model's pretraining statistics, else ImageNet's (timm constants)."""
-    import timm
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
     name = cfg.model.vision.timm_name
     pretrained = timm.get_pretrained_cfg(name) if name else None
     if pretrained is not None and pretrained.mean and pretrained.std:

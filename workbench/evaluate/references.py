@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from workbench.evaluate.retrieval_metrics import METRIC_KEYS, RECALL_AT, correct_pairs
+from workbench.tasks import TASKS
 
 LABEL_TASKS = {"nlvr": "sentence", "ve": "sentence"}
 BLIND_STEPS = 150
@@ -160,13 +161,11 @@ def task_references(task: str, cfg, dataset=None) -> dict[str, float]:
     from workbench.data.readers import data_path
 
     prefix = f"eval/{task}"
-    if task in ("retrieval", "video_retrieval"):
+    if TASKS[task].kind == "retrieval":
         if dataset is None:
             return {}
         chance = retrieval_chance(dataset.txt2img, len(dataset.images), dataset.texts)
         return {f"{prefix}/{key}": value for key, value in chance.items()}
-    if task not in ("vqa", "nlvr", "ve"):
-        return {}
     train = _file_key(data_path(cfg.data, f"{task}_train.json"))
     held_out = _file_key(data_path(cfg.data, f"{task}_{cfg.eval.split}.json"))
     answers = _file_key(data_path(cfg.data, "vqa_answers.json")) if task == "vqa" else None

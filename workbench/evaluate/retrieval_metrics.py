@@ -50,7 +50,7 @@ def captions_per_image(txt2img: Sequence[int], n_images: int) -> list[list[int]]
 def correct_pairs(txt2img: Sequence[int], n_images: int, texts: Sequence[str] | None = None) -> np.ndarray:
     """bool [n_images, n_texts]: caption j is a right answer for image i (its own image, or,
     with `texts`, any image that has the same caption string)."""
-    from workbench.data.check import caption_key
+    from workbench.data.readers import caption_key
 
     correct = np.zeros((n_images, len(txt2img)), dtype=bool)
     correct[np.asarray(txt2img, dtype=np.int64), np.arange(len(txt2img))] = True

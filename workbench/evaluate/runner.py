@@ -32,6 +32,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from workbench.config import RunConfig
 from workbench.progress import Phase, phase
+from workbench.tasks import FINETUNES
 from workbench.evaluate.attention import attention_in_object, gradcam_in_object
 from workbench.evaluate.finetune import finetune
 from workbench.evaluate.nlvr import NLVR
@@ -95,7 +96,7 @@ def evaluate_all(
                     metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device, keep=retrieval_split))
                 else:
                     metrics.update(TASKS[name](model, objectives, cfg, tokenizer, device))
-            if name in ("vqa", "nlvr", "ve"):
+            if name in FINETUNES:
                 metrics.update(task_references(name, cfg))
         if "retrieval" in cfg.eval.tasks:
             if progress is not None:
@@ -113,7 +114,6 @@ def evaluate_all(
     return metrics
 
 
-FINETUNES = ("vqa", "nlvr", "ve")
 UNITS = {name: "steps" for name in FINETUNES}
 
 

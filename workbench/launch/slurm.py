@@ -150,7 +150,7 @@ def executor(
 ) -> Any:
     """A submitit SlurmExecutor for jobs of `resources` (job logs and pickles under `folder`, which
     every node must see). The job runs this Python (same venv) in the current directory."""
-    import submitit
+    import submitit  # deferred: only submitting needs it; every `workbench sweep` imports this module
 
     folder.mkdir(parents=True, exist_ok=True)
     ex = submitit.SlurmExecutor(folder=folder, python=sys.executable)

@@ -12,9 +12,14 @@ N x G ranks); the learning rate belongs to that global batch.
 
 from __future__ import annotations
 
+import pickle
+import signal
 import time
 from pathlib import Path
 from typing import Callable
+
+import submitit
+import typer
 
 from workbench.errors import ConfigError
 from workbench.launch import slurm as cluster
@@ -65,8 +70,6 @@ def _exit_code(result_pickle: Path) -> int:
     """Rank 0's exit code from submitit's result file; 1 when the job died without one (cancelled, killed)."""
     if not result_pickle.is_file():
         return 1
-    import pickle
-
     with result_pickle.open("rb") as handle:
         outcome, value = pickle.load(handle)
     return int(value) if outcome == "success" and isinstance(value, int) else 1
@@ -74,11 +77,8 @@ def _exit_code(result_pickle: Path) -> int:
 
 def run_rank(cli_args: list[str]) -> int:
     """One rank, in its SLURM task: export the torch.distributed environment, then `workbench <cli_args>`."""
-    import signal
-
-    import submitit
-    import typer
-
+    # deferred: the CLI imports this module to submit the job; here, inside the job, the rank
+    # re-enters the CLI (the one upward edge of the layering, INTERFACES.md)
     from workbench.cli import app
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # scancel: the run is marked KILLED (submitit ignores it)

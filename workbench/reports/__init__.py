@@ -1,4 +1,7 @@
-"""Reports from the MLflow store only (never from training or sweep code).
+"""Reports from the MLflow store; never from the training loop or sweep code.
+
+Ablation reports read MLflow only. The attention report also rebuilds a finished run's
+model from its checkpoint (`pretrainer`, `data`, `evaluate.attention`): see INTERFACES.md "Layers".
 
 * `ablations.report_ablations(sweeps, ...)` — per sweep: tables (md, csv, latex, html),
   the figure for the sweep's shape and training curves, the sweep's page, and the

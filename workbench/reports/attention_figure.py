@@ -23,6 +23,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from workbench import tracking
+from workbench.data.transforms import normalization
 from workbench.errors import ConfigError
 from workbench.reports import outputs
 from workbench.reports.attention_maps import (
@@ -73,8 +75,6 @@ class AttentionReport:
 
 def display_rgb(cfg, frames: torch.Tensor) -> np.ndarray:
     """First frame of a normalised [T, 3, H, W] tensor as an [H, W, 3] image in [0, 1]."""
-    from workbench.data.transforms import normalization
-
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in normalization(cfg))
     return (frames[0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
@@ -217,8 +217,6 @@ def compute(run_ids: list[str], n: int, tracking_uri: str = "") -> tuple[list[Ru
 
 
 def _log_target(run_id: str, tracking_uri: str) -> str:
-    from workbench import tracking
-
     tags = tracking.client(tracking_uri).get_run(run_id).data.tags
     return tags.get("mlflow.parentRunId", run_id)
 
@@ -246,8 +244,6 @@ def report_attention(
     files.append(outputs.write_text(folder / "scores.csv", table.to_csv()))
     outputs.write_text(folder / outputs.LABEL_FILE, "attention: " + " vs ".join(run.label for run in runs))
     if log_to_mlflow:
-        from workbench import tracking
-
         client = tracking.client(tracking_uri)
         target = _log_target(run_id, tracking_uri)
         for path in files:

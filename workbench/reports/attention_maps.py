@@ -21,10 +21,12 @@ import yaml
 from workbench import checkpoint, tracking
 from workbench import tags as tag
 from workbench.config import RunConfig, from_dict
+from workbench.data import ensure_data, load_tokenizer, task_dataset, tokenize
 from workbench.errors import ConfigError
 from workbench.evaluate.attention import cross_attention_maps, in_object_share, patch_grid, single_object_pairs
 from workbench.objectives import special_ids_of
 from workbench.objectives.softmask import itm_grad_cam, word_cam
+from workbench.pretrainer import build
 from workbench.reports.store import quiet_downloads
 
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
@@ -61,9 +63,6 @@ def _checkpoint_path(run_id: str, cfg: RunConfig, tracking_uri: str, scratch: Pa
 
 def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
     """Model + objectives of a finished run, in eval mode on CPU."""
-    from workbench.data import ensure_data, load_tokenizer
-    from workbench.pretrainer import build
-
     client = tracking.client(tracking_uri)
     try:
         run = client.get_run(run_id)
@@ -99,8 +98,6 @@ class HeldOut:
 
 def held_out(loaded: LoadedRun, n: int) -> HeldOut:
     """The first `n` images of `eval.split` whose caption names one object (the score's images)."""
-    from workbench.data import task_dataset
-
     dataset, _ = task_dataset(loaded.cfg, loaded.tokenizer, "retrieval", loaded.cfg.eval.split)
     pairs = single_object_pairs(dataset, n)
     if not pairs:
@@ -128,8 +125,6 @@ class WordMaps:
 
 
 def _tokens(loaded: LoadedRun, caption: str) -> tuple[dict[str, torch.Tensor], list[int], list[str]]:
-    from workbench.data import tokenize
-
     text = tokenize(loaded.tokenizer, [caption], loaded.cfg.data.max_text_len)
     ids = text["text_ids"][0].tolist()
     specials = set(special_ids_of(loaded.tokenizer).values())
@@ -180,8 +175,6 @@ def object_word_rows(words: list[str], obj: dict) -> list[int]:
 
 def cls_maps(loaded: LoadedRun, data: HeldOut) -> torch.Tensor:
     """[CLS]-query cross-attention [n, T, h, w] of each held-out pair (the eval score's maps)."""
-    from workbench.data import tokenize
-
     text = tokenize(loaded.tokenizer, data.captions, loaded.cfg.data.max_text_len)
     return cross_attention_maps(loaded.model, {"image": data.images, **text}, layer=-1, reduce="max")
 

@@ -15,14 +15,11 @@ from dataclasses import dataclass
 
 from workbench.reports import significance
 from workbench.reports.stats import AblationTable
+from workbench.tasks import TASKS
 
-TASK_LABELS = {
-    "retrieval": "",
+TASK_LABELS = {  # metric group -> label: each task's own, plus the groups a task adds
+    **{name: task.label for name, task in TASKS.items()},
     "retrieval_itc": "ITC",
-    "video_retrieval": "video",
-    "vqa": "VQA",
-    "nlvr": "NLVR2",
-    "ve": "VE",
     "attention": "attention",
 }
 METRIC_LABELS = {

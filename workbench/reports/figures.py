@@ -15,6 +15,7 @@ from typing import Any
 
 import matplotlib
 import pandas as pd
+import seaborn as sns
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -120,8 +121,6 @@ def grid_stats(sweep: Sweep, table: AblationTable, shape: Shape, metric: str) ->
 def heatmap_figure(sweep: Sweep, table: AblationTable, shape: Shape, metric: str) -> Figure:
     """Mean of `metric` over the 2-D grid, each cell annotated with mean, ± std and its † / ‡;
     the baseline's cell is outlined."""
-    import seaborn as sns
-
     data = grid_stats(sweep, table, shape, metric)
     means = data.pivot(index="y", columns="x", values="mean").sort_index(ascending=False)
     digits = decimals(data["mean"].tolist(), 1)
@@ -183,8 +182,6 @@ def line_figure(sweep: Sweep, table: AblationTable, shape: Shape, metrics: list[
 
 def bars_figure(sweep: Sweep, table: AblationTable, metrics: list[str]) -> Figure:
     """Per metric: a bar per variant (mean over seeds) with one dot per seed, the reference dashed."""
-    import seaborn as sns
-
     labels = grid(table).labels
     width = max(3.6, 0.55 * len(table.variants) + 1.5)
     fig = Figure(figsize=(width * len(metrics), 3.9))

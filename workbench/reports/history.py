@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 
 from workbench.reports import sql_read
-from workbench.reports.store import _gc_paused
+from workbench.reports.store import gc_paused
 
 LOSS_PREFIX = "train/loss/"
 BULK_RUNS = 100  # run ids per bulk request
@@ -35,13 +35,13 @@ def _bulk_fetcher():
 def loss_histories(run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
     """Columns run_id, key, step, value (every logged point) of the current tracking store."""
     run_ids = list(run_ids)
-    with _gc_paused():
+    with gc_paused():
         fast = sql_read.read_histories(run_ids, list(keys))  # SQL stores: one query per 500 runs
     if fast is not None:
         return fast
     rows: list[tuple[str, str, int, float]] = []
     bulk = _bulk_fetcher()
-    with _gc_paused():
+    with gc_paused():
         for key in keys:
             if bulk is not None:
                 for start in range(0, len(run_ids), BULK_RUNS):

@@ -18,6 +18,7 @@ from typing import Iterator
 
 from workbench.errors import ConfigError
 from workbench.pids import pid_alive
+from workbench.reports.tables import TABLE_CSS
 
 FIGURE_FORMATS = ("png", "pdf")
 FIGURE_DPI = 100
@@ -131,8 +132,6 @@ def _folder_section(folder: Path, root: Path) -> str:
 def write_index(root: Path) -> Path:
     """One page with every report under `root`, rebuilt from what is on disk: each sweep's
     section (header, embedded table, inline figures), then other folders' figures."""
-    from workbench.reports.tables import TABLE_CSS
-
     folders = sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))
     sweeps = [f for f in folders if (f / SECTION).is_file()]
     inside_sweeps = lambda f: any(s in f.parents for s in sweeps)  # noqa: E731

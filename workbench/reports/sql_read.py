@@ -22,7 +22,7 @@ ACTIVE = "active"
 
 def _sql_store():
     store = getattr(getattr(mlflow.MlflowClient(), "_tracking_client", None), "store", None)
-    try:
+    try:  # deferred: SQLAlchemy's store costs ~2 s to import; a report on an http:// server never needs it
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     except ImportError:  # pragma: no cover - mlflow without SQL support
         return None
@@ -43,8 +43,7 @@ def read_runs(
     if store is None:
         return None
     try:
-        from sqlalchemy import or_, select
-
+        from sqlalchemy import or_, select  # deferred: SQL stores only (see _sql_store)
         from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlParam, SqlRun, SqlTag
 
         with store.ManagedSessionMaker() as session:
@@ -100,8 +99,7 @@ def read_histories(run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame 
     if store is None:
         return None
     try:
-        from sqlalchemy import select
-
+        from sqlalchemy import select  # deferred: SQL stores only (see _sql_store)
         from mlflow.store.tracking.dbmodels.models import SqlMetric
 
         rows = []

@@ -3,8 +3,8 @@
 A sweep is a parent run (tag `workbench.sweep`, artifact `sweep.yaml`) and its
 child runs (tags `mlflow.parentRunId`, `workbench.variant`, `workbench.seed`).
 The spec (variant order, baseline, seeds, metrics) comes from `sweep.yaml` when
-the parent has one, else it is rebuilt from the child tags. Reports never import
-the training or sweep code: MLflow is the only contract (INTERFACES.md).
+the parent has one, else it is rebuilt from the child tags. Ablation reports never
+import the training or sweep code: MLflow is the only contract (INTERFACES.md).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def using_store(uri: str = "") -> Iterator[str]:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """MLflow builds one ORM object per param/tag/metric row; pausing the cyclic GC
     while they are made halves the time of a 1,000-run query (none of them are cycles)."""
     was_enabled = gc.isenabled()
@@ -114,7 +114,7 @@ def _gc_paused() -> Iterator[None]:
 def search(filter_string: str) -> pd.DataFrame:
     """`mlflow.search_runs` over every experiment of the current store."""
     try:
-        with _gc_paused():
+        with gc_paused():
             return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string)
     except MlflowException as err:
         raise ConfigError(f"tracking uri {mlflow.get_tracking_uri()!r}: cannot search runs: {err}") from None
@@ -136,7 +136,7 @@ def slim(runs: pd.DataFrame) -> pd.DataFrame:
 def read_sweep_runs(selectors: Sequence[str] = ()) -> pd.DataFrame:
     """Parent and child runs of the selected sweeps (names or parent run ids); all sweeps when empty."""
     selectors = [_check_selector(selector) for selector in selectors]
-    with _gc_paused():
+    with gc_paused():
         fast = sql_read.read_runs(SWEEP_TAG, selectors, KEEP_TAGS, KEEP_PARAMS, [p.removeprefix("metrics.") for p in KEEP_PREFIXES])
     if fast is not None and not fast.empty and set(selectors) <= set(fast[f"tags.{SWEEP_TAG}"].dropna()):
         return fast  # SQL store: only the kept columns (a parent run id as selector takes the search below)

@@ -19,7 +19,7 @@ from workbench.reports import outputs
 from workbench.reports.cells import hours
 from workbench.reports.stats import AblationTable
 from workbench.reports.store import FINISHED, Sweep
-from workbench.reports.tables import html_table
+from workbench.reports.tables import TABLE_CSS, html_table
 from workbench.reports.ui import ui_url
 
 FIGURE_CAPTIONS = {
@@ -106,8 +106,6 @@ def section(sweep: Sweep, table: AblationTable, files: list[Path], prefix: str, 
 
 def write_pages(sweep: Sweep, table: AblationTable, folder: Path, root: Path, files: list[Path], tracking_uri: str) -> list[Path]:
     """`<folder>/section.html` (for the index) and `<folder>/report.html` (the sweep's own page)."""
-    from workbench.reports.tables import TABLE_CSS
-
     prefix = folder.relative_to(root).as_posix() + "/"
     fragment = outputs.write_text(folder / outputs.SECTION, section(sweep, table, files, prefix, tracking_uri))
     own = outputs.page(f"sweep {table.sweep}", section(sweep, table, files, "", tracking_uri), TABLE_CSS)

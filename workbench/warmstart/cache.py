@@ -19,8 +19,11 @@ from pathlib import Path
 import torch
 
 from workbench.config import RunConfig
-
+from workbench.data import data_hash, read_entries
+from workbench.data.shapes import locked
 from workbench.errors import ConfigError
+from workbench.objectives import special_ids_of
+from workbench.progress import TrainProgress
 
 PARTS = ("vision", "text")
 RANDOM, WARMSTART = "random", "warmstart"
@@ -39,8 +42,6 @@ def cache_key(cfg: RunConfig, part: str, vocab_size: int | None = None) -> str:
     encoder = {k: v for k, v in asdict(getattr(cfg.model, part)).items() if k != "init"}
     key = {"format": FORMAT, "recipe": RECIPE[part], "part": part, "encoder": encoder, "warmstart": settings, "image_size": cfg.data.image_size}
     if part == "text":
-        from workbench.data import data_hash
-
         key |= {"data": data_hash(cfg.data), "files": cfg.data.pretrain_files, "vocab": vocab_size,
                 "max_text_len": cfg.data.max_text_len}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -71,11 +72,13 @@ def _save(path: Path, part: str, state: dict, metrics: dict[str, float]) -> None
 
 def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True) -> dict[str, float]:
     """Train the `part` warm start from scratch and save its encoder weights to `path`."""
+    # deferred: the encoders import timm and transformers (seconds); finding a cached warm start
+    # (`ensure` in the demo's parent process, `cached_path`, `apply_init`) must not pay for them
     from workbench.data.transforms import normalization
     from workbench.models.text import TextEncoder
     from workbench.models.vision import VisionEncoder
-    from workbench.objectives import special_ids_of
-    from workbench.progress import TrainProgress
+    from workbench.warmstart.text import train_text
+    from workbench.warmstart.vision import train_vision
 
     ws = cfg.warmstart
     steps = ws.vision_steps if part == "vision" else ws.text_steps
@@ -88,17 +91,12 @@ def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True
         if part == "vision":
             encoder = VisionEncoder(cfg.model.vision, cfg.data.image_size)
             mean, std = normalization(cfg)
-            from workbench.warmstart.vision import train_vision
-
             metrics = train_vision(
                 encoder, steps=steps, batch_size=ws.batch_size, lr=ws.lr, seed=ws.seed,
                 image_size=cfg.data.image_size, mean=mean, std=std, on_step=on_step,
             )
             state = encoder.vit.state_dict()
         else:
-            from workbench.data import read_entries
-            from workbench.warmstart.text import train_text
-
             encoder = TextEncoder(cfg.model.text, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                   max_text_len=cfg.data.max_text_len)
             entries = read_entries(cfg.data, cfg.data.pretrain_files, "pretrain")
@@ -117,15 +115,13 @@ def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True
 
 def ensure(cfg: RunConfig, tokenizer, progress: bool = True, announce=print) -> dict[str, Path]:
     """Every `init: warmstart` file this config needs, made (announced, with progress) when missing."""
-    from workbench.data.shapes import _locked  # the same lock file discipline as the data generator
-
     paths = {}
     for part in PARTS:
         if _init(cfg, part) != WARMSTART:
             continue
         path = cached_path(cfg, part, len(tokenizer))
         if not path.is_file():
-            with _locked(path):  # concurrent sweep trials: one makes it, the others wait and reuse it
+            with locked(path):  # concurrent sweep trials: one makes it, the others wait and reuse it
                 if not path.is_file():
                     announce(f"warm start: no {part} weights at {path} — training them once "
                              f"({getattr(cfg.warmstart, part + '_steps')} steps, cached for later runs)")

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.data import tokenize
 from workbench.objectives.context import special_token_mask
 from workbench.objectives.masking import mask_tokens
 from workbench.objectives.mlm import MLMHead, masked_lm_loss
@@ -38,8 +39,6 @@ def train_text(
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train `encoder` (a `TextEncoder`) in place on `captions`; returns the last step's loss/accuracy."""
-    from workbench.data import tokenize
-
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     encoded = tokenize(tokenizer, captions, max_text_len)

@@ -452,7 +452,7 @@ def sweep(
     """
     from workbench import sweeps
     from workbench.launch.slurm import SlurmResources
-    from workbench.sweeps import slurm
+    from workbench.sweeps import dispatch, slurm
 
     if name == "list":
         typer.echo(sweeps.spec_table(sweeps.list_specs()))
@@ -468,7 +468,7 @@ def sweep(
         SlurmResources(partition, gpus_per_trial, cpus_per_trial, mem, time_limit, list(sbatch_arg or [])),
         max_parallel=max_parallel, wait=wait,
     )
-    result = slurm.command(
+    result = dispatch.sweep_command(
         spec, list(overrides or []), options, launcher=launcher, slurm=on_slurm,
         show_status=show_status, cancel_jobs=cancel, echo=typer.echo,
     )

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -327,6 +328,20 @@ def test_optuna_internals_heartbeat_keeps_a_trial_alive_and_its_silence_requeues
     waiting = study.get_trials(states=(TrialState.WAITING,))  # the other variant, and the retry
     (requeued,) = [t for t in waiting if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == trial.number]
     assert sweep_study.grid_key(requeued) == ("mvsc", 0)  # the seed is a user attribute the retry keeps
+
+
+def test_quiet_optuna_restores_the_log_level_and_warning_filters():
+    """A sweep silences Optuna's INFO lines and experimental warnings for its own run only."""
+    before_level, before_filters = optuna.logging.get_verbosity(), list(warnings.filters)
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        with sweep_study.quiet_optuna(), warnings.catch_warnings(record=True) as caught:
+            assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+            warnings.warn("experimental", optuna.exceptions.ExperimentalWarning)
+        assert caught == []
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO and warnings.filters == before_filters
+    finally:
+        optuna.logging.set_verbosity(before_level)
 
 
 def test_pruner_is_fed_from_metric_history_and_prunes_a_lagging_trial(tmp_path):

@@ -125,9 +125,8 @@ def main(job: TrialJob) -> None:
     os.environ.update(job.env)
     _redirect_output(job.log_path)
     _watch_sweep(job.sweep_pid)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGUSR2, _interrupt)  # SLURM's warning before a job's time limit (submitit --signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):  # SIGUSR2: SLURM's time-limit warning (submitit)
+        signal.signal(signum, _interrupt)
     if job.threads:
         import torch
 
@@ -157,15 +156,8 @@ def _run(job: TrialJob) -> tuple[int, dict[str, Any]]:
         trainer = job.trainer or _train_run()
         result = trainer(cfg, resume_run_id=resume_run_id, parent_run_id=job.parent_run_id, tags=job.tags, progress=False)
         _log_result(result)
-        report = {
-            "status": result.status,
-            "run_id": result.run_id,
-            "metrics": dict(result.metrics),
-            "final_loss": result.final_loss,
-            "steps": result.steps,
-            "resumed": resume_run_id,
-            "killed_runs": killed,
-        }
+        report = {"status": result.status, "run_id": result.run_id, "metrics": dict(result.metrics),
+                  "final_loss": result.final_loss, "steps": result.steps, "resumed": resume_run_id, "killed_runs": killed}
         return (EXIT_OK if result.status == "FINISHED" else EXIT_FAILED), report
     except USER_ERRORS as err:
         return EXIT_USER_ERROR, {"status": "USER_ERROR", "error": one_line(err).removeprefix("error: ")}

@@ -61,10 +61,8 @@ class SweepResult:
     @property
     def missing(self) -> list[tuple[str, int]]:
         """Grid variant x seed pairs without a COMPLETE trial."""
-        if not self.spec.is_grid:
-            return []
         done = {grid_key(t) for t in self.complete}
-        return [(v.name, s) for v in self.spec.variants for s in self.spec.seeds if (v.name, s) not in done]
+        return [key for key in self.spec.grid_keys if key not in done]
 
     @property
     def finished(self) -> bool:

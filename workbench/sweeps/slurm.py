@@ -156,7 +156,7 @@ def _watch(sweep: Sweep, sets: list[str], options: SweepOptions, slurm: SlurmSwe
                 trials = sweep.study.get_trials(deepcopy=False)
                 for trial in (t for t in trials if t.state.is_finished() and t.number not in seen):
                     seen.add(trial.number)
-                    progress.trial_finished(f"{_where(trial)}: {_what(trial)}: {_state(trial)}")
+                    progress.trial_finished(_finished_line(trial))
                 progress.update(_snapshot(sweep, trials, active))
                 left = open_trials(sweep.spec, trials)
                 if SweepResult.of(sweep, started).finished or left == 0:
@@ -194,22 +194,14 @@ def _owner(trial: FrozenTrial) -> dict:
     return owner if isinstance(owner, dict) else {}
 
 
-def _where(trial: FrozenTrial) -> str:
-    owner = _owner(trial)
-    return f"job {owner.get('slurm_job_id', '?')} on {owner.get('slurm_node', owner.get('host', '?'))}"
-
-
-def _what(trial: FrozenTrial) -> str:
-    key = grid_key(trial)
-    return f"trial {trial.number}" + (f" {key[0]} seed {key[1]}" if key else "")
-
-
-def _state(trial: FrozenTrial) -> str:
+def _finished_line(trial: FrozenTrial) -> str:
+    owner, key = _owner(trial), grid_key(trial)
+    where = f"job {owner.get('slurm_job_id', '?')} on {owner.get('slurm_node', owner.get('host', '?'))}"
+    what = f"trial {trial.number}" + (f" {key[0]} seed {key[1]}" if key else "")
     if trial.state == TrialState.COMPLETE:
-        return f"COMPLETE {trial.value:.4g}"
-    if trial.state == TrialState.FAIL:
-        return f"FAIL — {trial.user_attrs.get(ERROR_ATTR)}"
-    return trial.state.name
+        return f"{where}: {what}: COMPLETE {trial.value:.4g}"
+    failed = f" — {trial.user_attrs.get(ERROR_ATTR)}" if trial.state == TrialState.FAIL else ""
+    return f"{where}: {what}: {trial.state.name}{failed}"
 
 
 # ------------------------------------------------------------------ --status, --cancel

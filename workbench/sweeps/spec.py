@@ -120,8 +120,13 @@ class SweepSpec:
         return self.search is None
 
     @property
+    def grid_keys(self) -> list[tuple[str, int]]:
+        """Every variant x seed of a grid sweep, in order (none for a search)."""
+        return [(v.name, seed) for v in self.variants for seed in self.seeds]
+
+    @property
     def total_trials(self) -> int:
-        return len(self.variants) * len(self.seeds) if self.is_grid else self.search.trials
+        return len(self.grid_keys) if self.is_grid else self.search.trials
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:

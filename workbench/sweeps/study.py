@@ -142,10 +142,6 @@ def open_study(spec: SweepSpec, storage: BaseStorage, study_name: str, *, create
     return study
 
 
-def study_exists(storage: BaseStorage, study_name: str) -> bool:
-    return study_name in optuna.get_all_study_names(storage)
-
-
 # ------------------------------------------------------------- parent claim
 CLAIM_SUFFIX = ".parent-claim"  # the study `<name>.parent-claim` exists => one coordinator makes the parent run
 CLAIM_STALE_S = 120.0  # a claim whose parent never appeared after this long (owner elsewhere) is taken over
@@ -211,7 +207,7 @@ def enqueue_missing(study: optuna.Study, spec: SweepSpec) -> int:
     """Queue every variant x seed that has no COMPLETE, queued or running trial, then mark the
     study queued (a --worker waits for that); return how many were queued."""
     covered = {grid_key(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, *OPEN))}
-    missing = [(v.name, seed) for v in spec.variants for seed in spec.seeds if (v.name, seed) not in covered]
+    missing = [key for key in spec.grid_keys if key not in covered]
     for variant, seed in missing:
         # the seed is a fixed attribute, not a param: importance/contour plots then show only
         # what the sweep varies (a seed "ranked" above the variant was noise)

@@ -29,7 +29,7 @@ from workbench.sweeps import runs
 from workbench.sweeps.spec import SweepSpec, variant_config
 from workbench.sweeps.study import (
     PARENT_ATTR, QUEUED_ATTR, REPORT_ATTR, TRACKING_ATTR, claim_parent_run, default_journal, redacted,
-    missing_study, open_optuna, open_study, study_exists,
+    missing_study, open_optuna, open_study,
 )
 
 COORDINATOR_WAIT_S = 120.0
@@ -102,7 +102,8 @@ def open_sweep(spec: SweepSpec, options: SweepOptions, *, look_only: bool = Fals
     location = options.storage or default_journal(base.train.out_dir)
     if "://" not in location:
         location = str(Path(location).resolve())  # SLURM jobs may start in another directory
-    tracking.check_store(options.tracking_uri or base.tracking.uri)  # before anything is created
+    if not look_only:
+        tracking.check_store(options.tracking_uri or base.tracking.uri)  # before anything is created
     existing = options.resume or look_only
     if existing and "://" not in location and not Path(location).is_file():
         raise missing_study(spec, study_name, location)  # opening the journal would create it
@@ -153,7 +154,7 @@ def _join_when_ready(spec: SweepSpec, storage: BaseStorage, study_name: str, loc
                               f"workbench sweep {spec.ref}")
         time.sleep(1.0)
 
-    while not study_exists(storage, study_name):
+    while study_name not in optuna.get_all_study_names(storage):
         wait(f"no study {study_name!r} in {redacted(location)} to join")
     study = open_study(spec, storage, study_name, create=False, location=location)
     while PARENT_ATTR not in (attrs := study.user_attrs) or (spec.is_grid and not attrs.get(QUEUED_ATTR)):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -105,8 +104,7 @@ def main() -> None:
         force_slot_threads(args.slot_threads)
     if args.sleep:
         os.environ["BENCH_SLEEP_S"] = str(args.sleep)
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        options.trainer = f"{Path(__file__).stem}:sleep_train"
+        options.trainer = sleep_train  # pickled as __main__.sleep_train: each trial process imports this script
     child.warm_up(wait=True)
 
     start = time.perf_counter()

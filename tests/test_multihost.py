@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from test_sweeps import tiny_sets, trial_errors, write_spec
-from workbench.sweeps import study as sweep_study
+from workbench.sweeps import optuna_internals, study as sweep_study
 from workbench.sweeps.execute import RUN_ATTR
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -226,7 +226,7 @@ def mlflow_server(mlflow_process) -> MlflowServer:
 
 
 @pytest.fixture(params=BACKENDS)
-def optuna_storage(request, postgres, tmp_path):
+def storage_url(request, postgres, tmp_path):
     """The shared Optuna storage URL; the PostgreSQL one gets a fresh database per test."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -237,7 +237,7 @@ def optuna_storage(request, postgres, tmp_path):
 
 
 # ------------------------------------------------------------------ tests
-def test_two_hosts_open_a_fresh_storage_together_and_pop_each_queued_trial_once(optuna_storage):
+def test_two_hosts_open_a_fresh_storage_together_and_pop_each_queued_trial_once(storage_url):
     """Two storages (own engines and connections, as on two hosts) open an empty database at the
     same moment (both create the tables: PostgreSQL failed one of them), then race to pop 60 queued
     trials: each is popped exactly once (SQLite without serialised transactions popped some twice)."""
@@ -248,14 +248,14 @@ def test_two_hosts_open_a_fresh_storage_together_and_pop_each_queued_trial_once(
     def host(coordinator: bool) -> None:
         try:
             opened.wait()
-            storage = _storage(optuna_storage)
+            storage = _storage(storage_url)
             if coordinator:
                 study = optuna.create_study(study_name="race", storage=storage)
                 for number in range(60):
                     study.enqueue_trial({"x": number})
             queued.wait()
             mine = optuna.load_study(study_name="race", storage=storage)
-            while (trial := sweep_study.pop_waiting(mine, storage)) is not None:
+            while (trial := optuna_internals.take_queued(mine)) is not None:
                 popped.append(trial.number)
         except BaseException as err:  # reported below; the other host's barrier breaks instead of hanging
             errors.append(err)
@@ -269,16 +269,16 @@ def test_two_hosts_open_a_fresh_storage_together_and_pop_each_queued_trial_once(
         thread.join()
     assert not errors, errors
     assert sorted(popped) == list(range(60))  # none twice, none lost
-    study = optuna.load_study(study_name="race", storage=_storage(optuna_storage))
+    study = optuna.load_study(study_name="race", storage=_storage(storage_url))
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING] * 60
 
 
 def _storage(url: str):
-    return sweep_study.open_storage(url, heartbeat_s=30, retries=0)
+    return sweep_study.open_optuna(url, heartbeat_s=30, retries=0)
 
 
 def test_coordinator_and_worker_run_every_trial_exactly_once(
-    optuna_storage, mlflow_server, shapes_tiny, tmp_path
+    storage_url, mlflow_server, shapes_tiny, tmp_path
 ):
     """`workbench sweep NAME --storage URL` and `... --worker` share one study and one MLflow server:
     2 variants x 2 seeds, each COMPLETE once in Optuna and FINISHED once in MLflow, run by both."""
@@ -286,7 +286,7 @@ def test_coordinator_and_worker_run_every_trial_exactly_once(
     out = tmp_path / "out"
     spec = write_spec(tmp_path)
     sets = tiny_sets(shapes_tiny, out, experiment, steps=4)
-    command = [sys.executable, "-m", "workbench", "sweep", str(spec), "--storage", optuna_storage,
+    command = [sys.executable, "-m", "workbench", "sweep", str(spec), "--storage", storage_url,
                "--slots", "1", "--heartbeat", "3", "--no-progress"] + [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -306,7 +306,7 @@ def test_coordinator_and_worker_run_every_trial_exactly_once(
         stop_group(coordinator)
         stop_group(worker)
 
-    study = optuna.load_study(study_name="tiny", storage=_storage(optuna_storage))
+    study = optuna.load_study(study_name="tiny", storage=_storage(storage_url))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4, trial_errors(study)
     keys = sorted((t.params["variant"], t.user_attrs["seed"]) for t in study.trials)
     assert keys == [("mlsc", 0), ("mlsc", 1), ("mvsc", 0), ("mvsc", 1)]

@@ -117,6 +117,7 @@ def test_coordinators_started_together_claim_one_parent_run(tmp_path):
 SWEEPER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
+    from test_sweeps import fake_train
     from workbench.sweeps import child
     from workbench.sweeps.runner import SweepOptions, run_sweep
     from workbench.sweeps.spec import load_spec
@@ -127,7 +128,7 @@ SWEEPER = textwrap.dedent("""
         spec = load_spec(spec_path)
         while not Path(go).exists():
             time.sleep(0.001)
-        result = run_sweep(spec, SweepOptions(slots=1, tracking_uri=uri, progress=False, trainer="test_sweeps:fake_train"))
+        result = run_sweep(spec, SweepOptions(slots=1, tracking_uri=uri, progress=False, trainer=fake_train))
         sys.exit(0 if result.finished else 1)
 """)
 
@@ -378,10 +379,11 @@ def slow_train(cfg, *, resume_run_id=None, parent_run_id=None, tags=None, progre
 SWEEP_CLI = textwrap.dedent("""
     import functools, sys
     import workbench.sweeps.runner as runner
+    from test_reliability import slow_train
     from workbench.cli import app
 
     if __name__ == "__main__":
-        runner.SweepOptions = functools.partial(runner.SweepOptions, trainer="test_reliability:slow_train")
+        runner.SweepOptions = functools.partial(runner.SweepOptions, trainer=slow_train)
         sys.exit(app())
 """)
 

@@ -217,10 +217,10 @@ def test_reaping_fails_only_trials_of_vanished_jobs_or_of_the_requeued_job_itsel
     study = optuna.create_study(storage=storage, study_name="reap")
     for job in ("7", "8", "9"):
         monkeypatch.setenv("SLURM_JOB_ID", job)
-        claim(study, storage, study.ask())
+        claim(study.ask())
     retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
-    assert reap_lost_jobs(study, storage, retry, None, own_job="8") == [1]  # job 8 requeued: only its own trial
-    assert reap_lost_jobs(study, storage, retry, {"9"}) == [0]  # job 7 is gone from squeue, job 9 runs
+    assert reap_lost_jobs(study, retry, None, own_job="8") == [1]  # job 8 requeued: only its own trial
+    assert reap_lost_jobs(study, retry, {"9"}) == [0]  # job 7 is gone from squeue, job 9 runs
     states = [t.state for t in study.trials]
     assert states[:3] == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING] and len(states) == 5  # + 2 retries
     assert "SLURM job 7 ended" in study.trials[0].user_attrs[ERROR_ATTR]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -27,13 +28,12 @@ from typer.testing import CliRunner
 from tiny_config import tiny_run
 from workbench.cli import app
 from workbench.errors import ConfigError
-from workbench.sweeps import child, study as sweep_study
+from workbench.sweeps import child, optuna_internals, study as sweep_study
 from workbench.sweeps.pruning import feed_pruner
 from workbench.sweeps.runner import SweepOptions, run_sweep
 from workbench.sweeps.slots import plan_slots
+from workbench.sweeps.space import space
 from workbench.sweeps.spec import grid_variants, list_specs, load_spec
-
-TRAINER = f"{Path(__file__).stem}:fake_train"
 
 
 # ------------------------------------------------------------------ helpers
@@ -84,8 +84,9 @@ def fake_train(cfg, *, resume_run_id=None, parent_run_id=None, tags=None, progre
     """Stands in for `train.run` in scheduling tests: one MLflow child run, instant.
 
     train.lr picks the behaviour: 0.5 = killed by SIGKILL on its first attempt (an
-    OOM kill), 0.7 = a data error (bad input: must not be retried), else finishes
-    with r_mean = 10 * lr.
+    OOM kill), 0.7 = a data error (bad input: must not be retried), 0.9 = its trial is
+    failed as stale (and re-queued) by another process while its first attempt runs;
+    else finishes with r_mean = 10 * lr.
     """
     from workbench import tracking
     from workbench.errors import DataError
@@ -98,10 +99,13 @@ def fake_train(cfg, *, resume_run_id=None, parent_run_id=None, tags=None, progre
     tracker = tracking.start_run(cfg, parent_run_id=parent_run_id, tags=tags)
     if cfg.train.lr == 0.5 and attempt == 1:
         os.kill(os.getpid(), signal.SIGKILL)
+    if cfg.train.lr == 0.9 and attempt == 1:  # what fail_stale_trials on another host does
+        study = optuna.load_study(study_name=tags["workbench.sweep"], storage=journal(Path(cfg.train.out_dir)))
+        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, study.tell(int(tags["workbench.trial"]), state=TrialState.FAIL))
     if cfg.train.lr == 0.7:
         tracker.finish("FAILED")
         raise DataError("data.root: directory not found: /nowhere")
-    tracker.log_metrics({"train/loss/total": cfg.train.lr}, step=1)
+    tracker.log_metrics({"train/loss/total": cfg.train.lr, "eval/retrieval/r_mean": 10 * cfg.train.lr}, step=1)
     tracker.finish("FINISHED")
     return RunResult(tracker.run_id, "FINISHED", {"eval/retrieval/r_mean": 10 * cfg.train.lr}, cfg.train.lr, 1)
 
@@ -234,7 +238,7 @@ def _grid_study(storage, spec):
     return study, sweep_study.enqueue_missing(study, spec)
 
 
-def test_each_queued_trial_is_popped_once_and_popping_never_creates_one(tmp_path):
+def test_optuna_internals_take_queued_pops_each_queued_trial_once_and_never_creates_one(tmp_path):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
     spec = load_spec(write_spec(tmp_path, seeds=3))
     study, queued = _grid_study(storage, spec)
@@ -242,7 +246,7 @@ def test_each_queued_trial_is_popped_once_and_popping_never_creates_one(tmp_path
     popped, lock = [], threading.Lock()
 
     def worker():
-        while (trial := sweep_study.pop_waiting(study, storage)) is not None:
+        while (trial := optuna_internals.take_queued(study)) is not None:
             with lock:
                 popped.append(trial.number)
 
@@ -253,14 +257,14 @@ def test_each_queued_trial_is_popped_once_and_popping_never_creates_one(tmp_path
         thread.join()
     assert sorted(popped) == [0, 1, 2, 3, 4, 5]
     assert len(study.trials) == 6 and all(t.state == TrialState.RUNNING for t in study.trials)
-    assert sweep_study.pop_waiting(study, storage) is None and len(study.trials) == 6
+    assert optuna_internals.take_queued(study) is None and len(study.trials) == 6
 
 
 def test_enqueue_missing_queues_only_what_has_no_complete_or_open_trial(tmp_path):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
     spec = load_spec(write_spec(tmp_path))
     study, _ = _grid_study(storage, spec)
-    first, second = sweep_study.pop_waiting(study, storage), sweep_study.pop_waiting(study, storage)
+    first, second = optuna_internals.take_queued(study), optuna_internals.take_queued(study)
     first.suggest_categorical("variant", ["mvsc", "mlsc"]), first.suggest_categorical("seed", [0, 1])
     study.tell(first, 1.0)
     study.tell(second, state=TrialState.FAIL)  # retries exhausted: missing again
@@ -276,39 +280,68 @@ def test_trial_of_a_dead_sweep_process_is_failed_and_requeued_with_its_params(tm
     study, _ = _grid_study(storage, spec)
     dead = subprocess.Popen(["true"])
     dead.wait()  # its pid is now free: the owner of the trial below is dead
-    trial = sweep_study.pop_waiting(study, storage)
+    trial = optuna_internals.take_queued(study)
     trial.set_user_attr(sweep_study.WORKER_ATTR, {"host": sweep_study.HOST, "pid": dead.pid, "trial": trial.number})
-    alive = sweep_study.pop_waiting(study, storage)
-    sweep_study.claim(study, storage, alive)  # ours, and running: must be left alone
+    alive = sweep_study.take(study, spec)  # taken and claimed by this process, and running: must be left alone
 
     retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
-    assert sweep_study.reap_orphans(study, storage, {alive.number}, retry) == [trial.number]
+    assert sweep_study.reap_orphans(study, {alive.number}, retry) == [trial.number]
     frozen = study.trials[trial.number]
     assert frozen.state == TrialState.FAIL
     assert frozen.user_attrs[sweep_study.ERROR_ATTR] == f"its sweep process (pid {dead.pid} on {sweep_study.HOST}) died"
     (requeued,) = study.get_trials(states=(TrialState.WAITING,))
-    assert sweep_study.trial_params(requeued) == sweep_study.trial_params(frozen)
-    assert requeued.system_attrs["retry_history"] == [trial.number]
+    assert sweep_study.grid_key(requeued) == sweep_study.grid_key(frozen) == ("mvsc", 0)
+    assert RetryHeartbeatStaleTrialCallback.retry_history(requeued) == [trial.number]
+    assert study.trials[alive.number].user_attrs[sweep_study.WORKER_ATTR]["pid"] == os.getpid()
     assert study.trials[alive.number].state == TrialState.RUNNING
+    assert space(spec, optuna_internals.take_queued(study)).key == ("mvsc", 0)  # the retry runs the same variant x seed
 
 
-def test_stale_heartbeat_of_another_host_requeues_the_trial(tmp_path):
-    storage = sweep_study.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=1, retries=1)
+def test_optuna_internals_set_user_attr_writes_on_a_trial_another_process_runs(tmp_path):
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    owner = optuna.create_study(study_name="o", storage=storage).ask()
+    reaper = optuna.load_study(study_name="o", storage=JournalStorage(JournalFileBackend(str(tmp_path / "journal.log"))))
+    (running,) = reaper.get_trials(states=(TrialState.RUNNING,))
+    optuna_internals.set_user_attr(reaper, running, sweep_study.ERROR_ATTR, "its owner died")
+    assert owner.study.trials[owner.number].user_attrs == {sweep_study.ERROR_ATTR: "its owner died"}
+    assert sweep_study.fail(reaper, running, "twice", retry=None) is True
+    assert sweep_study.fail(reaper, running, "twice", retry=None) is False  # finished: failed (and re-queued) once
+    assert owner.study.trials[owner.number].user_attrs[sweep_study.ERROR_ATTR] == "twice"
+
+
+def test_optuna_internals_heartbeat_keeps_a_trial_alive_and_its_silence_requeues_it(tmp_path):
+    """While `heartbeat` runs, another host's `fail_stale_trials` (via reap_orphans) leaves the trial
+    alone well past the grace period; once it stops, the trial is failed and re-queued."""
+    storage = sweep_study.open_optuna(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=1, retries=1)
     spec = load_spec(write_spec(tmp_path, seeds=1))
     study, _ = _grid_study(storage, spec)
-    trial = sweep_study.pop_waiting(study, storage)
-    sweep_study.claim(study, storage, trial)  # records a first heartbeat
+    trial = sweep_study.take(study, spec)
     trial.set_user_attr(sweep_study.WORKER_ATTR, {"host": "elsewhere", "pid": 1, "trial": trial.number})
     retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
-    assert sweep_study.reap_orphans(study, storage, set(), retry) == []
-    assert study.trials[trial.number].state == TrialState.RUNNING  # within the grace period (2 s)
-    time.sleep(3.1)  # > grace period + 1 s (SQLite's clock has 1 s resolution)
-    sweep_study.reap_orphans(study, storage, set(), retry)
+    with optuna_internals.heartbeat(trial):
+        time.sleep(3.5)  # one beat alone would be stale by now: > grace period (2 s) + 1 s (SQLite's clock resolution)
+        assert sweep_study.reap_orphans(study, set(), retry) == []
+    assert study.trials[trial.number].state == TrialState.RUNNING
+    time.sleep(3.1)
+    sweep_study.reap_orphans(study, set(), retry)
     assert study.trials[trial.number].state == TrialState.FAIL
     waiting = study.get_trials(states=(TrialState.WAITING,))  # the other variant, and the retry
-    (requeued,) = [t for t in waiting if t.system_attrs.get("failed_trial") == trial.number]
-    assert sweep_study.trial_params(requeued) == sweep_study.trial_params(study.trials[trial.number]) == {"variant": "mvsc"}
+    (requeued,) = [t for t in waiting if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == trial.number]
     assert sweep_study.grid_key(requeued) == ("mvsc", 0)  # the seed is a user attribute the retry keeps
+
+
+def test_quiet_optuna_restores_the_log_level_and_warning_filters():
+    """A sweep silences Optuna's INFO lines and experimental warnings for its own run only."""
+    before_level, before_filters = optuna.logging.get_verbosity(), list(warnings.filters)
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        with sweep_study.quiet_optuna(), warnings.catch_warnings(record=True) as caught:
+            assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+            warnings.warn("experimental", optuna.exceptions.ExperimentalWarning)
+        assert caught == []
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO and warnings.filters == before_filters
+    finally:
+        optuna.logging.set_verbosity(before_level)
 
 
 def test_pruner_is_fed_from_metric_history_and_prunes_a_lagging_trial(tmp_path):
@@ -333,7 +366,7 @@ def test_pruner_is_fed_from_metric_history_and_prunes_a_lagging_trial(tmp_path):
 # ------------------------------------------------------- child processes, fake trainer
 def test_killed_trial_is_retried_and_its_half_run_marked_killed(tmp_path, store):
     spec = load_spec(fake_spec(tmp_path, {"ok": 0.1, "oom": 0.5}))
-    result = run_sweep(spec, SweepOptions(slots=2, tracking_uri=store, progress=False, trainer=TRAINER))
+    result = run_sweep(spec, SweepOptions(slots=2, tracking_uri=store, progress=False, trainer=fake_train))
 
     assert result.problem() is None and result.finished
     trials = journal(tmp_path / "out")
@@ -352,7 +385,7 @@ def test_killed_trial_is_retried_and_its_half_run_marked_killed(tmp_path, store)
 
 def test_data_error_in_a_trial_is_not_retried_and_stops_the_sweep(tmp_path, store):
     spec = load_spec(fake_spec(tmp_path, {"bad": 0.7, "ok": 0.1}))
-    result = run_sweep(spec, SweepOptions(slots=1, tracking_uri=store, progress=False, trainer=TRAINER))
+    result = run_sweep(spec, SweepOptions(slots=1, tracking_uri=store, progress=False, trainer=fake_train))
 
     problem = result.problem()
     assert isinstance(problem, ConfigError)
@@ -364,6 +397,18 @@ def test_data_error_in_a_trial_is_not_retried_and_stops_the_sweep(tmp_path, stor
     assert parent.info.status == "FAILED"
 
 
+def test_a_trial_failed_as_stale_while_it_ran_is_completed_by_its_retry_and_the_slot_goes_on(tmp_path, store):
+    spec = load_spec(fake_spec(tmp_path, {"stale": 0.9, "ok": 0.1}))
+    result = run_sweep(spec, SweepOptions(slots=1, tracking_uri=store, progress=False, trainer=fake_train))
+
+    assert result.crashes == [] and result.problem() is None and result.finished
+    study = optuna.load_study(study_name="fake", storage=journal(tmp_path / "out"))
+    assert [(t.number, t.state.name) for t in study.trials] == [(0, "FAIL"), (1, "COMPLETE"), (2, "COMPLETE")]
+    assert [(o.number, o.state, o.reused) for o in result.outcomes] == [(0, "FAIL", False), (1, "COMPLETE", False),
+                                                                        (2, "COMPLETE", True)]
+    assert study.trials[2].value == 9.0 and (tmp_path / "out" / "attempts-stale-0").read_text() == "1"  # not re-trained
+
+
 def test_tpe_search_runs_its_budget_of_trials_within_the_ranges(tmp_path, store):
     spec_path = write_spec(
         tmp_path, "search", variants=None, seeds=1,
@@ -372,7 +417,7 @@ def test_tpe_search_runs_its_budget_of_trials_within_the_ranges(tmp_path, store)
         metrics=["eval/retrieval/r_mean"], objective="eval/retrieval/r_mean",
         overrides=fake_overrides(tmp_path),
     )
-    result = run_sweep(load_spec(spec_path), SweepOptions(slots=2, tracking_uri=store, progress=False, trainer=TRAINER))
+    result = run_sweep(load_spec(spec_path), SweepOptions(slots=2, tracking_uri=store, progress=False, trainer=fake_train))
     assert result.problem() is None
 
     study = optuna.load_study(study_name="search", storage=journal(tmp_path / "out"))

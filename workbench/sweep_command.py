@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from workbench import sweeps
-from workbench.sweeps import slurm
+from workbench.sweeps import dispatch, slurm
 
 INTERRUPTED_EXIT = 130  # as after Ctrl-C: the shell's 128 + SIGINT
 
@@ -35,7 +35,7 @@ def execute(
     spec = sweeps.load_spec(name, overrides)
     if options.yes:
         echo(sweeps.compute_estimate(spec), err=True)
-    result = slurm.command(
+    result = dispatch.sweep_command(
         spec, list(overrides), options, launcher=launcher, slurm=on_slurm,
         show_status=show_status, cancel_jobs=cancel, echo=echo,
     )

@@ -20,7 +20,6 @@ has two FINISHED runs and a stale run never looks alive.
 from __future__ import annotations
 
 import _thread
-import importlib
 import json
 import multiprocessing
 import os
@@ -31,7 +30,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from workbench.pids import pid_alive
 from workbench import tags as tag
@@ -52,7 +51,7 @@ class TrialJob:
     cwd: str
     env: dict[str, str]
     sweep_pid: int
-    trainer: str = "workbench.train:run"  # "module:function"
+    trainer: Callable[..., Any] | None = None  # None: workbench.train.run (pickled by reference: importable)
     parent_run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     earlier_runs: list[dict[str, str]] = field(default_factory=list)  # unfinished attempts [{"run_id", "status"}], newest first
@@ -126,9 +125,8 @@ def main(job: TrialJob) -> None:
     os.environ.update(job.env)
     _redirect_output(job.log_path)
     _watch_sweep(job.sweep_pid)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGUSR2, _interrupt)  # SLURM's warning before a job's time limit (submitit --signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):  # SIGUSR2: SLURM's time-limit warning (submitit)
+        signal.signal(signum, _interrupt)
     if job.threads:
         import torch
 
@@ -155,18 +153,11 @@ def _run(job: TrialJob) -> tuple[int, dict[str, Any]]:
             print(f"resuming MLflow run {resume_run_id}", flush=True)
         if killed:
             print(f"earlier attempts marked KILLED: {', '.join(killed)}", flush=True)
-        trainer = _import(job.trainer)
+        trainer = job.trainer or _train_run()
         result = trainer(cfg, resume_run_id=resume_run_id, parent_run_id=job.parent_run_id, tags=job.tags, progress=False)
         _log_result(result)
-        report = {
-            "status": result.status,
-            "run_id": result.run_id,
-            "metrics": dict(result.metrics),
-            "final_loss": result.final_loss,
-            "steps": result.steps,
-            "resumed": resume_run_id,
-            "killed_runs": killed,
-        }
+        report = {"status": result.status, "run_id": result.run_id, "metrics": dict(result.metrics),
+                  "final_loss": result.final_loss, "steps": result.steps, "resumed": resume_run_id, "killed_runs": killed}
         return (EXIT_OK if result.status == "FINISHED" else EXIT_FAILED), report
     except USER_ERRORS as err:
         return EXIT_USER_ERROR, {"status": "USER_ERROR", "error": one_line(err).removeprefix("error: ")}
@@ -216,9 +207,12 @@ def phase_path(result_path: str | Path) -> Path:
     return Path(result_path).with_suffix(".phase")
 
 
-def _import(target: str) -> Any:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+def _train_run() -> Callable[..., Any]:
+    """The trainer: the sweeps -> train edge. Imported here, in the trial process (whose forkserver
+    has preloaded it), so that the sweep process and `workbench sweep list` never import torch."""
+    from workbench.train import run
+
+    return run
 
 
 def _interrupt(signum: int, frame: Any) -> None:

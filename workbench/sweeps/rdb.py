@@ -35,13 +35,13 @@ SCHEMA_PAUSE_S = 1.0
 SQLITE_BUSY_TIMEOUT_S = 60  # how long a SQLite transaction waits for another process's lock
 
 
-def open_rdb_storage(url: str, **storage_kwargs: Any) -> RDBStorage:
-    """``RDBStorage(url, **storage_kwargs)``, safe to call from several processes at once."""
+def open_rdb(url: str, **kwargs: Any) -> RDBStorage:
+    """``RDBStorage(url, **kwargs)``, safe to call from several processes at once."""
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if sqlite else {}
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **storage_kwargs)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
             break
         except DBAPIError:
             if attempt == SCHEMA_ATTEMPTS or not _has_tables(url, engine_kwargs):

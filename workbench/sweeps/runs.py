@@ -19,13 +19,9 @@ from workbench.sweeps.space import TrialPlan
 from workbench.sweeps.spec import SweepSpec
 from workbench import tags
 
+
 def trial_tags(study_name: str, plan: TrialPlan, number: int) -> dict[str, str]:
-    return {
-        tags.SWEEP: study_name,
-        tags.VARIANT: plan.variant,
-        tags.SEED: str(plan.seed),
-        tags.TRIAL: str(number),
-    }
+    return {tags.SWEEP: study_name, tags.VARIANT: plan.variant, tags.SEED: str(plan.seed), tags.TRIAL: str(number)}
 
 
 def create_parent_run(spec: SweepSpec, study_name: str, *, uri: str, experiment: str, storage: str) -> str:
@@ -79,13 +75,8 @@ def child_runs(
     trial: int | None = None,
 ) -> list[Run]:
     """Child runs of the sweep (newest first), optionally of one variant x seed or one trial."""
-    terms = [f"tags.`{tags.PARENT_RUN_ID}` = '{parent_run_id}'"]
-    if variant is not None:
-        terms.append(f"tags.`{tags.VARIANT}` = '{variant}'")
-    if seed is not None:
-        terms.append(f"tags.`{tags.SEED}` = '{seed}'")
-    if trial is not None:
-        terms.append(f"tags.`{tags.TRIAL}` = '{trial}'")
+    wanted = {tags.PARENT_RUN_ID: parent_run_id, tags.VARIANT: variant, tags.SEED: seed, tags.TRIAL: trial}
+    terms = [f"tags.`{tag}` = '{value}'" for tag, value in wanted.items() if value is not None]
     client = tracking.client(uri)
     runs: list[Run] = []
     token = None

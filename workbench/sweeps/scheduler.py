@@ -15,22 +15,22 @@ import time
 import traceback
 
 import optuna
-from optuna.trial import TrialState
 
 from workbench.progress import read_status
 from workbench.sweeps import child
-from workbench.sweeps.execute import SweepContext, TrialOutcome, run_trial
+from workbench.sweeps.execute import TrialOutcome, run_trial
 from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress, eta
 from workbench.sweeps.slots import Slot
 from workbench.sweeps.space import TrialPlan
-from workbench.sweeps.study import claim, fail, grid_key, pop_waiting, reap_orphans
+from workbench.sweeps.study import fail, open_trials, reap_orphans, take, tally
+from workbench.sweeps.sweep import Sweep
 
 COUNT_EVERY_S = 2.0  # how often the display re-counts the study (other workers finish trials too)
 
 
 class Scheduler:
-    def __init__(self, ctx: SweepContext, slots: list[Slot], progress: SweepProgress, poll_s: float = 1.0):
-        self.ctx = ctx
+    def __init__(self, sweep: Sweep, slots: list[Slot], progress: SweepProgress, poll_s: float = 1.0):
+        self.sweep = sweep
         self.slots = slots
         self.progress = progress
         self.poll_s = poll_s
@@ -43,10 +43,8 @@ class Scheduler:
 
     # -------------------------------------------------------------- main thread
     def run(self) -> list[TrialOutcome]:
-        threads = [
-            threading.Thread(target=self._slot_loop, args=(slot,), name=f"slot-{slot.name}", daemon=True)
-            for slot in self.slots
-        ]
+        threads = [threading.Thread(target=self._slot_loop, args=(slot,), name=f"slot-{slot.name}", daemon=True)
+                   for slot in self.slots]
         for thread in threads:
             thread.start()
         counted_at, counted_outcomes, counts = 0.0, 0, (0, 0)
@@ -58,8 +56,8 @@ class Scheduler:
                 self.progress.update(self.snapshot(*counts))
                 time.sleep(0.25)
         except KeyboardInterrupt:
-            self.ctx.interrupted.set()
-            self.ctx.no_new_trials.set()
+            self.sweep.interrupted.set()
+            self.sweep.no_new_trials.set()
             self._notify()
             for thread in threads:  # each stops its child (SIGTERM: the run is marked KILLED)
                 thread.join()
@@ -67,23 +65,14 @@ class Scheduler:
         return self.outcomes
 
     def count(self) -> tuple[int, int]:
-        """(done, failed) over the whole study: variant x seed keys completed, or finished TPE trials."""
-        trials = self.ctx.study.get_trials(deepcopy=False)
-        if self.ctx.spec.is_grid:
-            done = {grid_key(t) for t in trials if t.state == TrialState.COMPLETE}
-            open_keys = {grid_key(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
-            failed = {grid_key(t) for t in trials if t.state == TrialState.FAIL} - done - open_keys
-            return len(done), len(failed)
-        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-        retried = {t.system_attrs.get("failed_trial") for t in trials}
-        failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
-        return done, failed
+        """(done, failed) over the whole study (other processes run its trials too)."""
+        return tally(self.sweep.spec, self.sweep.study.get_trials(deepcopy=False))
 
     def snapshot(self, done: int, failed: int) -> Snapshot:
         durations = [o.seconds for o in self.outcomes if o.state == "COMPLETE" and not o.reused]
-        total = self.ctx.spec.total_trials
+        total = self.sweep.spec.total_trials
         return Snapshot(
-            title=self.ctx.study_name,
+            title=self.sweep.study_name,
             done=done,
             total=total,
             failed=failed,
@@ -95,24 +84,24 @@ class Scheduler:
         """A copy of the slot's view with its trial's current phase (written by the trial child)."""
         shown = SlotView(**vars(view))
         if view.trial is not None:
-            shown.phase = read_status(child.phase_path(self.ctx.work_dir / f"trial-{view.trial:04d}.json"))
+            shown.phase = read_status(child.phase_path(self.sweep.out_dir / f"trial-{view.trial:04d}.json"))
         return shown
 
     # -------------------------------------------------------------- slot threads
     def _slot_loop(self, slot: Slot) -> None:
-        while not self.ctx.no_new_trials.is_set():
+        while not self.sweep.no_new_trials.is_set():
             try:
                 trial = self._take()
             except Exception:  # the storage is unreachable: stop the sweep, say why
                 self._crash(f"taking a trial on {slot.name}", traceback.format_exc())
                 return
-            if trial is None:
-                if self._finished():
-                    return
+            if trial is not None:
+                self._run(slot, trial)
+            elif open_trials(self.sweep.spec, self.sweep.study.get_trials(deepcopy=False)) == 0:
+                return
+            else:
                 with self._changed:
                     self._changed.wait(self.poll_s)
-                continue
-            self._run(slot, trial)
 
     def _run(self, slot: Slot, trial: optuna.Trial) -> None:
         view = self._views[slot.name]
@@ -122,15 +111,14 @@ class Scheduler:
             view.variant, view.seed = plan.variant, plan.seed
 
         try:
-            outcome = run_trial(self.ctx, slot, trial, on_plan=show)
+            outcome = run_trial(self.sweep, slot, trial, on_plan=show)
             self.outcomes.append(outcome)
             self.progress.trial_finished(_line(slot, outcome))
         except Exception:  # a bug or an unreachable store: stop taking trials, re-queue this one
             detail = traceback.format_exc()
             self._crash(f"trial {trial.number} on {slot.name}", detail)
             try:
-                last = detail.strip().splitlines()[-1]
-                fail(self.ctx.study, self.ctx.storage, trial.number, f"sweep error: {last}", retry=self.ctx.retry)
+                fail(self.sweep.study, trial, f"sweep error: {detail.strip().splitlines()[-1]}", retry=self.sweep.retry)
             except Exception:  # the storage itself is gone; a later run reaps the trial (dead owner)
                 pass
         finally:
@@ -140,32 +128,17 @@ class Scheduler:
             self._notify()
 
     def _take(self) -> optuna.Trial | None:
-        ctx = self.ctx
         with self._take_lock:
-            reap_orphans(ctx.study, ctx.storage, self._running_here, ctx.retry)
-            trial = pop_waiting(ctx.study, ctx.storage)
-            if trial is None and not ctx.spec.is_grid and self._search_budget_left():
-                trial = ctx.study.ask()
+            reap_orphans(self.sweep.study, self._running_here, self.sweep.retry)
+            trial = take(self.sweep.study, self.sweep.spec)
             if trial is not None:
-                claim(ctx.study, ctx.storage, trial)
                 self._running_here.add(trial.number)
             return trial
-
-    def _search_budget_left(self) -> bool:
-        trials = self.ctx.study.get_trials(deepcopy=False)
-        started = [t for t in trials if "failed_trial" not in t.system_attrs]
-        return len(started) < self.ctx.spec.search.trials
-
-    def _finished(self) -> bool:
-        open_trials = self.ctx.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-        if open_trials:
-            return False
-        return self.ctx.spec.is_grid or not self._search_budget_left()
 
     def _crash(self, where: str, detail: str) -> None:
         self.crashes.append(f"{where}: {detail.strip().splitlines()[-1]}")
         self.progress.trial_finished(f"sweep error in {where}:\n{detail}")
-        self.ctx.no_new_trials.set()
+        self.sweep.no_new_trials.set()
         self._notify()
 
     def _notify(self) -> None:

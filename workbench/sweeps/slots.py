@@ -72,8 +72,7 @@ def plan_slots(
         raise ConfigError("--slots excludes --gpus and --per-gpu: --slots runs CPU processes, --gpus/--per-gpu GPU ones")
     cores = cpu_count if cpu_count is not None else usable_cpu_count()
     if slots is not None:
-        threads = max(1, cores // slots)
-        return [Slot(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": "", **thread_env(threads)}, threads) for i in range(slots)]
+        return [_slot(f"cpu{i}", "", max(1, cores // slots)) for i in range(slots)]
     count = gpu_count if gpu_count is not None else visible_gpu_count()
     if gpus is not None:
         indices = parse_gpus(gpus)
@@ -85,17 +84,17 @@ def plan_slots(
     if not indices:
         if per_gpu != 1:
             raise ConfigError(f"--per-gpu {per_gpu}: no GPU is visible; use --slots N for CPU processes")
-        return [Slot("cpu0", {"CUDA_VISIBLE_DEVICES": "", **thread_env(cores)}, cores)]
+        return [_slot("cpu0", "", cores)]
     physical = _physical_ids()
-    total = len(indices) * per_gpu
-    planned = []
-    for index in indices:
-        device = physical[index] if physical is not None and index < len(physical) else str(index)
-        for k in range(per_gpu):
-            name = f"gpu{index}" if per_gpu == 1 else f"gpu{index}.{k}"
-            threads = max(1, cores // total)
-            planned.append(Slot(name, {"CUDA_VISIBLE_DEVICES": device, **thread_env(threads)}, threads))
-    return planned
+    threads = max(1, cores // (len(indices) * per_gpu))
+    return [_slot(f"gpu{i}" if per_gpu == 1 else f"gpu{i}.{k}",
+                  physical[i] if physical is not None and i < len(physical) else str(i), threads)
+            for i in indices for k in range(per_gpu)]
+
+
+def _slot(name: str, device: str, threads: int) -> Slot:
+    """A child sees only `device` ("" = no GPU) and runs `threads` threads in every library."""
+    return Slot(name, {"CUDA_VISIBLE_DEVICES": device, **thread_env(threads)}, threads)
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

@@ -39,31 +39,21 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from workbench import tracking
-from workbench.errors import ConfigError, did_you_mean
+from workbench.errors import ConfigError
 from workbench.launch import slurm as cluster
 from workbench.launch import slurm_env
-from workbench.sweeps import runs
+from workbench.sweeps import child, runs
 from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress
-from workbench.sweeps.runner import SweepOptions, SweepResult, _quiet_optuna, open_parent_run, run_sweep
-from workbench.sweeps.spec import SweepSpec, load_spec, resolve_spec_path, variant_config
+from workbench.sweeps.runner import SweepResult, run_sweep
+from workbench.sweeps.spec import SweepSpec, load_spec, resolve_spec_path
 from workbench.sweeps.study import (
-    ERROR_ATTR,
-    PARENT_ATTR,
-    QUEUED_ATTR,
-    TRACKING_ATTR,
-    WORKER_ATTR,
-    default_storage,
-    describe_storage,
-    enqueue_missing,
-    fail,
-    grid_key,
-    open_storage,
-    open_study,
-    study_exists,
+    ERROR_ATTR, WORKER_ATTR, redacted, enqueue_missing, grid_key, open_optuna, open_trials, quiet_optuna, reap,
+    tally,
 )
+from workbench.sweeps.sweep import Sweep, SweepOptions, Trainer, open_sweep
 
 JOBS_ATTR = "workbench.slurm_jobs"  # study: ids of the worker jobs submitted for it, in order
 REAP_EVERY_S = 15.0  # how often a worker looks for trials of vanished jobs
@@ -81,44 +71,15 @@ def job_name(study_name: str) -> str:
     return f"wb-sweep-{study_name}"
 
 
+def _active_jobs(sweep: Sweep) -> dict[str, cluster.QueuedJob]:
+    """The sweep's jobs squeue still lists (only those its study recorded: a name may be reused)."""
+    recorded = set(sweep.study.user_attrs.get(JOBS_ATTR) or [])
+    return {i: job for i, job in cluster.active_jobs(job_name(sweep.study_name)).items() if i in recorded}
+
+
 # ------------------------------------------------------------------ the coordinator
-@dataclass
-class _Sweep:
-    """The open study, its parent run and where its jobs write."""
-
-    spec: SweepSpec
-    sets: list[str]
-    options: SweepOptions
-    location: str
-    storage: optuna.storages.BaseStorage
-    study: optuna.Study
-    study_name: str
-    uri: str
-    parent_run_id: str
-    folder: Path  # submitit's pickles and the jobs' logs
-
-    @property
-    def name(self) -> str:
-        return job_name(self.study_name)
-
-    def recorded_jobs(self) -> list[str]:
-        return list(self.study.user_attrs.get(JOBS_ATTR) or [])
-
-    def active_jobs(self) -> dict[str, cluster.QueuedJob]:
-        recorded = set(self.recorded_jobs())
-        return {i: job for i, job in cluster.active_jobs(self.name).items() if i in recorded}
-
-    def retry(self) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.spec.retries)
-
-
-def launch(
-    spec: SweepSpec,
-    sets: list[str],
-    options: SweepOptions,
-    slurm: SlurmSweepOptions,
-    echo: Callable[[str], None] = print,
-) -> SweepResult | None:
+def launch(spec: SweepSpec, sets: list[str], options: SweepOptions, slurm: SlurmSweepOptions,
+           echo: Callable[[str], None] = print) -> SweepResult | None:
     """Submit the sweep's missing worker jobs; wait for the sweep to end unless `slurm.wait` is off."""
     if slurm.max_parallel < 1:
         raise ConfigError(f"--max-parallel {slurm.max_parallel}: must be >= 1")
@@ -131,53 +92,27 @@ def launch(
         raise ConfigError(f"--cpus-per-trial {slurm.resources.cpus}: must be >= 1")
     partition = cluster.check_partition(slurm.resources)
     started = time.monotonic()
-    sweep = _open(spec, sets, options, create=not options.resume)
+    sweep = open_sweep(spec, options)
     for warning in cluster.unshared_paths(_shared_paths(sweep), partition):
         echo(warning)
-    active = sweep.active_jobs()
-    reap_lost_jobs(sweep.study, sweep.storage, sweep.retry(), set(active))
-    if spec.is_grid:
-        enqueue_missing(sweep.study, spec)
-        if not sweep.study.user_attrs.get(QUEUED_ATTR):
-            sweep.study.set_user_attr(QUEUED_ATTR, True)
-    submitted = _submit_missing(sweep, slurm, partition, active)
+    active = _active_jobs(sweep)
+    reap_lost_jobs(sweep.study, sweep.retry, set(active))
+    enqueue_missing(sweep.study, spec)
+    submitted = _submit_missing(sweep, sets, options, slurm, partition, active)
     queued = ", ".join(sorted(active))
     echo(
-        f"sweep {spec.name}: study {sweep.study_name!r} in {describe_storage(sweep.location)}; "
+        f"sweep {spec.name}: study {sweep.study_name!r} in {redacted(sweep.location)}; "
         f"submitted {len(submitted)} worker job(s){': ' + ', '.join(submitted) if submitted else ''}"
-        f"{'; already queued: ' + queued if queued else ''}; logs in {sweep.folder}"
+        f"{'; already queued: ' + queued if queued else ''}; logs in {sweep.out_dir / 'slurm'}"
     )
     if not slurm.wait:
         echo(f"watch: workbench sweep {spec.ref} --status   ·   stop: workbench sweep {spec.ref} --cancel")
         return None
-    return _watch(sweep, slurm, partition, started)
+    return _watch(sweep, sets, options, slurm, partition, started)
 
 
-def _open(spec: SweepSpec, sets: list[str], options: SweepOptions, *, create: bool) -> _Sweep:
-    """The study and the MLflow parent run, as `run_sweep` opens them (created here when `create`)."""
-    _quiet_optuna()
-    base_cfg = variant_config(spec, spec.variants[0].overrides if spec.is_grid else {})
-    location = options.storage or default_storage(base_cfg.train.out_dir)
-    if "://" not in location:
-        location = str(Path(location).resolve())  # the jobs may start elsewhere
-    storage = open_storage(location, heartbeat_s=options.heartbeat_s, retries=spec.retries)
-    study_name = options.study_name or spec.name
-    if not create and not study_exists(storage, study_name):
-        raise ConfigError(
-            f"no study {study_name!r} in {describe_storage(location)}; start it first: "
-            f"workbench sweep {spec.ref} --launcher slurm"
-        )
-    study = open_study(spec, storage, study_name, create=create, location=location)
-    uri = tracking.resolve_uri(options.tracking_uri or study.user_attrs.get(TRACKING_ATTR) or base_cfg.tracking.uri)
-    parent_run_id = study.user_attrs.get(PARENT_ATTR)
-    if create:  # one parent, however many shells submit
-        parent_run_id = open_parent_run(spec, study, storage, uri, base_cfg.tracking.experiment, location)
-    folder = Path(base_cfg.train.out_dir).resolve() / "sweeps" / study_name / "slurm"
-    return _Sweep(spec, sets, options, location, storage, study, study_name, uri, parent_run_id or "", folder)
-
-
-def _shared_paths(sweep: _Sweep) -> dict[str, Path]:
-    paths = {"the submitit folder": sweep.folder, "the checkpoints (train.out_dir)": sweep.folder.parents[2]}
+def _shared_paths(sweep: Sweep) -> dict[str, Path]:
+    paths = {"the submitit folder": sweep.out_dir / "slurm", "the checkpoints (train.out_dir)": sweep.out_dir.parents[1]}
     if "://" not in sweep.location:
         paths["the Optuna journal (--storage)"] = Path(sweep.location)
     if sweep.uri.startswith("sqlite:///"):
@@ -185,33 +120,16 @@ def _shared_paths(sweep: _Sweep) -> dict[str, Path]:
     return paths
 
 
-def _open_trials(sweep: _Sweep) -> int:
-    """Trials a worker may still take: queued or running (grid); budget left (search)."""
-    trials = sweep.study.get_trials(deepcopy=False)
-    open_ = sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
-    if sweep.spec.is_grid:
-        return open_
-    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    return max(open_, sweep.spec.search.trials - done)
-
-
-def _submit_missing(
-    sweep: _Sweep, slurm: SlurmSweepOptions, partition: cluster.Partition, active: dict[str, cluster.QueuedJob]
-) -> list[str]:
-    missing = min(slurm.max_parallel, _open_trials(sweep)) - len(active)
+def _submit_missing(sweep: Sweep, sets: list[str], options: SweepOptions, slurm: SlurmSweepOptions,
+                    partition: cluster.Partition, active: dict[str, cluster.QueuedJob]) -> list[str]:
+    missing = min(slurm.max_parallel, open_trials(sweep.spec, sweep.study.get_trials(deepcopy=False))) - len(active)
     if missing <= 0:
         return []
-    ex = cluster.executor(sweep.folder, slurm.resources, partition, name=sweep.name)
+    ex = cluster.executor(sweep.out_dir / "slurm", slurm.resources, partition, name=job_name(sweep.study_name))
     worker = WorkerArgs(
-        spec_path=str(resolve_spec_path(sweep.spec.ref or sweep.spec.name).resolve()),
-        sets=sweep.sets,
-        storage=sweep.location,
-        study_name=sweep.study_name,
-        tracking_uri=sweep.uri,
-        heartbeat_s=sweep.options.heartbeat_s,
-        trainer=sweep.options.trainer,
-        gpus=slurm.resources.gpus,
-        cpus=slurm.resources.cpus,
+        spec_path=str(resolve_spec_path(sweep.spec.ref or sweep.spec.name).resolve()), sets=sets,
+        storage=sweep.location, study_name=sweep.study_name, tracking_uri=sweep.uri, heartbeat_s=options.heartbeat_s,
+        trainer=options.trainer, gpus=slurm.resources.gpus, cpus=slurm.resources.cpus,
     )
     ids = []
     try:
@@ -219,157 +137,94 @@ def _submit_missing(
             ids.append(str(ex.submit(work, worker).job_id))
     finally:  # record what was submitted even if a later sbatch failed
         if ids:
-            sweep.study.set_user_attr(JOBS_ATTR, sweep.recorded_jobs() + ids)
+            sweep.study.set_user_attr(JOBS_ATTR, list(sweep.study.user_attrs.get(JOBS_ATTR) or []) + ids)
     return ids
 
 
-def _watch(sweep: _Sweep, slurm: SlurmSweepOptions, partition: cluster.Partition, started: float) -> SweepResult:
+def _watch(sweep: Sweep, sets: list[str], options: SweepOptions, slurm: SlurmSweepOptions,
+           partition: cluster.Partition, started: float) -> SweepResult:
     """Show the jobs until the sweep ends; replace jobs that ended while trials are left."""
-    spec, study = sweep.spec, sweep.study
-    replacements = slurm.max_parallel * (spec.retries + 1)
-    seen: set[int] = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    replacements = slurm.max_parallel * (sweep.spec.retries + 1)
+    seen = {t.number for t in sweep.study.get_trials(deepcopy=False) if t.state.is_finished()}
     crashes: list[str] = []
     interrupted = False
     try:
-        with SweepProgress(enabled=sweep.options.progress) as progress:
+        with SweepProgress(enabled=options.progress) as progress:
             while True:
-                active = sweep.active_jobs()  # before reading the trials: a job gone now has told its trial
-                reap_lost_jobs(study, sweep.storage, sweep.retry(), set(active))
-                trials = study.get_trials(deepcopy=False)
-                for trial in trials:
-                    if trial.state.is_finished() and trial.number not in seen:
-                        seen.add(trial.number)
-                        progress.trial_finished(_finished_line(trial))
+                active = _active_jobs(sweep)  # before reading the trials: a job gone now has told its trial
+                reap_lost_jobs(sweep.study, sweep.retry, set(active))
+                trials = sweep.study.get_trials(deepcopy=False)
+                for trial in (t for t in trials if t.state.is_finished() and t.number not in seen):
+                    seen.add(trial.number)
+                    progress.trial_finished(_finished_line(trial))
                 progress.update(_snapshot(sweep, trials, active))
-                if _result(sweep, [], False, started).finished or _open_trials(sweep) == 0:
+                left = open_trials(sweep.spec, trials)
+                if SweepResult.of(sweep, started).finished or left == 0:
                     break
-                if len(active) < min(slurm.max_parallel, _open_trials(sweep)):
+                if len(active) < min(slurm.max_parallel, left):
                     if replacements <= 0:
-                        crashes.append(
-                            f"worker jobs kept ending with trials left; see the job logs in {sweep.folder}"
-                        )
+                        crashes.append(f"worker jobs kept ending with trials left; see the job logs in {sweep.out_dir / 'slurm'}")
                         break
-                    replacements -= len(_submit_missing(sweep, slurm, partition, active))
+                    replacements -= len(_submit_missing(sweep, sets, options, slurm, partition, active))
                 time.sleep(slurm.poll_s)
     except KeyboardInterrupt:
         interrupted = True
-    result = _result(sweep, crashes, interrupted, started)
-    if result.finished:
-        runs.finish_parent_run(sweep.parent_run_id, sweep.uri, "FINISHED")
-    elif not interrupted:  # Ctrl-C leaves the jobs running: the parent stays RUNNING
-        runs.finish_parent_run(sweep.parent_run_id, sweep.uri, "FAILED")
+    result = SweepResult.of(sweep, started, crashes=crashes, interrupted=interrupted)
+    result.close_parent(None if interrupted else "FAILED")  # Ctrl-C leaves the jobs running: the parent stays RUNNING
     return result
 
 
-def _result(sweep: _Sweep, crashes: list[str], interrupted: bool, started: float) -> SweepResult:
-    return SweepResult(
-        spec=sweep.spec,
-        study_name=sweep.study_name,
-        storage=sweep.location,
-        parent_run_id=sweep.parent_run_id,
-        tracking_uri=sweep.uri,
-        trials=sweep.study.get_trials(deepcopy=False),
-        interrupted=interrupted,
-        crashes=crashes,
-        seconds=time.monotonic() - started,
-    )
-
-
-def _snapshot(sweep: _Sweep, trials: list[FrozenTrial], active: dict[str, cluster.QueuedJob]) -> Snapshot:
-    running = {}
-    for trial in trials:
-        owner = trial.user_attrs.get(WORKER_ATTR)
-        if trial.state == TrialState.RUNNING and isinstance(owner, dict) and owner.get("slurm_job_id"):
-            running[owner["slurm_job_id"]] = trial
+def _snapshot(sweep: Sweep, trials: list[FrozenTrial], active: dict[str, cluster.QueuedJob]) -> Snapshot:
+    running = {_owner(t).get("slurm_job_id"): t for t in trials if t.state == TrialState.RUNNING}
     views = []
     for job_id, job in sorted(active.items()):
         trial = running.get(job_id)
         if trial is None:
-            label = f"{job_id} {job.state.lower()}" + (f" ({job.reason})" if job.state == "PENDING" else "")
-            views.append(SlotView(label))
-        else:
-            key = grid_key(trial) or ("", None)
-            start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-            views.append(SlotView(f"{job_id}@{job.node}", trial.number, key[0], key[1], time.monotonic() - (time.time() - start)))
-    done = len({grid_key(t) for t in trials if t.state == TrialState.COMPLETE}) if sweep.spec.is_grid else sum(
-        t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials
-    )
-    failed = sum(t.state == TrialState.FAIL for t in trials)
+            views.append(SlotView(f"{job_id} {job.state.lower()}" + (f" ({job.reason})" if job.state == "PENDING" else "")))
+            continue
+        variant, seed = grid_key(trial) or ("", None)
+        start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+        views.append(SlotView(f"{job_id}@{job.node}", trial.number, variant, seed, time.monotonic() - (time.time() - start)))
+    done, failed = tally(sweep.spec, trials)
     return Snapshot(title=sweep.study_name, done=done, total=sweep.spec.total_trials, failed=failed, slots=views)
 
 
+def _owner(trial: FrozenTrial) -> dict:
+    owner = trial.user_attrs.get(WORKER_ATTR)
+    return owner if isinstance(owner, dict) else {}
+
+
 def _finished_line(trial: FrozenTrial) -> str:
-    owner = trial.user_attrs.get(WORKER_ATTR) or {}
-    key = grid_key(trial)
-    what = f"trial {trial.number}" + (f" {key[0]} seed {key[1]}" if key else "")
+    owner, key = _owner(trial), grid_key(trial)
     where = f"job {owner.get('slurm_job_id', '?')} on {owner.get('slurm_node', owner.get('host', '?'))}"
+    what = f"trial {trial.number}" + (f" {key[0]} seed {key[1]}" if key else "")
     if trial.state == TrialState.COMPLETE:
         return f"{where}: {what}: COMPLETE {trial.value:.4g}"
-    if trial.state == TrialState.FAIL:
-        return f"{where}: {what}: FAIL — {trial.user_attrs.get(ERROR_ATTR)}"
-    return f"{where}: {what}: {trial.state.name}"
-
-
-# ------------------------------------------------------------------ the command
-LAUNCHERS = ("local", "slurm")
-
-
-def command(
-    spec: SweepSpec,
-    sets: list[str],
-    options: SweepOptions,
-    *,
-    launcher: str,
-    slurm: SlurmSweepOptions,
-    show_status: bool = False,
-    cancel_jobs: bool = False,
-    echo: Callable[[str], None] = print,
-) -> SweepResult | None:
-    """What `workbench sweep` does beyond running locally: --launcher slurm, --status, --cancel."""
-    if launcher not in LAUNCHERS:
-        hint = did_you_mean(launcher, LAUNCHERS)
-        raise ConfigError(f"--launcher {launcher!r}: unknown launcher{hint}; allowed: {', '.join(LAUNCHERS)}")
-    if show_status and cancel_jobs:
-        raise ConfigError("--status and --cancel exclude each other: --status shows the sweep, --cancel stops its jobs")
-    if show_status:
-        echo(status(spec, options))
-        return None
-    if cancel_jobs:
-        echo(cancel(spec, options))
-        return None
-    if launcher == "slurm":
-        local = [name for name, used in (("--slots", options.slots is not None), ("--gpus", options.gpus is not None),
-                                          ("--per-gpu", options.per_gpu != 1), ("--worker", options.worker)) if used]
-        if local:
-            raise ConfigError(
-                f"{local[0]} is for trials on this machine; with --launcher slurm use --max-parallel and --gpus-per-trial"
-            )
-        return launch(spec, sets, options, slurm, echo)
-    return run_sweep(spec, options)
+    failed = f" — {trial.user_attrs.get(ERROR_ATTR)}" if trial.state == TrialState.FAIL else ""
+    return f"{where}: {what}: {trial.state.name}{failed}"
 
 
 # ------------------------------------------------------------------ --status, --cancel
 def status(spec: SweepSpec, options: SweepOptions) -> str:
     """Each trial's state, value, SLURM job and node; then the sweep's jobs squeue still lists."""
-    sweep = _open(spec, [], options, create=False)
+    sweep = open_sweep(spec, options, look_only=True)
     queued, unreachable = {}, ""
     if _has_slurm():
         try:
-            queued = sweep.active_jobs()
+            queued = _active_jobs(sweep)
         except ConfigError as err:  # the trials' records still answer
             unreachable = str(err).removeprefix("--launcher slurm: ")
     rows = [("trial", "variant", "seed", "state", "value", "job", "node")]
     for trial in sweep.study.get_trials(deepcopy=False):
-        owner = trial.user_attrs.get(WORKER_ATTR) or {}
-        key = grid_key(trial) or ("-", "-")
-        job = owner.get("slurm_job_id", "-")
+        owner = _owner(trial)
+        variant, seed = grid_key(trial) or ("-", "-")
         node = owner.get("slurm_node", owner.get("host", "-")) if trial.state != TrialState.WAITING else "-"
         value = f"{trial.value:.4g}" if trial.value is not None else "-"
-        rows.append((str(trial.number), str(key[0]), str(key[1]), trial.state.name, value, job, node))
+        rows.append((str(trial.number), str(variant), str(seed), trial.state.name, value, owner.get("slurm_job_id", "-"), node))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"sweep {spec.name}: study {sweep.study_name!r} in {describe_storage(sweep.location)}"]
+    lines = [f"sweep {spec.name}: study {sweep.study_name!r} in {redacted(sweep.location)}"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    recorded = sweep.recorded_jobs()
+    recorded = sweep.study.user_attrs.get(JOBS_ATTR) or []
     if unreachable:
         lines.append(f"jobs: unknown ({unreachable})")
     elif queued:
@@ -379,20 +234,20 @@ def status(spec: SweepSpec, options: SweepOptions) -> str:
         )
         lines.append(f"jobs in the queue: {jobs}")
     elif recorded:
-        lines.append(f"no job of this sweep is queued ({len(recorded)} submitted in all; logs in {sweep.folder})")
+        lines.append(f"no job of this sweep is queued ({len(recorded)} submitted in all; logs in {sweep.out_dir / 'slurm'})")
     return "\n".join(lines)
 
 
 def cancel(spec: SweepSpec, options: SweepOptions) -> str:
     """scancel the sweep's queued jobs; their running trials are failed and re-queued by the workers."""
     cluster.require_sbatch("--cancel")
-    sweep = _open(spec, [], options, create=False)
-    active = sorted(sweep.active_jobs())
+    sweep = open_sweep(spec, options, look_only=True)
+    active = sorted(_active_jobs(sweep))
     cluster.cancel(active)
-    if sweep.parent_run_id and active:
-        runs.finish_parent_run(sweep.parent_run_id, sweep.uri, "KILLED")
     if not active:
         return f"sweep {spec.name}: no job of study {sweep.study_name!r} is queued; nothing to cancel"
+    if sweep.parent_run_id:
+        runs.finish_parent_run(sweep.parent_run_id, sweep.uri, "KILLED")
     return (
         f"sweep {spec.name}: cancelled {len(active)} job(s): {', '.join(active)}; their trials are re-queued — "
         f"`workbench sweep {spec.ref} --launcher slurm` resumes the sweep"
@@ -408,35 +263,24 @@ def _has_slurm() -> bool:
 
 
 # ------------------------------------------------------------------ reaping
-def reap_lost_jobs(
-    study: optuna.Study,
-    storage: optuna.storages.BaseStorage,
-    retry: optuna.storages.RetryHeartbeatStaleTrialCallback,
-    active: set[str] | None,
-    *,
-    own_job: str | None = None,
-) -> list[int]:
+def reap_lost_jobs(study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback, active: set[str] | None, *,
+                   own_job: str | None = None) -> list[int]:
     """FAIL (and re-queue) RUNNING trials claimed by a SLURM job that squeue no longer lists (`active`,
     read from squeue *before* this call, so a job missing from it had told its trial before exiting);
     or, with `own_job` (a requeued job starting again, which has claimed nothing yet), only those
     an earlier run of this very job left behind."""
-    reaped = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.user_attrs.get(WORKER_ATTR)
-        if not isinstance(owner, dict) or owner.get("trial") != trial.number or not owner.get("slurm_job_id"):
-            continue
-        job = owner["slurm_job_id"]
+
+    def lost(owner: dict | None, trial: FrozenTrial) -> str | None:
+        job = (owner or {}).get("slurm_job_id")
+        if not job or (own_job is not None and job != own_job):
+            return None
         if own_job is not None:
-            if job != own_job:
-                continue
-            reason = f"its SLURM job {job} was requeued (pre-empted or scontrol requeue)"
-        elif active is None or job in active:
-            continue
-        else:
-            reason = f"its SLURM job {job} ended without finishing it (cancelled, pre-empted, node failure)"
-        if fail(study, storage, trial.number, reason, retry=retry):
-            reaped.append(trial.number)
-    return reaped
+            return f"its SLURM job {job} was requeued (pre-empted or scontrol requeue)"
+        if active is None or job in active:
+            return None
+        return f"its SLURM job {job} ended without finishing it (cancelled, pre-empted, node failure)"
+
+    return reap(study, lost, retry)
 
 
 # ------------------------------------------------------------------ in the worker job
@@ -448,7 +292,7 @@ class WorkerArgs:
     study_name: str
     tracking_uri: str
     heartbeat_s: int
-    trainer: str
+    trainer: Trainer | None
     gpus: int
     cpus: int | None
 
@@ -471,28 +315,27 @@ def work(args: WorkerArgs) -> str:
     """One worker job: pop the study's queued trials and run them, one at a time, until none is left."""
     _start_trial_server_deaf()
     stop = _Stop()  # replaces submitit's handlers: a trial must stop cleanly on SIGTERM too
-    _quiet_optuna()
     me = slurm_env.job_id()
     spec = load_spec(args.spec_path, args.sets)
-    storage = open_storage(args.storage, heartbeat_s=args.heartbeat_s, retries=spec.retries)
-    study = optuna.load_study(study_name=args.study_name, storage=storage)
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=spec.retries)
-    if me:
-        reap_lost_jobs(study, storage, retry, None, own_job=me)
-    done = threading.Event()
-    reaper = threading.Thread(
-        target=_reap_loop, args=(study, storage, retry, job_name(args.study_name), done), name="slurm-reaper", daemon=True
-    )
-    reaper.start()
-    cpus = args.cpus or _int(os.environ.get("SLURM_CPUS_PER_TASK"))
-    options = SweepOptions(
-        storage=args.storage, study_name=args.study_name, worker=True, slots=None if args.gpus else 1,
-        tracking_uri=args.tracking_uri, heartbeat_s=args.heartbeat_s, progress=False, trainer=args.trainer, cpus=cpus,
-    )
-    try:
-        result = run_sweep(spec, options)
-    finally:
-        done.set()
+    with quiet_optuna():
+        storage = open_optuna(args.storage, heartbeat_s=args.heartbeat_s, retries=spec.retries)
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.retries)
+        if me:
+            reap_lost_jobs(study, retry, None, own_job=me)
+        done = threading.Event()
+        reaper = threading.Thread(target=_reap_loop, args=(study, retry, job_name(args.study_name), done),
+                                  name="slurm-reaper", daemon=True)
+        reaper.start()
+        cpus = args.cpus or _int(os.environ.get("SLURM_CPUS_PER_TASK"))
+        options = SweepOptions(
+            storage=args.storage, study_name=args.study_name, worker=True, slots=None if args.gpus else 1,
+            tracking_uri=args.tracking_uri, heartbeat_s=args.heartbeat_s, progress=False, trainer=args.trainer, cpus=cpus,
+        )
+        try:
+            result = run_sweep(spec, options)
+        finally:
+            done.set()
     if stop.signum == signal.SIGUSR2 and me and not result.finished:
         cluster.requeue(me)  # the time limit: come back with a fresh one; the trial resumes from its checkpoint
     return result.summary()
@@ -506,8 +349,6 @@ def _start_trial_server_deaf() -> None:
     for dead, re-queue it and exit while it runs on: the next attempt would resume a
     run that is still being written. Ignoring them, the forkserver lives until the
     worker exits; the trials set their own handlers (``child.main``)."""
-    from workbench.sweeps import child
-
     previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGTERM, signal.SIGUSR2)}
     try:
         child.warm_up(wait=True)
@@ -516,11 +357,10 @@ def _start_trial_server_deaf() -> None:
             signal.signal(signum, handler)
 
 
-def _reap_loop(study, storage, retry, name: str, done: threading.Event) -> None:
+def _reap_loop(study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback, name: str, done: threading.Event) -> None:
     while not done.wait(REAP_EVERY_S):
         try:
-            active = set(cluster.active_jobs(name))
-            reap_lost_jobs(study, storage, retry, active)
+            reap_lost_jobs(study, retry, set(cluster.active_jobs(name)))
         except Exception:  # squeue busy or absent on this node: the coordinator reaps too
             pass
 

@@ -2,7 +2,8 @@
 
 The only place a trial's parameters are read. Grid trials carry one param,
 ``variant``; their seed is a fixed user attribute (``seed``) set when the trial is
-queued, so Optuna's importance and contour plots see only what the sweep varies.
+queued, so Optuna's importance and contour plots see only what the sweep varies (the
+variant is a user attribute too, so a queued trial says what it will run).
 TPE trials carry one param per range (named by its dotted config key) and run the
 spec's first seed (also recorded as the ``seed`` user attribute).
 """
@@ -17,6 +18,7 @@ import optuna
 from workbench.sweeps.spec import Range, SweepSpec
 
 SEED_ATTR = "seed"  # a trial's seed: a fixed user attribute (set when queued), not a searched parameter
+VARIANT_ATTR = "variant"  # a grid trial's variant, also as a user attribute (set when queued)
 
 
 @dataclass(frozen=True)

@@ -23,22 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import (
-    EVAL_TASKS,
-    EXPERIMENTS_DIR,
-    RunConfig,
-    all_keys,
-    flatten,
-    load_config,
-    parse_override,
-    read_yaml,
-    resolve_experiment,
-    resolve_named_yaml,
+    EVAL_TASKS, EXPERIMENTS_DIR, RunConfig, all_keys, flatten, load_config, parse_override, read_yaml,
+    resolve_experiment, resolve_named_yaml,
 )
 from workbench.errors import ConfigError, did_you_mean
 from workbench.strict_yaml import brief
 
 MAX_SEED = 2**32 - 1
-
 SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
 SPEC_FIELDS = (
     "description", "base", "overrides", "axes", "variants", "search",
@@ -129,8 +120,13 @@ class SweepSpec:
         return self.search is None
 
     @property
+    def grid_keys(self) -> list[tuple[str, int]]:
+        """Every variant x seed of a grid sweep, in order (none for a search)."""
+        return [(v.name, seed) for v in self.variants for seed in self.seeds]
+
+    @property
     def total_trials(self) -> int:
-        return len(self.variants) * len(self.seeds) if self.is_grid else self.search.trials
+        return len(self.grid_keys) if self.is_grid else self.search.trials
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -141,15 +137,9 @@ class SweepSpec:
     def resolved(self) -> dict[str, Any]:
         """The spec as the sweep runs it (variants expanded): the parent run's `sweep.yaml`."""
         out: dict[str, Any] = {
-            "name": self.name,
-            "description": self.description,
-            "base": self.base,
-            "overrides": self.overrides,
-            "baseline": self.baseline,
-            "seeds": list(self.seeds),
-            "metrics": list(self.metrics),
-            "objective": {"metric": self.objective, "direction": self.direction},
-            "retries": self.retries,
+            "name": self.name, "description": self.description, "base": self.base, "overrides": self.overrides,
+            "baseline": self.baseline, "seeds": list(self.seeds), "metrics": list(self.metrics),
+            "objective": {"metric": self.objective, "direction": self.direction}, "retries": self.retries,
         }
         if self.is_grid:
             out["axes"] = self.axes
@@ -163,23 +153,17 @@ class SweepSpec:
         data = self.resolved()
         data.pop("description")
         data["base"] = read_yaml(Path(self.base))
-        text = json.dumps(data, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------ finding
 def spec_dirs() -> list[Path]:
     """Project sweeps (./experiments/sweeps) first, then the packaged ones."""
-    dirs = [Path.cwd() / "experiments" / "sweeps", SWEEPS_DIR]
     unique: list[Path] = []
-    for folder in dirs:
+    for folder in (Path.cwd() / "experiments" / "sweeps", SWEEPS_DIR):
         if folder.is_dir() and folder.resolve() not in [d.resolve() for d in unique]:
             unique.append(folder)
     return unique
-
-
-def known_names() -> list[str]:
-    return sorted({p.stem for folder in spec_dirs() for p in folder.glob("*.yaml")})
 
 
 def resolve_spec_path(name_or_path: str | Path) -> Path:
@@ -189,7 +173,7 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
 
 def list_specs() -> list[SweepSpec]:
     """Every named sweep, loaded and validated (a broken one raises, naming its file)."""
-    return [load_spec(name) for name in known_names()]
+    return [load_spec(name) for name in sorted({p.stem for folder in spec_dirs() for p in folder.glob("*.yaml")})]
 
 
 # ------------------------------------------------------------------ loading
@@ -201,59 +185,30 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None) -> S
     _check_fields(data, SPEC_FIELDS, where)
     shapes = [k for k in ("axes", "variants", "search") if data.get(k) is not None]
     if len(shapes) != 1:
-        found = ", ".join(shapes) or "none"
-        raise ConfigError(f"{where}: give exactly one of axes, variants, search (found: {found})")
-
+        raise ConfigError(f"{where}: give exactly one of axes, variants, search (found: {', '.join(shapes) or 'none'})")
     base = _resolve_base(data.get("base", "base"), path, where)
-    common = _mapping(data.get("overrides") or {}, f"{where}: overrides")
-    _check_keys(common, f"{where}: overrides", allow_tracking=True)
-    cli = dict(parse_override(text) for text in overrides or [])
-    _check_keys(cli, "--set", allow_tracking=True)
-    common = {**common, **cli}
-
-    seeds = _seeds(data.get("seeds", 3), where)
-    retries = _int_at_least(data.get("retries", 2), 0, f"{where}: retries")
+    common = _overrides(data.get("overrides") or {}, f"{where}: overrides", allow_tracking=True)
+    cli = _overrides(dict(parse_override(text) for text in overrides or []), "--set", allow_tracking=True)
     metrics = _metrics(data.get("metrics"), where)
     objective, direction = _objective(data.get("objective"), metrics, where)
-
-    variants: tuple[Variant, ...] = ()
-    axes: dict[str, list[Any]] = {}
-    search = None
-    if "axes" in shapes:
-        axes = _axes(data["axes"], where)
-        variants = grid_variants(axes)
-    elif "variants" in shapes:
+    axes = _axes(data["axes"], where) if "axes" in shapes else {}
+    variants = grid_variants(axes) if axes else ()
+    if "variants" in shapes:
         variants = _named_variants(data["variants"], where)
-    else:
-        search = _search(data["search"], where)
-    for variant in variants:
-        if not _SAFE_NAME.match(variant.name):
-            raise ConfigError(
-                f"{where}: variant name {variant.name!r} may only use letters, digits and _ . = , + - : / space"
-            )
-    varied = set(axes) | {key for variant in variants for key in variant.overrides}
-    if search is not None:
-        varied |= {rng.key for rng in search.ranges}
+    search = _search(data["search"], where) if "search" in shapes else None
+    unsafe = [v.name for v in variants if not _SAFE_NAME.match(v.name)]
+    if unsafe:
+        raise ConfigError(f"{where}: variant name {unsafe[0]!r} may only use letters, digits and _ . = , + - : / space")
+    varied = {key for variant in variants for key in variant.overrides} | {r.key for r in (search.ranges if search else ())}
     clash = sorted(varied & set(cli))
     if clash:
         raise ConfigError(f"--set {clash[0]}: it is varied by sweep {path.stem!r}; it cannot be overridden")
-
     spec = SweepSpec(
-        name=path.stem,
-        path=path,
-        description=str(data.get("description") or "").strip(),
-        base=str(base),
-        overrides=common,
-        variants=variants,
-        axes=axes,
-        baseline=_baseline(data.get("baseline"), variants, axes, where),
-        seeds=seeds,
-        metrics=metrics,
-        objective=objective,
-        direction=direction,
-        retries=retries,
-        search=search,
-        raw=data,
+        name=path.stem, path=path, description=str(data.get("description") or "").strip(), base=str(base),
+        overrides={**common, **cli}, variants=variants, axes=axes,
+        baseline=_baseline(data.get("baseline"), variants, axes, where), seeds=_seeds(data.get("seeds", 3), where),
+        metrics=metrics, objective=objective, direction=direction,
+        retries=_int_at_least(data.get("retries", 2), 0, f"{where}: retries"), search=search, raw=data,
         ref=str(name_or_path),
     )
     check_configs(spec)
@@ -262,12 +217,12 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None) -> S
 
 def grid_variants(axes: dict[str, list[Any]]) -> tuple[Variant, ...]:
     """Cartesian product of the axes, in file order; names like 'image_mask_ratio=0.2,text_mask_ratio=0.4'."""
-    labels = _short_labels(list(axes))
+    last = [k.rsplit(".", 1)[-1] for k in axes]  # an axis is named by its last key part when that is unique
+    labels = {k: (s if last.count(s) == 1 else k) for k, s in zip(axes, last)}
     variants = []
     for values in itertools.product(*axes.values()):
         overrides = dict(zip(axes, values))
-        name = ",".join(f"{labels[k]}={format_value(v)}" for k, v in overrides.items())
-        variants.append(Variant(name, overrides))
+        variants.append(Variant(",".join(f"{labels[k]}={format_value(v)}" for k, v in overrides.items()), overrides))
     return tuple(variants)
 
 
@@ -302,16 +257,18 @@ def check_configs(spec: SweepSpec) -> None:
             raise ConfigError(f"sweep {spec.name!r}, {label}: {err}") from None
         if not cfg.tracking.enabled:
             raise ConfigError(f"sweep {spec.name!r}: tracking.enabled is false in its base; a sweep records every trial in MLflow")
-        _check_objective_is_produced(spec, cfg, label)
+        parts = spec.objective.split("/")
+        task = METRIC_TASKS.get(parts[1]) if parts[0] == "eval" and len(parts) >= 3 else None
+        if task is not None and task not in cfg.eval.tasks:
+            raise ConfigError(f"sweep {spec.name!r}, {label}: objective {spec.objective!r} needs eval task {task!r}, "
+                              f"but eval.tasks is {cfg.eval.tasks}")
 
 
 # ------------------------------------------------------------------ pieces
 def _check_fields(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     for name in data:
         if name not in allowed:
-            raise ConfigError(
-                f"{where}: unknown field {name!r}{did_you_mean(str(name), allowed)} (allowed: {', '.join(allowed)})"
-            )
+            raise ConfigError(f"{where}: unknown field {name!r}{did_you_mean(str(name), allowed)} (allowed: {', '.join(allowed)})")
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -320,25 +277,21 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
-def _check_key(key: str, where: str, allow_tracking: bool = False) -> None:
+def _check_key(key: str, where: str, *, what: str = "config key", allow_tracking: bool = False) -> None:
     keys = all_keys()
     if key not in keys:
-        raise ConfigError(f"{where}: unknown config key {key!r}{did_you_mean(key, keys)}")
+        raise ConfigError(f"{where}: unknown {what} {key!r}{did_you_mean(key, keys)}")
     if key in SWEEP_OWNED:
         raise ConfigError(f"{where}: {key!r} cannot be set by a sweep ({SWEEP_OWNED[key]})")
     if key.startswith("tracking.") and not allow_tracking:
         raise ConfigError(f"{where}: {key!r} cannot vary within a sweep (all trials share one MLflow experiment)")
 
 
-def _check_keys(overrides: dict[str, Any], where: str, allow_tracking: bool = False) -> None:
+def _overrides(value: Any, where: str, allow_tracking: bool = False) -> dict[str, Any]:
+    overrides = _mapping(value, where)
     for key in overrides:
-        _check_key(key, where, allow_tracking)
-
-
-def _short_labels(keys: list[str]) -> dict[str, str]:
-    """Last key component when unique among the axes, else the full dotted key."""
-    last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+        _check_key(key, where, allow_tracking=allow_tracking)
+    return overrides
 
 
 def _axes(value: Any, where: str) -> dict[str, list[Any]]:
@@ -346,10 +299,7 @@ def _axes(value: Any, where: str) -> dict[str, list[Any]]:
     if not axes:
         raise ConfigError(f"{where}: axes: give at least one axis, e.g. objectives.scl.image_mask_ratio: [0.2, 0.4]")
     for key, values in axes.items():
-        keys = all_keys()
-        if key not in keys:
-            raise ConfigError(f"{where}: unknown axis key {key!r}{did_you_mean(key, keys)}")
-        _check_key(key, f"{where}: axes")
+        _check_key(key, where, what="axis key")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: axes.{key}: expected a non-empty list of values, got {brief(values)}")
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
@@ -360,15 +310,7 @@ def _axes(value: Any, where: str) -> dict[str, list[Any]]:
 def _named_variants(value: Any, where: str) -> tuple[Variant, ...]:
     if not isinstance(value, dict) or not value:
         raise ConfigError(f"{where}: variants: expected a mapping of variant name -> overrides")
-    variants = []
-    for name, overrides in value.items():
-        name = str(name)
-        if not _SAFE_NAME.match(name):
-            raise ConfigError(f"{where}: variants: name {name!r} may only use letters, digits and _ . = , + - : / space")
-        overrides = _mapping(overrides or {}, f"{where}: variants.{name}")
-        _check_keys(overrides, f"{where}: variants.{name}")
-        variants.append(Variant(name, overrides))
-    return tuple(variants)
+    return tuple(Variant(str(name), _overrides(overrides or {}, f"{where}: variants.{name}")) for name, overrides in value.items())
 
 
 def _baseline(value: Any, variants: tuple[Variant, ...], axes: dict[str, list[Any]], where: str) -> str | None:
@@ -378,7 +320,7 @@ def _baseline(value: Any, variants: tuple[Variant, ...], axes: dict[str, list[An
     if isinstance(value, dict):  # axis values, e.g. {objectives.scl.image_mask_ratio: 0.8}
         wanted = _mapping(value, f"{where}: baseline")
         for variant in variants:
-            if all(variant.overrides.get(k) == v for k, v in wanted.items()) and set(wanted) == set(axes):
+            if set(wanted) == set(axes) and all(variant.overrides.get(k) == v for k, v in wanted.items()):
                 return variant.name
         raise ConfigError(f"{where}: baseline {brief(value)} is not a point of the grid (axes: {', '.join(axes)})")
     if str(value) not in names:
@@ -389,22 +331,24 @@ def _baseline(value: Any, variants: tuple[Variant, ...], axes: dict[str, list[An
 def _seeds(value: Any, where: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return tuple(range(value))
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
-        and len(set(value)) == len(value)
-    ):
-        for seed in value:
-            if not 0 <= seed <= MAX_SEED:  # train.seed's range: torch and numpy refuse others mid-run
-                raise ConfigError(f"{where}: seeds: {brief(seed)} is out of range — allowed: integers in [0, {MAX_SEED}] (train.seed)")
-        return tuple(value)
-    raise ConfigError(f"{where}: seeds: {brief(value)} is not a count >= 1 or a list of distinct integers")
+    integers = isinstance(value, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+    if not integers or not value or len(set(value)) != len(value):
+        raise ConfigError(f"{where}: seeds: {brief(value)} is not a count >= 1 or a list of distinct integers")
+    for seed in value:
+        if not 0 <= seed <= MAX_SEED:  # train.seed's range: torch and numpy refuse others mid-run
+            raise ConfigError(f"{where}: seeds: {brief(seed)} is out of range — allowed: integers in [0, {MAX_SEED}] (train.seed)")
+    return tuple(value)
 
 
 def _int_at_least(value: Any, low: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{where}: {brief(value)} is not an integer >= {low}")
+    return value
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], where: str) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{where}: {brief(value)} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
     return value
 
 
@@ -426,55 +370,31 @@ def _metrics(value: Any, where: str) -> tuple[str, ...]:
 def _objective(value: Any, metrics: tuple[str, ...], where: str) -> tuple[str, str]:
     if value is None:
         return metrics[0], "maximize"
-    if isinstance(value, str):
-        value = {"metric": value}
-    obj = _mapping(value, f"{where}: objective")
+    obj = _mapping({"metric": value} if isinstance(value, str) else value, f"{where}: objective")
     _check_fields(obj, OBJECTIVE_FIELDS, f"{where}: objective")
-    metric = _metric_key(obj.get("metric", metrics[0]), f"{where}: objective.metric")
-    direction = obj.get("direction", "maximize")
-    if direction not in DIRECTIONS:
-        raise ConfigError(f"{where}: objective.direction: {brief(direction)} is not one of {', '.join(DIRECTIONS)}")
-    return metric, direction
-
-
-def _check_objective_is_produced(spec: SweepSpec, cfg: RunConfig, label: str) -> None:
-    parts = spec.objective.split("/")
-    if parts[0] != "eval" or len(parts) < 3:
-        return
-    task = METRIC_TASKS.get(parts[1])
-    if task is not None and task not in cfg.eval.tasks:
-        raise ConfigError(
-            f"sweep {spec.name!r}, {label}: objective {spec.objective!r} needs eval task {task!r}, "
-            f"but eval.tasks is {cfg.eval.tasks}"
-        )
+    return (_metric_key(obj.get("metric", metrics[0]), f"{where}: objective.metric"),
+            _one_of(obj.get("direction", "maximize"), DIRECTIONS, f"{where}: objective.direction"))
 
 
 def _search(value: Any, where: str) -> Search:
     data = _mapping(value, f"{where}: search")
     _check_fields(data, SEARCH_FIELDS, f"{where}: search")
-    sampler = data.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"{where}: search.sampler: {brief(sampler)} is not one of {', '.join(SAMPLERS)}")
-    trials = _int_at_least(data.get("trials", 20), 1, f"{where}: search.trials")
-    ranges_data = _mapping(data.get("ranges") or {}, f"{where}: search.ranges")
-    if not ranges_data:
+    ranges = _mapping(data.get("ranges") or {}, f"{where}: search.ranges")
+    if not ranges:
         raise ConfigError(f"{where}: search.ranges: give at least one range, e.g. train.lr: {{low: 1e-5, high: 1e-3, log: true}}")
-    ranges = tuple(_range(key, spec, f"{where}: search.ranges.{key}") for key, spec in ranges_data.items())
-    pruner = _pruner(data.get("pruner"), f"{where}: search.pruner")
     seed = data.get("seed")
-    if seed is not None:
-        seed = _int_at_least(seed, 0, f"{where}: search.seed")
-    return Search(sampler, trials, ranges, pruner, seed)
+    return Search(
+        sampler=_one_of(data.get("sampler", "tpe"), SAMPLERS, f"{where}: search.sampler"),
+        trials=_int_at_least(data.get("trials", 20), 1, f"{where}: search.trials"),
+        ranges=tuple(_range(key, spec, f"{where}: search.ranges.{key}") for key, spec in ranges.items()),
+        pruner=_pruner(data.get("pruner"), f"{where}: search.pruner"),
+        seed=None if seed is None else _int_at_least(seed, 0, f"{where}: search.seed"),
+    )
 
 
 def _range(key: str, value: Any, where: str) -> Range:
-    keys = all_keys()
-    if key not in keys:
-        raise ConfigError(f"{where}: unknown config key {key!r}{did_you_mean(key, keys)}")
     _check_key(key, where)
-    if isinstance(value, list):
-        value = {"choices": value}
-    data = _mapping(value, where)
+    data = _mapping({"choices": value} if isinstance(value, list) else value, where)
     _check_fields(data, RANGE_FIELDS, where)
     if "choices" in data:
         choices = data["choices"]
@@ -485,13 +405,11 @@ def _range(key: str, value: Any, where: str) -> Range:
     if isinstance(default, bool) or not isinstance(default, (int, float)):
         raise ConfigError(f"{where}: {key!r} is not numeric; give choices: [...] instead of low/high")
     kind = "int" if isinstance(default, int) else "float"
-    low, high, step = data.get("low"), data.get("high"), data.get("step")
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
-    if not numbers or not low < high:
+    low, high, step, log = data.get("low"), data.get("high"), data.get("step"), data.get("log", False)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
         raise ConfigError(f"{where}: need numbers low < high, got low={brief(low)}, high={brief(high)}")
     if kind == "int" and not all(isinstance(v, int) for v in (low, high, step or 1)):
         raise ConfigError(f"{where}: {key!r} is an integer field; low, high and step must be integers")
-    log = data.get("log", False)
     if not isinstance(log, bool):
         raise ConfigError(f"{where}: log: {brief(log)} is not true or false")
     if log and low <= 0:
@@ -504,23 +422,15 @@ def _range(key: str, value: Any, where: str) -> Range:
 def _pruner(value: Any, where: str) -> Pruner:
     if value is None:
         return Pruner(kind="none")
-    if isinstance(value, str):
-        value = {"kind": value}
-    data = _mapping(value, where)
+    data = _mapping({"kind": value} if isinstance(value, str) else value, where)
     _check_fields(data, PRUNER_FIELDS, where)
-    kind = data.get("kind", "median")
-    if kind not in PRUNERS:
-        raise ConfigError(f"{where}.kind: {brief(kind)} is not one of {', '.join(PRUNERS)}{did_you_mean(str(kind), PRUNERS)}")
-    direction = data.get("direction", "minimize")
-    if direction not in DIRECTIONS:
-        raise ConfigError(f"{where}.direction: {brief(direction)} is not one of {', '.join(DIRECTIONS)}")
     interval = data.get("interval_s", 5.0)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
         raise ConfigError(f"{where}.interval_s: {brief(interval)} is not a number > 0")
     return Pruner(
-        kind=kind,
+        kind=_one_of(data.get("kind", "median"), PRUNERS, f"{where}.kind"),
         metric=_metric_key(data.get("metric", "train/loss/total"), f"{where}.metric"),
-        direction=direction,
+        direction=_one_of(data.get("direction", "minimize"), DIRECTIONS, f"{where}.direction"),
         warmup_steps=_int_at_least(data.get("warmup_steps", 0), 0, f"{where}.warmup_steps"),
         startup_trials=_int_at_least(data.get("startup_trials", 2), 0, f"{where}.startup_trials"),
         interval_s=float(interval),

@@ -62,7 +62,7 @@ def joint_features(model: nn.Module, batch: Batch, image_key: str = "image") -> 
     """The fused joint feature [B, 2D] of the batch's (`image_key`, text) pair; from the
     encoders' outputs when the batch carries them (`<image_key>_tokens`, frozen encoders).
     Only the pooled rows of the last fusion layer are computed (`pooled_only`): the head
-    reads nothing else, and the rest of that layer was ~40 % of a fine-tune step."""
+    reads nothing else, and the rest of that layer was ~30 % of a fine-tune's CPU time."""
     if f"{image_key}_tokens" in batch:
         return model.fuse(batch[f"{image_key}_tokens"], batch["text_tokens"], batch["text_mask"],
                           batch["frame_cls_positions"], pooled_only=True)["joint"]

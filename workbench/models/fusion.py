@@ -11,7 +11,8 @@ still in the autograd graph for Grad-CAM.
 feature of fine-tunes and ITM scoring): the last layer then computes just the rows
 the poolers read (text CLS, frame CLS), the other tokens serving only as keys and
 values. Every row is computed independently, so the pooled outputs are those of the
-full pass (to float rounding) at about 60 % of its cost with two layers.
+full pass (to float rounding); with two layers a fine-tune step takes ~0.7x the
+CPU time (benchmarks/PERFORMANCE.md).
 """
 
 from __future__ import annotations

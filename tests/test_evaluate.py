@@ -355,3 +355,83 @@ def test_cross_attention_maps_are_the_fusion_probabilities_on_patches(shapes_tin
     expected = attn[torch.arange(3), torch.tensor([0, 1, 2])][:, out["patch_positions"]]
     assert torch.allclose(maps.reshape(3, -1), expected)
     assert (maps.sum(dim=(1, 2, 3)) < 1).all()  # the frame CLS takes the rest of the mass
+
+
+# ------------------------------------------------------- exact speed-ups of the fine-tunes
+@pytest.mark.parametrize("global_token", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_pooled_only_fusion_gives_the_full_pass_pooled_outputs(global_token, layers):
+    from workbench.models.fusion import CoAttentionFusion
+
+    cfg = load_config("base", [f"model.fusion.layers={layers}", "model.fusion.width=32", "model.fusion.heads=2"])
+    torch.manual_seed(0)
+    fusion = CoAttentionFusion(cfg.model.fusion, vision_width=24, text_width=16, image_global_token=global_token)
+    frames, per_frame = 2, 5  # a 2-frame video: [video CLS] + per frame [CLS, 4 patches]
+    image = torch.randn(3, global_token + frames * per_frame, 24)
+    text = torch.randn(3, 7, 16)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 4:] = 0  # padding is still masked out of the keys
+    positions = global_token + per_frame * torch.arange(frames)
+    full = fusion(image, text, mask, positions)
+    pooled = fusion(image, text, mask, positions, pooled_only=True)
+    for key in ("fused_text_cls", "fused_frame_cls", "fused_image_cls", "joint"):
+        assert pooled[key].shape == full[key].shape, key
+        assert torch.allclose(pooled[key], full[key], atol=1e-5), key
+    assert "fused_text" not in pooled and "fused_image" not in pooled  # only the pooled rows were computed
+    # the other rows still serve as keys: changing a patch changes the pooled output
+    image[:, -1] += 1.0
+    assert not torch.allclose(fusion(image, text, mask, positions, pooled_only=True)["joint"], pooled["joint"], atol=1e-4)
+
+
+def _full_pass_joint(model, batch, image_key="image"):
+    """The joint feature the slow way: every row of every fusion layer (what pooled_only replaces)."""
+    return model.fuse(batch[f"{image_key}_tokens"], batch["text_tokens"], batch["text_mask"],
+                      batch["frame_cls_positions"])["joint"]
+
+
+def test_nlvr_one_pass_pair_features_equal_two_passes(shapes_tiny):
+    from workbench.evaluate.finetune import preloaded
+    from workbench.evaluate.nlvr import pair_features
+
+    cfg, tokenizer, model, _ = _setup(shapes_tiny)
+    split = preloaded(cfg, tokenizer, "nlvr", "train")
+    rows = torch.tensor([0, 3, 1, 4])
+    model.eval()
+    with torch.no_grad():
+        raw = split.batch(rows)
+        encoded = split.batch(rows, split.encode(model, cfg, CPU))
+        two_passes = torch.cat([_full_pass_joint(model, encoded, "image"), _full_pass_joint(model, encoded, "image2")], -1)
+        one_pass = pair_features(model, encoded)
+        from_frames = pair_features(model, raw)  # eval.finetune_layers=all: the encoders run inside
+    assert one_pass.shape == (4, 4 * cfg.model.fusion.width)
+    assert torch.allclose(one_pass, two_passes, atol=1e-5)
+    assert torch.allclose(from_frames, two_passes, atol=1e-5)
+    assert not torch.allclose(one_pass[:, : 2 * cfg.model.fusion.width], one_pass[:, 2 * cfg.model.fusion.width :])
+
+
+@pytest.mark.parametrize("task_name", ["ve", "nlvr"])
+def test_fast_finetune_path_trains_the_same_model_as_the_full_pass(shapes_tiny, task_name):
+    """pooled_only and the one-pass NLVR pair are pure speed-ups: same head, same accuracy for a seed."""
+    import dataclasses
+
+    from workbench.evaluate.nlvr import NLVR
+
+    task = {"ve": VE, "nlvr": NLVR}[task_name]
+    if task_name == "nlvr":
+        slow_features = lambda m, b: torch.cat([_full_pass_joint(m, b, "image"), _full_pass_joint(m, b, "image2")], -1)
+    else:
+        slow_features = _full_pass_joint
+    slow_task = dataclasses.replace(task, features=slow_features)
+    cfg, tokenizer, model, _ = _setup(shapes_tiny, "eval.finetune_layers=fusion", "eval.finetune_steps=6",
+                                      "eval.finetune_lr=1e-2")
+    fast_model, fast_head, fast_acc = finetuned(task, model, cfg, tokenizer, CPU)
+    slow_model, slow_head, slow_acc = finetuned(slow_task, model, cfg, tokenizer, CPU)
+    assert fast_acc == slow_acc
+    # equal to float rounding, which Adam's normalised steps grow to ~1e-5 in 6 steps at lr 1e-2
+    # (a wrong feature would move weights by ~lr)
+    for (name, fast), slow in zip(fast_head.state_dict().items(), slow_head.state_dict().values()):
+        assert torch.allclose(fast, slow, atol=1e-4), name
+    for (name, fast), slow in zip(fast_model.fusion.state_dict().items(), slow_model.fusion.state_dict().values()):
+        assert torch.allclose(fast, slow, atol=1e-4), name
+    moved = [not torch.equal(a, b) for a, b in zip(fast_model.fusion.parameters(), model.fusion.parameters())]
+    assert any(moved)  # the fusion was trained (lr 1e-2), not just left equal

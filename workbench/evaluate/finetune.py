@@ -60,11 +60,13 @@ def classifier_head(in_width: int, hidden_width: int, classes: int) -> nn.Module
 
 def joint_features(model: nn.Module, batch: Batch, image_key: str = "image") -> Tensor:
     """The fused joint feature [B, 2D] of the batch's (`image_key`, text) pair; from the
-    encoders' outputs when the batch carries them (`<image_key>_tokens`, frozen encoders)."""
+    encoders' outputs when the batch carries them (`<image_key>_tokens`, frozen encoders).
+    Only the pooled rows of the last fusion layer are computed (`pooled_only`): the head
+    reads nothing else, and the rest of that layer was ~30 % of a fine-tune's CPU time."""
     if f"{image_key}_tokens" in batch:
         return model.fuse(batch[f"{image_key}_tokens"], batch["text_tokens"], batch["text_mask"],
-                          batch["frame_cls_positions"])["joint"]
-    return model({**batch, "image": batch[image_key]})["joint"]
+                          batch["frame_cls_positions"], pooled_only=True)["joint"]
+    return model({**batch, "image": batch[image_key]}, pooled_only=True)["joint"]
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:

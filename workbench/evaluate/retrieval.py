@@ -90,7 +90,7 @@ def itm_pair_scorer(model: nn.Module, itm: nn.Module, enc: Encoded, cfg: RunConf
         image_index, text_index = image_index.to(device), text_index.to(device)
         with autocast(device, dtype):
             fused = model.fuse(enc.image_tokens[image_index], enc.text_tokens[text_index],
-                               enc.text_mask[text_index], enc.frame_cls_positions)
+                               enc.text_mask[text_index], enc.frame_cls_positions, pooled_only=True)
             logits = itm.match_logit(fused["joint"]).float()
         _tick()
         return logits

@@ -6,6 +6,13 @@ stably from scratch; a final LayerNorm closes each stream). Attention runs on
 `scaled_dot_product_attention`; with `return_attention=True` the text->image
 cross-attention is computed explicitly so its probabilities can be returned,
 still in the autograd graph for Grad-CAM.
+
+`pooled_only=True` is for callers that read only the pooled outputs (the joint
+feature of fine-tunes and ITM scoring): the last layer then computes just the rows
+the poolers read (text CLS, frame CLS), the other tokens serving only as keys and
+values. Every row is computed independently, so the pooled outputs are those of the
+full pass (to float rounding); with two layers a fine-tune step takes ~0.7x the
+CPU time (benchmarks/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -81,9 +88,14 @@ class CoAttentionBlock(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor | None,
         return_attention: bool = False,
+        rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`rows` (positions in `x`): compute and return only those rows; all of `x` still gives keys and values."""
         h = self.norm_self(x)
-        x = x + self.self_attn(h, h, x_mask)[0]
+        query = h
+        if rows is not None:
+            x, query = x[:, rows], h[:, rows]
+        x = x + self.self_attn(query, h, x_mask)[0]
         update, cross_probs = self.cross_attn(self.norm_cross(x), self.norm_context(context), context_mask, return_attention)
         x = x + update
         x = x + self.mlp(self.norm_mlp(x))
@@ -140,25 +152,41 @@ class CoAttentionFusion(nn.Module):
         frame_cls_positions: torch.Tensor,
         image_mask: torch.Tensor | None = None,
         return_attention: bool = False,
+        pooled_only: bool = False,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """Masks: 1/True = a real token. `cross_attn[i]`: layer i's text->image probabilities [B,H,L,S]."""
+        """Masks: 1/True = a real token. `cross_attn[i]`: layer i's text->image probabilities [B,H,L,S].
+
+        `pooled_only`: the last layer computes only the rows the poolers read; the output then has
+        the CLS features and `joint` but no `fused_text`/`fused_image` (and `cross_attn[-1]` has L = 1).
+        """
         text_keep = text_mask.bool()
         image_keep = None if image_mask is None else image_mask.bool()
         text = self.text_bridge(text_tokens) + self.token_type.weight[TEXT]
         image = self.image_bridge(image_tokens) + self.token_type.weight[IMAGE]
+        text_rows = image_rows = None
+        if pooled_only:  # text CLS; [video CLS +] frame CLS tokens
+            text_rows = frame_cls_positions.new_zeros(1)
+            image_rows = frame_cls_positions
+            if self.image_global_token:
+                image_rows = torch.cat([frame_cls_positions.new_zeros(1), frame_cls_positions])
         cross_attn = []
-        for text_layer, image_layer in zip(self.text_layers, self.image_layers):
-            new_text, probs = text_layer(text, text_keep, image, image_keep, return_attention)
-            image, _ = image_layer(image, image_keep, text, text_keep)
+        last = len(self.text_layers) - 1
+        for index, (text_layer, image_layer) in enumerate(zip(self.text_layers, self.image_layers)):
+            pooled_layer = pooled_only and index == last
+            new_text, probs = text_layer(text, text_keep, image, image_keep, return_attention,
+                                         rows=text_rows if pooled_layer else None)
+            image, _ = image_layer(image, image_keep, text, text_keep, rows=image_rows if pooled_layer else None)
             text = new_text
             cross_attn.append(probs)
         text, image = self.text_norm(text), self.image_norm(image)
         fused_text_cls = text[:, 0]
-        fused_frame_cls = image[:, frame_cls_positions]
+        if pooled_only:
+            fused_frame_cls = image[:, image.shape[1] - len(frame_cls_positions):]
+        else:
+            fused_frame_cls = image[:, frame_cls_positions]
         fused_image_cls = image[:, 0] if self.image_global_token else fused_frame_cls.mean(1)
-        out = {
-            "fused_text": text,
-            "fused_image": image,
+        out = {} if pooled_only else {"fused_text": text, "fused_image": image}
+        out |= {
             "fused_text_cls": fused_text_cls,
             "fused_frame_cls": fused_frame_cls,
             "fused_image_cls": fused_image_cls,

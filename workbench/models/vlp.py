@@ -57,16 +57,21 @@ class VLPModel(nn.Module):
         frame_cls_positions: torch.Tensor,
         image_mask: torch.Tensor | None = None,
         return_attention: bool = False,
+        pooled_only: bool = False,
     ) -> dict[str, Any]:
-        return self.fusion(image_tokens, text_tokens, text_mask, frame_cls_positions, image_mask, return_attention)
+        """The fusion's outputs; `pooled_only`: only the pooled ones, cheaper (models/fusion.py)."""
+        return self.fusion(image_tokens, text_tokens, text_mask, frame_cls_positions, image_mask, return_attention,
+                           pooled_only)
 
-    def forward(self, batch: dict[str, torch.Tensor], *, return_attention: bool = False) -> dict[str, Any]:
+    def forward(
+        self, batch: dict[str, torch.Tensor], *, return_attention: bool = False, pooled_only: bool = False
+    ) -> dict[str, Any]:
         """encode_image ∪ encode_text ∪ fuse of the clean (image, text) pair of the batch."""
         image = self.encode_image(batch["image"])
         text = self.encode_text(batch["text_ids"], batch["text_mask"])
         fused = self.fuse(
             image["image_tokens"], text["text_tokens"], batch["text_mask"], image["frame_cls_positions"],
-            return_attention=return_attention,
+            return_attention=return_attention, pooled_only=pooled_only,
         )
         return {**image, **text, **fused}
 

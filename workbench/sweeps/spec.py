@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import (
-    EVAL_TASKS, EXPERIMENTS_DIR, RunConfig, all_keys, flatten, load_config, parse_override, read_yaml,
+    EXPERIMENTS_DIR, RunConfig, all_keys, flatten, load_config, parse_override, read_yaml,
     resolve_experiment, resolve_named_yaml,
 )
 from workbench.errors import ConfigError, did_you_mean
 from workbench.strict_yaml import brief
+from workbench.tasks import EVAL_TASKS, RETRIEVALS
 
 MAX_SEED = 2**32 - 1
 SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
@@ -49,8 +50,13 @@ SWEEP_OWNED = {
     "tracking.run_name": "the sweep names each trial's run",
     "tracking.enabled": "a sweep always tracks its trials",
 }
-# Metric key prefix -> the eval task that produces it (to check the objective is produced).
-METRIC_TASKS = {"retrieval": "retrieval", "retrieval_itc": "retrieval", **{t: t for t in EVAL_TASKS}}
+# Metric group `eval/<group>/...` -> the eval task that produces it (to check the objective is produced):
+# each task, a retrieval task's ITC-only ranking (`<task>_itc`), and the attention score (with `retrieval`).
+METRIC_TASKS = {
+    **{t: t for t in EVAL_TASKS},
+    **{f"{t}_itc": t for t in RETRIEVALS},
+    "attention": "retrieval",
+}
 _SAFE_NAME = re.compile(r"^[\w.=,+\-:/ ]+$")
 
 

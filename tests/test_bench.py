@@ -183,3 +183,11 @@ def test_cli_bench_prints_a_table_and_rejects_an_unknown_config():
     good = runner.invoke(app, ["bench", "--quick", "--config", "paper"])
     assert good.exit_code == 0, good.output
     assert "paper" in good.output and "samples/s" in good.output and "training loop" not in good.output
+
+
+def test_cli_bench_json_is_the_whole_stdout():
+    """`bench --json` output is piped into tools: generating the data set says so on stderr, not in the JSON."""
+    out = CliRunner().invoke(app, ["bench", "--quick", "--config", "base", "--json"])  # tiny data made in a temp dir
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["configs"][0]["config"] == "base"
+    assert "generating ShapesWorld" in out.stderr

@@ -6,6 +6,7 @@ tracking); errors from those layers become one line and an exit code here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -15,7 +16,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from workbench import errors, interrupts
+from workbench import errors, interrupts, progress
 from workbench.cli_support import missing_equals, option_overrides, version_text
 
 # The layers below (torch, mlflow, optuna, ...) are imported inside each command, not here:
@@ -554,7 +555,8 @@ def bench(
         batch_size=batch_size, steps=steps, repeats=repeats, loop_steps=loop_steps, compile=compile_step,
         data_root=data_root or "", overrides=list(overrides or []),
     )
-    result = benchmark.run_bench(options)
+    with progress.on_stderr() if as_json else contextlib.nullcontext():  # stdout: the JSON alone
+        result = benchmark.run_bench(options)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else benchmark.render(result))
 
 

@@ -55,6 +55,18 @@ def settings(*, bars: bool, lines: bool | None = None) -> Iterator[None]:
         _bars, _lines = before
 
 
+@contextlib.contextmanager
+def on_stderr() -> Iterator[None]:
+    """Bars and phase lines on stderr inside, leaving stdout to a machine-read result (`bench --json`)."""
+    global _console
+    before = _console
+    _console = Console(highlight=False, stderr=True)
+    try:
+        yield
+    finally:
+        _console = before
+
+
 def console() -> Console:
     global _console
     if _console is None:

@@ -2,12 +2,16 @@
 
     python benchmarks/bench_science.py [--experiment base] [--seeds 3] [--out outputs/bench_science] [--set k=v ...]
     python benchmarks/bench_science.py --only-seed 1 ...   # e.g. a second process; then run without it for the table
+    python benchmarks/bench_science.py --variant scl-off=objectives.scl.enabled=false   # + an ablation column
 
 For each seed, two complete runs of the experiment through `workbench.train.run`
 (real MLflow store under --out): `trained` (its pre-training budget) and
 `random-init` (`train.steps=0`: the same fine-tunes from the initial weights).
 Prints per task: metric | chance | majority | blind | random-init | trained
 (mean ± std over seeds) | p(trained > reference) | p(trained > random-init).
+Each `--variant NAME=KEY=VALUE[,KEY=VALUE]` adds runs of the experiment with those
+overrides (an ablation: the component off) and two columns, NAME and
+p(trained > NAME), paired by seed.
 The reference is the blind baseline where there is one, else chance; p values are
 one-sided t-tests over seeds (one-sample against the reference, paired against
 random-init). Each finished run's metrics are kept in --out/<variant>-seed<k>.json,
@@ -39,7 +43,8 @@ TASKS = (
 VARIANTS = {"random-init": ["train.steps=0"], "trained": []}
 
 
-def run_once(experiment: str, overrides: list[str], variant: str, seed: int, out: Path) -> dict[str, float]:
+def run_once(experiment: str, overrides: list[str], variant: str, seed: int, out: Path,
+             variants: dict[str, list[str]]) -> dict[str, float]:
     path = out / f"{variant}-seed{seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -50,7 +55,7 @@ def run_once(experiment: str, overrides: list[str], variant: str, seed: int, out
         f"tracking.run_name={variant}-seed{seed}",
         f"train.seed={seed}",
     ]
-    cfg = load_config(experiment, [*overrides, *extra, *VARIANTS[variant]])
+    cfg = load_config(experiment, [*overrides, *extra, *variants[variant]])
     result = train.run(cfg, progress=True, tags={"workbench.variant": variant})
     path.write_text(json.dumps(result.metrics, indent=1, sort_keys=True))
     return result.metrics
@@ -69,9 +74,12 @@ def fmt(values: np.ndarray) -> str:
 
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:
+    ablations = [name for name in results if name not in VARIANTS]
+    extra_head = "".join(f" {name} | p(trained > {name}) |" for name in ablations)
     lines = [
-        "| metric | chance | majority | blind | random-init | trained | p(trained > ref) | p(trained > random-init) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| metric | chance | majority | blind | random-init | trained | p(trained > ref) | p(trained > random-init) |"
+        + extra_head,
+        "|---|---|---|---|---|---|---|---|" + "---|---|" * len(ablations),
     ]
     for task, key in TASKS:
         name = f"eval/{task}/{key}"
@@ -83,9 +91,13 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
         trained = np.array([run[name] for run in results["trained"]])
         reference = refs["blind"] if not math.isnan(refs["blind"]) else refs["chance"]
         cells = ["-" if math.isnan(v) else f"{v:.2f}" for v in refs.values()]
+        extra = ""
+        for ablation in ablations:
+            values = np.array([run[name] for run in results[ablation]])
+            extra += f" {fmt(values)} | {p_greater(trained, values):.3g} |"
         lines.append(
             f"| {name} | {' | '.join(cells)} | {fmt(random_init)} | {fmt(trained)} | "
-            f"{p_greater(trained, reference):.3g} | {p_greater(trained, random_init):.3g} |"
+            f"{p_greater(trained, reference):.3g} | {p_greater(trained, random_init):.3g} |" + extra
         )
     return "\n".join(lines)
 
@@ -98,19 +110,30 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--only-seed", type=int, action="append", default=[],
                         help="run only these seeds (e.g. one process per core); the table needs all")
-    parser.add_argument("--only-variant", choices=list(VARIANTS), action="append", default=[],
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+                        help="an ablation variant: the experiment with these overrides (repeatable)")
+    parser.add_argument("--only-variant", action="append", default=[],
                         help="with --only-seed: run only these variants")
     args = parser.parse_args()
+    variants = dict(VARIANTS)
+    for spec in args.variant:
+        name, _, overrides = spec.partition("=")
+        if not name or "=" not in overrides or name in VARIANTS:
+            parser.error(f"--variant {spec!r}: expected NAME=KEY=VALUE[,KEY=VALUE], NAME not one of {list(VARIANTS)}")
+        variants[name] = overrides.split(",")
+    unknown = set(args.only_variant) - set(variants)
+    if unknown:
+        parser.error(f"--only-variant {sorted(unknown)}: not one of {list(variants)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only_seed:
         for seed in args.only_seed:
-            for variant in args.only_variant or VARIANTS:
-                run_once(args.experiment, args.overrides, variant, seed, args.out)
+            for variant in args.only_variant or variants:
+                run_once(args.experiment, args.overrides, variant, seed, args.out, variants)
         return
-    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
+    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
     for seed in range(args.seeds):
-        for variant in VARIANTS:
-            results[variant].append(run_once(args.experiment, args.overrides, variant, seed, args.out))
+        for variant in variants:
+            results[variant].append(run_once(args.experiment, args.overrides, variant, seed, args.out, variants))
     print(f"experiment {args.experiment} {' '.join(args.overrides)}, {args.seeds} seeds, eval split of the config")
     print(table(results))
 

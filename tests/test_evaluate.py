@@ -271,6 +271,44 @@ def test_finetune_layers_fusion_freezes_the_encoders(shapes_tiny, layers):
         assert same == (layers == "fusion" and part != "fusion"), part
 
 
+def test_finetune_layers_last_trains_only_the_last_fusion_layer(shapes_tiny):
+    from workbench.evaluate.nlvr import NLVR
+
+    cfg, tokenizer, model, _ = _setup(shapes_tiny, "model.fusion.layers=2", "eval.finetune_layers=last",
+                                      "eval.finetune_lr=1e-2", "eval.finetune_steps=4")
+    tuned, _, _ = finetuned(NLVR, model, cfg, tokenizer, CPU)
+
+    def same(part: str) -> bool:
+        tuned_part, part_before = tuned.get_submodule(part), model.get_submodule(part)
+        return all(torch.equal(a, b) for a, b in zip(tuned_part.parameters(), part_before.parameters()))
+
+    for part in ("vision", "text", "fusion.text_bridge", "fusion.image_bridge", "fusion.text_layers.0",
+                 "fusion.image_layers.0"):
+        assert same(part), part
+    for part in ("fusion.text_layers.1", "fusion.image_layers.1", "fusion.text_pooler"):
+        assert not same(part), part
+
+
+@pytest.mark.parametrize("fusion_layers", [1, 2, 3])
+def test_cached_fusion_states_give_the_full_pass_features(shapes_tiny, fusion_layers):
+    """`encode(..., fusion_layers=k)` + `from_layer` is the full pass: VE's joint and NLVR's pair
+    (whose second image has its own text state past a fusion layer)."""
+    from workbench.evaluate.finetune import joint_features, precomputed_fusion_layers, preloaded
+    from workbench.evaluate.nlvr import pair_features
+
+    cfg, tokenizer, model, _ = _setup(shapes_tiny, f"model.fusion.layers={fusion_layers}")
+    frozen = precomputed_fusion_layers(model, "last")
+    assert frozen == fusion_layers - 1
+    model.eval()
+    rows = torch.tensor([4, 1, 2])
+    for task, features in (("ve", joint_features), ("nlvr", pair_features)):
+        split = preloaded(cfg, tokenizer, task, "train")
+        with torch.no_grad():
+            direct = features(model, split.batch(rows))
+            cached = features(model, split.batch(rows, split.encode(model, cfg, CPU, fusion_layers=frozen)))
+        assert torch.allclose(direct, cached, atol=1e-5), task
+
+
 def test_preloaded_split_equals_the_dataset_and_cached_encodings_the_model(shapes_tiny):
     from workbench.data import task_dataset
     from workbench.evaluate.finetune import joint_features, preloaded

@@ -224,7 +224,7 @@ class EvalConfig:
     finetune_lr: float = at_least(1e-4, 0.0)  # fine-tune learning rate
     finetune_batch_size: int = positive(32, BATCH_MAX)  # fine-tune batch size
     head_lr_mult: float = at_least(10.0, 0.0)  # lr multiplier for fusion and task head in fine-tunes
-    finetune_layers: Literal["all", "fusion"] = "all"  # fusion: encoders frozen, their outputs computed once per split
+    finetune_layers: Literal["all", "fusion", "last"] = "all"  # fusion: encoders frozen (outputs computed once per split); last: only the last fusion layer + head train
     finetune_group_size: int = at_least(6, 0)  # items with the same text share a batch, this many at most (0 = plain shuffle)
 
 

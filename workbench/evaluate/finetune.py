@@ -12,7 +12,10 @@ the caller's RNG streams where they were.
 
 `eval.finetune_layers`: `all` trains encoders, fusion and head; `fusion` freezes
 the two uni-modal encoders (what pre-training put there is what is measured) and
-encodes each split once, so a step runs only the fusion layers and the head.
+encodes each split once, so a step runs only the fusion layers and the head;
+`last` also freezes the fusion below its last layer and computes those layers once
+per split too, so a step runs the last layer's pooled rows, the poolers and the head
+(a fifth of a `fusion` step with two fusion layers, benchmarks/PERFORMANCE.md).
 
 Fixed work is done once: each split is decoded, resized and tokenised a single
 time into memory (`PreloadedSplit`, uint8 frames, cached per process for the
@@ -62,10 +65,12 @@ def joint_features(model: nn.Module, batch: Batch, image_key: str = "image") -> 
     """The fused joint feature [B, 2D] of the batch's (`image_key`, text) pair; from the
     encoders' outputs when the batch carries them (`<image_key>_tokens`, frozen encoders).
     Only the pooled rows of the last fusion layer are computed (`pooled_only`): the head
-    reads nothing else, and the rest of that layer was ~30 % of a fine-tune's CPU time."""
+    reads nothing else, and the rest of that layer was ~30 % of a fine-tune's CPU time.
+    With `fusion_from_layer` in the batch the tokens are fusion stream states (`encode`)."""
     if f"{image_key}_tokens" in batch:
-        return model.fuse(batch[f"{image_key}_tokens"], batch["text_tokens"], batch["text_mask"],
-                          batch["frame_cls_positions"], pooled_only=True)["joint"]
+        return model.fuse(batch[f"{image_key}_tokens"], batch[text_state_key(image_key, batch)], batch["text_mask"],
+                          batch["frame_cls_positions"], pooled_only=True,
+                          from_layer=batch.get("fusion_from_layer"))["joint"]
     return model({**batch, "image": batch[image_key]}, pooled_only=True)["joint"]
 
 
@@ -74,6 +79,14 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 MEDIA_KEYS = ("image", "image2")
+SPLIT_WIDE_KEYS = ("frame_cls_positions", "fusion_from_layer")  # in `encode`'s output, not per row
+
+
+def text_state_key(image_key: str, batch: Batch) -> str:
+    """Where the text paired with `image_key` is: past a fusion layer the text stream depends on
+    the image it attended to, so `image2` has its own (`image2_text_tokens`)."""
+    own = f"{image_key}_text_tokens"
+    return own if own in batch else "text_tokens"
 
 
 class PreloadedSplit:
@@ -107,23 +120,26 @@ class PreloadedSplit:
             out = {key: value[rows] for key, value in self.data.items()}
         else:  # frames and ids are replaced by what the encoders made of them
             out = {key: value[rows] for key, value in self.data.items() if key not in (*MEDIA_KEYS, "text_ids")}
-            out.update({key: value[rows] for key, value in encoded.items() if key != "frame_cls_positions"})
-            out["frame_cls_positions"] = encoded["frame_cls_positions"]
+            out.update({key: value[rows] for key, value in encoded.items() if key not in SPLIT_WIDE_KEYS})
+            out.update({key: encoded[key] for key in SPLIT_WIDE_KEYS if key in encoded})
         for key in MEDIA_KEYS:
             if key in out:
                 out[key] = (out[key].float() / 255.0 - self.mean) / self.std
         if "text_mask" in out:  # drop the split's padding columns this batch does not need
             length = max(1, int(out["text_mask"].sum(dim=1).max()))
             out["text_mask"] = out["text_mask"][:, :length]
-            for key in ("text_ids", "text_tokens"):
+            for key in ("text_ids", "text_tokens", "image2_text_tokens"):
                 if key in out:
                     out[key] = out[key][:, :length]
         return out
 
     @torch.no_grad()
-    def encode(self, model: nn.Module, cfg: RunConfig, device: torch.device) -> dict[str, Tensor]:
+    def encode(self, model: nn.Module, cfg: RunConfig, device: torch.device,
+               fusion_layers: int | None = None) -> dict[str, Tensor]:
         """The (frozen) encoders' outputs for every row, once: `image_tokens` (and `image2_tokens`),
-        `text_tokens`, `frame_cls_positions`; kept on `device`."""
+        `text_tokens`, `frame_cls_positions`; kept on `device`. With `fusion_layers` k the tokens are
+        the fusion's stream states after its (frozen) bridges and first k layers instead, each image
+        with its own text state (`image2_text_tokens`), and `fusion_from_layer` = k."""
         dtype = autocast_dtype(cfg.train, device)
         size = cfg.eval.batch_size
         out: dict[str, list[Tensor]] = {}
@@ -131,16 +147,21 @@ class PreloadedSplit:
         for start in range(0, len(self), size):
             batch = to_device(self.batch(torch.arange(start, min(start + size, len(self)))), device)
             with autocast(device, dtype):
-                for key in MEDIA_KEYS:
-                    if key in batch:
-                        image = model.encode_image(batch[key])
-                        out.setdefault(f"{key}_tokens", []).append(image["image_tokens"].float())
-                        positions = image["frame_cls_positions"]
                 ids = self.data["text_ids"][start : start + size].to(device)
                 mask = self.data["text_mask"][start : start + size].to(device)
-                out.setdefault("text_tokens", []).append(model.encode_text(ids, mask)["text_tokens"].float())
-        encoded = {key: torch.cat(values) for key, values in out.items()}
+                text_tokens = model.encode_text(ids, mask)["text_tokens"]
+                for key in (key for key in MEDIA_KEYS if key in batch):
+                    image = model.encode_image(batch[key])
+                    image_tokens, text, positions = image["image_tokens"], text_tokens, image["frame_cls_positions"]
+                    if fusion_layers is not None:
+                        text, image_tokens = model.fusion.streams(image_tokens, text_tokens, mask, layers=fusion_layers)
+                    out.setdefault(f"{key}_tokens", []).append(image_tokens.float())
+                    if key == "image" or fusion_layers is not None:
+                        out.setdefault("text_tokens" if key == "image" else f"{key}_text_tokens", []).append(text.float())
+        encoded: dict = {key: torch.cat(values) for key, values in out.items()}
         encoded["frame_cls_positions"] = positions
+        if fusion_layers is not None:
+            encoded["fusion_from_layer"] = fusion_layers
         return encoded
 
 
@@ -198,18 +219,41 @@ def finetune_config(cfg: RunConfig):
     )
 
 
+def frozen_modules(backbone: nn.Module, layers: str) -> list[nn.Module]:
+    """What `eval.finetune_layers` keeps fixed: nothing (`all`), the encoders (`fusion`), or
+    also the fusion's bridges and every layer but the last (`last`)."""
+    if layers == "all":
+        return []
+    frozen = [backbone.vision, backbone.text]
+    if layers == "last":
+        fusion = backbone.fusion
+        frozen += [fusion.text_bridge, fusion.image_bridge, fusion.token_type,
+                   *fusion.text_layers[:-1], *fusion.image_layers[:-1]]
+    return frozen
+
+
+def precomputed_fusion_layers(backbone: nn.Module, layers: str) -> int | None:
+    """How many fusion layers `encode` runs once per split (None: none, the encoders' outputs)."""
+    return len(backbone.fusion.text_layers) - 1 if layers == "last" else None
+
+
+def encoded_split(split: PreloadedSplit, backbone: nn.Module, cfg: RunConfig, device: torch.device) -> dict | None:
+    """The frozen part's outputs for every row of `split` (None when nothing is frozen)."""
+    if cfg.eval.finetune_layers == "all":
+        return None
+    return split.encode(backbone, cfg, device, precomputed_fusion_layers(backbone, cfg.eval.finetune_layers))
+
+
 def train_copy(
     task: FinetuneTask, model: nn.Module, train_set: PreloadedSplit, cfg: RunConfig, device: torch.device
 ) -> tuple[nn.Module, nn.Module]:
     """(fine-tuned copy of `model`, trained head). Call inside a seeded RNG state."""
     backbone = copy.deepcopy(model).to(device)
     head = task.build_head(2 * model.dims["fusion_width"], train_set).to(device)
-    encoded = None
-    if cfg.eval.finetune_layers == "fusion":
-        for encoder in (backbone.vision, backbone.text):
-            encoder.eval()
-            encoder.requires_grad_(False)
-        encoded = train_set.encode(backbone, cfg, device)
+    frozen = frozen_modules(backbone, cfg.eval.finetune_layers)
+    for module in frozen:
+        module.requires_grad_(False)
+    encoded = encoded_split(train_set, backbone, cfg, device)
     train_cfg = finetune_config(cfg)
     optimizer = build_optimizer(backbone, head, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
@@ -219,9 +263,8 @@ def train_copy(
     params = [p for p in itertools.chain(backbone.parameters(), head.parameters()) if p.requires_grad]
     backbone.train()
     head.train()
-    if encoded is not None:
-        backbone.vision.eval()  # frozen: no dropout either
-        backbone.text.eval()
+    for module in frozen:
+        module.eval()  # frozen: no dropout either
     for batch_index in itertools.islice(rows, cfg.eval.finetune_steps):
         batch = to_device(train_set.batch(batch_index, encoded), device)
         with autocast(device, dtype):
@@ -240,7 +283,7 @@ def accuracy(
     backbone.eval()
     head.eval()
     dtype = autocast_dtype(cfg.train, device)
-    encoded = eval_set.encode(backbone, cfg, device) if cfg.eval.finetune_layers == "fusion" else None
+    encoded = encoded_split(eval_set, backbone, cfg, device)
     right, total = 0, 0
     for start in range(0, len(eval_set), cfg.eval.batch_size):
         rows = torch.arange(start, min(start + cfg.eval.batch_size, len(eval_set)))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.evaluate.finetune import FinetuneTask, classifier_head, joint_features
+from workbench.evaluate.finetune import SPLIT_WIDE_KEYS, FinetuneTask, classifier_head, joint_features, text_state_key
 
 CLASSES = 2
 
@@ -20,11 +20,12 @@ def pair_features(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     2B rows (the text repeated): half the calls, larger matrices, the same features."""
     suffix = "_tokens" if "image_tokens" in batch else ""  # encoded (frozen encoders) or raw frames
     both = {f"image{suffix}": torch.cat([batch[f"image{suffix}"], batch[f"image2{suffix}"]])}
-    for key in ("text_ids", "text_tokens", "text_mask"):
+    for key in ("text_ids", "text_mask"):
         if key in batch:
             both[key] = torch.cat([batch[key], batch[key]])
-    if "frame_cls_positions" in batch:
-        both["frame_cls_positions"] = batch["frame_cls_positions"]
+    if "text_tokens" in batch:  # past a fusion layer, image2's text state is its own
+        both["text_tokens"] = torch.cat([batch["text_tokens"], batch[text_state_key("image2", batch)]])
+    both.update({key: batch[key] for key in SPLIT_WIDE_KEYS if key in batch})
     return torch.cat(joint_features(model, both).chunk(2), dim=-1)
 
 

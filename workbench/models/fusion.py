@@ -144,6 +144,21 @@ class CoAttentionFusion(nn.Module):
         if cfg.init == "xavier":
             self.apply(init_xavier_linear)
 
+    def streams(
+        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor,
+        image_mask: torch.Tensor | None = None, layers: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text, image) stream states after the bridges and the first `layers` layers (all by default),
+        before the final norms: what `forward(..., from_layer=layers)` continues from. A fine-tune that
+        trains only the last layer computes the frozen ones once per split (`eval.finetune_layers=last`)."""
+        text_keep = text_mask.bool()
+        image_keep = None if image_mask is None else image_mask.bool()
+        text = self.text_bridge(text_tokens) + self.token_type.weight[TEXT]
+        image = self.image_bridge(image_tokens) + self.token_type.weight[IMAGE]
+        for text_layer, image_layer in list(zip(self.text_layers, self.image_layers))[:layers]:
+            text, image = text_layer(text, text_keep, image, image_keep)[0], image_layer(image, image_keep, text, text_keep)[0]
+        return text, image
+
     def forward(
         self,
         image_tokens: torch.Tensor,
@@ -153,16 +168,22 @@ class CoAttentionFusion(nn.Module):
         image_mask: torch.Tensor | None = None,
         return_attention: bool = False,
         pooled_only: bool = False,
+        from_layer: int | None = None,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Masks: 1/True = a real token. `cross_attn[i]`: layer i's text->image probabilities [B,H,L,S].
 
         `pooled_only`: the last layer computes only the rows the poolers read; the output then has
         the CLS features and `joint` but no `fused_text`/`fused_image` (and `cross_attn[-1]` has L = 1).
+        `from_layer` k: the token inputs are `streams(..., layers=k)`'s states (bridges and the first
+        k layers done), so only layers k.. run (`cross_attn` then lists only those).
         """
         text_keep = text_mask.bool()
         image_keep = None if image_mask is None else image_mask.bool()
-        text = self.text_bridge(text_tokens) + self.token_type.weight[TEXT]
-        image = self.image_bridge(image_tokens) + self.token_type.weight[IMAGE]
+        if from_layer is not None:
+            text, image = text_tokens, image_tokens
+        else:
+            text = self.text_bridge(text_tokens) + self.token_type.weight[TEXT]
+            image = self.image_bridge(image_tokens) + self.token_type.weight[IMAGE]
         text_rows = image_rows = None
         if pooled_only:  # text CLS; [video CLS +] frame CLS tokens
             text_rows = frame_cls_positions.new_zeros(1)
@@ -172,6 +193,8 @@ class CoAttentionFusion(nn.Module):
         cross_attn = []
         last = len(self.text_layers) - 1
         for index, (text_layer, image_layer) in enumerate(zip(self.text_layers, self.image_layers)):
+            if index < (from_layer or 0):
+                continue
             pooled_layer = pooled_only and index == last
             new_text, probs = text_layer(text, text_keep, image, image_keep, return_attention,
                                          rows=text_rows if pooled_layer else None)

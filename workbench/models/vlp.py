@@ -58,10 +58,12 @@ class VLPModel(nn.Module):
         image_mask: torch.Tensor | None = None,
         return_attention: bool = False,
         pooled_only: bool = False,
+        from_layer: int | None = None,
     ) -> dict[str, Any]:
-        """The fusion's outputs; `pooled_only`: only the pooled ones, cheaper (models/fusion.py)."""
+        """The fusion's outputs; `pooled_only`: only the pooled ones, cheaper; `from_layer`: the token
+        inputs are fusion stream states after that many layers (models/fusion.py)."""
         return self.fusion(image_tokens, text_tokens, text_mask, frame_cls_positions, image_mask, return_attention,
-                           pooled_only)
+                           pooled_only, from_layer)
 
     def forward(
         self, batch: dict[str, torch.Tensor], *, return_attention: bool = False, pooled_only: bool = False

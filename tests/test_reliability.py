@@ -114,6 +114,37 @@ def test_coordinators_started_together_claim_one_parent_run(tmp_path):
     assert len(statuses(store, "race")) == 1  # one MLflow run, not one per coordinator
 
 
+STORE_OPENER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from workbench import tracking
+
+    store, ready, go = sys.argv[1:4]
+    Path(ready).touch()
+    while not Path(go).exists():
+        time.sleep(0.001)
+    print(tracking.experiment_id("same-moment", store))
+""")
+
+
+def test_processes_opening_a_fresh_sqlite_store_at_once_all_succeed(tmp_path):
+    """MLflow creates a new SQLite store's tables without a lock: four processes starting at the
+    same moment on one fresh store used to fail all but one ("table metrics already exists")."""
+    store = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    go = tmp_path / "go"
+    readies = [tmp_path / f"ready{i}" for i in range(4)]
+    processes = [subprocess.Popen([sys.executable, "-c", STORE_OPENER, store, str(ready), str(go)], env=ENV,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for ready in readies]
+    deadline = time.monotonic() + 120
+    while not all(ready.exists() for ready in readies) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, [err[-300:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, the same id for all
+    assert sorted(experiment.name for experiment in MlflowClient(store).search_experiments()) == ["Default", "same-moment"]
+
+
 SWEEPER = textwrap.dedent("""
     import sys, time
     from pathlib import Path

@@ -8,6 +8,7 @@ thread so tracking stays a small share of step time.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import os
 import platform
@@ -55,10 +56,32 @@ def client(uri: str = "") -> MlflowClient:
     resolved = resolve_uri(uri)
     if resolved not in _CHECKED:
         check_store(resolved)
+        _create_sqlite_store_once(resolved)
     try:
         return MlflowClient(tracking_uri=resolved)
     except mlflow.exceptions.MlflowException:
         raise ConfigError(_bad_scheme(resolved)) from None
+
+
+def _create_sqlite_store_once(uri: str) -> None:
+    """Create (or migrate) a SQLite store under an exclusive lock on its directory.
+
+    MLflow creates the tables of a new SQLite store without a lock, so processes that
+    start at the same moment on a fresh store (two terminals, two benchmark processes)
+    race through the same migrations and all but one fail ("table metrics already
+    exists", "duplicate column name: step"). The first process here makes the store
+    while the others wait; they then find it complete.
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)  # as MLflow would
+    directory = os.open(path.absolute().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    finally:
+        os.close(directory)  # releases the lock
 
 
 def redact(uri: str) -> str:

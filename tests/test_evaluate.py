@@ -156,6 +156,13 @@ def test_rerank_rows_scores_top_k_by_itm_and_fills_the_rest():
     assert t2i.tolist() == [[0.0, -100.0], [-100.0, 11.0], [-100.0, 12.0]]
 
 
+def test_rerank_plus_similarity_adds_the_itc_score_of_each_candidate():
+    i2t = rerank_rows(SIMILARITY, 2, _pair_score, batch_size=3, rows_are_images=True, plus_similarity=True)
+    assert torch.allclose(i2t, torch.tensor([[0.9, -100.0, 2.5], [10.2, -100.0, 12.8]]))
+    t2i = rerank_rows(SIMILARITY.T, 1, _pair_score, batch_size=8, rows_are_images=False, plus_similarity=True)
+    assert torch.allclose(t2i, torch.tensor([[0.9, -100.0], [-100.0, 11.2], [-100.0, 12.8]]))
+
+
 def test_score_all_pairs_and_k_beyond_the_candidates():
     assert score_all_pairs(2, 3, _pair_score, batch_size=4).tolist() == [[0, 1, 2], [10, 11, 12]]
     everything = rerank_rows(SIMILARITY, 99, _pair_score, batch_size=4, rows_are_images=True)
@@ -361,6 +368,11 @@ def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):
     # the re-ranked candidates are ITC's top 4 (identical captions tie: lower index first)
     top = torch.sort(itc_i2t, dim=1, descending=True, stable=True).indices[:, :4]
     assert (i2t.gather(1, top) != -100).all()
+    cfg.eval.rerank_score = "itm+itc"  # BLIP's score: the same ITM logits plus the ITC cosine
+    blip_i2t, blip_t2i = retrieval_scores(model, objectives, dataset, tokenizer, cfg, CPU)["final"]
+    candidates = i2t != -100
+    assert torch.equal(blip_i2t != -100, candidates) and torch.equal(blip_t2i != -100, t2i != -100)
+    assert torch.allclose(blip_i2t[candidates], i2t[candidates] + itc_i2t[candidates], atol=1e-5)
 
     itm_off = _setup(shapes_tiny, "objectives.itm.enabled=false", "eval.tasks=[retrieval]")
     metrics = evaluate_all(*itm_off[2:], itm_off[0], itm_off[1], CPU)

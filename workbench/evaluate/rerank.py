@@ -1,5 +1,8 @@
 """ALBEF's two-stage retrieval scoring: ITC similarity for all pairs, ITM for the top k.
 
+`plus_similarity` is BLIP's variant: a candidate's score is its ITM logit plus its
+ITC similarity, so a weak ITM refines ITC's order instead of replacing it.
+
 Pure of any model: the caller passes `score_pairs(image_index, text_index) -> [P]`
 (a batched fusion pass), so the selection logic is testable with a hand-made score.
 """
@@ -26,9 +29,11 @@ def _score_in_chunks(
 
 
 def rerank_rows(
-    similarity: torch.Tensor, k: int, score_pairs: PairScorer, batch_size: int, *, rows_are_images: bool
+    similarity: torch.Tensor, k: int, score_pairs: PairScorer, batch_size: int, *, rows_are_images: bool,
+    plus_similarity: bool = False,
 ) -> torch.Tensor:
-    """Each row's top-`k` columns of `similarity` re-scored by `score_pairs`; the rest -100.
+    """Each row's top-`k` columns of `similarity` re-scored by `score_pairs` (+ their similarity
+    with `plus_similarity`); the rest -100.
 
     `similarity` is [n_images, n_texts] when `rows_are_images` else [n_texts, n_images];
     the result has the same shape and orientation. Ties in the top k go to the lower
@@ -43,7 +48,7 @@ def rerank_rows(
     image_index, text_index = (rows, cols) if rows_are_images else (cols, rows)
     scores = _score_in_chunks(image_index, text_index, score_pairs, batch_size)
     out = torch.full((n_rows, n_cols), NOT_RERANKED)
-    out[rows, cols] = scores.cpu()
+    out[rows, cols] = scores.cpu() + (similarity[rows, cols].float().cpu() if plus_similarity else 0.0)
     return out
 
 

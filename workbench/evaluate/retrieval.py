@@ -2,7 +2,8 @@
 
 Every image and caption is encoded once. With ITC: the cosine similarity of every
 pair (`eval/<task>_itc/*`), then each row's top `eval.rerank_k` candidates re-scored
-by the ITM match logit of a fusion pass, the rest -100 (`eval/<task>/*`); text and
+by the ITM match logit of a fusion pass (plus the ITC similarity with
+`eval.rerank_score: itm+itc`, BLIP's form), the rest -100 (`eval/<task>/*`); text and
 image retrieval are re-ranked separately, as in ALBEF. Without ITM (or with
 `rerank_k = 0`) `eval/<task>/*` is the ITC ranking and `eval/<task>_itc/*` is not
 logged (it would repeat it). Without ITC every pair is
@@ -157,9 +158,10 @@ def retrieval_scores(
         return out
     scorer = itm_pair_scorer(model, itm, enc, cfg, device)
     k = cfg.eval.rerank_k
+    plus = cfg.eval.rerank_score == "itm+itc"
     out["final"] = (
-        rerank_rows(similarity, k, scorer, size, rows_are_images=True),
-        rerank_rows(similarity.t(), k, scorer, size, rows_are_images=False),
+        rerank_rows(similarity, k, scorer, size, rows_are_images=True, plus_similarity=plus),
+        rerank_rows(similarity.t(), k, scorer, size, rows_are_images=False, plus_similarity=plus),
     )
     return out
 

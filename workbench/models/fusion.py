@@ -144,6 +144,11 @@ class CoAttentionFusion(nn.Module):
         if cfg.init == "xavier":
             self.apply(init_xavier_linear)
 
+    def bridged(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text, image) encoder outputs mapped to the fusion width, with their token-type embedding."""
+        return (self.text_bridge(text_tokens) + self.token_type.weight[TEXT],
+                self.image_bridge(image_tokens) + self.token_type.weight[IMAGE])
+
     def streams(
         self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor,
         image_mask: torch.Tensor | None = None, layers: int | None = None,
@@ -153,8 +158,7 @@ class CoAttentionFusion(nn.Module):
         trains only the last layer computes the frozen ones once per split (`eval.finetune_layers=last`)."""
         text_keep = text_mask.bool()
         image_keep = None if image_mask is None else image_mask.bool()
-        text = self.text_bridge(text_tokens) + self.token_type.weight[TEXT]
-        image = self.image_bridge(image_tokens) + self.token_type.weight[IMAGE]
+        text, image = self.bridged(image_tokens, text_tokens)
         for text_layer, image_layer in list(zip(self.text_layers, self.image_layers))[:layers]:
             text, image = text_layer(text, text_keep, image, image_keep)[0], image_layer(image, image_keep, text, text_keep)[0]
         return text, image
@@ -179,11 +183,7 @@ class CoAttentionFusion(nn.Module):
         """
         text_keep = text_mask.bool()
         image_keep = None if image_mask is None else image_mask.bool()
-        if from_layer is not None:
-            text, image = text_tokens, image_tokens
-        else:
-            text = self.text_bridge(text_tokens) + self.token_type.weight[TEXT]
-            image = self.image_bridge(image_tokens) + self.token_type.weight[IMAGE]
+        text, image = (text_tokens, image_tokens) if from_layer is not None else self.bridged(image_tokens, text_tokens)
         text_rows = image_rows = None
         if pooled_only:  # text CLS; [video CLS +] frame CLS tokens
             text_rows = frame_cls_positions.new_zeros(1)

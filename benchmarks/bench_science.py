@@ -26,6 +26,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from mlflow import MlflowClient
 from scipy import stats
 
 from workbench import train
@@ -57,8 +58,10 @@ def run_once(experiment: str, overrides: list[str], variant: str, seed: int, out
     ]
     cfg = load_config(experiment, [*overrides, *extra, *variants[variant]])
     result = train.run(cfg, progress=True, tags={"workbench.variant": variant})
-    path.write_text(json.dumps(result.metrics, indent=1, sort_keys=True))
-    return result.metrics
+    finished = MlflowClient(cfg.tracking.uri).get_run(result.run_id).data.metrics
+    metrics = {**result.metrics, **{k: v for k, v in finished.items() if k.startswith("train/loss/")}}
+    path.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    return metrics
 
 
 def p_greater(values: np.ndarray, reference) -> float:
@@ -102,6 +105,25 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+ITM_PRIOR_LOSS = -(math.log(1 / 3) / 3 + 2 * math.log(2 / 3) / 3)  # cross-entropy of the 1:2 prior: 0.6365
+
+
+def rerank_table(results: dict[str, list[dict[str, float]]]) -> str:
+    """Does ITM re-ranking raise r_mean over ITC's own ranking (paired by seed), and is ITM off its prior?"""
+    trained = results["trained"]
+    lines = ["| trained | ITC only | re-ranked (eval.rerank_k) | p(re-ranked > ITC only) |", "|---|---|---|---|"]
+    for task in ("retrieval", "video_retrieval"):
+        itc_name, final_name = f"eval/{task}_itc/r_mean", f"eval/{task}/r_mean"
+        if all(itc_name in run for run in trained):
+            itc, final = (np.array([run[name] for run in trained]) for name in (itc_name, final_name))
+            lines.append(f"| {task} r_mean | {fmt(itc)} | {fmt(final)} | {p_greater(final, itc):.3g} |")
+    if all("train/loss/itm" in run for run in trained):
+        itm = np.array([run["train/loss/itm"] for run in trained])
+        lines.append(f"| final ITM loss (1:2 prior {ITM_PRIOR_LOSS:.4f}) | | {fmt(itm)} | "
+                     f"{p_greater(ITM_PRIOR_LOSS - itm, 0.0):.3g} (below prior) |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="base")
@@ -136,6 +158,7 @@ def main() -> None:
             results[variant].append(run_once(args.experiment, args.overrides, variant, seed, args.out, variants))
     print(f"experiment {args.experiment} {' '.join(args.overrides)}, {args.seeds} seeds, eval split of the config")
     print(table(results))
+    print(rerank_table(results))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from workbench.errors import ConfigError
 from workbench.evaluate import TASKS, evaluate_all
 from workbench.evaluate.attention import cross_attention_maps, in_object_share, named_object
 from workbench.evaluate.finetune import finetuned
-from workbench.evaluate.retrieval import retrieval_scores
+from workbench.evaluate.retrieval import built_objective, retrieval_scores
 from workbench.evaluate.ve import VE
 from workbench.evaluate.rerank import rerank_rows, score_all_pairs
 from workbench.evaluate.retrieval_metrics import retrieval_metrics
@@ -373,6 +373,15 @@ def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):
     candidates = i2t != -100
     assert torch.equal(blip_i2t != -100, candidates) and torch.equal(blip_t2i != -100, t2i != -100)
     assert torch.allclose(blip_i2t[candidates], i2t[candidates] + itc_i2t[candidates], atol=1e-5)
+    cfg.eval.rerank_score = "itm+itc_logit"  # the same candidates, plus ITC's logit (cosine / temperature)
+    temperature = float(built_objective(objectives, "itc").temperature.detach())
+    assert temperature != 1.0
+    logit_i2t, logit_t2i = retrieval_scores(model, objectives, dataset, tokenizer, cfg, CPU)["final"]
+    assert torch.equal(logit_i2t != -100, candidates) and torch.equal(logit_t2i != -100, t2i != -100)
+    assert torch.allclose(logit_i2t[candidates], i2t[candidates] + itc_i2t[candidates] / temperature, atol=1e-4)
+    t2i_candidates = t2i != -100
+    assert torch.allclose(logit_t2i[t2i_candidates], t2i[t2i_candidates] + itc_i2t.t()[t2i_candidates] / temperature,
+                          atol=1e-4)
 
     itm_off = _setup(shapes_tiny, "objectives.itm.enabled=false", "eval.tasks=[retrieval]")
     metrics = evaluate_all(*itm_off[2:], itm_off[0], itm_off[1], CPU)

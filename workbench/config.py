@@ -220,7 +220,7 @@ class EvalConfig:
     split: Literal["val", "test"] = "test"  # split the scores are reported on
     batch_size: int = positive(64, BATCH_MAX)  # batch size of evaluation passes
     rerank_k: int = at_least(16, 0)  # 0 = ITC only
-    rerank_score: Literal["itm", "itm+itc"] = "itm"  # a re-ranked candidate's score: its ITM logit (ALBEF) or ITM logit + ITC cosine (BLIP)
+    rerank_score: Literal["itm", "itm+itc", "itm+itc_logit"] = "itm"  # a re-ranked candidate's score: its ITM logit (ALBEF), + ITC cosine (BLIP), or + ITC logit = cosine / temperature (evaluate/retrieval.py)
     finetune_steps: int = at_least(100, 0)  # optimiser steps of each task fine-tune (vqa, nlvr, ve)
     finetune_lr: float = at_least(1e-4, 0.0)  # fine-tune learning rate
     finetune_batch_size: int = positive(32, BATCH_MAX)  # fine-tune batch size

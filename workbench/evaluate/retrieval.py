@@ -2,12 +2,20 @@
 
 Every image and caption is encoded once. With ITC: the cosine similarity of every
 pair (`eval/<task>_itc/*`), then each row's top `eval.rerank_k` candidates re-scored
-by the ITM match logit of a fusion pass (plus the ITC similarity with
-`eval.rerank_score: itm+itc`, BLIP's form), the rest -100 (`eval/<task>/*`); text and
+by the ITM match logit of a fusion pass, the rest -100 (`eval/<task>/*`); text and
 image retrieval are re-ranked separately, as in ALBEF. Without ITM (or with
 `rerank_k = 0`) `eval/<task>/*` is the ITC ranking and `eval/<task>_itc/*` is not
 logged (it would repeat it). Without ITC every pair is
 scored by ITM. Ranking and ties: `retrieval_metrics`.
+
+`eval.rerank_score` says what a candidate's score adds to its ITM logit:
+* `itm` (ALBEF): nothing -- ITM alone orders the top k;
+* `itm+itc` (BLIP): the ITC cosine, in [-1, 1], a tie-breaker beside logits of a few units;
+* `itm+itc_logit`: ITC's own logit, cosine / temperature, the score ITC was trained to
+  rank with. Both terms are then logits of a head trained on the pairs, so the sum is a
+  product of the two heads' odds: a weak ITM refines ITC's order instead of replacing it
+  (README "What the embedded benchmark shows": at `base`, ITM alone ranks far below ITC,
+  the logit sum above it).
 """
 
 from __future__ import annotations
@@ -158,10 +166,11 @@ def retrieval_scores(
         return out
     scorer = itm_pair_scorer(model, itm, enc, cfg, device)
     k = cfg.eval.rerank_k
-    plus = cfg.eval.rerank_score == "itm+itc"
+    plus = cfg.eval.rerank_score != "itm"
+    added = similarity / float(itc.temperature.detach()) if cfg.eval.rerank_score == "itm+itc_logit" else similarity
     out["final"] = (
-        rerank_rows(similarity, k, scorer, size, rows_are_images=True, plus_similarity=plus),
-        rerank_rows(similarity.t(), k, scorer, size, rows_are_images=False, plus_similarity=plus),
+        rerank_rows(added, k, scorer, size, rows_are_images=True, plus_similarity=plus),
+        rerank_rows(added.t(), k, scorer, size, rows_are_images=False, plus_similarity=plus),
     )
     return out
 

@@ -119,7 +119,9 @@ STORE_OPENER = textwrap.dedent("""
     from pathlib import Path
     from workbench import tracking
 
-    store, ready, go = sys.argv[1:4]
+    store, ready, go, check_first = sys.argv[1:5]
+    if check_first == "yes":  # as `workbench run` does: the store is checked before anything is created
+        tracking.check_store(store)
     Path(ready).touch()
     while not Path(go).exists():
         time.sleep(0.001)
@@ -127,13 +129,17 @@ STORE_OPENER = textwrap.dedent("""
 """)
 
 
-def test_processes_opening_a_fresh_sqlite_store_at_once_all_succeed(tmp_path):
+@pytest.mark.parametrize("check_first", ["no", "yes"])
+def test_processes_opening_a_fresh_sqlite_store_at_once_all_succeed(tmp_path, check_first):
     """MLflow creates a new SQLite store's tables without a lock: four processes starting at the
-    same moment on one fresh store used to fail all but one ("table metrics already exists")."""
+    same moment on one fresh store used to fail all but one ("table metrics already exists").
+    `check_first`: the store was checked (check_store) before it was opened, as in `workbench
+    run`; that once skipped the lock."""
     store = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
     go = tmp_path / "go"
     readies = [tmp_path / f"ready{i}" for i in range(4)]
-    processes = [subprocess.Popen([sys.executable, "-c", STORE_OPENER, store, str(ready), str(go)], env=ENV,
+    processes = [subprocess.Popen([sys.executable, "-c", STORE_OPENER, store, str(ready), str(go), check_first],
+                                  env=ENV,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for ready in readies]
     deadline = time.monotonic() + 120
     while not all(ready.exists() for ready in readies) and time.monotonic() < deadline:

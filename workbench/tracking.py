@@ -54,9 +54,10 @@ def resolve_uri(uri: str = "") -> str:
 def client(uri: str = "") -> MlflowClient:
     """An MlflowClient on the store; an unknown URI scheme or an unusable SQLite file is a one-line error."""
     resolved = resolve_uri(uri)
-    if resolved not in _CHECKED:
+    if resolved not in _READY:
         check_store(resolved)
         _create_sqlite_store_once(resolved)
+        _READY.add(resolved)
     try:
         return MlflowClient(tracking_uri=resolved)
     except mlflow.exceptions.MlflowException:
@@ -120,6 +121,7 @@ def check_store(uri: str = "") -> str:
 
 
 _CHECKED: set[str] = set()  # URIs this process has checked already (client() is called often)
+_READY: set[str] = set()  # URIs whose store client() has checked and created (a check alone creates nothing)
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 

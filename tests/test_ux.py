@@ -138,6 +138,32 @@ def test_progress_shows_every_phase_with_its_time(shapes_tiny, tmp_path):
     assert "eval/retrieval_itc/r_mean" in again.output
 
 
+def test_eval_with_other_settings_logs_a_new_run_and_leaves_the_source_as_it_was(shapes_tiny, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = _cli("run", *[f"--set={o}" for o in tiny_run(shapes_tiny, uri, tmp_path / "out")])
+    run_id = re.search(r"run ([0-9a-f]{32})", result.output).group(1)
+    client = tracking.client(uri)
+    before = client.get_run(run_id).data
+    history = client.get_metric_history(run_id, "eval/retrieval/r_mean")
+    other = _cli("eval", run_id, "--set", "eval.rerank_k=1", "--set", "eval.rerank_score=itm",
+                 "--set", "eval.tasks=[retrieval]", "--tracking-uri", uri)
+    assert other.exit_code == 0, other.output
+    new_id = re.search(r"logged to a new run ([0-9a-f]{32})", other.output).group(1)
+    new = client.get_run(new_id)
+    assert new.info.status == "FINISHED" and new.data.tags[tag.EVALUATED_FROM] == run_id
+    assert new.data.params["eval.rerank_k"] == "1" and new.data.params["eval.rerank_score"] == "itm"
+    assert "eval/retrieval/r_mean" in new.data.metrics and "rerank_k=1 rerank_score=itm" in new.info.run_name
+    after = client.get_run(run_id)
+    assert after.data.params == before.params and after.data.metrics == before.metrics
+    assert client.get_metric_history(run_id, "eval/retrieval/r_mean") == history and after.info.status == "FINISHED"
+    # only the evaluation may change: anything else would not describe the checkpoint
+    for override in ("model.fusion.layers=3", "objectives.itm.negatives=hard"):
+        refused = _cli("eval", run_id, "--set", override, "--tracking-uri", uri)
+        assert refused.exit_code == 2 and override in refused.output and "may change only eval.*" in refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    assert len(client.search_runs([new.info.experiment_id])) == 2  # nothing was created by the refusals
+
+
 def test_phase_status_file_names_what_a_trial_is_doing(tmp_path):
     status = tmp_path / "trial-0001.phase"
     progress.configure(status_file=status)

@@ -355,14 +355,26 @@ def _announce(run_id: str, url: str) -> None:
 def evaluate(
     run_id: Annotated[str, typer.Argument(help="MLflow run id of a pre-training run.")],
     task: Annotated[Optional[list[str]], typer.Option("--task", help="Task(s) to evaluate (default: the run's eval.tasks).")] = None,
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", "-s", help="Change an evaluation setting, e.g. --set eval.rerank_k=16 (only eval.*, the device and paths; repeatable)."),
+    ] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Evaluate a pre-trained checkpoint on downstream tasks; logs into the same run."""
+    """Evaluate a pre-trained checkpoint on downstream tasks.
+
+    \b
+    With the run's own evaluation settings the metrics are logged into that run.
+    With --set eval.*=... (another re-ranking, fine-tune recipe, split) they go to a
+    new run tagged workbench.evaluated_from=RUN_ID; the source run stays as it was.
+    """
     from workbench import train
 
-    metrics = train.evaluate_run(run_id, tasks=task, tracking_uri=tracking_uri)
+    metrics, logged_to = train.evaluate_run(run_id, tasks=task, tracking_uri=tracking_uri, overrides=overrides)
     for name, value in sorted(metrics.items()):
         typer.echo(f"{name}\t{value:.4f}")
+    if logged_to != run_id:
+        typer.echo(f"logged to a new run {logged_to} (workbench.evaluated_from={run_id})")
 
 
 # ------------------------------------------------------------------- sweep

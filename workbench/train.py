@@ -543,36 +543,76 @@ def load_run_config(
     """The resolved config a run was started with (its config.yaml artifact), plus overrides.
     For `resume`, an override that changes what the run computes (the model, objectives,
     steps, ...) is refused before the run is touched: a resumed run keeps its recorded config."""
-    data = yaml.safe_load(tracking.read_run_config(run_id, tracking_uri))
-    extra = list(overrides or []) + ([f"tracking.uri={tracking_uri}"] if tracking_uri else [])
-    cfg = from_dict(data, extra)
     if resume:
         tracking.check_resumable(run_id, tracking_uri)  # FINISHED is refused whatever --set says
-        recorded, wanted = flatten(from_dict(data)), flatten(cfg)
-        changed = [key for key in wanted if wanted[key] != recorded.get(key) and key not in RESUME_MAY_CHANGE]
-        if changed:
-            key = changed[0]
-            raise ConfigError(
-                f"{key}={wanted[key]} differs from run {run_id}'s recorded {key}={recorded.get(key)}; a resumed run keeps "
-                "its recorded config (--set may change only the device, precision, compile and paths) and the run is left "
-                f"as it was; a new run from its config: workbench run --from {run_id} --set {key}={wanted[key]}"
-            )
+    cfg, changed = _recorded_config(run_id, tracking_uri, overrides)
+    if resume and changed:
+        key, (recorded, wanted) = next(iter(changed.items()))
+        raise ConfigError(
+            f"{key}={wanted} differs from run {run_id}'s recorded {key}={recorded}; a resumed run keeps "
+            "its recorded config (--set may change only the device, precision, compile and paths) and the run is left "
+            f"as it was; a new run from its config: workbench run --from {run_id} --set {key}={wanted}"
+        )
     return cfg
 
 
-def evaluate_run(run_id: str, tasks: list[str] | None = None, tracking_uri: str | None = None) -> dict[str, float]:
-    """`workbench eval RUN_ID`: evaluate a run's final checkpoint and log into that run."""
-    cfg = load_run_config(run_id, tracking_uri or "")
+def _recorded_config(
+    run_id: str, tracking_uri: str, overrides: list[str] | None
+) -> tuple[RunConfig, dict[str, tuple[Any, Any]]]:
+    """(recorded config + overrides, {key: (recorded, now)} for each key the overrides change
+    beyond the device, precision, compile and paths)."""
+    data = yaml.safe_load(tracking.read_run_config(run_id, tracking_uri))
+    extra = list(overrides or []) + ([f"tracking.uri={tracking_uri}"] if tracking_uri else [])
+    cfg = from_dict(data, extra)
+    recorded, wanted = flatten(from_dict(data)), flatten(cfg)
+    changed = {key: (recorded.get(key), wanted[key]) for key in wanted
+               if wanted[key] != recorded.get(key) and key not in RESUME_MAY_CHANGE}
+    return cfg, changed
+
+
+def evaluate_run(
+    run_id: str, tasks: list[str] | None = None, tracking_uri: str | None = None, overrides: list[str] | None = None
+) -> tuple[dict[str, float], str]:
+    """`workbench eval RUN_ID`: evaluate a run's final checkpoint. Returns (metrics, the run they went to).
+
+    With the recorded evaluation settings (or only other `--task`s) the metrics are logged
+    into the run itself. `overrides` may change `eval.*` (e.g. `eval.rerank_k`, a fine-tune
+    recipe): those numbers mean something else than the run's own, whose params say how
+    they were made, so they go to a new run tagged `workbench.evaluated_from` (with its
+    own params), and the source run stays as it was. Any other key would not describe
+    the checkpoint and is refused.
+    """
+    cfg, changed = _recorded_config(run_id, tracking_uri or "", overrides)
+    trained = [key for key in changed if not key.startswith("eval.")]
+    if trained:
+        key, (recorded, wanted) = trained[0], changed[trained[0]]
+        raise ConfigError(
+            f"{key}={wanted}: `workbench eval` may change only eval.* (and the device and paths) — run {run_id}'s "
+            f"checkpoint was trained with {key}={recorded}; a new run with it: workbench run --from {run_id} "
+            f"--set {key}={wanted}"
+        )
     if tasks:
         cfg.eval.tasks = list(tasks)
         validate(cfg)
+    changed.pop("eval.tasks", None)  # which tasks run does not change what a task's number means
+    if not changed:
+        return _evaluate_checkpoint(run_id, cfg, tracking.RunTracker(tracking.client(cfg.tracking.uri), run_id)), run_id
+    source = tracking.get_run_or_refuse(tracking.client(cfg.tracking.uri), run_id, cfg.tracking.uri)
+    settings = " ".join(f"{key.removeprefix('eval.')}={wanted}" for key, (_, wanted) in changed.items())
+    cfg.tracking.run_name = f"eval {settings} of {source.info.run_name or run_id[:tracking.SHORT_ID]}"[:tracking.NAME_MAX]
+    run_tags = {tag.EVALUATED_FROM: run_id, tag.OVERRIDES: " ".join(overrides or []), tag.SEED: str(cfg.train.seed)}
+    with tracking.start_run(cfg, tags=run_tags) as tracker:  # FINISHED, or FAILED/KILLED when evaluation stops
+        return _evaluate_checkpoint(run_id, cfg, tracker), tracker.run_id
+
+
+def _evaluate_checkpoint(run_id: str, cfg: RunConfig, tracker: tracking.RunTracker) -> dict[str, float]:
+    """Load run `run_id`'s last checkpoint into a model built from `cfg`, evaluate, log to `tracker`."""
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     prepare_data(cfg)
     tokenizer = load_tokenizer(cfg.data)
     pretrainer = build(cfg, tokenizer).to(device)
     mlflow_client = tracking.client(cfg.tracking.uri)
-    tracker = tracking.RunTracker(mlflow_client, run_id)
     local = Path(cfg.train.out_dir) / run_id / checkpoint.LAST
     with tempfile.TemporaryDirectory() as scratch:  # a download from a remote store is not kept
         state = checkpoint.load(
@@ -583,5 +623,5 @@ def evaluate_run(run_id: str, tasks: list[str] | None = None, tracking_uri: str 
     pretrainer.objectives.load_state_dict(state["objectives"])
     metrics = evaluate(pretrainer, cfg, tokenizer, device)
     tracker.log_final(metrics, step=state["step"])
-    tracker.metrics.close()
+    tracker.close_metrics()
     return metrics

@@ -108,19 +108,28 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
 ITM_PRIOR_LOSS = -(math.log(1 / 3) / 3 + 2 * math.log(2 / 3) / 3)  # cross-entropy of the 1:2 prior: 0.6365
 
 
-def rerank_table(results: dict[str, list[dict[str, float]]]) -> str:
-    """Does ITM re-ranking raise r_mean over ITC's own ranking (paired by seed), and is ITM off its prior?"""
+def itm_table(results: dict[str, list[dict[str, float]]]) -> str:
+    """What ITM adds, trained runs paired by seed: does re-ranking raise r_mean over ITC's own
+    ranking, is ITM's loss below its prior, does an object word's Grad-CAM land on the object?"""
     trained = results["trained"]
-    lines = ["| trained | ITC only | re-ranked (eval.rerank_k) | p(re-ranked > ITC only) |", "|---|---|---|---|"]
+    lines = ["| trained | reference | value | p(value > reference) |", "|---|---|---|---|"]
     for task in ("retrieval", "video_retrieval"):
         itc_name, final_name = f"eval/{task}_itc/r_mean", f"eval/{task}/r_mean"
         if all(itc_name in run for run in trained):
             itc, final = (np.array([run[name] for run in trained]) for name in (itc_name, final_name))
-            lines.append(f"| {task} r_mean | {fmt(itc)} | {fmt(final)} | {p_greater(final, itc):.3g} |")
+            lines.append(f"| {task} r_mean re-ranked (eval.rerank_k) | ITC only {fmt(itc)} | {fmt(final)} | "
+                         f"{p_greater(final, itc):.3g} |")
     if all("train/loss/itm" in run for run in trained):
         itm = np.array([run["train/loss/itm"] for run in trained])
-        lines.append(f"| final ITM loss (1:2 prior {ITM_PRIOR_LOSS:.4f}) | | {fmt(itm)} | "
+        lines.append(f"| final ITM loss | 1:2 prior {ITM_PRIOR_LOSS:.4f} | {fmt(itm)} | "
                      f"{p_greater(ITM_PRIOR_LOSS - itm, 0.0):.3g} (below prior) |")
+    if all("eval/attention/gradcam_in_object" in run for run in trained):
+        inside, area = (np.array([run[f"eval/attention/{key}"] for run in trained]) * 100
+                        for key in ("gradcam_in_object", "object_area"))
+        beats = np.array([run["eval/attention/gradcam_beats_area"] for run in trained]) * 100
+        lines.append(f"| Grad-CAM share in the named object (%) | object area {fmt(area)} | {fmt(inside)} | "
+                     f"{p_greater(inside, area):.3g} |")
+        lines.append(f"| images where Grad-CAM beats the area (%) | 50 | {fmt(beats)} | {p_greater(beats, 50.0):.3g} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -158,7 +167,8 @@ def main() -> None:
             results[variant].append(run_once(args.experiment, args.overrides, variant, seed, args.out, variants))
     print(f"experiment {args.experiment} {' '.join(args.overrides)}, {args.seeds} seeds, eval split of the config")
     print(table(results))
-    print(rerank_table(results))
+    print()
+    print(itm_table(results))
 
 
 if __name__ == "__main__":

@@ -358,7 +358,7 @@ def test_same_text_units_stay_in_one_batch():
 def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):
     from workbench.data import task_dataset
 
-    cfg, tokenizer, model, objectives = _setup(shapes_tiny)
+    cfg, tokenizer, model, objectives = _setup(shapes_tiny, "eval.rerank_score=itm")  # ALBEF: the ITM logit alone
     dataset, _ = task_dataset(cfg, tokenizer, "retrieval", cfg.eval.split)
     scores = retrieval_scores(model.eval(), objectives, dataset, tokenizer, cfg, CPU)
     i2t, t2i = scores["final"]

@@ -304,6 +304,25 @@ def test_negatives_are_never_positives_and_follow_the_similarity():
     assert (weights[0, :2] == 0).all()
 
 
+def test_hard_mix_draws_from_softmax_and_uniform_in_the_given_shares():
+    ids = torch.tensor([0, 0, 1, 2])  # rows 0 and 1 show the same image
+    similarity = torch.tensor([[0.0, 0.0, 2.0, 0.0]] * 4)
+    weights = negative_weights(similarity, ids, hard_mix=0.25)
+    # row 0: non-positives are columns 2 and 3; softmax over them e^2 : e^0, uniform 1/2 : 1/2
+    hard = torch.tensor([math.e ** 2, 1.0]) / (math.e ** 2 + 1)
+    assert torch.allclose(weights[0], torch.cat([torch.zeros(2), 0.25 * hard + 0.75 * torch.tensor([0.5, 0.5])]))
+    assert torch.allclose(weights.sum(dim=1), torch.ones(4))
+    # row 2 (image 1): its non-positives are 0, 1 and 3 with equal similarity: uniform either way
+    assert torch.allclose(weights[2], torch.tensor([1 / 3, 1 / 3, 0.0, 1 / 3]))
+    assert torch.equal(negative_weights(similarity, ids, hard_mix=1.0), negative_weights(similarity, ids))
+    uniform = negative_weights(similarity, ids, hard_mix=0.0)
+    assert torch.allclose(uniform, negative_weights(None, ids) / negative_weights(None, ids).sum(dim=1, keepdim=True))
+    with pytest.raises(ConfigError, match="objectives.itm.hard_mix=0.5 .* objectives.itm.negatives=random"):
+        build_objectives(objectives_cfg(**{"itm.negatives": "random", "itm.hard_mix": 0.5}), DIMS, SPECIAL)
+    mixed = build_objectives(objectives_cfg(**{"itm.negatives": "hard", "itm.hard_mix": 0.5}), DIMS, SPECIAL)
+    assert mixed.itm.hard_mix == 0.5
+
+
 def test_negatives_fall_back_when_the_whole_batch_is_one_image():
     weights = negative_weights(None, torch.tensor([5, 5, 5]))
     assert torch.equal(weights, 1 - torch.eye(3))

@@ -137,6 +137,7 @@ class ITMConfig:
     enabled: bool = True  # image-text matching loss on/off
     weight: float = at_least(1.0, 0.0)  # its weight in the total loss
     negatives: Literal["hard", "random"] = "hard"  # ITM negatives: hard (from ITC similarity) or random
+    hard_mix: float = ratio(1.0, closed=True)  # with hard: share of a negative draw from ITC's softmax, the rest uniform (objectives/itm.py)
     product: bool = False  # the head also reads text ⊙ image pooled features (ViLBERT); see objectives/itm.py
     batch_norm: bool = False  # standardise the head's input over ITM's batch (as itc.batch_norm); see objectives/itm.py
 

@@ -7,6 +7,10 @@ Every pair gets one negative image and one negative caption, drawn from the batc
   similar-looking pairs are preferred. Needs ITC; when ITC is not built there is no
   aligned similarity to draw from (raw uni-modal CLS features live in unrelated
   spaces), so the draw falls back to ``random`` (the builder warns).
+* ``hard`` with ``hard_mix`` h < 1: a draw is hard with probability h, else uniform
+  (weights h * softmax + (1 - h) * uniform, each over the non-positives) -- the
+  uniform share gives ITM a clean signal to leave its prior with while the hard share
+  shows it ITC's near misses, the pairs re-ranking has to separate.
 * ``random`` (SCL code style): uniform over the in-batch non-positives. SCL's code
   swaps in a random image for 50 % of the B rows; here the row layout is the same
   as ``hard`` so that the ablation changes only how negatives are drawn.
@@ -41,8 +45,9 @@ from workbench.objectives.projection import GlobalBatchNorm
 from workbench.objectives.spec import BuildInputs, ObjectiveSpec
 
 
-def negative_weights(similarity: Tensor | None, ids: Tensor) -> Tensor:
-    """Sampling weights [B, B] for negatives: softmax(similarity) (or uniform), positives zeroed.
+def negative_weights(similarity: Tensor | None, ids: Tensor, hard_mix: float = 1.0) -> Tensor:
+    """Sampling weights [B, B] for negatives: softmax(similarity) (or uniform), positives zeroed;
+    with ``hard_mix`` < 1 the rows are distributions mixing the two (``hard_mix`` on the softmax).
 
     ``ids``: image ids [B] (same id = positive) or a positive mask bool [B, B]
     (``itc.batch_positive_mask``: same image or same caption string).
@@ -66,14 +71,17 @@ def negative_weights(similarity: Tensor | None, ids: Tensor) -> Tensor:
     if empty.any():
         other = ~torch.eye(size, dtype=torch.bool, device=ids.device)
         weights[empty] = other[empty].float()
-    return weights
+    if similarity is None or hard_mix >= 1.0:
+        return weights
+    uniform = negative_weights(None, ids)
+    return hard_mix * weights / weights.sum(dim=1, keepdim=True) + (1 - hard_mix) * uniform / uniform.sum(dim=1, keepdim=True)
 
 
 def sample_negatives(
-    similarity: Tensor | None, ids: Tensor, generator: torch.Generator | None
+    similarity: Tensor | None, ids: Tensor, generator: torch.Generator | None, hard_mix: float = 1.0
 ) -> Tensor:
     """One negative column per row: long [B]."""
-    return multinomial_one(negative_weights(similarity, ids), generator)
+    return multinomial_one(negative_weights(similarity, ids, hard_mix), generator)
 
 
 def itm_targets(positives: int, negatives: int, device: torch.device) -> Tensor:
@@ -91,11 +99,13 @@ class ITM(nn.Module):
     names = ("itm",)
 
     def __init__(
-        self, joint_width: int, negatives: str, *, weight: float, product: bool = False, batch_norm: bool = False
+        self, joint_width: int, negatives: str, *, weight: float, product: bool = False, batch_norm: bool = False,
+        hard_mix: float = 1.0,
     ) -> None:
         super().__init__()
         self.weight = weight
         self.negatives = negatives
+        self.hard_mix = hard_mix
         self.product = product
         width = joint_width * 3 // 2 if product else joint_width
         self.norm = GlobalBatchNorm(width) if batch_norm else None
@@ -148,8 +158,8 @@ class ITM(nn.Module):
         ids = batch_ids(ctx.batch)
         positives = batch_positive_mask(ctx.batch)
         sim_i2t, sim_t2i = self._similarity(ctx)
-        negative_image = sample_negatives(sim_t2i, positives, ctx.generator)  # for each caption
-        negative_text = sample_negatives(sim_i2t, positives, ctx.generator)  # for each image
+        negative_image = sample_negatives(sim_t2i, positives, ctx.generator, self.hard_mix)  # for each caption
+        negative_text = sample_negatives(sim_i2t, positives, ctx.generator, self.hard_mix)  # for each image
         image_tokens = ctx.image["image_tokens"]
         text_tokens, text_mask = ctx.text["text_tokens"], ctx.batch["text_mask"]
         positive = ctx.pass_(CLEAN)
@@ -182,7 +192,13 @@ def joint_width(dims: dict[str, int]) -> int:
 
 
 def check(cfg: ITMConfig, inputs: BuildInputs) -> None:
-    """Hard negatives are drawn from ITC's similarity: without ITC they are drawn uniformly."""
+    """Hard negatives are drawn from ITC's similarity: without ITC they are drawn uniformly.
+    `hard_mix` mixes hard draws with uniform ones: with random negatives it would do nothing."""
+    if cfg.hard_mix < 1.0 and cfg.negatives != "hard":
+        raise ConfigError(
+            f"objectives.itm.hard_mix={cfg.hard_mix} mixes hard negatives with uniform ones, but "
+            f"objectives.itm.negatives={cfg.negatives} — set objectives.itm.negatives=hard, or leave hard_mix at 1.0"
+        )
     if cfg.negatives == "hard" and "itc" not in inputs.on:
         warnings.warn(
             "objectives.itm.negatives=hard without ITC: negatives are drawn uniformly (as 'random')",
@@ -197,7 +213,8 @@ def passes(cfg: ITMConfig, inputs: BuildInputs) -> dict[str, CleanPass]:
 
 def build(cfg: ITMConfig, inputs: BuildInputs) -> ITM:
     return ITM(
-        joint_width(inputs.dims), cfg.negatives, weight=cfg.weight, product=cfg.product, batch_norm=cfg.batch_norm
+        joint_width(inputs.dims), cfg.negatives, weight=cfg.weight, product=cfg.product, batch_norm=cfg.batch_norm,
+        hard_mix=cfg.hard_mix,
     )
 
 

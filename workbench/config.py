@@ -237,6 +237,8 @@ class TrackingConfig:
     uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
     experiment: str = "workbench"  # MLflow experiment the run is logged under
     run_name: str = ""  # MLflow run name ("" = experiment, short id and overrides)
+    system_metrics: bool = True  # log CPU/GPU utilisation and memory as MLflow `system/...` metrics (GPU needs nvidia-ml-py)
+    system_metrics_interval: float = field(default=10.0, metadata={"min": 0.05, "max": 3600.0})  # seconds between system samples
 
 
 @dataclass

@@ -340,6 +340,17 @@ class RunTracker:
         self.enabled = enabled
         self.metrics = MetricLogger(mlflow_client, run_id) if enabled else None
         self._keep_running = False
+        self._system = None  # MLflow's SystemMetricsMonitor, see `watch_system`
+
+    def watch_system(self, interval_s: float, uri: str) -> None:
+        """Sample CPU/GPU utilisation and memory every `interval_s` into `system/...` metrics
+        (MLflow's own monitor; a starved GPU shows in the UI). GPU metrics need nvidia-ml-py."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._system = SystemMetricsMonitor(
+            self.run_id, sampling_interval=interval_s, resume_logging=True, tracking_uri=resolve_uri(uri)
+        )
+        self._system.start()
 
     def __enter__(self) -> "RunTracker":
         return self
@@ -370,7 +381,10 @@ class RunTracker:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def close_metrics(self) -> None:
-        """Flush and stop the metric thread, leaving the run's status as it is."""
+        """Flush and stop the metric threads, leaving the run's status as it is."""
+        if self._system is not None:
+            system, self._system = self._system, None
+            system.finish()
         if self.metrics is not None:
             metrics, self.metrics = self.metrics, None
             metrics.close()
@@ -432,7 +446,7 @@ def start_run(
         opened(resume_run_id, cfg.tracking.uri)
         if resume_tags:
             mlflow_client.log_batch(resume_run_id, tags=[RunTag(k, str(v)) for k, v in resume_tags.items()])
-        return RunTracker(mlflow_client, resume_run_id)
+        return _watched(RunTracker(mlflow_client, resume_run_id), cfg)
     exp_id = experiment_id(cfg.tracking.experiment, cfg.tracking.uri)
     all_tags = {tag.GIT_COMMIT: git_commit(), **(tags or {})}
     all_tags.update({f"{tag.VERSION}{k}": v for k, v in package_versions().items()})
@@ -447,6 +461,12 @@ def start_run(
     for start in range(0, len(items), 100):
         mlflow_client.log_batch(run.info.run_id, params=items[start : start + 100])
     mlflow_client.log_text(run.info.run_id, to_yaml(cfg), "config.yaml")
+    return _watched(tracker, cfg)
+
+
+def _watched(tracker: RunTracker, cfg: RunConfig) -> RunTracker:
+    if cfg.tracking.system_metrics:
+        tracker.watch_system(cfg.tracking.system_metrics_interval, cfg.tracking.uri)
     return tracker
 
 

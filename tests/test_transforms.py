@@ -172,3 +172,89 @@ def test_stream_walks_epoch_permutations(shapes_tiny):
     assert sorted(first) == sorted(second) == list(range(size))  # every entry once per epoch
     assert first != second  # a fresh permutation each epoch
     assert stream.kind_of(3) == ("image", 3)
+
+
+# ------------------------------------------------- image files: the reduced-decode road
+def _gradient_jpeg(path, width=1024, height=768):
+    """Smooth ramps (red along x, green along y): any crop offset or scale error shows as a colour shift."""
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    from PIL import Image
+
+    Image.fromarray(np.stack([x, y, np.full_like(x, 128)], -1).astype(np.uint8)).save(path, quality=95)
+    return path
+
+
+def test_image_road_equals_the_tensor_road_on_a_png(shapes_tiny):
+    from workbench.data.media import load_image
+
+    png = next((shapes_tiny / "images").glob("*.png"))
+    cfg = load_config(None, ["data.image_size=48"])
+    transform = FrameTransform(cfg, train=False)
+    assert torch.allclose(transform.image(str(png)), transform(load_image(png)), atol=1e-5)  # same uint8 resize
+
+
+def test_reduced_decode_keeps_the_random_crop_where_the_full_decode_has_it(tmp_path):
+    from workbench.data.media import load_image
+
+    jpeg = _gradient_jpeg(tmp_path / "ramp.jpg")
+    cfg = load_config(None, ["data.image_size=64", "augment.image=true", "augment.randaug_ops=0", "augment.crop_scale_min=0.3"])
+    transform = FrameTransform(cfg, train=True)
+    full = load_image(jpeg)
+    gaps, wrong = [], []
+    for seed in range(12):
+        torch.manual_seed(seed)
+        fast = transform.image(str(jpeg))
+        torch.manual_seed(seed)
+        reference = transform(full)  # v2.RandomResizedCrop on the full decode, same RNG draws
+        torch.manual_seed(seed + 100)
+        other = transform(full)
+        gaps.append((fast - reference).abs().mean().item())
+        wrong.append((fast - other).abs().mean().item())
+    # 64 px out of a >= 560 px box: the decode is 1/2..1/8 size; crops match to a fraction of a pixel
+    assert max(gaps) < 0.05 and min(wrong) > 5 * max(gaps), (gaps, wrong)
+
+
+def test_image_road_flip_mirrors_the_same_sample(tmp_path):
+    jpeg = _gradient_jpeg(tmp_path / "ramp.jpg", 320, 240)
+    transform = FrameTransform(load_config(None, ["data.image_size=64", "augment.image=true"]), train=True)
+    torch.manual_seed(3)
+    plain = transform.image(str(jpeg))
+    torch.manual_seed(3)
+    assert torch.equal(transform.image(str(jpeg), flip=True), plain.flip(-1))
+
+
+def test_unreadable_image_file_is_a_data_error_naming_it(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    with pytest.raises(DataError, match="unreadable image .*broken.jpg"):
+        FrameTransform(load_config(None, []), train=False).image(str(bad))
+
+
+def test_randaug_set_albef_changes_colours_color_free_never(tmp_path, one_thread):
+    from PIL import Image
+
+    from workbench.data.transforms import ALBEF_OPS, AlbefRandAugment
+
+    assert set(AlbefRandAugment._AUGMENTATION_SPACE) == set(ALBEF_OPS)
+    frames, _ = _one_object_frames("red", x=32)
+    png = tmp_path / "red.png"
+    Image.fromarray(frames[0].permute(1, 2, 0).numpy()).save(png)
+    changed = {}
+    for name in ("color_free", "albef"):
+        cfg = load_config(None, ["data.image_size=64", "augment.image=true", "augment.crop_scale_min=1.0",
+                                 "augment.randaug_ops=3", "augment.randaug_magnitude=15", f"augment.randaug_set={name}"])
+        transform = FrameTransform(cfg, train=True)
+        changed[name] = 0
+        for seed in range(16):
+            torch.manual_seed(seed)
+            out = transform.image(str(png))
+            rgb = (out * transform.std255 + transform.mean255).round().clamp(0, 255).to(torch.uint8)
+            changed[name] += bool((_object_colour(rgb) - _object_colour(frames)).abs().max() > 12)
+    assert changed["color_free"] == 0 and changed["albef"] > 0, changed
+
+
+def _object_colour(frames: torch.Tensor) -> torch.Tensor:
+    """Median colour of the pixels away from the background (28, 28, 28): edges blended by a shear do not move it."""
+    pixels = frames[0].permute(1, 2, 0).reshape(-1, 3).float()
+    return pixels[(pixels - 28).abs().max(1).values > 40].median(0).values

@@ -192,6 +192,7 @@ class AugmentConfig:
     crop_scale_min: float = field(default=0.5, metadata={"min": 0.05, "max": 1.0})
     randaug_ops: int = at_least(2, 0)  # RandAugment operations per image
     randaug_magnitude: int = field(default=7, metadata={"min": 0, "max": 30})  # RandAugment magnitude
+    randaug_set: Literal["color_free", "albef"] = "color_free"  # RandAugment ops: geometric + sharpness only (ShapesWorld: colours are labels) or ALBEF's list (real photos)
 
 
 # -------------------------------------------------------------------------- train

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from workbench.errors import ConfigError
 from workbench.data.media import load_image, load_masks, load_video
 from workbench.data.readers import Entries, caption_key, read_answer_list, read_entries, resolve_media
-from workbench.data.text_augment import mask_words
+from workbench.data.text_augment import mask_words, swap_left_right
 from workbench.data.transforms import FrameTransform, flip_sample
 from workbench.errors import DataError
 from workbench.tasks import TASKS
@@ -89,15 +89,17 @@ class MediaDataset(Dataset):
         return load_image(path)
 
     def frames(self, path: str, rng: np.random.Generator | None, seed: int | None) -> torch.Tensor:
-        return self.finish(self.raw_frames(path, rng), seed)
+        if self.media_key == "video":
+            return self.finish(self.raw_frames(path, rng), seed)
+        return self.finish_image(path, seed)
 
     def finish(self, frames: torch.Tensor, seed: int | None) -> torch.Tensor:
         """Apply the transform; with a seed its randomness comes from that seed only."""
-        if seed is None:
-            return self.transform(frames)
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed also queues CUDA seeding
-            return self.transform(frames)
+        return _seeded(seed, self.transform, frames)
+
+    def finish_image(self, source, seed: int | None, flip: bool = False) -> torch.Tensor:
+        """An image file (path or binary file) through the transform's reduced-size decode road."""
+        return _seeded(seed, self.transform.image, source, flip)
 
     def sample(self, index: int, seed: int | None) -> dict[str, Any]:
         raise NotImplementedError
@@ -113,6 +115,15 @@ class MediaDataset(Dataset):
                         raise
                     self.load_failures += 1
         raise DataError(f"no readable sample in {type(self).__name__} ({len(self)} entries)")
+
+
+def _seeded(seed: int | None, fn, *args):
+    """fn(*args) with torch's CPU RNG seeded by `seed` (and restored after); unseeded without."""
+    if seed is None:
+        return fn(*args)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed also queues CUDA seeding
+        return fn(*args)
 
 
 @contextmanager
@@ -165,16 +176,22 @@ class CaptionDataset(MediaDataset):
         rng = sample_rng(seed)
         captions = entry["caption"] if isinstance(entry["caption"], list) else [entry["caption"]]
         text = captions[int(rng.integers(len(captions)))]
-        frames = self.raw_frames(entry[self.media_key], rng)
-        augment = self.cfg.augment
-        if self.train and augment.flip and rng.random() < 0.5:
-            frames, text, _ = flip_sample(frames, text)
+        video = self.raw_frames(entry[self.media_key], rng) if self.media_key == "video" else None
+        image, text = self.augmented(entry[self.media_key], video, text, rng, seed)
         caption_id = self.caption_id(text, index)
+        augment = self.cfg.augment
         if self.train and augment.text and augment.text_mask_ratio > 0:
             text = mask_words(text, augment.text_mask_ratio, self.mask_token, rng)
-        return {
-            "image": self.finish(frames, seed), "text": text, "image_id": self.image_ids[index], "caption_id": caption_id,
-        }
+        return {"image": image, "text": text, "image_id": self.image_ids[index], "caption_id": caption_id}
+
+    def augmented(self, source, video: torch.Tensor | None, text: str, rng: np.random.Generator, seed: int | None):
+        """(float frames, caption) after the optional left-right flip: video frames given, else the image `source`."""
+        flip = self.train and self.cfg.augment.flip and rng.random() < 0.5
+        if video is None:
+            return self.finish_image(source, seed, flip), swap_left_right(text) if flip else text
+        if flip:
+            video, text, _ = flip_sample(video, text)
+        return self.finish(video, seed), text
 
 
 class RetrievalDataset(MediaDataset):

@@ -224,6 +224,26 @@ def data_check(
     typer.echo(f"data check: OK — {len(summary['files'])} files, {entries} entries in {summary['root']}")
 
 
+@data_app.command("shard")
+@friendly
+def data_shard(
+    src_root: Annotated[Path, typer.Argument(help="Data set directory holding the ALBEF JSON pre-training files.")],
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the tar shards to.")],
+    per_shard: Annotated[int, typer.Option("--per-shard", help="Samples per shard.")] = 10_000,
+    files: Annotated[Optional[list[str]], typer.Option("--file", help="JSON file under SRC_ROOT (repeatable; default pretrain.json).")] = None,
+    image_root: Annotated[str, typer.Option("--image-root", help="Where relative image paths resolve (default SRC_ROOT).")] = "",
+) -> None:
+    """Convert ALBEF JSON pre-training pairs (+ their images) into webdataset-layout tar shards.
+
+    Train from them with --set data.pretrain_shards='OUT_DIR/{000000..NNNNNN}.tar' (printed).
+    """
+    from workbench.data.shards import shard_dataset
+
+    errors.check_writable(out_dir, "OUT_DIR")
+    paths, pattern = shard_dataset(src_root, out_dir, per_shard, files or ["pretrain.json"], image_root)
+    typer.echo(f"{len(paths)} shards written to {out_dir}; train from them with --set data.pretrain_shards='{pattern}'")
+
+
 @data_app.command("warmstart")
 @friendly
 def data_warmstart(

@@ -55,6 +55,7 @@ class DataConfig:
     tokenizer: str = ""  # local HF tokenizer dir; "" = `root`/tokenizer (ShapesWorld's own)
     pretrain_files: list[str] = field(default_factory=lambda: ["pretrain.json"])  # image-caption JSON files under `root` for pre-training
     video_pretrain_files: list[str] = field(default_factory=list)  # video-caption JSON files under `root` mixed into pre-training
+    pretrain_shards: str = ""  # tar shards (webdataset layout) instead of pretrain_files, e.g. /data/cc3m/{000000..000331}.tar; relative = under `root`
     image_size: int = positive(64, 4096)  # images are resized to this square side (pixels)
     max_text_len: int = positive(40, 8192)  # captions are cut/padded to this many tokens
     num_frames: int = positive(4, 1024)  # frames sampled per video

@@ -26,7 +26,7 @@ _TEXT_KEYS = ("caption", "question", "sentence")
 
 def _expected_files(cfg, pretrain: bool = True) -> list[tuple[str, str]]:
     """(file name, kind) of every file a run with this config reads (`pretrain=False`: the eval files)."""
-    files = [(name, "pretrain") for name in cfg.data.pretrain_files] if pretrain else []
+    files = [(name, "pretrain") for name in cfg.data.pretrain_files] if pretrain and not cfg.data.pretrain_shards else []
     files += [(name, "video") for name in cfg.data.video_pretrain_files] if pretrain else []
     for name in cfg.eval.tasks:
         task = TASKS[name]
@@ -146,6 +146,10 @@ def check_dataset(cfg, tokenizer=None, decode_media: bool = True) -> dict[str, A
             report["text_tokens"] = _stats(lengths)
             report["truncated"] = sum(n > data.max_text_len for n in lengths)
         summary["files"][name] = report
+    if cfg.data.pretrain_shards:
+        from workbench.data.shards import check_shards
+
+        summary["files"][cfg.data.pretrain_shards] = check_shards(data, decode_media)
     summary["ok"] = not summary["missing_files"] and all(
         r["bad_entries"] == 0 and r["unreadable"] == 0 for r in summary["files"].values()
     )

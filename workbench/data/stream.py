@@ -11,6 +11,7 @@ sequence at half the pace).
 Under DDP (`world_size` ranks) `train.batch_size` is the global batch: rank r
 loads positions r*B/W .. (r+1)*B/W - 1 of each step's global batch, so the
 samples, their seeds and their augmentations are those of a one-process run.
+With `data.pretrain_shards` each rank walks its own shards instead (`shards.ShardOrder`).
 """
 
 from __future__ import annotations
@@ -70,9 +71,15 @@ class PretrainStream:
         self.num_workers, self.pin_memory = data.num_workers, pin_memory
         self.collate = Collate(tokenizer, data.max_text_len)
         mask = tokenizer.mask_token
-        self.datasets: dict[str, CaptionDataset] = {
-            "image": CaptionDataset(cfg, read_entries(data, data.pretrain_files, "pretrain"), "image", mask)
-        }
+        self.shard_order = None  # with data.pretrain_shards: this rank's own shards (see shards.py)
+        if data.pretrain_shards:
+            from workbench.data.shards import ShardCaptionDataset, ShardOrder, index_shards, shard_paths
+
+            index = index_shards(shard_paths(data))  # once: tar headers, no payload
+            self.datasets: dict[str, CaptionDataset] = {"image": ShardCaptionDataset(cfg, index, mask)}
+            self.shard_order = ShardOrder(index, seed, lane=rank, lanes=world_size)
+        else:
+            self.datasets = {"image": CaptionDataset(cfg, read_entries(data, data.pretrain_files, "pretrain"), "image", mask)}
         if data.video_pretrain_files:
             videos = read_entries(data, data.video_pretrain_files, "video", min_frames=data.num_frames)
             self.datasets["video"] = CaptionDataset(cfg, videos, "video", mask)
@@ -103,9 +110,12 @@ class PretrainStream:
         kind, kind_step = self.kind_of(step)
         size = len(self.datasets[kind])
         keys = []
-        for position in self.positions:
-            epoch, offset = divmod(kind_step * self.batch_size + position, size)
-            index = int(self._permutation(kind, epoch)[offset])
+        for local, position in enumerate(self.positions):
+            if kind == "image" and self.shard_order is not None:
+                index = self.shard_order[kind_step * self.local_batch_size + local]
+            else:
+                epoch, offset = divmod(kind_step * self.batch_size + position, size)
+                index = int(self._permutation(kind, epoch)[offset])
             keys.append((kind, index, sample_seed(self.seed, step, position)))
         return keys
 

@@ -1,0 +1,101 @@
+"""Tar shards (webdataset layout): `workbench data shard`, `data check`, disjoint ranks, exact resume."""
+
+import io
+import json
+import tarfile
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tiny_config import tiny_run
+from workbench import train
+from workbench.cli import app
+from workbench.config import load_config
+from workbench.data.shards import ShardOrder, expand_braces, index_shards, shard_paths
+from workbench.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def shards(shapes_tiny, tmp_path_factory):
+    """ShapesWorld tiny's 64 pre-training pairs in 8 shards of 8, written by the CLI."""
+    out = tmp_path_factory.mktemp("shards")
+    result = CliRunner().invoke(app, ["data", "shard", str(shapes_tiny), str(out), "--per-shard", "8"])
+    assert result.exit_code == 0, result.output
+    pattern = f"{out}/{{000000..000007}}.tar"
+    assert pattern in result.output
+    return pattern
+
+
+def test_brace_notation_expands_ranges_and_lists():
+    assert expand_braces("/d/{000..002}.tar") == ["/d/000.tar", "/d/001.tar", "/d/002.tar"]
+    assert expand_braces("{a,b}/{8..10}.tar") == ["a/8.tar", "a/9.tar", "a/10.tar", "b/8.tar", "b/9.tar", "b/10.tar"]
+    with pytest.raises(ConfigError, match="runs backwards"):
+        expand_braces("{5..2}.tar")
+
+
+def test_shards_hold_every_pair_with_its_caption(shapes_tiny, shards):
+    cfg = load_config("base", [f"data.root={shapes_tiny}", f"data.pretrain_shards={shards}"])
+    index = index_shards(shard_paths(cfg.data))
+    assert len(index) == 64 and list(index.counts) == [8] * 8 and not index.problems
+    entries = json.loads((shapes_tiny / "pretrain.json").read_text())
+    first = entries[0]["caption"]
+    assert index.captions(0) == (first if isinstance(first, list) else [first])
+    assert index.image_file(5).read() == (shapes_tiny / entries[5]["image"]).read_bytes()
+
+
+def test_ranks_read_disjoint_shards_and_each_epoch_covers_every_sample_once(shapes_tiny, shards):
+    cfg = load_config("base", [f"data.root={shapes_tiny}", f"data.pretrain_shards={shards}"])
+    index = index_shards(shard_paths(cfg.data))
+    lanes = [ShardOrder(index, seed=3, lane=r, lanes=2) for r in range(2)]
+    for epoch in range(3):
+        read = [{index.shard_of(i) for i in lane.epoch(epoch)} for lane in lanes]
+        assert read[0].isdisjoint(read[1]) and len(read[0]) == len(read[1]) == 4
+        assert sorted([*lanes[0].epoch(epoch), *lanes[1].epoch(epoch)]) == list(range(64))
+    one = ShardOrder(index, seed=3)
+    assert [one[p] for p in range(64, 128)] == list(one.epoch(1))  # position -> sample, epochs back to back
+    assert list(one.epoch(0)) != list(one.epoch(1))  # reshuffled every epoch
+    with pytest.raises(ConfigError, match="8 shards for 9 ranks"):
+        ShardOrder(index, seed=0, lane=0, lanes=9)
+
+
+def test_data_check_finds_unreadable_images_and_missing_captions(shapes_tiny, shards, tmp_path):
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tar:
+        for name, data in (("a.png", b"not a png"), ("a.txt", b"a broken image."), ("b.png", b"x"), ("c.json", b'{"caption": ""}'),
+                           ("c.png", (shapes_tiny / "images" / "000000.png").read_bytes())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    base = ["--set", f"data.root={shapes_tiny}", "--set", "data.shapes_size=tiny", "--set", "eval.tasks=[]"]
+    good = CliRunner().invoke(app, ["data", "check", *base, "--set", f"data.pretrain_shards={shards}"])
+    assert good.exit_code == 0 and "64" in good.output, good.output
+    result = CliRunner().invoke(app, ["data", "check", *base, "--set", f"data.pretrain_shards={bad}"])
+    assert result.exit_code == 2
+    assert "unreadable image" in result.output and "bad.tar:a.png" in result.output
+    assert "bad.tar:b: no caption (.txt/.json); left out" in result.output.replace("\n", "")
+    assert "bad.tar:c.json: no caption" in result.output.replace("\n", "")
+
+
+def test_a_run_from_shards_killed_and_resumed_ends_like_an_uninterrupted_one(shapes_tiny, shards, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    extra = (f"data.pretrain_shards={shards}", "eval.tasks=[]", "train.checkpoint_every=5",
+             "augment.image=true", "augment.flip=true", "augment.text=true", "tracking.system_metrics=false")
+
+    def cfg():
+        return load_config("base", tiny_run(shapes_tiny, store, tmp_path / "out", *extra, steps=20))
+
+    straight = train.run(cfg(), progress=False)
+    killed = train.run(cfg(), progress=False, stop_after=10)
+    assert killed.status == "RUNNING" and killed.steps == 10
+    resumed = train.run(train.load_run_config(killed.run_id, store), resume_run_id=killed.run_id, progress=False)
+    assert resumed.status == "FINISHED" and resumed.final_loss == straight.final_loss
+
+    client = MlflowClient(store)
+
+    def losses(run_id):
+        return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, "train/loss/total"), key=lambda m: m.step)]
+
+    assert losses(resumed.run_id) == losses(straight.run_id) and len(losses(straight.run_id)) == 10
+    json_run = train.run(load_config("base", tiny_run(shapes_tiny, store, tmp_path / "out", *extra[1:], steps=20)), progress=False)
+    assert losses(json_run.run_id) != losses(straight.run_id)  # the shards' order is their own, not pretrain.json's

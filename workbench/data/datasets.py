@@ -98,8 +98,13 @@ class MediaDataset(Dataset):
         return _seeded(seed, self.transform, frames)
 
     def finish_image(self, source, seed: int | None, flip: bool = False) -> torch.Tensor:
-        """An image file (path or binary file) through the transform's reduced-size decode road."""
-        return _seeded(seed, self.transform.image, source, flip)
+        """An image file (path or binary file) through the transform's reduced-size decode road; a
+        transform put in its place (fine-tune preloading keeps uint8 frames) gets the decoded frames."""
+        road = getattr(self.transform, "image", None)
+        if road is None:
+            frames = load_image(source)
+            return self.finish(frames.flip(-1) if flip else frames, seed)
+        return _seeded(seed, road, source, flip)
 
     def sample(self, index: int, seed: int | None) -> dict[str, Any]:
         raise NotImplementedError

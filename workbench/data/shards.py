@@ -86,16 +86,21 @@ class _Member:
     ext: str
 
 
+EXTS = IMAGE_EXTS + CAPTION_EXTS  # member kinds, stored as their position here
+
+
 @dataclass
 class ShardIndex:
-    """Every sample of the shards: where its image and caption bytes are. Built once, by `index_shards`."""
+    """Every sample of the shards: where its image and caption bytes are. Built once, by
+    `index_shards`; numpy arrays (not Python objects per sample), so millions of samples
+    take tens of MB and forked DataLoader workers share the pages."""
 
     paths: list[Path]
     counts: np.ndarray  # samples per shard
     starts: np.ndarray  # global index of each shard's first sample
-    image: list[tuple[int, int, str]] = field(default_factory=list)  # (offset, size, ext) per sample
-    caption: list[tuple[int, int, str]] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
+    image: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))  # (offset, size, ext) per sample
+    caption: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="S1"))
     problems: list[str] = field(default_factory=list)  # samples left out: no image, no caption
 
     def __len__(self) -> int:
@@ -104,24 +109,26 @@ class ShardIndex:
     def shard_of(self, index: int) -> int:
         return int(np.searchsorted(self.starts, index, side="right") - 1)
 
-    def _read(self, index: int, where: tuple[int, int, str]) -> bytes:
-        offset, size, _ = where
+    def _where(self, index: int, member: np.ndarray) -> str:
+        return f"{self.paths[self.shard_of(index)]}:{self.keys[index].decode()}.{EXTS[member[2]]}"
+
+    def _read(self, index: int, member: np.ndarray) -> bytes:
         with open(self.paths[self.shard_of(index)], "rb") as file:
-            file.seek(offset)
-            return file.read(size)
+            file.seek(int(member[0]))
+            return file.read(int(member[1]))
 
     def image_file(self, index: int) -> io.BytesIO:
         data = io.BytesIO(self._read(index, self.image[index]))
-        data.name = f"{self.paths[self.shard_of(index)]}:{self.keys[index]}.{self.image[index][2]}"
+        data.name = self._where(index, self.image[index])
         return data
 
     def captions(self, index: int) -> list[str]:
         """The sample's caption(s); DataError naming the shard and key when unusable."""
-        raw, ext = self._read(index, self.caption[index]), self.caption[index][2]
-        where = f"{self.paths[self.shard_of(index)]}:{self.keys[index]}.{ext}"
+        member = self.caption[index]
+        raw, where = self._read(index, member), self._where(index, member)
         try:
             text = raw.decode("utf-8")
-            value: Any = json.loads(text) if ext == "json" else text.strip()
+            value: Any = json.loads(text) if EXTS[member[2]] == "json" else text.strip()
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise DataError(f"{where}: unreadable caption ({err})") from None
         if isinstance(value, dict):
@@ -141,9 +148,13 @@ def _key_and_ext(name: str) -> tuple[str, str]:
 def index_shards(paths: list[Path]) -> ShardIndex:
     """Read every shard's tar headers once (no payload): the samples in shard then member order.
     A key without an image or without a caption is left out and listed in `problems`."""
-    index = ShardIndex(paths, np.zeros(len(paths), dtype=np.int64), np.zeros(len(paths), dtype=np.int64))
+    counts, starts = np.zeros(len(paths), dtype=np.int64), np.zeros(len(paths), dtype=np.int64)
+    images: list[tuple[int, int, int]] = []
+    captions: list[tuple[int, int, int]] = []
+    keys: list[bytes] = []
+    problems: list[str] = []
     for number, path in enumerate(paths):
-        index.starts[number] = len(index.image)
+        starts[number] = len(images)
         samples: dict[str, dict[str, _Member]] = {}
         try:
             with tarfile.open(path, "r:") as tar:  # uncompressed: payload offsets are file offsets
@@ -158,15 +169,16 @@ def index_shards(paths: list[Path]) -> ShardIndex:
             caption = next((members[e] for e in CAPTION_EXTS if e in members), None)
             if image is None or caption is None:
                 missing = "image (.jpg/.png/.webp)" if image is None else "caption (.txt/.json)"
-                index.problems.append(f"{path}:{key}: no {missing}; left out")
+                problems.append(f"{path}:{key}: no {missing}; left out")
                 continue
-            index.image.append((image.offset, image.size, image.ext))
-            index.caption.append((caption.offset, caption.size, caption.ext))
-            index.keys.append(key)
-        index.counts[number] = len(index.image) - index.starts[number]
-    if not index.image:
+            images.append((image.offset, image.size, EXTS.index(image.ext)))
+            captions.append((caption.offset, caption.size, EXTS.index(caption.ext)))
+            keys.append(key.encode())
+        counts[number] = len(images) - starts[number]
+    if not images:
         raise DataError(f"no usable samples in {len(paths)} shards ({paths[0]} ...)")
-    return index
+    return ShardIndex(paths, counts, starts, np.array(images, dtype=np.int64), np.array(captions, dtype=np.int64),
+                      np.array(keys), problems)
 
 
 def caption_hash(key: str) -> int:

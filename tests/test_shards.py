@@ -99,3 +99,16 @@ def test_a_run_from_shards_killed_and_resumed_ends_like_an_uninterrupted_one(sha
     assert losses(resumed.run_id) == losses(straight.run_id) and len(losses(straight.run_id)) == 10
     json_run = train.run(load_config("base", tiny_run(shapes_tiny, store, tmp_path / "out", *extra[1:], steps=20)), progress=False)
     assert losses(json_run.run_id) != losses(straight.run_id)  # the shards' order is their own, not pretrain.json's
+
+
+def test_bad_shard_options_are_one_clean_line_and_exit_2(shapes_tiny, tmp_path):
+    runner = CliRunner()
+    zero = runner.invoke(app, ["data", "shard", str(shapes_tiny), str(tmp_path / "out"), "--per-shard", "0"])
+    assert zero.exit_code == 2 and "--per-shard: 0 is not allowed" in zero.output and "Traceback" not in zero.output
+    assert not (tmp_path / "out").exists()
+    base = ["--set", f"data.root={shapes_tiny}", "--set", "data.shapes_size=tiny", "--set", "eval.tasks=[]"]
+    missing = runner.invoke(app, ["data", "check", *base, "--set", f"data.pretrain_shards={tmp_path}/{{0..3}}.tar"])
+    assert missing.exit_code == 2 and "data.pretrain_shards: 4 of 4 shards not found" in missing.output
+    backwards = runner.invoke(app, ["run", *base, "--set", "data.pretrain_shards={5..2}.tar", "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db"])
+    assert backwards.exit_code == 2 and "data.pretrain_shards: range {5..2} runs backwards" in backwards.output
+    assert "Traceback" not in missing.output + backwards.output

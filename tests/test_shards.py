@@ -112,3 +112,26 @@ def test_bad_shard_options_are_one_clean_line_and_exit_2(shapes_tiny, tmp_path):
     backwards = runner.invoke(app, ["run", *base, "--set", "data.pretrain_shards={5..2}.tar", "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db"])
     assert backwards.exit_code == 2 and "data.pretrain_shards: range {5..2} runs backwards" in backwards.output
     assert "Traceback" not in missing.output + backwards.output
+
+
+def test_shard_batches_are_a_function_of_the_step_not_of_the_worker_count(shapes_tiny, shards):
+    import torch
+
+    from workbench.data.stream import PretrainStream
+    from workbench.data.tokenizer import load_tokenizer
+
+    def stream(workers):
+        cfg = load_config("base", [f"data.root={shapes_tiny}", f"data.pretrain_shards={shards}", "train.batch_size=8",
+                                   "augment.image=true", f"data.num_workers={workers}"])
+        return PretrainStream(cfg, load_tokenizer(cfg.data), seed=1)
+
+    def take(batches, n):
+        return [next(batches) for _ in range(n)]
+
+    straight = take(stream(0).batches(0), 10)  # 10 steps of 8 = 80 > 64 samples: into epoch 1
+    resumed = take(stream(0).batches(7), 3)
+    workers = take(stream(2).batches(7), 3)
+    for a, b, c in zip(straight[7:], resumed, workers):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["image"], c["image"])
+        assert torch.equal(a["text_ids"], b["text_ids"]) and torch.equal(a["caption_id"], c["caption_id"])
+    assert sorted(torch.cat([b["image_id"] for b in straight[:8]]).tolist()) == list(range(64))  # epoch 0: each once

@@ -135,3 +135,19 @@ def test_shard_batches_are_a_function_of_the_step_not_of_the_worker_count(shapes
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["image"], c["image"])
         assert torch.equal(a["text_ids"], b["text_ids"]) and torch.equal(a["caption_id"], c["caption_id"])
     assert sorted(torch.cat([b["image_id"] for b in straight[:8]]).tolist()) == list(range(64))  # epoch 0: each once
+
+
+def test_two_ranks_stream_from_disjoint_shards(shapes_tiny, shards):
+    from workbench.data.stream import PretrainStream
+    from workbench.data.tokenizer import load_tokenizer
+
+    cfg = load_config("base", [f"data.root={shapes_tiny}", f"data.pretrain_shards={shards}", "train.batch_size=8"])
+    tokenizer = load_tokenizer(cfg.data)
+    ranks = [PretrainStream(cfg, tokenizer, seed=0, rank=r, world_size=2) for r in range(2)]
+    index = ranks[0].datasets["image"].index
+    read = []
+    for stream in ranks:  # 8 steps x 4 pairs per rank = one epoch of each rank's 32 samples
+        ids = [i for step in range(8) for _, i, _ in stream.step_keys(step)]
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == 32
+        read.append({index.shard_of(i) for i in ids})
+    assert read[0].isdisjoint(read[1]) and len(read[0] | read[1]) == 8

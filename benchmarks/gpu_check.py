@@ -112,6 +112,7 @@ def dry_tiny_configs(scratch: Path) -> dict[str, Any]:
 def paper_step(compile_model: bool, batch_size: int) -> dict[str, Any]:
     """Time the paper-shape step on cuda:0 in bf16; MFU against a bf16 matmul peak of this process."""
     import contextlib
+    import gc
 
     import torch
 
@@ -124,6 +125,7 @@ def paper_step(compile_model: bool, batch_size: int) -> dict[str, Any]:
     cfg = bench_config("paper", overrides=["train.precision=bf16"] + (["train.compile=true"] if compile_model else []))
     cfg.train.batch_size = batch_size
     seed_everything(0)
+    gc.collect()  # the previous stage's model and optimizer state, before the high-water mark resets
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     with compiled_training() if compile_model else contextlib.nullcontext():
@@ -158,7 +160,8 @@ def nccl_group() -> dict[str, Any]:
         torch.cuda.synchronize()
         if value.sum().item() != 4:
             raise AssertionError(f"all_reduce over one rank changed the value: {value.tolist()}")
-        return {"backend": dist.get_backend(), "nccl_version": ".".join(map(str, torch.cuda.nccl.version()))}
+        version = torch.cuda.nccl.version()
+        return {"backend": dist.get_backend(), "nccl_version": ".".join(map(str, version)) if isinstance(version, tuple) else str(version)}
     finally:
         dist.destroy_process_group()
 

@@ -125,3 +125,138 @@ def test_the_cli_refuses_hostile_slurm_options_in_one_line_before_anything_runs(
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.output and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ helpers: real tiny runs
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def _one_line_error(result, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def _finished_run(shapes, uri: str, out: Path, *extra: str) -> str:
+    from tiny_config import tiny_run
+    from workbench import train
+    from workbench.config import load_config
+
+    return train.run(load_config("base", tiny_run(shapes, uri, out, "eval.tasks=[]", *extra, steps=2)), progress=False).run_id
+
+
+def _killed_run(shapes, uri: str, out: Path, checkpoint_file: Path | None, *extra: str) -> str:
+    """A run left KILLED (as by a pre-emption) whose local last checkpoint is `checkpoint_file` (None: no checkpoint)."""
+    import shutil
+
+    from tiny_config import tiny_run
+    from workbench import tracking
+    from workbench.config import load_config
+
+    tracker = tracking.start_run(load_config("base", tiny_run(shapes, uri, out, "eval.tasks=[]", *extra, steps=2)))
+    tracker.finish("KILLED")
+    if checkpoint_file is not None:
+        (out / tracker.run_id).mkdir(parents=True)
+        shutil.copy(checkpoint_file, out / tracker.run_id / "last.pt")
+    return tracker.run_id
+
+
+def _statuses(uri: str) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return {r.info.run_id: r.info.status for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+
+
+# ------------------------------------------------------------------ 5. runs prune
+@pytest.mark.parametrize("args, message", [
+    (["--older-than", "nan"], "--older-than nan: must be a finite number of days >= 0"),
+    (["--older-than", "inf"], "--older-than inf: must be a finite number of days >= 0"),
+    (["--older-than", "-1"], "--older-than -1.0: must be a finite number of days >= 0"),
+    (["--keep", "-1"], "--keep -1: must be >= 0"),
+])
+def test_prune_refuses_numbers_that_are_not_finite_and_non_negative(args, message, shapes_tiny, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = _finished_run(shapes_tiny, uri, tmp_path / "out")  # seconds old: `nan` used to prune it
+    from workbench import tracking
+
+    stored = tracking.local_artifact_path(tracking.client(uri), run_id)
+    assert stored is not None
+    assert message in _one_line_error(_cli("runs", "prune", *args, "--out-dir", str(tmp_path / "out"), "--tracking-uri", uri))
+    assert stored.is_file() and "workbench.checkpoint_pruned" not in tracking.client(uri).get_run(run_id).data.tags
+
+
+def test_keep_counts_runs_with_a_checkpoint_per_config_and_pruned_runs_say_so(shapes_tiny, tmp_path):
+    """Two runs of one config, then a `workbench eval` run of the newer: --keep 1 keeps the newer
+    run's checkpoint (the eval run has none and does not count) and prunes only the older; a run
+    of another config keeps its own. Evaluating the pruned run then says when it was pruned, and
+    creates no run."""
+    from workbench import tracking
+
+    uri, out = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "out"
+    older = _finished_run(shapes_tiny, uri, out)
+    newer = _finished_run(shapes_tiny, uri, out)
+    other = _finished_run(shapes_tiny, uri, out, "tracking.experiment=workbench")  # same experiment ...
+    client = tracking.client(uri)
+    client.set_tag(other, "workbench.experiment", "paper")  # ... another config (`-e paper`)
+    evaluated = _cli("eval", newer, "--set", "eval.batch_size=8", "--tracking-uri", uri, "--set", f"train.out_dir={out}")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert len(_statuses(uri)) == 4  # + the eval run, the newest of the experiment
+
+    done = _cli("runs", "prune", "--older-than", "0", "--keep", "1", "--out-dir", str(out), "--tracking-uri", uri)
+    assert done.exit_code == 0 and "pruned the checkpoints of 1 run(s)" in done.output, done.output
+    assert tracking.local_artifact_path(client, older) is None
+    assert tracking.local_artifact_path(client, newer) is not None and tracking.local_artifact_path(client, other) is not None
+    stamp = client.get_run(older).data.tags["workbench.checkpoint_pruned"]
+
+    before = _statuses(uri)
+    line = _one_line_error(_cli("eval", older, "--set", "eval.batch_size=8", "--tracking-uri", uri))
+    assert f"run {older}: its checkpoint was pruned on {stamp} by `workbench runs prune`" in line
+    assert f"workbench run --from {older}" in line and "Failed to download" not in line
+    assert _statuses(uri) == before  # no eval run left behind
+    again = _cli("runs", "prune", "--older-than", "0", "--keep", "1", "--out-dir", str(out), "--tracking-uri", uri)
+    assert again.exit_code == 0 and "no checkpoints to prune" in again.output  # idempotent
+
+
+def test_resume_of_a_pruned_run_says_when_it_was_pruned(shapes_tiny, tmp_path):
+    uri, out = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "out"
+    source = _finished_run(shapes_tiny, uri, tmp_path / "first")
+    from workbench import tracking
+
+    killed = _killed_run(shapes_tiny, uri, out, tracking.local_artifact_path(tracking.client(uri), source))
+    done = _cli("runs", "prune", "--older-than", "0", "--experiment", "workbench", "--out-dir", str(out), "--tracking-uri", uri)
+    assert done.exit_code == 0 and not (out / killed).exists(), done.output
+    line = _one_line_error(_cli("run", "--resume", killed, "--tracking-uri", uri))
+    assert line.startswith(f"error: --resume: run {killed}: its checkpoint was pruned on ")
+    assert _statuses(uri)[killed] == "KILLED"  # left as it was
+
+
+# ------------------------------------------------------------------ 6. eval on a bad checkpoint
+def test_eval_refuses_a_missing_garbage_or_other_model_checkpoint_before_any_run(shapes_tiny, tmp_path):
+    from workbench import tracking
+
+    uri, out = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "out"
+    good = tracking.local_artifact_path(tracking.client(uri), _finished_run(shapes_tiny, uri, tmp_path / "first"))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x04garbage, not a zip archive")
+    import torch
+
+    not_ours = tmp_path / "not_ours.pt"
+    torch.save({"weights": torch.zeros(3)}, not_ours)
+    cases = [
+        (None, "no checkpoint in train.out_dir nor as its MLflow artifact checkpoints/last.pt"),
+        (garbage, "cannot load checkpoint"),
+        (not_ours, "not a workbench checkpoint (expected the parts model, objectives; found ['weights'])"),
+        (good, "its model does not fit the model of the run's recorded config ("),  # trained at width 32, recorded 64
+    ]
+    for checkpoint_file, message in cases:
+        run_id = _killed_run(shapes_tiny, uri, out, checkpoint_file, "model.vision.width=64", "model.vision.heads=4")
+        for extra in ([], ["--set", "eval.batch_size=8"]):  # logged into the run itself / into a new eval run
+            before = _statuses(uri)
+            line = _one_line_error(_cli("eval", run_id, "--tracking-uri", uri, *extra))
+            assert message in line and "RuntimeError" not in line and "/tmp" not in line.replace(str(tmp_path), ""), line
+            assert _statuses(uri) == before, line  # no junk FAILED run, the source stays KILLED
+    assert "shape mismatch(es), e.g. " in line
+    assert not list(tmp_path.rglob("*.tmp*"))

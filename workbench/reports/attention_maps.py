@@ -68,6 +68,7 @@ def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
         run = client.get_run(run_id)
     except Exception:
         raise ConfigError(f"RUN_ID {run_id!r}: no such run in {tracking.resolve_uri(tracking_uri)}") from None
+    tracking.refuse_if_pruned(run, "RUN_ID")
     with quiet_downloads():
         text = tracking.read_run_config(run_id, tracking_uri)
     cfg = from_dict(yaml.safe_load(text), [f"tracking.uri={tracking_uri}"] if tracking_uri else None)

@@ -260,3 +260,57 @@ def test_eval_refuses_a_missing_garbage_or_other_model_checkpoint_before_any_run
             assert _statuses(uri) == before, line  # no junk FAILED run, the source stays KILLED
     assert "shape mismatch(es), e.g. " in line
     assert not list(tmp_path.rglob("*.tmp*"))
+
+
+# ------------------------------------------------------------------ 12. LaTeX from any name
+HOSTILE_VARIANTS = ["baseline", "中文变体", "under_score", "50%", "a&b", "#1", "back\\slash", "up^", "ti~lde", "🚀 rocket",
+                    "[bracket]", "café crème", "α=0.5", "two\nlines", "{brace}", "$dollar$"]
+
+
+def test_latex_table_compiles_with_any_variant_metric_and_sweep_name(tmp_path):
+    """CJK, emoji, newlines and every LaTeX special in variant, metric and sweep names: the table
+    compiles with pdflatex (booktabs only), and each name is still there, told apart."""
+    import shutil
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    from test_reports import log_sweep
+    from workbench.reports.ablations import report_ablations
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("hostile", artifact_location=(tmp_path / "artifacts").as_uri())
+    metrics = ["eval/检索/r_mean", "eval/vqa/acc_v2"]
+    sweep = "abl_v2+x:y"  # sweep names are ASCII (reports.store.SELECTOR), specials included
+    spec = {"name": sweep, "baseline": "baseline", "seeds": [0, 1], "metrics": metrics,
+            "variants": [{"name": v, "overrides": {}} for v in HOSTILE_VARIANTS]}
+    log_sweep(client, exp, spec, [(v, seed, {m: 40.0 + i + seed + j for j, m in enumerate(metrics)}, {}, "FINISHED")
+                                  for i, v in enumerate(HOSTILE_VARIANTS) for seed in (0, 1)])
+    result = report_ablations([sweep], formats=["latex"], tracking_uri=uri, out=tmp_path / "out",
+                              with_figures=False, log_to_mlflow=False)
+    table_tex = next((tmp_path / "out").rglob("ablations.tex")).read_text()
+    assert len(result.sweeps[sweep].table.variants) == len(HOSTILE_VARIANTS)
+    assert table_tex.isascii()  # pdflatex with any font encoding, no CJK package
+    for spelled in ("{[}U+4E2D{]}", r"under\_score", r"50\%", r"a\&b", r"\#1", r"back\textbackslash{}slash",
+                    r"{[}U+1F680{]} rocket", r"caf\'{e} cr\`{e}me", r"$\alpha$=0.5", "two lines", r"\{brace\}", r"\$dollar\$"):
+        assert spelled in table_tex, spelled
+    (tmp_path / "table.tex").write_text(table_tex)
+    (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                                        "\\input{table.tex}\n\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (tmp_path / "paper.log").read_text(errors="replace")[-3000:]
+    assert (tmp_path / "paper.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_tex_spells_every_character_in_latex2e_core():
+    from workbench.reports.latex import tex
+
+    assert tex("中") == "{[}U+4E2D{]}" and tex("🚀") == "{[}U+1F680{]}"
+    assert tex("straße Øre ñ ő") == r"stra\ss{}e \O{}re \~{n} \H{o}"
+    assert tex("ﬁ Ａ² µ Γ") == r"fi A2 $\mu$ $\Gamma$"
+    assert tex("a\nb\tc\x00d") == "a b c d"
+    assert tex("_%&#\\^~{}$") == r"\_\%\&\#\textbackslash{}\textasciicircum{}\textasciitilde{}\{\}\$"

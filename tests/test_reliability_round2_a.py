@@ -216,6 +216,8 @@ def test_keep_counts_runs_with_a_checkpoint_per_config_and_pruned_runs_say_so(sh
     assert f"run {older}: its checkpoint was pruned on {stamp} by `workbench runs prune`" in line
     assert f"workbench run --from {older}" in line and "Failed to download" not in line
     assert _statuses(uri) == before  # no eval run left behind
+    drawn = _one_line_error(_cli("report", "attention", older, "--tracking-uri", uri, "--out", str(tmp_path / "r")))
+    assert f"RUN_ID: run {older}: its checkpoint was pruned on {stamp}" in drawn and not (tmp_path / "r").exists()
     again = _cli("runs", "prune", "--older-than", "0", "--keep", "1", "--out-dir", str(out), "--tracking-uri", uri)
     assert again.exit_code == 0 and "no checkpoints to prune" in again.output  # idempotent
 

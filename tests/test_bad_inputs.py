@@ -457,7 +457,51 @@ CASES = [
     Case("ui-port-out-of-range", lambda e: ["ui", "--port", "70000", "--tracking-uri", e.store], _text("--port: 70000 is out of range")),
     Case("config-show-duplicate-key", lambda e: ["config", "show", "-e", str(CORPUS / "duplicate_key.yaml")],
          _text("duplicate key 'train'"), uses=("duplicate_key.yaml",)),
+    # ------------------------------------------- issue 29 round 2: SLURM options, prune, eval checkpoints
+    Case("slurm-mem-newline", lambda e: [*_slurm_sweep(e), "--mem", "1G\ntouch pwned"],
+         _text("--mem '1G\\ntouch pwned': not a valid memory size")),
+    Case("slurm-time-newline", lambda e: ["run", "--launcher", "slurm", "--time", "4:00:00\ntouch pwned", *e.sets()],
+         _text("--time '4:00:00\\ntouch pwned': not a valid time limit")),
+    Case("slurm-sbatch-arg-wrap", lambda e: [*_slurm_sweep(e), "--sbatch-arg=--wrap=touch pwned"],
+         _text("--sbatch-arg '--wrap=touch pwned': --wrap is not allowed")),
+    Case("prune-older-than-nan", lambda e: ["runs", "prune", "--older-than", "nan", "-e", e.experiment, "--out-dir",
+                                            str(e.tmp / "checkpoints"), "--tracking-uri", _store_with_a_fresh_run(e)],
+         _text("--older-than nan: must be a finite number of days >= 0"), runs=("FINISHED",)),
+    Case("eval-pruned-run", lambda e: ["eval", _pruned_run(e), "--tracking-uri", e.store],
+         _text("its checkpoint was pruned on"), runs=("FINISHED",)),
+    Case("eval-set-truncated-checkpoint", lambda e: ["eval", e.killed_run("truncated_checkpoint.pt"), "--set", "eval.batch_size=8",
+                                                     "--tracking-uri", e.store],
+         lambda e: f"cannot load checkpoint {e.checkpoint}", uses=("truncated_checkpoint.pt",), runs=("KILLED",)),  # no junk eval run
+    Case("eval-missing-checkpoint", lambda e: ["eval", _run_without_checkpoint(e), "--set", "eval.batch_size=8", "--tracking-uri", e.store],
+         _text("no checkpoint in train.out_dir nor as its MLflow artifact checkpoints/last.pt"), uses=("truncated_checkpoint.pt",),
+         runs=("KILLED",)),
 ]
+
+
+def _slurm_sweep(e: Env) -> list[str]:
+    return ["sweep", "scl", "--launcher", "slurm", "--no-progress", "--tracking-uri", e.store, "--set", f"train.out_dir={e.out}"]
+
+
+def _store_with_a_fresh_run(e: Env) -> str:
+    e.finished_run()  # seconds old: `--older-than nan` used to prune its checkpoint
+    return e.store
+
+
+def _pruned_run(e: Env) -> str:
+    """A FINISHED run whose checkpoint `workbench runs prune` removed."""
+    from workbench.prune import plan_prune, prune
+
+    run_id = e.finished_run()
+    plan = plan_prune(e.store, older_than_days=0, out_dir=str(e.tmp / "checkpoints"), experiments=[e.experiment])
+    assert prune(plan, e.store) == 1
+    return run_id
+
+
+def _run_without_checkpoint(e: Env) -> str:
+    """A KILLED run that never wrote a checkpoint (killed before its first one)."""
+    run_id = e.killed_run("truncated_checkpoint.pt")
+    e.checkpoint.unlink()
+    return run_id
 
 RESULTS: dict[str, str] = {}  # case id -> "" (clean) or why not, filled by the tests below
 

@@ -184,6 +184,11 @@ def test_bad_slurm_input_is_one_line_naming_the_option(slurm_cluster, tmp_path, 
     assert "--nodes 2: partition 'debug' has 1 node(s)" in error("run", "--launcher", "slurm", "--nodes", "2")
     assert "--sbatch-arg '-A abc': give one sbatch option in its long form" in error(
         "sweep", str(spec_path), "--launcher", "slurm", "--sbatch-arg=-A abc", *sets)
+    assert "--sbatch-arg '--wrap=touch pwned': --wrap is not allowed" in error(
+        "sweep", str(spec_path), "--launcher", "slurm", "--sbatch-arg=--wrap=touch pwned", *sets)
+    assert "--mem '1G\\ntouch pwned': not a valid memory size" in error(
+        "run", "--launcher", "slurm", "--mem", "1G\ntouch pwned")
+    assert not (tmp_path / "pwned").exists() and squeue("wb-sweep-bad") == {} and squeue("wb-run") == {}
     assert "--launcher 'slrum': unknown launcher — did you mean 'slurm'?" in error(
         "sweep", str(spec_path), "--launcher", "slrum", *sets)
     assert "--slots is for trials on this machine; with --launcher slurm use --max-parallel" in error(
@@ -202,8 +207,8 @@ def test_gpus_in_gres_and_local_paths_warned_on_multi_node_partitions(tmp_path):
     warnings = cluster.unshared_paths({"the Optuna journal (--storage)": tmp_path / "j.log"}, two_nodes)
     assert len(warnings) == int(local) and all("the Optuna journal (--storage)" in w for w in warnings)
     assert cluster.unshared_paths({"x": tmp_path}, one_node) == []
-    assert cluster.sbatch_options(["--hold", "--account=abc", "--cpu-bind=none"]) == {
-        "hold": True, "account": "abc", "cpu_bind": "none"}
+    assert cluster.sbatch_options(["--hold", "--account=abc", "--gpu-bind=none"]) == {
+        "hold": True, "account": "abc", "gpu_bind": "none"}
 
 
 def test_reaping_fails_only_trials_of_vanished_jobs_or_of_the_requeued_job_itself(tmp_path, monkeypatch):

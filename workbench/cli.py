@@ -525,7 +525,7 @@ def ui(
 @friendly
 def runs_prune(
     older_than: Annotated[float, typer.Option("--older-than", help="Only runs that ended at least this many days ago.")] = 30.0,
-    keep: Annotated[int, typer.Option("--keep", help="Keep the checkpoints of the newest N ended runs of each experiment.")] = 0,
+    keep: Annotated[int, typer.Option("--keep", help="Keep the checkpoints of the newest N ended runs of each experiment and config (-e experiment, sweep variant); runs made by `workbench eval` have none and do not count.")] = 0,
     experiment: Annotated[Optional[list[str]], typer.Option("--experiment", "-e", help="Only this MLflow experiment (repeatable).")] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", help="train.out_dir the runs wrote local checkpoints to.")] = Path("outputs"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted, delete nothing.")] = False,

@@ -2,13 +2,21 @@
 
 A run's metrics, params, config and report artifacts stay; only its checkpoint goes
 (the MLflow artifact `checkpoints/` and the local `<train.out_dir>/<run_id>/`), and
-the run is tagged `workbench.checkpoint_pruned` with the date. A pruned run can no
-longer be resumed, evaluated again (`workbench eval`) or drawn in attention figures.
-RUNNING runs are never touched.
+the run is tagged `workbench.checkpoint_pruned` with the date -- before anything is
+deleted, so `--resume`, `workbench eval` and the attention report can say that the
+checkpoint was pruned and when (`tracking.refuse_if_pruned`) instead of failing to
+download it. RUNNING runs are never touched (checked again just before deleting).
+
+`--keep N` keeps the newest N runs of each (MLflow experiment, config) that still have
+a checkpoint; a config is the run's `-e` experiment and sweep variant. Runs without a
+checkpoint of their own -- made by `workbench eval` (`workbench.evaluated_from`), a
+sweep's parent -- do not count. Every number must be finite and >= 0 (`nan` compares
+false with everything: `--older-than nan` would have pruned a run seconds old).
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -56,9 +64,11 @@ def plan_prune(
     experiments: list[str] | None = None, now: float | None = None,
 ) -> PrunePlan:
     """Ended runs older than `older_than_days` whose checkpoint is still stored, except the
-    `keep` newest ended runs of each experiment."""
-    if older_than_days < 0 or keep < 0:
-        raise ConfigError(f"--older-than {older_than_days} / --keep {keep}: must be >= 0")
+    `keep` newest ended runs with a checkpoint of each (experiment, config)."""
+    if not math.isfinite(older_than_days) or older_than_days < 0:
+        raise ConfigError(f"--older-than {older_than_days}: must be a finite number of days >= 0 (e.g. 30)")
+    if keep < 0:
+        raise ConfigError(f"--keep {keep}: must be >= 0")
     client = tracking.client(tracking.check_store(tracking_uri))
     now = time.time() if now is None else now
     found = client.search_experiments()
@@ -71,18 +81,33 @@ def plan_prune(
     plan = PrunePlan()
     for experiment in found:
         runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=50000)
-        ended = [r for r in runs if r.info.status != "RUNNING"]
-        for rank, run in enumerate(ended):
-            if rank < keep or tags.CHECKPOINT_PRUNED in run.data.tags:
-                continue
-            age_days = (now - (run.info.end_time or run.info.start_time) / 1000) / DAY_S
-            if age_days < older_than_days:
+        kept: dict[tuple[str, str], int] = {}  # config -> runs with a checkpoint kept so far (newest first)
+        for run in runs:
+            if run.info.status == "RUNNING" or not _owns_checkpoint(run):
                 continue
             where, size = _stored(client, run, Path(out_dir))
-            if where:
+            if not where:
+                continue
+            config = _config(run)
+            if kept.get(config, 0) < keep:
+                kept[config] = kept.get(config, 0) + 1
+                continue
+            age_days = (now - (run.info.end_time or run.info.start_time) / 1000) / DAY_S
+            if age_days >= older_than_days:
                 plan.runs.append({"run_id": run.info.run_id, "name": run.info.run_name or "", "age_days": age_days,
                                   "experiment": experiment.name, "bytes": size, "where": where})
     return plan
+
+
+def _owns_checkpoint(run) -> bool:
+    """False for runs that never save one: `workbench eval` runs, a sweep's parent, pruned runs."""
+    found = run.data.tags
+    return tags.EVALUATED_FROM not in found and found.get(tags.ROLE) != "sweep" and tags.CHECKPOINT_PRUNED not in found
+
+
+def _config(run) -> tuple[str, str]:
+    """What a run trained, for --keep: its `-e` experiment and its sweep variant."""
+    return run.data.tags.get(tags.EXPERIMENT, ""), run.data.tags.get(tags.VARIANT, "")
 
 
 def _stored(client, run, out_dir: Path) -> tuple[list[str], int]:
@@ -106,13 +131,17 @@ def prune(plan: PrunePlan, tracking_uri: str = "") -> int:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     client = tracking.client(tracking_uri)
-    stamp = time.strftime("%Y-%m-%d")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    pruned = 0
     for run in plan.runs:
+        if client.get_run(run["run_id"]).info.status == "RUNNING":  # resumed since the plan was made
+            continue
+        client.set_tag(run["run_id"], tags.CHECKPOINT_PRUNED, stamp)  # first: a reader then knows why it is gone
+        pruned += 1
         for place in run["where"]:
             if place == "artifact":
                 root = client.get_run(run["run_id"]).info.artifact_uri
                 get_artifact_repository(root).delete_artifacts("checkpoints")
             else:
                 shutil.rmtree(place, ignore_errors=True)
-        client.set_tag(run["run_id"], tags.CHECKPOINT_PRUNED, stamp)
-    return len(plan.runs)
+    return pruned

@@ -315,9 +315,23 @@ def get_run_or_refuse(mlflow_client: MlflowClient, run_id: str, uri: str, option
     return run
 
 
+def refuse_if_pruned(run: Any, option: str = "") -> None:
+    """One line saying when `workbench runs prune` removed the run's checkpoint (tag
+    workbench.checkpoint_pruned), instead of a failed download; its config still runs again."""
+    date = run.data.tags.get(tag.CHECKPOINT_PRUNED)
+    if date is not None:
+        prefix = f"{option}: " if option else ""
+        raise ConfigError(
+            f"{prefix}run {run.info.run_id}: its checkpoint was pruned on {date} by `workbench runs prune`, so it cannot "
+            f"be resumed, evaluated or drawn; its metrics and config stay — a new run from its config: "
+            f"workbench run --from {run.info.run_id}"
+        )
+
+
 def check_resumable(run_id: str, uri: str = "") -> None:
     """--resume continues a KILLED, FAILED or RUNNING run; a FINISHED run is never changed."""
     run = get_run_or_refuse(client(uri), run_id, uri, "--resume")
+    refuse_if_pruned(run)  # the caller names --resume
     if run.info.status == "FINISHED":
         raise ConfigError(
             f"--resume: run {run_id} is FINISHED and stays as it is (a finished result is never changed); "
@@ -549,6 +563,7 @@ def local_artifact_path(mlflow_client: MlflowClient, run_id: str, artifact: str 
 def download_checkpoint(mlflow_client: MlflowClient, run_id: str, dest: Path) -> Path:
     """checkpoints/last.pt of a run: read in place from a local artifact store, else fetched
     from MLflow into `dest` (the caller's scratch directory, not a second stored copy)."""
+    refuse_if_pruned(get_run_or_refuse(mlflow_client, run_id, ""))
     try:
         in_place = local_artifact_path(mlflow_client, run_id)
         if in_place is not None:
@@ -556,6 +571,7 @@ def download_checkpoint(mlflow_client: MlflowClient, run_id: str, dest: Path) ->
         dest.mkdir(parents=True, exist_ok=True)
         path = mlflow_client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(dest))
     except Exception as err:
-        line = " ".join(str(err).split())[:300] or type(err).__name__
-        raise ConfigError(f"run {run_id!r}: no checkpoint in {dest} nor in MLflow ({line})") from None
+        line = " ".join(str(err).replace(str(dest), "").split())[:300] or type(err).__name__  # dest may be a scratch dir
+        raise ConfigError(f"run {run_id!r}: no checkpoint in train.out_dir nor as its MLflow artifact "
+                          f"{CHECKPOINT_ARTIFACT} ({line})") from None
     return Path(path)

@@ -30,14 +30,14 @@ import torch
 import yaml
 from torch import nn
 
-from workbench import checkpoint, distributed, interrupts, tracking, warmstart
+from workbench import checkpoint, checkpoint_fit, distributed, interrupts, tracking, warmstart
 from workbench import tags as tag
 from workbench.config import RunConfig, flatten, from_dict, to_yaml, validate
 from workbench.data import PretrainStream, data_hash, ensure_data, load_tokenizer
 from workbench.data.check import check_eval_files
 from workbench.data.shapes import read_manifest
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
-from workbench.errors import ConfigError, RunError, check_writable
+from workbench.errors import ConfigError, DataError, RunError, check_writable
 from workbench.evaluate import evaluate_all
 from workbench.launch import slurm_env
 from workbench.models.vlp import compile_model, compiled_training
@@ -595,33 +595,54 @@ def evaluate_run(
         cfg.eval.tasks = list(tasks)
         validate(cfg)
     changed.pop("eval.tasks", None)  # which tasks run does not change what a task's number means
-    if not changed:
-        return _evaluate_checkpoint(run_id, cfg, tracking.RunTracker(tracking.client(cfg.tracking.uri), run_id)), run_id
     source = tracking.get_run_or_refuse(tracking.client(cfg.tracking.uri), run_id, cfg.tracking.uri)
+    tracking.refuse_if_pruned(source)
+    loaded = _load_checkpoint(run_id, cfg)  # a missing, garbage or other-model checkpoint: refused before any run
+    if not changed:
+        return _evaluate_loaded(loaded, cfg, tracking.RunTracker(tracking.client(cfg.tracking.uri), run_id)), run_id
     settings = " ".join(f"{key.removeprefix('eval.')}={wanted}" for key, (_, wanted) in changed.items())
     cfg.tracking.run_name = f"eval {settings} of {source.info.run_name or run_id[:tracking.SHORT_ID]}"[:tracking.NAME_MAX]
     run_tags = {tag.EVALUATED_FROM: run_id, tag.OVERRIDES: " ".join(overrides or []), tag.SEED: str(cfg.train.seed)}
     with tracking.start_run(cfg, tags=run_tags) as tracker:  # FINISHED, or FAILED/KILLED when evaluation stops
-        return _evaluate_checkpoint(run_id, cfg, tracker), tracker.run_id
+        return _evaluate_loaded(loaded, cfg, tracker), tracker.run_id
 
 
-def _evaluate_checkpoint(run_id: str, cfg: RunConfig, tracker: tracking.RunTracker) -> dict[str, float]:
-    """Load run `run_id`'s last checkpoint into a model built from `cfg`, evaluate, log to `tracker`."""
+@dataclass
+class _Loaded:
+    """A run's checkpoint loaded into a model built from its config: ready to evaluate."""
+
+    pretrainer: Pretrainer
+    tokenizer: Any
+    device: torch.device
+    step: int
+
+
+def _load_checkpoint(run_id: str, cfg: RunConfig) -> _Loaded:
+    """Run `run_id`'s last checkpoint in a model built from `cfg`; one line (naming the checkpoint, never
+    a scratch path) when it is missing, unreadable or made for another model."""
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     prepare_data(cfg)
     tokenizer = load_tokenizer(cfg.data)
     pretrainer = build(cfg, tokenizer).to(device)
-    mlflow_client = tracking.client(cfg.tracking.uri)
     local = Path(cfg.train.out_dir) / run_id / checkpoint.LAST
+    where = str(local)
     with tempfile.TemporaryDirectory() as scratch:  # a download from a remote store is not kept
-        state = checkpoint.load(
-            local if local.is_file() else tracking.download_checkpoint(mlflow_client, run_id, Path(scratch)),
-            map_location=device,
-        )
-    pretrainer.model.load_state_dict(state["model"])
-    pretrainer.objectives.load_state_dict(state["objectives"])
-    metrics = evaluate(pretrainer, cfg, tokenizer, device)
-    tracker.log_final(metrics, step=state["step"])
+        path = local if local.is_file() else tracking.download_checkpoint(tracking.client(cfg.tracking.uri), run_id, Path(scratch))
+        if path != local:
+            where = str(path) if not path.is_relative_to(scratch) else f"runs:/{run_id}/{tracking.CHECKPOINT_ARTIFACT}"
+        try:
+            state = checkpoint.load(path, map_location=device)
+        except DataError as err:
+            raise DataError(str(err).replace(str(path), where)) from None
+    step = checkpoint_fit.load_parts(state, {"model": pretrainer.model, "objectives": pretrainer.objectives},
+                                     f"run {run_id}'s checkpoint {where}")
+    return _Loaded(pretrainer, tokenizer, device, step)
+
+
+def _evaluate_loaded(loaded: _Loaded, cfg: RunConfig, tracker: tracking.RunTracker) -> dict[str, float]:
+    """Evaluate a loaded checkpoint; log the metrics to `tracker` at the checkpoint's step."""
+    metrics = evaluate(loaded.pretrainer, cfg, loaded.tokenizer, loaded.device)
+    tracker.log_final(metrics, step=loaded.step)
     tracker.close_metrics()
     return metrics

@@ -6,22 +6,23 @@ them, and a warning when a path every job must share (the Optuna journal, the
 checkpoints, a SQLite MLflow store) sits on a node-local filesystem while the
 partition has several nodes. Jobs are submitted with submitit (``executor``):
 it writes the sbatch script, pickles the call and runs it under ``srun`` on the
-node. Queued jobs are read with ``squeue`` (``active_jobs``), not ``sacct``: a
-cluster without accounting (slurmdbd) still answers squeue.
+node. Every option is checked against its grammar first and reaches sbatch as an
+argument, never as script text (``slurm_options``, ``sbatch_executor``). Queued
+jobs are read with ``squeue`` (``active_jobs``), not ``sacct``: a cluster without
+accounting (slurmdbd) still answers squeue.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError, did_you_mean
+from workbench.launch import slurm_options
 
 # filesystems that every node of a cluster may mount (a journal or checkpoint on anything else is node-local)
 SHARED_FILESYSTEMS = {
@@ -100,8 +101,10 @@ def partitions() -> list[Partition]:
     return list(merged.values())
 
 
-def check_partition(resources: SlurmResources, gpu_option: str = "--gpus-per-trial") -> Partition:
-    """The partition jobs go to; refuse an unknown one, or GPUs on one without them."""
+def check_partition(resources: SlurmResources, gpu_option: str = "--gpus-per-trial",
+                    cpu_option: str = "--cpus-per-trial") -> Partition:
+    """The partition jobs go to; refuse a malformed option, an unknown partition, or GPUs on one without them."""
+    slurm_options.check_resources(resources, gpu_option=gpu_option, cpu_option=cpu_option)
     require_sbatch()
     found = partitions()
     names = [p.name for p in found]
@@ -128,15 +131,9 @@ def check_partition(resources: SlurmResources, gpu_option: str = "--gpus-per-tri
 
 
 def sbatch_options(extra: list[str]) -> dict[str, Any]:
-    """`--sbatch-arg` values ('--account=abc', '--hold') as submitit's additional_parameters."""
-    options: dict[str, Any] = {}
-    for text in extra:
-        match = re.fullmatch(r"--([A-Za-z][\w-]*)(?:=(.*))?", text.strip())
-        if match is None:
-            raise ConfigError(f"--sbatch-arg {text!r}: give one sbatch option in its long form, e.g. --sbatch-arg=--account=abc")
-        key, value = match.group(1).replace("-", "_"), match.group(2)
-        options[key] = True if value is None else value
-    return options
+    """`--sbatch-arg` values ('--account=abc', '--hold') as submitit's additional_parameters (allowed
+    scheduling options only: slurm_options.ALLOWED)."""
+    return slurm_options.sbatch_options(extra)
 
 
 def executor(
@@ -150,10 +147,14 @@ def executor(
 ) -> Any:
     """A submitit SlurmExecutor for jobs of `resources` (job logs and pickles under `folder`, which
     every node must see). The job runs this Python (same venv) in the current directory."""
-    import submitit  # deferred: only submitting needs it; every `workbench sweep` imports this module
+    # deferred: only submitting needs submitit; every `workbench sweep` imports this module
+    from workbench.launch.sbatch_executor import ArgvSlurmExecutor
 
+    slurm_options.check_resources(resources, gpu_option="--gpus", cpu_option="--cpus")
+    slurm_options.check_argument("the job name", name)
+    slurm_options.check_argument("the job folder (under train.out_dir)", str(folder))
     folder.mkdir(parents=True, exist_ok=True)
-    ex = submitit.SlurmExecutor(folder=folder, python=sys.executable)
+    ex = ArgvSlurmExecutor(folder=folder)  # runs this Python (submitit's default, shell-quoted)
     extra = {"time": resources.time or _limit(partition.time_limit), **sbatch_options(resources.extra)}
     if resources.mem:
         extra["mem"] = resources.mem

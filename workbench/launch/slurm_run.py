@@ -43,7 +43,7 @@ def launch(
         raise ConfigError(f"--nodes {nodes}: must be >= 1")
     if resources.gpus < 0:
         raise ConfigError(f"--gpus-per-node {resources.gpus}: must be >= 0")
-    partition = cluster.check_partition(resources, gpu_option="--gpus-per-node")
+    partition = cluster.check_partition(resources, gpu_option="--gpus-per-node", cpu_option="--cpus-per-task")
     if nodes > partition.nodes:
         raise ConfigError(f"--nodes {nodes}: partition {partition.name!r} has {partition.nodes} node(s)")
     ex = cluster.executor(folder.resolve(), resources, partition, name=JOB_NAME, nodes=nodes, tasks_per_node=tasks_per_node)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from workbench import checkpoint, tracking
+from workbench import checkpoint, checkpoint_fit, tracking
 from workbench import tags as tag
 from workbench.config import RunConfig, from_dict
 from workbench.data import ensure_data, load_tokenizer, task_dataset, tokenize
@@ -68,6 +68,7 @@ def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
         run = client.get_run(run_id)
     except Exception:
         raise ConfigError(f"RUN_ID {run_id!r}: no such run in {tracking.resolve_uri(tracking_uri)}") from None
+    tracking.refuse_if_pruned(run, "RUN_ID")
     with quiet_downloads():
         text = tracking.read_run_config(run_id, tracking_uri)
     cfg = from_dict(yaml.safe_load(text), [f"tracking.uri={tracking_uri}"] if tracking_uri else None)
@@ -77,8 +78,7 @@ def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
     model, objectives = pretrainer.model, pretrainer.objectives
     with tempfile.TemporaryDirectory() as scratch, quiet_downloads():
         state = checkpoint.load(_checkpoint_path(run_id, cfg, tracking_uri, Path(scratch)))
-    model.load_state_dict(state["model"])
-    objectives.load_state_dict(state["objectives"])
+    checkpoint_fit.load_parts(state, {"model": model, "objectives": objectives}, f"run {run_id}'s checkpoint")
     model.eval()
     objectives.eval()
     return LoadedRun(run_id, cfg, model, objectives, tokenizer, run.data.metrics.get("eval/attention/in_object"),

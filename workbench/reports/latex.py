@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from workbench.reports import latex_text
 from workbench.reports.cells import BELOW_REF, CONSTANT, MINUS, Cell, Grid, grid, seeds_text
 from workbench.reports.stats import AblationTable
 
@@ -25,13 +26,14 @@ SYMBOLS = {MINUS: "$-$", "±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "<": r"
            BELOW_REF: r"\textsuperscript{$\circ$}", CONSTANT: r"\textsuperscript{\S}"}
 MARKS = {"†": r"\dag", "‡": r"\ddag", BELOW_REF: r"$\circ$", CONSTANT: r"\S"}  # one superscript for all of a cell's marks
 REFERENCE_KINDS = {"blind": "blind", "majority": "maj.", "chance": "chance"}
-SPECIAL = re.compile("|".join(re.escape(c) for c in {**SPECIALS, **SYMBOLS}))
 HEADER_WRAP = 12  # longer column headers go on two lines
 
 
 def tex(text: str) -> str:
-    """Plain text -> LaTeX: specials escaped, −, ±, Δ, †, ‡ as LaTeX symbols."""
-    return SPECIAL.sub(lambda m: SPECIALS.get(m.group(0)) or SYMBOLS[m.group(0)], text)
+    """Plain text -> LaTeX: specials escaped, −, ±, Δ, †, ‡ as LaTeX symbols, any other character
+    that is not printable ASCII as LaTeX2e core typesets it (`latex_text`: CJK, emoji, newlines ...)."""
+    return "".join(SPECIALS.get(c) or SYMBOLS.get(c) or (c if " " <= c <= "~" else latex_text.typeset(c, tex))
+                   for c in text)
 
 
 def header(text: str) -> str:
@@ -75,7 +77,7 @@ def to_latex(table: AblationTable) -> str:
     wide = len(table.metrics) > COLUMN_METRICS
     env = "table*" if wide else "table"
     lines = [
-        f"% {env} from `workbench report ablations` (sweep {table.sweep}); needs \\usepackage{{{','.join(PACKAGES)}}}",
+        f"% {env} from `workbench report ablations` (sweep {latex_text.comment(table.sweep)}); needs \\usepackage{{{','.join(PACKAGES)}}}",
         rf"\begin{{{env}}}[t]",
         r"\centering",
         r"\footnotesize",

@@ -12,6 +12,7 @@ its size.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ def check_grid_size(axes: dict[str, list[Any]], where: str) -> None:
 def check(spec: SweepSpec) -> None:
     """Every problem of every variant of `spec`, in one ConfigError (none: returns)."""
     _check_size(spec)
-    problems: list[tuple[str, str]] = []  # (where: "variant 'x'", what)
+    problems: list[tuple[str, str]] = _name_problems(spec)  # (where: "variant 'x'", what)
     configs: list[tuple[str, RunConfig]] = []
     base = read_yaml(Path(spec.base))  # once: a grid may have thousands of variants
     for label, overrides in candidates(spec):
@@ -80,6 +81,14 @@ def _check_size(spec: SweepSpec) -> None:
         shape = f"{len(spec.variants):,} variants x {len(spec.seeds):,} seeds" if spec.is_grid else "search.trials"
         raise ConfigError(f"sweep {spec.name!r}: {trials:,} trials ({shape}), more than the {MAX_TRIALS:,} "
                           "a sweep may run (MAX_TRIALS)")
+
+
+def _name_problems(spec: SweepSpec) -> list[tuple[str, str]]:
+    """Two variants under one name (a grid whose values print alike): their trials would be
+    taken for one variant's."""
+    names = Counter(variant.name for variant in spec.variants)
+    return [(f"variant {name!r}", f"{count} variants have this name (give each its own)")
+            for name, count in names.items() if count > 1]
 
 
 def _objective_task(spec: SweepSpec, cfg: RunConfig) -> str | None:

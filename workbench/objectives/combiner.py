@@ -74,7 +74,7 @@ def logged_metrics(cfg: ObjectivesConfig, *, every: bool = False) -> set[str]:
     keys = {"train/loss/total", "train/lr", "train/samples_per_s"}
     for spec in OBJECTIVES.values():
         section = getattr(cfg, spec.name)
-        if every:  # its metrics under this config and under its defaults (e.g. both SCL halves)
+        if every:  # its metrics under this config and under its defaults (every part of it on)
             keys |= {f"train/{key}" for key in spec.metrics(section) + spec.metrics(type(section)())}
         elif spec.is_on(section):
             keys |= {f"train/{key}" for key in spec.metrics(section)}
@@ -152,7 +152,7 @@ def build_objectives(
     ``model``: for an objective that keeps a momentum copy of it (``BuildInputs.model``).
     ``content_ids``: the vocabulary's content-word ids (``content_words.content_token_ids``),
     the words a Grad-CAM prefers (``BuildInputs.content_ids``).
-    ``fusion_layers``: ``model.fusion.layers``, for the rules on a fusion layer (SoftMask's).
+    ``fusion_layers``: ``model.fusion.layers``, for an objective's rules on a fusion layer.
     """
     special_ids = special_ids or {}
     vocab_size = dims.get("vocab_size", 0) if vocab_size is None else vocab_size

@@ -251,3 +251,10 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()[:1] not in ("Z", "")
+
+
+def test_a_huge_seed_count_is_refused_before_its_seed_list_is_made(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"seeds: 1,000,000,000 seeds, more than the 10,000 trials"):
+        load_spec(write_spec(tmp_path, "seeds", variants={"a": {}}, seeds=10**9))  # a tuple of 10^9 ints: 8 GB
+    assert time.monotonic() - started < 60

@@ -26,8 +26,9 @@ MAX_TRIALS = 10_000  # more is no ablation but a typo (a grid of 10^6 cells, a h
 SHOWN = 8  # problems spelled out in the one line; the rest are counted
 
 
-def check_grid_size(axes: dict[str, list[Any]], where: str) -> None:
-    """Refuse a grid of more than MAX_TRIALS cells from the axes' lengths, before enumerating it."""
+def check_grid_size(axes: dict[str, list[Any]], seeds: Any, where: str) -> None:
+    """Refuse more than MAX_TRIALS grid cells (variants x seeds), from the axes' lengths and the
+    seed count, before a variant or a seed list is made."""
     cells = math.prod(len(values) for values in axes.values())
     if cells > MAX_TRIALS:
         sizes = " x ".join(str(len(values)) for values in axes.values())
@@ -35,6 +36,9 @@ def check_grid_size(axes: dict[str, list[Any]], where: str) -> None:
             f"{where}: axes make {cells:,} variants ({sizes}), more than the {MAX_TRIALS:,} trials a sweep may run "
             "(MAX_TRIALS) — give fewer values per axis, or search the space (search: {trials: N, ranges: ...})"
         )
+    count = seeds.get("max") if isinstance(seeds, dict) else seeds  # a count (or an adaptive sweep's most)
+    if isinstance(count, int) and not isinstance(count, bool) and count > MAX_TRIALS:
+        raise ConfigError(f"{where}: seeds: {count:,} seeds, more than the {MAX_TRIALS:,} trials a sweep may run (MAX_TRIALS)")
 
 
 def check(spec: SweepSpec) -> None:

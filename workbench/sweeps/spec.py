@@ -199,7 +199,7 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None) -> S
     metrics = _metrics(data.get("metrics"), where)
     objective, direction = _objective(data.get("objective"), metrics, where)
     axes = _axes(data["axes"], where) if "axes" in shapes else {}
-    prechecks.check_grid_size(axes, where)  # sized before it is enumerated
+    prechecks.check_grid_size(axes, data.get("seeds"), where)  # sized before it is enumerated
     variants = grid_variants(axes) if axes else ()
     if "variants" in shapes:
         variants = _named_variants(data["variants"], where)

@@ -27,13 +27,15 @@ from workbench.tasks import EVAL_TASKS, RETRIEVALS, TASKS, logged_metrics as eva
 KEEP_AS_BUILT = ("random", "warmstart")  # model.*.init values that name no file
 
 
-def problems(cfg: RunConfig, *, fresh: bool = True) -> list[str]:
-    """Every problem of `cfg`, one message each (`fresh`: a new run, whose init weights are read)."""
+def problems(cfg: RunConfig, *, fresh: bool = True, data: bool = True) -> list[str]:
+    """Every problem of `cfg`, one message each (`fresh`: a new run, whose init weights are read;
+    `data`: with the data files, `data_problems`)."""
     found = config_problems(cfg.objectives, cfg.model.fusion.layers)
     found += _eval_problems(cfg)
     if fresh:
         found += _weight_files(cfg)
-    found += _data_files(cfg)
+    if data:
+        found += data_problems(cfg)
     return found
 
 
@@ -90,8 +92,8 @@ def will_generate(cfg: RunConfig) -> bool:
     return made_here and (manifest.get("version"), manifest.get("seed"), manifest.get("size")) != wanted
 
 
-def _data_files(cfg: RunConfig) -> list[str]:
-    """The data files a run reads, when the data set is there already (not to be generated)."""
+def data_problems(cfg: RunConfig) -> list[str]:
+    """The data files a run reads that are missing, when the data set is there already (not to be generated)."""
     if will_generate(cfg):
         return []
     root = Path(cfg.data.root)

@@ -1,7 +1,8 @@
 """A sweep is refused before its first trial for anything that would fail one of its trials later.
 
 Every variant's config (a search: both ends of every range) is resolved and put through
-`preflight` -- each objective's rules and needs, the files the config names -- and the
+`preflight` -- each objective's rules and needs, the files the config names (data files where
+a variant's differ from what all share) -- and the
 spec's `metrics`, `objective` and pruner metric are checked against the metric keys those
 configs log. All problems are collected and named at once, each with the variant it is
 in, so a sweep with three broken variants is fixed in one go, not in three tries an hour
@@ -47,6 +48,7 @@ def check(spec: SweepSpec) -> None:
     problems: list[tuple[str, str]] = _name_problems(spec)  # (where: "variant 'x'", what)
     configs: list[tuple[str, RunConfig]] = []
     base = read_yaml(Path(spec.base))  # once: a grid may have thousands of variants
+    shared = _shared_data_problems(base, spec)
     for label, overrides in candidates(spec):
         try:
             cfg = from_dict(base, {**spec.overrides, **overrides})
@@ -56,7 +58,8 @@ def check(spec: SweepSpec) -> None:
         if not cfg.tracking.enabled:
             raise ConfigError(f"sweep {spec.name!r}: tracking.enabled is false in its base; a sweep records every trial in MLflow")
         configs.append((label, cfg))
-        problems += [(label, text) for text in _preflight().problems(cfg)]
+        problems += [(label, text) for text in _preflight().problems(cfg, data=False)]
+        problems += [(label, text) for text in _preflight().data_problems(cfg) if text not in shared]
         task = _objective_task(spec, cfg)
         if task is not None:
             problems.append((label, f"objective {spec.objective!r} needs eval task {task!r}, but eval.tasks is {cfg.eval.tasks}"))
@@ -93,6 +96,15 @@ def _name_problems(spec: SweepSpec) -> list[tuple[str, str]]:
     names = Counter(variant.name for variant in spec.variants)
     return [(f"variant {name!r}", f"{count} variants have this name (give each its own)")
             for name, count in names.items() if count > 1]
+
+
+def _shared_data_problems(base: dict[str, Any], spec: SweepSpec) -> set[str]:
+    """What the data all variants share lacks: the first trial names it before it trains (and a
+    sweep whose trainer reads no data may point at none); a file one variant adds is checked here."""
+    try:
+        return set(_preflight().data_problems(from_dict(base, dict(spec.overrides))))
+    except ConfigError:
+        return set()
 
 
 def _objective_task(spec: SweepSpec, cfg: RunConfig) -> str | None:

@@ -9,9 +9,10 @@ is checked here, where the objectives and the file system are in reach:
 * the files the config names (``model.*.init`` weights, a timm checkpoint, the data
   files of a data set that will not be generated).
 
-`workbench run` calls it before its data is generated (``train.run``), a sweep for every
-variant before its first trial (``sweeps.prechecks``), which also asks `logged_metrics`:
-every metric key a run of the config may log.
+`workbench run` calls it before its data is generated (``train.run``; its data files are read
+right after, with their own messages), a sweep for every variant before its first trial
+(``sweeps.prechecks``), which also asks `logged_metrics`: every metric key a run of the config
+may log.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def problems(cfg: RunConfig, *, fresh: bool = True, data: bool = True) -> list[s
     return found
 
 
-def check(cfg: RunConfig, *, fresh: bool = True) -> None:
+def check(cfg: RunConfig, *, fresh: bool = True, data: bool = True) -> None:
     """ConfigError naming every problem of `cfg` on one line (none: returns)."""
-    found = problems(cfg, fresh=fresh)
+    found = problems(cfg, fresh=fresh, data=data)
     if found:
         raise ConfigError("; ".join(found))
 

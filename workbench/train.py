@@ -245,7 +245,7 @@ def _build(
     """Everything before the MLflow run opens: the checks, data, model, optimizer, and a resumed
     run's checkpoint loaded into them. A run refused here leaves the store as it was."""
     distributed.local_batch_size(cfg.train.batch_size, ranks.world_size)  # fail before anything starts
-    preflight.check(cfg, fresh=not resume_run_id)  # every objective's rules, the files it names: before the data
+    preflight.check(cfg, fresh=not resume_run_id, data=False)  # each objective's rules, init files: before the data
     dtype = autocast_dtype(cfg.train, device)
     if ranks.is_main:
         check_destinations(cfg)

@@ -258,3 +258,17 @@ def test_a_huge_seed_count_is_refused_before_its_seed_list_is_made(tmp_path):
     with pytest.raises(ConfigError, match=r"seeds: 1,000,000,000 seeds, more than the 10,000 trials"):
         load_spec(write_spec(tmp_path, "seeds", variants={"a": {}}, seeds=10**9))  # a tuple of 10^9 ints: 8 GB
     assert time.monotonic() - started < 60
+
+
+def test_workbench_run_refuses_a_missing_init_file_before_generating_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sets = [f"--set={s}" for s in (*TINY_MODEL, f"data.root={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'out'}",
+                                   "model.text.init=weights/bert.pt")]
+    out = CliRunner().invoke(app, ["run", *sets])
+    assert out.exit_code == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: model.text.init: 'weights/bert.pt' is not a file — 'random', 'warmstart' or a warm-start file path"
+    ]
+    assert list(tmp_path.iterdir()) == []
+    cfg = load_config("base", [*TINY_MODEL, "model.text.init=weights/bert.pt"])
+    assert preflight.problems(cfg, fresh=False, data=False) == []  # a resumed run's weights come from its checkpoint

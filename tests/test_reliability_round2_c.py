@@ -272,3 +272,25 @@ def test_workbench_run_refuses_a_missing_init_file_before_generating_data(tmp_pa
     assert list(tmp_path.iterdir()) == []
     cfg = load_config("base", [*TINY_MODEL, "model.text.init=weights/bert.pt"])
     assert preflight.problems(cfg, fresh=False, data=False) == []  # a resumed run's weights come from its checkpoint
+
+
+@pytest.mark.parametrize("overrides", [
+    {},  # every objective, SoftMask's own term, both SCL halves
+    {"softmask.positive": "itm_batch", "scl.mlsc": False},
+    {"softmask.enabled": False, "itm.enabled": False, "scl.mvsc": False},
+])
+def test_each_objective_declares_exactly_the_train_metrics_its_step_returns(overrides):
+    """The keys one step returns (as `train.run` logs them) are each spec's declared `metrics`
+    (ITM declares its masked-row keys also when SoftMask's rows are not in its batch)."""
+    from test_objectives_grad import config, make_batch, setup, step  # the tiny model and batch of those tests
+
+    from workbench.objectives.combiner import logged_metrics
+
+    cfg = config(**overrides)
+    model, objectives = setup(cfg)
+    _, out = step(model, objectives, make_batch())
+    returned = {f"train/{'loss/total' if key == 'loss' else key}" for key, value in out.items() if value.numel() == 1}
+    declared = logged_metrics(cfg.objectives) - {"train/lr", "train/samples_per_s"}
+    if cfg.objectives.softmask.positive != "itm_batch" or not cfg.objectives.softmask.enabled:
+        declared -= {"train/itm/masked_acc", "train/itm/masked"}
+    assert returned == declared

@@ -1,13 +1,12 @@
 """A sweep is refused before its first trial for anything that would fail one of its trials later.
 
 Every variant's config (a search: both ends of every range) is resolved and put through
-`preflight` -- each objective's rules and needs, the files the config names (data files where
-a variant's differ from what all share) -- and the
-spec's `metrics`, `objective` and pruner metric are checked against the metric keys those
-configs log. All problems are collected and named at once, each with the variant it is
-in, so a sweep with three broken variants is fixed in one go, not in three tries an hour
-apart. A grid is sized before it is enumerated: more than `MAX_TRIALS` is refused with
-its size.
+`preflight`: each objective's rules and needs, the files the config names (data files where a
+variant's differ from what all variants share). The spec's `metrics`, `objective` and pruner
+metric are checked against the metric keys those configs log. All problems are collected and
+named at once, each with the variant it is in, so a sweep with three broken variants is fixed
+in one go, not in three tries an hour apart. A grid is sized before it is enumerated: more
+than `MAX_TRIALS` is refused with its size.
 """
 
 from __future__ import annotations
@@ -117,8 +116,8 @@ def _objective_task(spec: SweepSpec, cfg: RunConfig) -> str | None:
 
 
 def _preflight() -> Any:
-    """`workbench.preflight`, imported on first use: it imports the objectives (torch), which
-    `workbench sweep --status` and the spec module itself do without."""
+    """`workbench.preflight`, imported on first use: it imports the objectives (torch), and
+    importing `sweeps.spec` stays light."""
     from workbench import preflight
 
     return preflight

@@ -475,6 +475,24 @@ CASES = [
     Case("eval-missing-checkpoint", lambda e: ["eval", _run_without_checkpoint(e), "--set", "eval.batch_size=8", "--tracking-uri", e.store],
          _text("no checkpoint in train.out_dir nor as its MLflow artifact checkpoints/last.pt"), uses=("truncated_checkpoint.pt",),
          runs=("KILLED",)),
+    # ------------------------- issue 29 class 7/9 (issue 27 item 1): refused before the first trial
+    Case("sweep-broken-variant", lambda e: e.sweep(str(CORPUS / "sweep_broken_variant.yaml")),
+         _text("variant 'softmask-no-itm': objectives.softmask.enabled=true needs ITM"), uses=("sweep_broken_variant.yaml",)),
+    Case("sweep-objective-typo", lambda e: e.sweep(str(CORPUS / "sweep_metric_typo.yaml")),
+         _text("objective: 'train/loss/totl' is no metric workbench logs — did you mean 'train/loss/total'?"),
+         uses=("sweep_metric_typo.yaml",)),
+    Case("sweep-million-grid", lambda e: e.sweep(str(CORPUS / "sweep_million_grid.yaml")),
+         _text("axes make 1,000,000 variants (10 x 10 x 10 x 10 x 10 x 10), more than the 10,000 trials"),
+         uses=("sweep_million_grid.yaml",)),
+    Case("sweep-missing-init", lambda e: e.sweep(str(CORPUS / "sweep_missing_init.yaml")),
+         _text("variant 'own-vit': model.vision.init: 'no_such_dir/vit_warmstart.pt' is not a file"),
+         uses=("sweep_missing_init.yaml",)),
+    Case("run-softmask-without-itm", lambda e: e.run("objectives.softmask.enabled=true", "objectives.itm.enabled=false"),
+         _text("objectives.softmask.enabled=true needs ITM")),
+    Case("demo-out-is-a-file", lambda e: ["demo", "--out", str(e.blocked("report").parent)],
+         lambda e: f"--out: cannot create {e.tmp / 'a_file'}: {e.tmp / 'a_file'} is a file, not a directory"),
+    Case("sweep-same-variant-names", lambda e: e.sweep(str(CORPUS / "sweep_same_names.yaml")),
+         _text("variant 'lr=0.001': 2 variants have this name"), uses=("sweep_same_names.yaml",)),
 ]
 
 

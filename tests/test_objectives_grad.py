@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from workbench import preflight
 from workbench.config import load_config
 
 from workbench.errors import ConfigError
@@ -227,10 +228,15 @@ def test_the_last_fusion_layer_has_zero_word_cam_so_the_config_refuses_it():
     model, objectives = setup(cfg)
     _, out = step(model, objectives, make_batch())
     assert out["softmask_itm/masked"].item() == 0.0
-    for layer, layers in ((-1, 2), (1, 2), (0, 1)):
-        with pytest.raises(ConfigError, match=rf"^objectives\.softmask\.layer: {layer} is the last of model\.fusion\.layers={layers}"):
-            config(on=("itm", "softmask"), **{"softmask.layer": layer}, fusion_layers=layers)
-    config(on=("itm", "softmask"), **{"softmask.layer": -1, "softmask.mode": "random"})  # no cam: allowed
+    for layer, layers in ((-1, 2), (1, 2), (0, 1)):  # SoftMask's own check, told the fusion depth
+        cfg = config(on=("itm", "softmask"), **{"softmask.layer": layer}, fusion_layers=layers)
+        message = rf"^objectives\.softmask\.layer: {layer} is the last of model\.fusion\.layers={layers}"
+        with pytest.raises(ConfigError, match=message):
+            build_objectives(cfg.objectives, new_model(cfg).dims, SPECIAL, fusion_layers=layers)
+        with pytest.raises(ConfigError, match=message):
+            preflight.check(cfg)
+    cfg = config(on=("itm", "softmask"), **{"softmask.layer": -1, "softmask.mode": "random"})  # no cam: allowed
+    assert preflight.problems(cfg) == []
 
 
 def test_weights_scale_and_sum():

@@ -387,15 +387,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"objectives.softmask.layer: {cfg.objectives.softmask.layer} is out of range — "
             f"allowed: -{layers}..{layers - 1} (model.fusion.layers={layers})"
         )
-    softmask = cfg.objectives.softmask
-    uses_cam = softmask.enabled and softmask.weight > 0 and softmask.mode in ("soft", "hard")
-    if uses_cam and softmask.layer % layers == layers - 1:
-        raise ConfigError(
-            f"objectives.softmask.layer: {softmask.layer} is the last of model.fusion.layers={layers} fusion "
-            f"layers, where only the [CLS] row reaches the ITM score: every word's Grad-CAM is zero and "
-            f"mode={softmask.mode!r} would mask nothing — allowed: "
-            + (f"0..{layers - 2}" if layers > 1 else "none (use model.fusion.layers >= 2 or mode=random)")
-        )
+    # rules of one objective (SoftMask's Grad-CAM layer, MLM's mask_prob) are its spec's `check`
+    # (objectives/), run by `workbench.preflight` before any work and when the objectives are built
     _check_model_shapes(cfg)
     return cfg
 
@@ -436,12 +429,6 @@ def _check_silent_accepts(cfg: RunConfig) -> None:
         section, name = key.split(".")
         if not str(getattr(getattr(cfg, section), name)).strip():
             raise ConfigError(f"{key}: is empty; give a {'name' if name == 'experiment' else 'directory'}")
-    mlm = cfg.objectives.mlm
-    if mlm.enabled and mlm.mask_prob == 0:
-        raise ConfigError(
-            "objectives.mlm.mask_prob: 0.0 with objectives.mlm.enabled=true masks no token (its loss is exactly 0); "
-            "give a value in (0, 1) or set objectives.mlm.enabled=false"
-        )
     for key in ("pretrain_files", "video_pretrain_files"):
         for i, name in enumerate(getattr(cfg.data, key)):
             path = Path(name)

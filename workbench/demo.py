@@ -15,7 +15,7 @@ import typer
 
 from workbench import tracking
 from workbench.config import load_config
-from workbench.errors import RunError
+from workbench.errors import RunError, check_writable
 
 SWEEP = "demo"
 
@@ -56,6 +56,7 @@ def run_demo(out: Path = Path("reports"), slots: int = 2, tracking_uri: str = ""
     from workbench.reports.attention_figure import report_attention
     from workbench.reports.tables import to_markdown
 
+    check_writable(Path(out), "--out")  # before the data and the sweep: a report that cannot be written ends nothing late
     spec = sweeps.load_spec(SWEEP)
     cfg = load_config(spec.base)
     uri = tracking.resolve_uri(tracking_uri or cfg.tracking.uri)

@@ -37,6 +37,6 @@ def build(cfg: RunConfig, tokenizer, *, warm_start: bool = False) -> Pretrainer:
         warmstart.apply_init(model, cfg, len(tokenizer))
     objectives = build_objectives(
         cfg.objectives, model.dims, special_ids_of(tokenizer), len(tokenizer), model=model,
-        content_ids=content_token_ids(tokenizer),
+        content_ids=content_token_ids(tokenizer), fusion_layers=cfg.model.fusion.layers,
     )
     return Pretrainer(model, objectives)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from workbench import distributed, interrupts, tracking, train
+from workbench import distributed, interrupts, preflight, tracking, train
 from workbench import tags as tag
 from workbench.cli_support import option_overrides, quick_overrides
 from workbench.config import RunConfig, load_config
@@ -86,6 +86,7 @@ def launch(request: RunRequest, overrides: list[str], ranks: int, *, echo: Calla
     if not request.recorded:  # a bad key or an uneven batch: one line now, not once per process
         cfg = load_config(experiment, option_overrides(overrides, request.device, request.tracking_uri))
         distributed.local_batch_size(cfg.train.batch_size, ranks)
+        preflight.check(cfg, fresh=False, data=False)  # each objective's rules before a job starts (files: on its hosts)
         out_dir = cfg.train.out_dir
     args = ["--debug"] if request.debug else []
     args += ["run", *([] if request.recorded else ["--experiment", experiment]), *[f"--set={o}" for o in request.overrides]]

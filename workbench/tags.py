@@ -4,6 +4,11 @@ One spelling per tag, so a writer and its readers cannot drift apart. (Optuna st
 and trial attributes are the sweeps' own business: `sweeps/study.py`.)
 """
 
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable
+
 PREFIX = "workbench."
 
 # every run
@@ -36,3 +41,24 @@ SLURM_RESTART = f"{PREFIX}slurm_restart"  # a resumed run: the job that resumed 
 # MLflow's own
 PARENT_RUN_ID = "mlflow.parentRunId"
 DESCRIPTION = "mlflow.note.content"
+
+
+# ------------------------------------------------------------- names inside metric keys
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. ]")  # MLflow keys allow these (and '/', which splits a key)
+
+
+def key_parts(names: Iterable[str]) -> dict[str, str]:
+    """Each name (a sweep's variants) as one segment of an MLflow metric key (the sweep parent's
+    `summary/<metric>/<variant>/mean`): characters MLflow refuses become `_`. Where that makes two
+    names one (`+scl` and `_scl`, two CJK names of one length), each name that changed gets a short
+    hash of itself appended, so no variant's numbers overwrite another's."""
+    names = list(dict.fromkeys(names))
+    plain = {name: _KEY_UNSAFE.sub("_", name) for name in names}
+    shared = Counter(plain.values())
+    parts = {}
+    for name, part in plain.items():
+        clash = part != name and shared[part] > 1
+        if clash or not part.strip(". "):  # '', '.', '..' would be no segment of a key path
+            part = f"{part}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+        parts[name] = part
+    return parts

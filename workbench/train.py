@@ -30,7 +30,7 @@ import torch
 import yaml
 from torch import nn
 
-from workbench import checkpoint, checkpoint_fit, distributed, interrupts, tracking, warmstart
+from workbench import checkpoint, checkpoint_fit, distributed, interrupts, preflight, tracking, warmstart
 from workbench import tags as tag
 from workbench.config import RunConfig, flatten, from_dict, to_yaml, validate
 from workbench.data import PretrainStream, data_hash, ensure_data, load_tokenizer
@@ -245,6 +245,7 @@ def _build(
     """Everything before the MLflow run opens: the checks, data, model, optimizer, and a resumed
     run's checkpoint loaded into them. A run refused here leaves the store as it was."""
     distributed.local_batch_size(cfg.train.batch_size, ranks.world_size)  # fail before anything starts
+    preflight.check(cfg, fresh=not resume_run_id, data=False)  # each objective's rules, init files: before the data
     dtype = autocast_dtype(cfg.train, device)
     if ranks.is_main:
         check_destinations(cfg)

@@ -26,8 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from workbench.tasks import RETRIEVAL_METRICS
+
 RECALL_AT = (1, 5, 10)
-METRIC_KEYS = ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "r_mean")
+METRIC_KEYS = RETRIEVAL_METRICS  # spelled once, in tasks.py
 
 
 def _as_numpy(scores: np.ndarray | torch.Tensor) -> np.ndarray:

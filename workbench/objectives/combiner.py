@@ -10,6 +10,7 @@ fusion passes (merged by ``passes.plan``) through ``StepContext``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import torch
@@ -36,14 +37,48 @@ def _check(cfg: ObjectivesConfig, specs: list[ObjectiveSpec], inputs: BuildInput
     if missing:
         raise ValueError(f"build_objectives: dims lacks {missing} (needs {list(REQUIRED_DIMS)})")
     for spec in specs:
-        for other, why in spec.needs.items():
-            if other not in inputs.on:
-                raise ConfigError(
-                    f"objectives.{spec.name}.enabled=true needs {other.upper()} ({why}) — "
-                    f"set objectives.{other}.enabled=true with objectives.{other}.weight > 0, "
-                    f"or objectives.{spec.name}.enabled=false"
-                )
-        spec.check(getattr(cfg, spec.name), inputs)
+        _check_one(cfg, spec, inputs)
+
+
+def _check_one(cfg: ObjectivesConfig, spec: ObjectiveSpec, inputs: BuildInputs) -> None:
+    """One built objective: what it needs is built too, then its own `check` (ConfigError)."""
+    for other, why in spec.needs.items():
+        if other not in inputs.on:
+            raise ConfigError(
+                f"objectives.{spec.name}.enabled=true needs {other.upper()} ({why}) — "
+                f"set objectives.{other}.enabled=true with objectives.{other}.weight > 0, "
+                f"or objectives.{spec.name}.enabled=false"
+            )
+    spec.check(getattr(cfg, spec.name), inputs)
+
+
+def config_problems(cfg: ObjectivesConfig, fusion_layers: int | None = None) -> list[str]:
+    """Every objective rule a config breaks, one message each, without building anything:
+    what `build_objectives` would refuse (warnings are left to the build)."""
+    specs = [spec for spec in OBJECTIVES.values() if spec.is_on(getattr(cfg, spec.name))]
+    inputs = BuildInputs({}, 0, {}, on=frozenset(s.name for s in specs), fusion_layers=fusion_layers)
+    problems = []
+    for spec in specs:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _check_one(cfg, spec, inputs)
+        except ConfigError as err:
+            problems.append(str(err))
+    return problems
+
+
+def logged_metrics(cfg: ObjectivesConfig, *, every: bool = False) -> set[str]:
+    """The `train/...` metric keys a run with these objectives logs (each spec's `metrics`);
+    `every`: as if every objective were on."""
+    keys = {"train/loss/total", "train/lr", "train/samples_per_s"}
+    for spec in OBJECTIVES.values():
+        section = getattr(cfg, spec.name)
+        if every:  # its metrics under this config and under its defaults (every part of it on)
+            keys |= {f"train/{key}" for key in spec.metrics(section) + spec.metrics(type(section)())}
+        elif spec.is_on(section):
+            keys |= {f"train/{key}" for key in spec.metrics(section)}
+    return keys
 
 
 class Objectives(nn.Module):
@@ -106,6 +141,7 @@ def build_objectives(
     *,
     model: nn.Module | None = None,
     content_ids: list[int] | None = None,
+    fusion_layers: int | None = None,
 ) -> Objectives:
     """The objectives that are on, for a model of sizes ``dims`` (``VLPModel.dims``).
 
@@ -116,12 +152,14 @@ def build_objectives(
     ``model``: for an objective that keeps a momentum copy of it (``BuildInputs.model``).
     ``content_ids``: the vocabulary's content-word ids (``content_words.content_token_ids``),
     the words a Grad-CAM prefers (``BuildInputs.content_ids``).
+    ``fusion_layers``: ``model.fusion.layers``, for an objective's rules on a fusion layer.
     """
     special_ids = special_ids or {}
     vocab_size = dims.get("vocab_size", 0) if vocab_size is None else vocab_size
     specs = [spec for spec in OBJECTIVES.values() if spec.is_on(getattr(cfg, spec.name))]
     inputs = BuildInputs(
-        dims, vocab_size, special_ids, model=model, content_ids=content_ids, on=frozenset(s.name for s in specs)
+        dims, vocab_size, special_ids, model=model, content_ids=content_ids, on=frozenset(s.name for s in specs),
+        fusion_layers=fusion_layers,
     )
     _check(cfg, specs, inputs)
     wiring = plan((spec.name, spec.passes(getattr(cfg, spec.name), inputs)) for spec in specs)

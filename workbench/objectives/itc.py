@@ -29,7 +29,7 @@ from workbench.objectives.context import StepContext
 from workbench.objectives.contrastive import focal_info_nce, positive_mask, positive_targets
 from workbench.objectives.momentum import MomentumQueue
 from workbench.objectives.projection import Projection
-from workbench.objectives.spec import BuildInputs, ObjectiveSpec
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec, term_metrics
 
 
 def temperature_range() -> tuple[float, float]:
@@ -187,4 +187,6 @@ def build(cfg: ITCConfig, inputs: BuildInputs) -> ITC:
     return ITC(inputs.dims["vision_width"], inputs.dims["text_width"], cfg, inputs.model)
 
 
-SPEC = ObjectiveSpec("itc", build=build)  # reads the uni-modal CLS features: no fusion pass
+SPEC = ObjectiveSpec(  # reads the uni-modal CLS features: no fusion pass
+    "itc", build=build, metrics=lambda cfg: term_metrics("itc", "acc", "temperature")
+)

@@ -42,7 +42,7 @@ from workbench.objectives.context import StepContext, multinomial_one
 from workbench.objectives.itc import batch_ids, batch_positive_mask
 from workbench.objectives.passes import CLEAN, CleanPass
 from workbench.objectives.projection import GlobalBatchNorm
-from workbench.objectives.spec import BuildInputs, ObjectiveSpec
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec, term_metrics
 
 
 def negative_weights(similarity: Tensor | None, ids: Tensor, hard_mix: float = 1.0) -> Tensor:
@@ -218,4 +218,7 @@ def build(cfg: ITMConfig, inputs: BuildInputs) -> ITM:
     )
 
 
-SPEC = ObjectiveSpec("itm", build=build, passes=passes, check=check)
+SPEC = ObjectiveSpec(  # masked_acc, masked: with SoftMask's positive=itm_batch
+    "itm", build=build, passes=passes, check=check,
+    metrics=lambda cfg: term_metrics("itm", "acc", "masked_acc", "masked"),
+)

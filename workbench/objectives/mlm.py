@@ -22,7 +22,8 @@ from workbench.config import MLMConfig
 from workbench.objectives.context import StepContext
 from workbench.objectives.masking import BERT_SPLIT, IGNORE
 from workbench.objectives.passes import MaskedTextPass, ReuseMaskedText
-from workbench.objectives.spec import BuildInputs, ObjectiveSpec
+from workbench.errors import ConfigError
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec, term_metrics
 
 OWN_PASS = "mlm"  # BERT-masked caption x clean image
 
@@ -74,4 +75,13 @@ def build(cfg: MLMConfig, inputs: BuildInputs) -> MLM:
     return MLM(inputs.dims["fusion_width"], inputs.vocab_size, weight=cfg.weight, pass_name=inputs.pass_name(OWN_PASS))
 
 
-SPEC = ObjectiveSpec("mlm", build=build, passes=passes)
+def check(cfg: MLMConfig, inputs: BuildInputs) -> None:
+    """A mask probability of 0 masks no token: the loss is exactly 0 and the term trains nothing."""
+    if cfg.mask_prob == 0:
+        raise ConfigError(
+            "objectives.mlm.mask_prob: 0.0 with objectives.mlm.enabled=true masks no token (its loss is exactly 0); "
+            "give a value in (0, 1) or set objectives.mlm.enabled=false"
+        )
+
+
+SPEC = ObjectiveSpec("mlm", build=build, passes=passes, check=check, metrics=lambda cfg: term_metrics("mlm", "acc"))

@@ -33,7 +33,7 @@ from workbench.objectives.passes import (
     MaskedImagePass,
     MaskedTextPass,
 )
-from workbench.objectives.spec import BuildInputs, ObjectiveSpec, weighted_on
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec, term_metrics, weighted_on
 
 # the pass whose fused CLS is "recovered", per loss
 RECOVERED_PASS = {"mvsc": MASKED_IMAGE, "mlsc": MASKED_TEXT}
@@ -125,4 +125,7 @@ def build(cfg: SCLConfig, inputs: BuildInputs) -> SCL:
     return SCL(cfg)
 
 
-SPEC = ObjectiveSpec("scl", build=build, passes=passes, is_on=is_on)
+SPEC = ObjectiveSpec(
+    "scl", build=build, passes=passes, is_on=is_on,
+    metrics=lambda cfg: tuple(key for name in losses(cfg) for key in term_metrics(name, "acc")),
+)

@@ -9,7 +9,7 @@ with ``words: any`` any real word (never a special token or padding; a caption
 without one uses its [CLS] row). The row is restricted to patch columns, min-max
 normalised to [0, 1] over the patches (all frames together) and detached. In the
 last fusion layer only the [CLS] row reaches the joint feature, so every word's
-cam there is identically zero: the config refuses that layer (``config.validate``).
+cam there is identically zero: ``check`` refuses that layer.
 
 ``mode``: ``soft`` scales the vision encoder's output patch tokens by ``1 - cam``;
 ``hard`` zeroes the top ``hard_ratio`` patches by cam, only patches with cam > 0
@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.config import SoftMaskConfig
+from workbench.errors import ConfigError
 from workbench.objectives.content_words import content_mask
 from workbench.objectives.context import StepContext, uniform
 from workbench.objectives.passes import CLEAN, CleanPass
-from workbench.objectives.spec import BuildInputs, ObjectiveSpec, weighted_on
+from workbench.objectives.spec import BuildInputs, ObjectiveSpec, term_metrics, weighted_on
 
 CAM_MODES = ("soft", "hard")  # the modes that compute Grad-CAM (``random`` needs none)
 
@@ -198,6 +199,27 @@ def build(cfg: SoftMaskConfig, inputs: BuildInputs) -> SoftMask:
     return SoftMask(cfg, inputs.content_ids)
 
 
+def check(cfg: SoftMaskConfig, inputs: BuildInputs) -> None:
+    """Grad-CAM of the last fusion layer is zero for every word (only its [CLS] row reaches the
+    ITM score): a soft or hard mask drawn from it masks nothing."""
+    layers = inputs.fusion_layers
+    if layers is None or cfg.mode not in CAM_MODES or not -layers <= cfg.layer < layers:
+        return  # unknown depth, no Grad-CAM, or out of range (config.validate's own rule)
+    if cfg.layer % layers == layers - 1:
+        raise ConfigError(
+            f"objectives.softmask.layer: {cfg.layer} is the last of model.fusion.layers={layers} fusion "
+            f"layers, where only the [CLS] row reaches the ITM score: every word's Grad-CAM is zero and "
+            f"mode={cfg.mode!r} would mask nothing — allowed: "
+            + (f"0..{layers - 2}" if layers > 1 else "none (use model.fusion.layers >= 2 or mode=random)")
+        )
+
+
+def metrics(cfg: SoftMaskConfig) -> tuple[str, ...]:
+    """Its own term, unless its masked rows join ITM's batch (then ITM logs them)."""
+    return () if cfg.positive == "itm_batch" else term_metrics("softmask_itm", "acc", "masked")
+
+
 SPEC = ObjectiveSpec(
-    "softmask", build=build, passes=passes, is_on=is_on, needs={"itm": "its masked pair is an ITM positive"}
+    "softmask", build=build, passes=passes, is_on=is_on, check=check, metrics=metrics,
+    needs={"itm": "its masked pair is an ITM positive"},
 )

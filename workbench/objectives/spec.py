@@ -27,6 +27,7 @@ class BuildInputs:
     content_ids: list[int] | None = None  # content-word ids (SoftMask's Grad-CAM words)
     on: frozenset[str] = frozenset()  # every objective built in this run
     served_by: Mapping[str, str] = field(default_factory=dict)  # set after planning (passes.PassPlan)
+    fusion_layers: int | None = None  # model.fusion.layers (None: unknown, rules on it are not checked)
 
     @property
     def mask_id(self) -> int:
@@ -51,6 +52,12 @@ def no_check(section: Any, inputs: BuildInputs) -> None:
     return None
 
 
+def term_metrics(name: str, *extra: str) -> tuple[str, ...]:
+    """The `train/...` keys one loss term logs (``combiner.Objectives.compute``): its raw and
+    weighted loss, and ``<name>/<extra>`` for each extra value its forward returns."""
+    return (f"loss/{name}", f"loss_weighted/{name}", *(f"{name}/{key}" for key in extra))
+
+
 @dataclass(frozen=True)
 class ObjectiveSpec:
     """One objective's whole wiring. ``name`` is its config section and its loss module's attribute."""
@@ -61,3 +68,4 @@ class ObjectiveSpec:
     is_on: Callable[[Any], bool] = weighted_on  # built at all?
     check: Callable[[Any, BuildInputs], None] = no_check  # raise ConfigError (or warn) on a bad combination
     needs: Mapping[str, str] = field(default_factory=dict)  # objective it cannot run without -> why
+    metrics: Callable[[Any], tuple[str, ...]] = lambda section: ()  # what it logs under train/ (``term_metrics``)

@@ -3,14 +3,14 @@ without the report: per-variant mean/std metrics, the table (`mlflow.log_table`)
 report files as artifacts, and a tag with the report page's local path.
 
 Metric keys: `summary/<task>/<metric>/<variant>/{mean,std}` (MLflow keys allow letters,
-digits, `_ - . / ` and space; other characters of a variant name become `_`). Child
+digits, `_ - . / ` and space; other characters of a variant name become `_`, and where two
+names would then share a key each changed one gets a short hash of itself, `tags.key_parts`). Child
 runs' keys (`eval/...`) are never repeated on the parent.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
 from pathlib import Path
 
@@ -25,22 +25,23 @@ REPORT_ARTIFACT_DIR = "reports"
 TABLE_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/ablation_table.json"
 SUMMARY_PREFIX = "summary/"
 REPORT_TAG = tags.REPORT  # local path of the sweep's report page
-UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 
-def metric_key(metric: str, variant: str, stat: str) -> str:
-    return f"{SUMMARY_PREFIX}{metric.removeprefix('eval/')}/{UNSAFE.sub('_', variant)}/{stat}"
+def metric_key(metric: str, variant_part: str, stat: str) -> str:
+    """`variant_part`: the variant's name as `tags.key_parts` spells it among the sweep's variants."""
+    return f"{SUMMARY_PREFIX}{metric.removeprefix('eval/')}/{variant_part}/{stat}"
 
 
 def summary_metrics(table: AblationTable) -> dict[str, float]:
     """Per variant and metric: mean and std over seeds (std only with 2+ seeds)."""
     out = {}
+    parts = tags.key_parts(table.variants)
     for metric in table.metrics:
         for variant in table.variants:
             for stat in ("mean", "std"):
                 value = float(table.cell(variant, metric, stat))
                 if not math.isnan(value):
-                    out[metric_key(metric, variant, stat)] = value
+                    out[metric_key(metric, parts[variant], stat)] = value
     return out
 
 

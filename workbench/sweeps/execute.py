@@ -160,7 +160,8 @@ def _tell(sweep: Sweep, trial: optuna.Trial, plan: TrialPlan, result: dict[str, 
         return TrialOutcome(trial.number, plan.variant, plan.seed, "PRUNED", run_id=result.get("run_id"))
     status = result.get("status")
     if status == "FINISHED":
-        return _complete(sweep, trial, plan, result["run_id"], result.get("metrics", {}), result.get("final_loss"))
+        metrics = {**_logged(sweep, result["run_id"]), **result.get("metrics", {})}
+        return _complete(sweep, trial, plan, result["run_id"], metrics, result.get("final_loss"))
     error = result.get("error") or f"the trainer returned status {status}"
     user_error = status == "USER_ERROR"
     if user_error:
@@ -170,6 +171,15 @@ def _tell(sweep: Sweep, trial: optuna.Trial, plan: TrialPlan, result: dict[str, 
     fail(sweep.study, trial, error, retry=None if user_error else sweep.retry)
     return TrialOutcome(trial.number, plan.variant, plan.seed, "FAIL", run_id=result.get("run_id"), error=error,
                         user_error=user_error)
+
+
+def _logged(sweep: Sweep, run_id: str) -> dict[str, float]:
+    """What the trial's run logged in all its sessions: a trial resumed after its sweep was killed
+    during evaluation only evaluates, and its training loss is in the run, not in its result."""
+    try:
+        return runs.logged_metrics(sweep.uri, run_id)
+    except Exception:  # noqa: BLE001 - the store is busy: the result's own metrics are all there is
+        return {}
 
 
 def _complete(sweep: Sweep, trial: optuna.Trial, plan: TrialPlan, run_id: str, metrics: dict[str, float],

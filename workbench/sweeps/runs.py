@@ -92,3 +92,9 @@ def child_runs(
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in tracking.client(uri).get_metric_history(run_id, key)]
+
+
+def logged_metrics(uri: str, run_id: str) -> dict[str, float]:
+    """A run's latest value of every metric it logged, as MLflow holds them (a resumed run's
+    result holds only what its last session computed: no training loss when it only evaluated)."""
+    return dict(tracking.client(uri).get_run(run_id).data.metrics)

@@ -27,6 +27,7 @@ from workbench.config import (
     resolve_experiment, resolve_named_yaml,
 )
 from workbench.errors import ConfigError, did_you_mean
+from workbench.sweeps import prechecks
 from workbench.strict_yaml import brief
 from workbench.tasks import EVAL_TASKS, RETRIEVALS
 
@@ -198,6 +199,7 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None) -> S
     metrics = _metrics(data.get("metrics"), where)
     objective, direction = _objective(data.get("objective"), metrics, where)
     axes = _axes(data["axes"], where) if "axes" in shapes else {}
+    prechecks.check_grid_size(axes, data.get("seeds"), where)  # sized before it is enumerated
     variants = grid_variants(axes) if axes else ()
     if "variants" in shapes:
         variants = _named_variants(data["variants"], where)
@@ -248,26 +250,9 @@ def variant_config(spec: SweepSpec, variant_overrides: dict[str, Any]) -> RunCon
 
 
 def check_configs(spec: SweepSpec) -> None:
-    """Resolve every variant's config (or both ends of every range) now, naming the culprit."""
-    if spec.is_grid:
-        candidates = [(f"variant {v.name!r}", v.overrides) for v in spec.variants]
-    else:
-        candidates = [("search", {})]
-        for rng in spec.search.ranges:
-            values = list(rng.choices) if rng.choices is not None else [rng.low, rng.high]
-            candidates += [(f"search.ranges.{rng.key}={format_value(v)}", {rng.key: v}) for v in values]
-    for label, overrides in candidates:
-        try:
-            cfg = variant_config(spec, overrides)
-        except ConfigError as err:
-            raise ConfigError(f"sweep {spec.name!r}, {label}: {err}") from None
-        if not cfg.tracking.enabled:
-            raise ConfigError(f"sweep {spec.name!r}: tracking.enabled is false in its base; a sweep records every trial in MLflow")
-        parts = spec.objective.split("/")
-        task = METRIC_TASKS.get(parts[1]) if parts[0] == "eval" and len(parts) >= 3 else None
-        if task is not None and task not in cfg.eval.tasks:
-            raise ConfigError(f"sweep {spec.name!r}, {label}: objective {spec.objective!r} needs eval task {task!r}, "
-                              f"but eval.tasks is {cfg.eval.tasks}")
+    """Resolve every variant's config (or both ends of every range) now, naming every culprit
+    at once: config values, objective rules, files, metric names (``prechecks``)."""
+    prechecks.check(spec)
 
 
 # ------------------------------------------------------------------ pieces

@@ -492,12 +492,13 @@ def report_attention(
 def ui(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
     host: Annotated[str, typer.Option(help="Address to bind; only this machine by default.")] = "127.0.0.1",
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the runs table in a web browser.")] = False,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Start the MLflow UI on the project's tracking store (127.0.0.1 unless --host)."""
+    """Start the MLflow UI on the project's tracking store (127.0.0.1 unless --host); prints the runs table's URL."""
     from workbench.reports.ui import serve
 
-    raise typer.Exit(serve(tracking_uri or "", host=host, port=port, echo=typer.echo))
+    raise typer.Exit(serve(tracking_uri or "", host=host, port=port, echo=typer.echo, open_browser=open_browser))
 
 
 # -------------------------------------------------------------------- runs

@@ -8,6 +8,7 @@ any test runs. Here the packages are hidden by a PATH that holds only a shell's 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -75,3 +76,99 @@ def test_ci_only_calls_make_test():
     commands = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
     assert commands[-1] == "make test" and not any("apt-get" in c for c in commands)
+
+
+# ------------------------------------------------------------- progress off a terminal
+@pytest.fixture
+def log_console(monkeypatch):
+    """progress writes to a file-like log (not a terminal), a plain line every 50 ms."""
+    import io
+
+    from rich.console import Console
+
+    from workbench import progress
+
+    log = io.StringIO()
+    monkeypatch.setattr(progress, "_console", Console(file=log, force_terminal=False, width=200, highlight=False))
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.05)
+    return log
+
+
+def _wait_for(log, text: str, timeout_s: float = 10.0) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while text not in log.getvalue():
+        assert time.monotonic() < deadline, log.getvalue()
+        time.sleep(0.01)
+    return log.getvalue()
+
+
+def test_a_phase_in_a_log_prints_its_count_rate_and_eta(log_console):
+    import re
+
+    from workbench import progress
+
+    with progress.phase("pre-training", total=20, loss="loss -") as task:
+        task.update(0)
+        task.update(5, loss="loss 3.1000")
+        line = [l for l in _wait_for(log_console, "pre-training: 5/20 steps").splitlines() if "5/20" in l][-1]
+    rate, eta = re.fullmatch(r"pre-training: 5/20 steps, ([\d.]+) steps/s, ETA (.+) \(loss 3.1000\)", line).groups()
+    seconds = float(eta.removesuffix(" s")) if eta.endswith(" s") else sum(
+        int(part) * 60 ** i for i, part in enumerate(reversed(eta.split(":"))))
+    assert seconds == pytest.approx(15 / float(rate), rel=0.1, abs=0.1)  # the 15 steps left at this rate
+    with progress.phase("data generation"):  # no count: still shows it is alive
+        _wait_for(log_console, "data generation: running, ")
+    assert log_console.getvalue().rstrip().splitlines()[-1].startswith("data generation: done in ")
+
+
+def test_on_a_terminal_the_bar_shows_progress_and_no_plain_lines(log_console, monkeypatch):
+    import time
+
+    from workbench import progress
+
+    from rich.console import Console
+
+    monkeypatch.setattr(progress, "_console", Console(file=log_console, force_terminal=True, width=200))
+    with progress.phase("pre-training", total=20) as task:
+        task.update(5)
+        time.sleep(0.3)
+    assert "5/20 steps," not in log_console.getvalue()
+
+
+def test_the_warm_start_announces_its_expected_time(shapes_tiny, tmp_path, log_console):
+    from test_warmstart import cfg_for
+    from workbench.data import load_tokenizer
+    from workbench.warmstart import ensure
+
+    shutil.copytree(shapes_tiny, tmp_path / "data")
+    cfg = cfg_for(tmp_path / "data", **{"model.vision.init": "warmstart", "warmstart.vision_steps": 4})
+    said = []
+    ensure(cfg, load_tokenizer(cfg.data), progress=True, announce=said.append)
+    assert "training them once (4 steps" in said[0]
+    assert re.search(r"warm start \(vision\): about [\d.]+ s for 4 steps \([\d.]+ s/step over the first 3; made once",
+                     log_console.getvalue()), log_console.getvalue()
+
+
+# ------------------------------------------------------------------ a quick run
+def test_quick_uses_a_cached_vit_warm_start_and_skips_a_missing_one(tmp_path):
+    from workbench.cli_support import quick_overrides
+    from workbench.config import load_config
+    from workbench.run_command import skip_missing_warm_start
+    from workbench.warmstart import cached_path
+
+    said = []
+    quick = load_config("base", quick_overrides(True, False, [f"data.root={tmp_path}"]))
+    assert quick.model.vision.init == "warmstart"
+    assert skip_missing_warm_start(quick, [], said.append) and quick.model.vision.init == "random"
+    (line,) = said
+    assert line.startswith("--quick: no cached ViT warm start (") and "model.vision.init=random" in line
+
+    cached = load_config("base", quick_overrides(True, False, [f"data.root={tmp_path}"]))
+    cached_path(cached, "vision").parent.mkdir(parents=True)
+    cached_path(cached, "vision").write_bytes(b"made by an earlier run")
+    assert not skip_missing_warm_start(cached, [], said.append) and cached.model.vision.init == "warmstart"
+
+    asked = load_config("base", [f"data.root={tmp_path / 'empty'}", "model.vision.init=warmstart"])
+    assert not skip_missing_warm_start(asked, ["model.vision.init=warmstart"], said.append)  # --set wins
+    assert asked.model.vision.init == "warmstart" and len(said) == 1

@@ -304,7 +304,7 @@ def run(
         int, typer.Option("--nproc", help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.")
     ] = 1,
     quick: Annotated[
-        bool, typer.Option("--quick", help="A run of minutes: 20 steps, retrieval + a 10-step VQA fine-tune (plumbing check, not results).")
+        bool, typer.Option("--quick", help="A run of minutes: 20 steps, ITC retrieval + a 10-step VQA fine-tune, a cached warm start or none (plumbing check, not results).")
     ] = False,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Pre-train only, no downstream evaluation (= --set eval.tasks=[]).")] = False,
     launcher: Annotated[str, typer.Option("--launcher", help="local: this machine; slurm: one SLURM job of --nodes x --gpus-per-node ranks (CPU nodes: --nproc ranks each).")] = "local",

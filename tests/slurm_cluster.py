@@ -160,7 +160,7 @@ PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 
 def stop(cluster: Cluster, timeout_s: float = 15.0) -> None:
     """Cancel every job, then stop slurmd, slurmctld and munged (each by its pid file), then
-    whatever else carries this pytest's mark. Once per cluster."""
+    whatever else is left of the cluster (its mark, its folder). Once per cluster."""
     if cluster.root in _stopped:
         return
     env = {**os.environ, "SLURM_CONF": str(cluster.conf)}
@@ -195,7 +195,7 @@ _stopped: set[Path] = set()  # roots of the clusters stopped already
 
 # ---------------------------------------------------------------- the mark and reaping
 def _start_time(pid: int) -> str | None:
-    """The process's start time (clock ticks after boot): a pid and it name one process, never a reused pid."""
+    """The process's start time (clock ticks after boot): with the pid it names one process, never a reused pid."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):

@@ -114,8 +114,10 @@ def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True
                 on_step=on_step,
             )
             state = encoder.bert.state_dict()
-    finally:
-        bar.close()
+    except BaseException as err:  # Ctrl-C, SIGTERM, an error: the line says "stopped", not "done"
+        bar.close(err)
+        raise
+    bar.close()
     _save(path, part, state, metrics)
     return metrics
 

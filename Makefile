@@ -1,4 +1,5 @@
-# The two commands a newcomer runs: `make demo` and `make test`. Both set up .venv themselves.
+# The two commands a newcomer runs: `make demo` and `make test`. Both set up .venv themselves;
+# `make test` also the system packages the suite needs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test setup bench clean lock
+.PHONY: demo test setup system-packages bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/workbench demo
 
-test: setup
+# The Debian packages the suite needs (SLURM + munge, pdflatex, chromium, pdftoppm): installed
+# with apt-get when missing and root; otherwise one line with the command to run, and no test runs.
+system-packages:
+	@.ci/system-packages
+
+test: system-packages setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
 bench: setup

@@ -281,7 +281,7 @@ Four metrics fit one column (Table~\ref{tab:paper4}); the demo's seven fit the p
 def test_latex_compiles_in_a_two_column_article_without_overfull_boxes(store, tmp_path):
     """Real pdflatex: a 4-metric table fits \\columnwidth (table), the demo's 7 metrics fit table*."""
     if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex not installed (.ci/run installs texlive-latex-base and texlive-latex-recommended)")
+        pytest.skip("pdflatex not installed (make test installs texlive-latex-base and texlive-latex-recommended)")
     four = report_ablations(["paper"], metrics=PAPER_METRICS[:4], formats=["latex"], tracking_uri=store["uri"],
                             out=tmp_path / "four", with_figures=False, log_to_mlflow=False)
     seven = report_ablations(["paper"], formats=["latex"], tracking_uri=store["uri"], out=tmp_path / "seven",
@@ -403,7 +403,7 @@ def test_index_renders_in_headless_chromium(report, tmp_path):
     """Look at what a person sees: a screenshot of index.html (kept in pytest's tmp dir)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.skip("chromium not installed (.ci/run installs it)")
+        pytest.skip("chromium not installed (make test installs it)")
     _, out = report
     shot = tmp_path / "index.png"
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

@@ -229,3 +229,31 @@ def test_reaping_fails_only_trials_of_vanished_jobs_or_of_the_requeued_job_itsel
     states = [t.state for t in study.trials]
     assert states[:3] == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING] and len(states) == 5  # + 2 retries
     assert "SLURM job 7 ended" in study.trials[0].user_attrs[ERROR_ATTR]
+
+
+def test_leftovers_of_a_dead_pytest_are_ended_and_those_of_a_live_one_kept(tmp_path, monkeypatch):
+    """What `slurm_cluster.start` does first: a cluster whose pytest is gone (SIGKILL: no teardown
+    ran) is ended, by its mark or its folder (slurmstepd has an empty environment); a live one stays."""
+    import slurm_cluster as slurm
+
+    monkeypatch.setattr(slurm, "REGISTRY", tmp_path / "registry")
+    slurm.REGISTRY.mkdir()
+    dead_owner = subprocess.Popen(["true"])
+    dead_owner.wait()
+    dead_mark, live_mark = f"{dead_owner.pid}:{slurm._start_time(os.getpid())}", slurm.owner_mark(os.getpid())
+    processes = {}
+    for name, mark in (("dead", dead_mark), ("live", live_mark)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (slurm.REGISTRY / f"{mark}.root").write_text(str(folder))
+        processes[name] = [subprocess.Popen(["sleep", "300"], env={**os.environ, slurm.MARK: mark}),  # a daemon or job
+                           subprocess.Popen(["sleep", "300"], cwd=folder, env={})]  # a job step: no environment
+    try:
+        assert sorted(slurm.reap_leftovers()) == sorted(p.pid for p in processes["dead"])
+        assert [p.wait(timeout=10) for p in processes["dead"]] == [-signal.SIGTERM] * 2
+        assert [p.poll() for p in processes["live"]] == [None, None]
+        assert [entry.name for entry in slurm.REGISTRY.iterdir()] == [f"{live_mark}.root"]
+    finally:
+        for process in processes["dead"] + processes["live"]:
+            process.kill()
+            process.wait()

@@ -324,7 +324,7 @@ def run(
         int, typer.Option("--nproc", help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.")
     ] = 1,
     quick: Annotated[
-        bool, typer.Option("--quick", help="A run of minutes: 20 steps, retrieval + a 10-step VQA fine-tune (plumbing check, not results).")
+        bool, typer.Option("--quick", help="A run of minutes: 20 steps, ITC retrieval + a 10-step VQA fine-tune, a cached warm start or none (plumbing check, not results).")
     ] = False,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Pre-train only, no downstream evaluation (= --set eval.tasks=[]).")] = False,
     launcher: Annotated[str, typer.Option("--launcher", help="local: this machine; slurm: one SLURM job of --nodes x --gpus-per-node ranks (CPU nodes: --nproc ranks each).")] = "local",
@@ -512,12 +512,13 @@ def report_attention(
 def ui(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
     host: Annotated[str, typer.Option(help="Address to bind; only this machine by default.")] = "127.0.0.1",
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the runs table in a web browser.")] = False,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Start the MLflow UI on the project's tracking store (127.0.0.1 unless --host)."""
+    """Start the MLflow UI on the project's tracking store (127.0.0.1 unless --host); prints the runs table's URL."""
     from workbench.reports.ui import serve
 
-    raise typer.Exit(serve(tracking_uri or "", host=host, port=port, echo=typer.echo))
+    raise typer.Exit(serve(tracking_uri or "", host=host, port=port, echo=typer.echo, open_browser=open_browser))
 
 
 # -------------------------------------------------------------------- runs

@@ -2,7 +2,9 @@
 
 A run has phases (data generation, pre-training, one per evaluation task). Each
 `phase(...)` prints "<name>: done in <time>" when it ends, shows a bar while it
-runs (when bars are on and it has a known length), and writes its name and count
+runs (when bars are on, output is a terminal and it has a known length) and,
+when output is not a terminal (a log file, a pipe), a plain line every
+PLAIN_EVERY_S instead ("pre-training: 12/20 steps, 0.41 steps/s, ETA 0:19"), and writes its name and count
 to a status file when one is set: a sweep's trial child sets one, so the sweep's
 live table shows each trial's phase (`read_status`).
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 STATUS_EVERY_S = 1.0  # status file writes at most this often (plus at each phase start/end)
+PLAIN_EVERY_S = 10.0  # off a terminal: a progress line this often for the innermost running phase
 
 _bars = True  # rich bars on the terminal
 _lines = True  # one line per finished phase
@@ -103,8 +107,47 @@ class Phase:
         self.started = time.perf_counter()
         self._status_at = 0.0
         self._progress: Progress | None = None
+        self._fields: dict[str, str] = {}
+        self._since: tuple[int, float] | None = None  # (count, time) of the first update: the rate's origin
+        self._ticker: threading.Event | None = None
         if _bars_shown() and total:
             self._start_bar(fields)
+        if _lines and not console().is_terminal and PLAIN_EVERY_S > 0:
+            self._start_ticker()
+
+    def _start_ticker(self) -> None:
+        """Plain progress lines from a daemon thread: a phase with no count (data generation)
+        or slow steps still shows it is alive, with its count, rate and ETA when it has them."""
+        stop = self._ticker = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(PLAIN_EVERY_S):
+                if _current is self and _lines:
+                    say(self.plain_line())
+
+        threading.Thread(target=tick, name=f"progress {self.name}", daemon=True).start()
+
+    def plain_line(self) -> str:
+        """Where the phase is, for a log: count/total, rate, ETA (or the time so far), its fields."""
+        name = f"{self.name}: {self.stage}" if self.stage else self.name
+        elapsed = time.perf_counter() - self.started
+        rate = None
+        if self._since is not None and self.done > self._since[0]:
+            rate = (self.done - self._since[0]) / max(time.perf_counter() - self._since[1], 1e-9)
+        if self.total:
+            text = f"{name}: {self.done}/{self.total} {self.unit}"
+        elif self.done:
+            text = f"{name}: {self.done} {self.unit}"
+        else:
+            text = f"{name}: running"
+        if rate is not None:
+            text += f", {rate:.2f} {self.unit}/s"
+        if rate and self.total:
+            text += f", ETA {format_seconds(max(self.total - self.done, 0) / rate)}"
+        else:
+            text += f", {format_seconds(elapsed)} so far"
+        extra = " ".join(value for value in self._fields.values() if value and "-" not in value.split())
+        return f"{text} ({extra})" if extra else text
 
     def _start_bar(self, fields: dict[str, str]) -> None:
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(self.unit)]
@@ -127,7 +170,10 @@ class Phase:
         self.update(self.done + n, **fields)
 
     def update(self, done: int, **fields: str) -> None:
+        if self._since is None:
+            self._since = (done, time.perf_counter())
         self.done = done
+        self._fields.update(fields)
         if self._progress is not None:
             self._progress.update(self._task, completed=done, **fields)
         now = time.monotonic()
@@ -141,6 +187,7 @@ class Phase:
         self.stage = stage
         if restart:
             self.total, self.unit, self.done = total, unit or self.unit, 0
+            self._since = None
             if self._progress is not None:
                 self._progress.stop()
                 self._progress = None
@@ -155,6 +202,8 @@ class Phase:
         return f"{self.name}{stage}{count}"
 
     def close(self) -> float:
+        if self._ticker is not None:
+            self._ticker.set()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -43,6 +43,9 @@ NAME_MAX = 100
 NAME_SKIPS = ("data.root=", "data.image_root=", "data.tokenizer=", "tracking.", "train.out_dir=", "train.device=",
               "train.log_every=", "train.checkpoint_every=")
 URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+# MLflow's experiment-kind tag: with it the UI opens an experiment on its runs table, not the GenAI
+# "Overview" (traces, token usage) that MLflow 3 shows an untagged experiment
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 CONNECT_TIMEOUT_S = 5.0  # a tracking server that does not answer this fast is reported, not retried for minutes
 
 
@@ -182,13 +185,17 @@ def artifact_location(uri: str = "") -> str | None:
 
 
 def experiment_id(name: str, uri: str = "") -> str:
-    """Get or create an experiment by name; a store we cannot reach is a one-line error."""
+    """Get or create an experiment by name, tagged a model-training experiment (EXPERIMENT_KIND_TAG,
+    also set on an existing experiment without it); a store we cannot reach is a one-line error."""
     mlflow_client = client(uri)
     try:
         found = mlflow_client.get_experiment_by_name(name)
         if found is not None:
+            if EXPERIMENT_KIND_TAG not in found.tags:
+                mlflow_client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
-        return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
+        return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri),
+                                               tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except mlflow.exceptions.MlflowException as err:
         if "already exists" in str(err):  # a concurrent process created it first
             return mlflow_client.get_experiment_by_name(name).experiment_id

@@ -1,7 +1,8 @@
 """`workbench ui`: the MLflow UI on the project's tracking store, local-only by default.
 
 The server runs in its own process group. Its URL is printed only once it answers
-HTTP; Ctrl-C or SIGTERM to `workbench ui` is passed on to that whole group (the
+HTTP: the runs table of the experiment that ran last (`#/experiments/<id>/runs`), so
+the first page is the runs, not an empty experiment list (`--open` opens it); Ctrl-C or SIGTERM to `workbench ui` is passed on to that whole group (the
 server and its workers) and waited for, so no server is left serving the port. A
 busy port is refused before anything starts.
 """
@@ -17,7 +18,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import webbrowser
 
+from workbench import tracking
 from workbench.errors import ConfigError
 from workbench.errors import RunError
 from workbench.tracking import redact, resolve_uri
@@ -44,6 +47,28 @@ def ui_command(tracking_uri: str = "", host: str = LOCAL_HOST, port: int = DEFAU
 
 def ui_url(host: str = LOCAL_HOST, port: int = DEFAULT_PORT) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def latest_experiment(tracking_uri: str = "") -> str | None:
+    """The id of the experiment whose run started last; else the newest experiment with no runs
+    yet besides MLflow's "Default"; None for an empty store."""
+    mlflow_client = tracking.client(tracking_uri)
+    experiments = mlflow_client.search_experiments(order_by=["creation_time DESC"])
+    if not experiments:
+        return None
+    ids = [e.experiment_id for e in experiments]
+    latest = []
+    for start in range(0, len(ids), 100):  # search_runs takes a bounded list of experiments
+        latest += mlflow_client.search_runs(ids[start:start + 100], order_by=["attributes.start_time DESC"], max_results=1)
+    if latest:
+        return max(latest, key=lambda run: run.info.start_time or 0).info.experiment_id
+    named = [e for e in experiments if e.name != "Default"]
+    return (named or experiments)[0].experiment_id
+
+
+def runs_url(base: str, experiment: str | None) -> str:
+    """The runs table of `experiment` (the server's start page when there is none)."""
+    return f"{base}/#/experiments/{experiment}/runs" if experiment else f"{base}/"
 
 
 def is_local(host: str) -> bool:
@@ -119,9 +144,10 @@ class _Stop(Exception):
 
 def serve(
     tracking_uri: str = "", host: str = LOCAL_HOST, port: int = DEFAULT_PORT, echo=print,
-    start_timeout_s: float = START_TIMEOUT_S,
+    start_timeout_s: float = START_TIMEOUT_S, open_browser: bool = False,
 ) -> int:
-    """Start the UI in the foreground until Ctrl-C/SIGTERM; returns the exit code (0 after a stop)."""
+    """Start the UI in the foreground until Ctrl-C/SIGTERM; returns the exit code (0 after a stop).
+    Prints the latest experiment's runs URL once it answers; `open_browser` opens it too."""
     command = ui_command(tracking_uri, host, port)
     warning = exposure_warning(host)
     if warning:
@@ -150,7 +176,10 @@ def serve(
         time.sleep(0.5)
         if process.poll() is not None:  # something else answered there (it took the port meanwhile)
             raise RunError(f"mlflow ui exited with code {process.returncode}; {url} is served by another process")
-        echo(f"MLflow UI for {redact(resolve_uri(tracking_uri))} at {ui_url(host, port)} (Ctrl-C to stop)")
+        page = runs_url(ui_url(host, port), latest_experiment(tracking_uri))
+        echo(f"MLflow UI for {redact(resolve_uri(tracking_uri))} at {page} (Ctrl-C to stop)")
+        if open_browser:
+            webbrowser.open(runs_url(url, latest_experiment(tracking_uri)))
         code = process.wait()  # the server ended by itself
         _reap_group(process.pid)
         process = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,12 +24,13 @@ from workbench.data import data_hash, read_entries
 from workbench.data.shapes import locked
 from workbench.errors import ConfigError
 from workbench.objectives import special_ids_of
-from workbench.progress import TrainProgress
+from workbench.progress import TrainProgress, format_seconds, say
 
 PARTS = ("vision", "text")
 RANDOM, WARMSTART = "random", "warmstart"
 FORMAT = "workbench-warmstart-1"
 RECIPE = {"vision": 2, "text": 3}  # bump a part's number when its recipe changes: its cache key changes with it
+ESTIMATE_AFTER = 3  # steps timed before the warm start's expected time is announced
 
 
 def _init(cfg: RunConfig, part: str) -> str:
@@ -83,9 +85,14 @@ def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True
     ws = cfg.warmstart
     steps = ws.vision_steps if part == "vision" else ws.text_steps
     bar = TrainProgress(total=steps, enabled=progress, description=f"warm start ({part})")
+    started = time.perf_counter()
 
     def on_step(step: int, loss: float) -> None:
         bar.update(step, {"loss": loss}, None)
+        if step == min(ESTIMATE_AFTER, steps) and progress:  # once, from this machine's own speed
+            per_step = (time.perf_counter() - started) / step
+            say(f"warm start ({part}): about {format_seconds(per_step * steps)} for {steps} steps "
+                f"({per_step:.2f} s/step over the first {step}; made once, then cached)")
 
     try:
         if part == "vision":
@@ -107,8 +114,10 @@ def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True
                 on_step=on_step,
             )
             state = encoder.bert.state_dict()
-    finally:
-        bar.close()
+    except BaseException as err:  # Ctrl-C, SIGTERM, an error: the line says "stopped", not "done"
+        bar.close(err)
+        raise
+    bar.close()
     _save(path, part, state, metrics)
     return metrics
 

@@ -28,7 +28,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench import tags, tracking
-from workbench.sequential import BASELINE, Comparison, decide, next_round
+from workbench.sequential import BASELINE, MAX_SEEDS_TO_RESOLVE, Comparison, decide, next_round
 from workbench.sweeps.spec import SweepSpec
 from workbench.sweeps.study import HOST, OPEN, WORKER_ATTR, claim_is_stale, grid_key, tally
 from workbench.sweeps.space import SEED_ATTR, VARIANT_ATTR
@@ -162,6 +162,15 @@ def record(parent_run_id: str, uri: str, spec: SweepSpec, found: dict[str, Compa
     client.set_tag(parent_run_id, DESIGN_TAG, spec.design.name(spec.objective_delta))
 
 
+def resolve_text(seeds: float) -> str:
+    """What would resolve an open comparison, from `Comparison.seeds_to_resolve`."""
+    if math.isnan(seeds):
+        return ""
+    if math.isinf(seeds):
+        return f", more than {MAX_SEEDS_TO_RESOLVE} paired seeds would resolve it"
+    return f", ~{seeds:.0f} paired seeds would resolve it"
+
+
 def tag_key(prefix: str, variant: str) -> str:
     return prefix + UNSAFE_TAG.sub("_", variant)
 
@@ -180,6 +189,6 @@ def verdict_lines(spec: SweepSpec, trials: list[FrozenTrial]) -> list[str]:
             continue
         c = found[variant]
         ci = "" if math.isnan(c.ci_low) else f", CI [{c.ci_low:+.4g}, {c.ci_high:+.4g}]"
-        more = f", ~{c.seeds_to_resolve:.0f} paired seeds would resolve it" if math.isfinite(c.seeds_to_resolve) else ""
+        more = resolve_text(c.seeds_to_resolve)
         lines.append(f"  {variant:<{width}}  {c.verdict:<10}  {counts[variant]} seeds, Δ {c.delta:+.4g}{ci}{more}")
     return lines

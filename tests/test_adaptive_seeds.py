@@ -181,14 +181,14 @@ def test_status_shows_the_verdicts_so_far(tmp_path, store):
 # ------------------------------------------------------------------ end to end, real training
 def test_real_tiny_adaptive_sweep_ends_with_verdicts(shapes_tiny, tmp_path, store):
     """Baseline, a near-null variant and a no-pre-training control, seeds {min 3, max 5}."""
-    sets = [s for s in tiny_run(shapes_tiny, "unused", tmp_path / "out", steps=5) if not s.startswith("tracking.")]
+    sets = [s for s in tiny_run(shapes_tiny, "unused", tmp_path / "out") if not s.startswith(("tracking.", "train.steps="))]
     path = tmp_path / "verdicts.yaml"
     path.write_text(yaml.safe_dump({
         "base": "base",
         "variants": {"baseline": {}, "focal": {"objectives.itc.focal_gamma": 0.001}, "random-init": {"train.steps": 0}},
         "seeds": {"min": 3, "max": 5},
         "metrics": ["eval/retrieval/r_mean"],
-        "overrides": {"tracking.experiment": tmp_path.name},
+        "overrides": {"tracking.experiment": tmp_path.name, "train.steps": 5},  # the control varies it
     }, sort_keys=False))
     spec = load_spec(path, sets)
     result = run_sweep(spec, SweepOptions(slots=2, tracking_uri=store, progress=False))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from workbench.reports.cells import BELOW_REF, CONSTANT, MINUS, Cell, Grid, grid, seeds_text
+from workbench.reports.cells import BELOW_REF, CONSTANT, MINUS, Cell, Grid, grid, metric_label, seeds_text
 from workbench.reports.stats import AblationTable
 
 COLUMN_METRICS = 4  # at most this many metric columns: one-column `table`
@@ -67,12 +67,25 @@ def caption(g: Grid) -> str:
             rf"\dag/\ddag: $p<0.05/0.01$, paired $t$-test, Holm over {table.comparisons}.")
     if g.has_reference:
         text += r" $^\circ$: not above the reference; \S: constant."
+    if g.verdicts:
+        text += (rf" Verdict on {tex(metric_label(table.verdict_metric))}: better/worse significant after Holm, equivalent: "
+                 rf"CI of $\Delta$ inside $\pm\delta$, unresolved: seeds ran out; below it the row's seeds and the CI of "
+                 rf"$\Delta$. Test: {tex(table.design)}.")
     return text
+
+
+def verdict_cells(g: Grid, variant: str) -> tuple[list[str], list[str]]:
+    """The verdict column's two lines: the verdict, then seeds and the CI of Δ (none without verdicts)."""
+    if not g.verdicts:
+        return [], []
+    cell = g.verdicts[variant]
+    below = f"n={cell.seeds}" + (f" {cell.ci}" if cell.ci else "")
+    return [tex(cell.text)], [rf"{{\scriptsize {tex(below)}}}"]
 
 
 def to_latex(table: AblationTable) -> str:
     g = grid(table)
-    wide = len(table.metrics) > COLUMN_METRICS
+    wide = len(table.metrics) + 2 * bool(g.verdicts) > COLUMN_METRICS  # the verdict column is about two wide
     env = "table*" if wide else "table"
     lines = [
         f"% {env} from `workbench report ablations` (sweep {table.sweep}); needs \\usepackage{{{','.join(PACKAGES)}}}",
@@ -82,18 +95,20 @@ def to_latex(table: AblationTable) -> str:
         r"\setlength{\tabcolsep}{2.5pt}",
         rf"\caption{{{caption(g)}}}",
         rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]+', '-', table.sweep)}}}",
-        rf"\begin{{tabular}}{{@{{}}l{'r' * len(table.metrics)}@{{}}}}",
+        rf"\begin{{tabular}}{{@{{}}l{'r' * len(table.metrics)}{'l' if g.verdicts else ''}@{{}}}}",
         r"\toprule",
-        " & ".join([header(g.header), *(header(label) for label in g.metric_labels.values())]) + r" \\",
+        " & ".join([header(g.header), *(header(label) for label in g.metric_labels.values())]
+                   + (["verdict"] if g.verdicts else [])) + r" \\",
         r"\midrule",
     ]
     if g.has_reference:
         refs = [rf"{tex(r.value)}{{\scriptsize~{REFERENCE_KINDS[r.kind]}}}" if r.kind else "--" for r in g.references.values()]
-        lines += [" & ".join([r"\textit{reference}", *refs]) + r" \\", r"\midrule"]
+        lines += [" & ".join([r"\textit{reference}", *refs] + ([""] if g.verdicts else [])) + r" \\", r"\midrule"]
     for variant in table.variants:
         cells = [g.cells[variant][m] for m in table.metrics]
-        lines.append(" & ".join([tex(g.labels[variant]), *map(value_cell, cells)]) + r" \\")
+        said, below = verdict_cells(g, variant)
+        lines.append(" & ".join([tex(g.labels[variant]), *map(value_cell, cells), *said]) + r" \\")
         cost = rf"{{\scriptsize\quad {tex(g.cost[variant])} {tex(g.cost_unit)}}}"  # under the name: what the row cost
-        lines.append(" & ".join([cost, *map(delta_cell, cells)]) + r" \\[1pt]")
+        lines.append(" & ".join([cost, *map(delta_cell, cells), *below]) + r" \\[1pt]")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\end{{{env}}}", ""]
     return "\n".join(lines)

@@ -27,6 +27,7 @@ MARKS = {"†": r"\dag", "‡": r"\ddag", BELOW_REF: r"$\circ$", CONSTANT: r"\S"
 REFERENCE_KINDS = {"blind": "blind", "majority": "maj.", "chance": "chance"}
 SPECIAL = re.compile("|".join(re.escape(c) for c in {**SPECIALS, **SYMBOLS}))
 HEADER_WRAP = 12  # longer column headers go on two lines
+SHORT_VERDICTS = {"equivalent": "equiv.", "unresolved": "unres.", "baseline": "base"}  # the caption spells them out
 
 
 def tex(text: str) -> str:
@@ -68,9 +69,9 @@ def caption(g: Grid) -> str:
     if g.has_reference:
         text += r" $^\circ$: not above the reference; \S: constant."
     if g.verdicts:
-        text += (rf" Verdict on {tex(metric_label(table.verdict_metric))}: better/worse significant after Holm, equivalent: "
-                 rf"CI of $\Delta$ inside $\pm\delta$, unresolved: seeds ran out; below it the row's seeds and the CI of "
-                 rf"$\Delta$. Test: {tex(table.design)}.")
+        text += (rf" Verdict on {tex(metric_label(table.verdict_metric))} ($n$ seeds; below: the CI of $\Delta$): "
+                 rf"better/worse: significant after Holm; equiv.: CI inside $\pm\delta$; unres.: the seeds ran out. "
+                 rf"Test: {tex(table.design)}.")
     return text
 
 
@@ -79,8 +80,8 @@ def verdict_cells(g: Grid, variant: str) -> tuple[list[str], list[str]]:
     if not g.verdicts:
         return [], []
     cell = g.verdicts[variant]
-    below = f"n={cell.seeds}" + (f" {cell.ci}" if cell.ci else "")
-    return [tex(cell.text)], [rf"{{\scriptsize {tex(below)}}}"]
+    word = SHORT_VERDICTS.get(cell.verdict, cell.verdict)
+    return [rf"{tex(word)}{{\scriptsize~$n{{=}}{cell.seeds}$}}"], [rf"{{\scriptsize {tex(cell.ci)}}}" if cell.ci else ""]
 
 
 def to_latex(table: AblationTable) -> str:
@@ -92,7 +93,7 @@ def to_latex(table: AblationTable) -> str:
         rf"\begin{{{env}}}[t]",
         r"\centering",
         r"\footnotesize",
-        r"\setlength{\tabcolsep}{2.5pt}",
+        rf"\setlength{{\tabcolsep}}{{{'2pt' if g.verdicts else '2.5pt'}}}",  # the verdict column's room
         rf"\caption{{{caption(g)}}}",
         rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]+', '-', table.sweep)}}}",
         rf"\begin{{tabular}}{{@{{}}l{'r' * len(table.metrics)}{'l' if g.verdicts else ''}@{{}}}}",

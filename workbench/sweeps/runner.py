@@ -131,12 +131,15 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
         child.warm_up()  # the trial server's imports overlap the rest of the set-up
         sweep.out_dir.mkdir(parents=True, exist_ok=True)
         reap_orphans(sweep.study, set(), sweep.retry)
+        resumed = None
         if not options.worker:
             enqueue_missing(sweep.study, spec)
-            rounds.advance(sweep)  # a coordinator killed between two rounds: queue the next one now
+            resumed = rounds.advance(sweep)  # a coordinator killed between two rounds: queue the next one now
         interrupted, crashes, outcomes = False, [], []
         try:
             with SweepProgress(enabled=options.progress) as progress:
+                if resumed is not None:
+                    progress.trial_finished(resumed.line())
                 scheduler = Scheduler(sweep, slots, progress, poll_s=options.poll_s)
                 outcomes = scheduler.run()
                 crashes = scheduler.crashes

@@ -235,6 +235,21 @@ def verdict_cells(table: AblationTable) -> dict[str, VerdictCell]:
     return out
 
 
+def improvement_lines(table: AblationTable) -> list[str]:
+    """The across-tasks aggregate, in words: what it means, then one line per variant (none: no lines)."""
+    if not table.improvements:
+        return []
+    labels = ", ".join(metric_label(m) for m in table.improvement_metrics)
+    header, names = variant_labels(table.variants)
+    lines = [f"Probability of improvement over the baseline across {len(table.improvement_metrics)} tasks ({labels}): "
+             "the chance that a run of the variant beats a run of the baseline on a task (random seeds, ties half), "
+             "averaged over tasks (rliable, Agarwal et al. 2021); 95% CI: stratified bootstrap over seeds within each "
+             "task. 0.5 = no better than the baseline; a CI above 0.5 = it tends to win across tasks."]
+    for variant, found in table.improvements.items():
+        lines.append(f"{names[variant]}: {found.probability:.2f} [{found.ci_low:.2f}, {found.ci_high:.2f}]")
+    return lines
+
+
 def verdict_legend(table: AblationTable) -> str:
     """What the verdict column means and which test made it (the caption's last sentences)."""
     if not table.verdict_metric:

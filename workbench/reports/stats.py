@@ -23,6 +23,7 @@ import pandas as pd
 
 from workbench.errors import ConfigError
 from workbench.reports import cost, references, significance, verdicts
+from workbench.reports.improvement import Improvement, table_improvements, task_metrics
 from workbench.reports.references import Reference
 from workbench.reports.store import EVAL_PREFIX, FINISHED, Sweep
 from workbench.sequential import Comparison
@@ -65,6 +66,8 @@ class AblationTable:
     verdicts: dict[str, Comparison] = field(default_factory=dict)  # variant (not the baseline) -> its verdict
     design: str = ""  # the test behind the verdicts, in words (the caption names it)
     adaptive: bool = False  # seeds were added while comparisons were open
+    improvements: dict[str, Improvement] = field(default_factory=dict)  # variant -> P(improvement) across tasks
+    improvement_metrics: list[str] = field(default_factory=list)  # the one metric per task it averages over
 
     def cell(self, variant: str, metric: str, stat: str) -> float:
         return self.stats.loc[variant, (metric, stat)]
@@ -251,6 +254,8 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
     run_ids: dict[str, dict[int, str]] = {}
     for variant, seed, run_id in zip(finished["variant"], finished["seed"], finished["run_id"]):
         run_ids.setdefault(variant, {})[int(seed)] = run_id
+    per_task = task_metrics(keys, LOWER_IS_BETTER.search)
+    improvements = table_improvements(wide, per_task, list(spec.variants), spec.baseline)
     judged = verdicts.objective_of(spec, keys)
     found, design = verdicts.table_verdicts(spec, wide[judged]) if judged else ({}, None)
     return AblationTable(
@@ -271,6 +276,8 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
         verdicts=found,
         design=design.name(verdicts.objective_delta(spec)) if design else "",
         adaptive=bool(design and design.sequential),
+        improvements=improvements,
+        improvement_metrics=per_task if improvements else [],
     )
 
 

@@ -26,6 +26,7 @@ from workbench.reports.cells import (  # noqa: F401 - metric_label/decimals are 
     Grid,
     decimals,
     grid,
+    improvement_lines,
     legend,
     metric_label,
 )
@@ -140,6 +141,9 @@ def to_markdown(table: AblationTable, details: bool = True) -> str:
     rows, align = markdown_rows(g)
     text = legend(g).replace("underlined", "italic")
     parts = [f"## {table.sweep}", "", text, "", *_pipe(rows, align)]
+    aggregate = improvement_lines(table)
+    if aggregate:
+        parts += ["", aggregate[0], "", *[f"* {line}" for line in aggregate[1:]]]
     if details and len(table.variants) > 1 and table.metrics:
         parts += ["", "Δ vs baseline: 95% CI (t-based, paired seeds), Holm-adjusted p, and for a "
                       "non-significant Δ the paired seeds a two-sided test at α = 0.05 needs for 80% power "
@@ -225,6 +229,10 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
         out.append(row + "</tr>")
     out.append("</tbody></table>")
     out.append(f"<p class='legend'>{html.escape(legend(g))}</p>")
+    aggregate = improvement_lines(table)
+    if aggregate:
+        out.append(f"<p class='legend'>{html.escape(aggregate[0])}</p><ul class='legend'>"
+                   + "".join(f"<li>{html.escape(line)}</li>" for line in aggregate[1:]) + "</ul>")
     notes = "".join(f"<p class='note'>note: {html.escape(note)}</p>" for note in table.notes)
     details = details_rows(g)
     if len(details) > 1:

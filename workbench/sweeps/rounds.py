@@ -35,9 +35,7 @@ from workbench.sweeps.space import SEED_ATTR, VARIANT_ATTR
 from workbench.sweeps.sweep import Sweep
 
 ROUND_SUFFIX = ".round-"
-VERDICT_TAG = f"{tags.PREFIX}verdict."  # + variant: better | worse | equivalent | open | unresolved | baseline
-SEEDS_TAG = f"{tags.PREFIX}seeds."  # + variant: its finished seeds
-DESIGN_TAG = f"{tags.PREFIX}design"  # the test behind the verdicts, in words
+VERDICT_TAG, SEEDS_TAG, DESIGN_TAG = tags.VERDICT, tags.SEEDS, tags.DESIGN
 UNSAFE_TAG = re.compile(r"[^A-Za-z0-9_\-./ ]")  # MLflow tag keys allow these
 
 

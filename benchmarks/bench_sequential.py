@@ -1,6 +1,6 @@
 """Error rates of the adaptive-seed design (`workbench/sequential.py`) by simulation, no training.
 
-    .venv/bin/python benchmarks/bench_sequential.py --json            # ~1 min on one core
+    .venv/bin/python benchmarks/bench_sequential.py --json            # ~2 min on one idle core
     .venv/bin/python benchmarks/bench_sequential.py --sims 10000 --json
 
 Each simulated sweep draws paired differences (variant − baseline) per seed from
@@ -109,7 +109,7 @@ def simulate(effects: tuple[float, ...], lo: int, hi: int, delta: float | None, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sims", type=int, default=4000, help="simulated sweeps per case (>= 2000)")
+    parser.add_argument("--sims", type=int, default=2000, help="simulated sweeps per case (>= 2000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print JSON (else a table)")
     args = parser.parse_args()

@@ -113,7 +113,8 @@ def compute_estimate(spec: SweepSpec) -> str:
     steps = sum(cfg.train.steps for cfg in configs)
     samples = sum(cfg.train.steps * cfg.train.batch_size for cfg in configs)
     runs_each = len(spec.seeds) if spec.is_grid else spec.search.trials
-    shape = f"{len(spec.variants)} variants x {len(spec.seeds)} seeds" if spec.is_grid else f"{spec.search.trials} trials"
+    seeds = f"{spec.min_seeds}..{len(spec.seeds)}" if spec.adaptive else str(len(spec.seeds))  # adaptive: at most
+    shape = f"{len(spec.variants)} variants x {seeds} seeds" if spec.is_grid else f"{spec.search.trials} trials"
     return (f"sweep {spec.name!r}: {spec.total_trials} trials ({shape}), {runs_each * steps:,} training steps, "
             f"{runs_each * samples:,} samples")
 

@@ -212,3 +212,7 @@ def test_real_tiny_adaptive_sweep_ends_with_verdicts(shapes_tiny, tmp_path, stor
     focal_row = next(line for line in markdown.splitlines() if line.startswith("| focal"))
     assert verdicts["focal"] in focal_row
     assert report.sweeps["verdicts"].table.verdicts["focal"].verdict == verdicts["focal"]
+    page = (tmp_path / "reports" / "verdicts" / "ablations.html").read_text()
+    tex = (tmp_path / "reports" / "verdicts" / "ablations.tex").read_text()
+    assert "<th>verdict (R mean)</th>" in page and "group-sequential paired t-test" in page
+    assert " & verdict \\\\" in tex and "O'Brien–Fleming" in tex

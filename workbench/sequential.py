@@ -44,6 +44,7 @@ POWER = 0.8
 MAX_SEEDS_TO_RESOLVE = 1000  # "more than this many" is reported as such
 CALIBRATION_PATHS = 400_000
 CALIBRATION_SEED = 20240525
+CALIBRATION_CHUNK = 50_000
 SPENDING = ("obrien-fleming", "pocock")
 DESIGN_NAME = ("group-sequential paired t-test (Lan–DeMets {spending} alpha spending over looks at "
                "{looks} paired seeds, t boundaries calibrated by simulation), Holm step-down across variants "
@@ -124,7 +125,9 @@ def t_boundaries(min_seeds: int, max_seeds: int, level: float, spending: str = "
     """Critical |t| per look n = min..max so that a null sequence crosses by look k with probability
     α*(n_k / max): calibrated on CALIBRATION_PATHS simulated null sequences (deterministic)."""
     rng = np.random.default_rng(CALIBRATION_SEED)
-    t = np.abs(paired_t_paths(CALIBRATION_PATHS, max_seeds, rng))[:, min_seeds - 1:]
+    chunks = [np.abs(paired_t_paths(CALIBRATION_CHUNK, max_seeds, rng))[:, min_seeds - 1:].astype(np.float32)
+              for _ in range(CALIBRATION_PATHS // CALIBRATION_CHUNK)]  # bounded memory: 400k x 30 looks ~ 48 MB
+    t = np.concatenate(chunks)
     looks = np.arange(min_seeds, max_seeds + 1)
     budget = spent(looks / max_seeds, level, spending) * CALIBRATION_PATHS
     alive = np.ones(CALIBRATION_PATHS, dtype=bool)
@@ -132,7 +135,7 @@ def t_boundaries(min_seeds: int, max_seeds: int, level: float, spending: str = "
     for k in range(len(looks)):
         allowed = int(math.floor(budget[k] + 1e-9)) - int((~alive).sum())  # crossings this look may add
         values = np.sort(t[alive, k])[::-1]
-        critical = math.inf if allowed <= 0 else float(values[min(allowed, len(values) - 1)])
+        critical = math.inf if allowed <= 0 else float(values[min(allowed, len(values) - 1)])  # float32: ~1e-7 relative
         if allowed >= len(values):
             critical = 0.0
         out.append(critical)

@@ -33,7 +33,7 @@ from workbench.strict_yaml import brief
 from workbench.tasks import EVAL_TASKS, RETRIEVALS
 
 MAX_SEED = 2**32 - 1
-MAX_ADAPTIVE_SEEDS = 50
+MAX_ADAPTIVE_SEEDS = 30  # the boundaries' calibration simulates this many seeds (memory, time)
 SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
 SPEC_FIELDS = (
     "description", "base", "overrides", "axes", "variants", "search",

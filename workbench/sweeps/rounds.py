@@ -123,7 +123,8 @@ def _why(found: dict[str, Comparison], still: list[str]) -> str:
     for variant in still:
         c = found[variant]
         if math.isnan(c.t):
-            parts.append(f"{variant} open ({c.n} paired seeds, no test yet)")
+            why = "the same Δ on every seed: no spread to test" if c.n >= 2 and math.isfinite(c.critical) else "no test yet"
+            parts.append(f"{variant} open ({c.n} paired seeds, Δ {c.delta:+.4g}, {why})")
         else:
             parts.append(f"{variant} open (Δ {c.delta:+.4g}, |t| {abs(c.t):.2f} < {c.critical:.2f} needed at {c.n} seeds)")
     return "; ".join(parts)

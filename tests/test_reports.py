@@ -279,17 +279,19 @@ Four metrics fit one column (Table~\ref{tab:paper4}); the demo's seven fit the p
 
 
 def test_latex_compiles_in_a_two_column_article_without_overfull_boxes(store, tmp_path):
-    """Real pdflatex: a 4-metric table fits \\columnwidth (table), the demo's 7 metrics fit table*."""
+    """Real pdflatex: a 4-metric table fits \\columnwidth (table), the demo's 7 metrics and the verdict column fit
+    table* (the verdict column counts as two metrics: a 4-metric table with verdicts is table*)."""
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex not installed (make test installs texlive-latex-base and texlive-latex-recommended)")
-    four = report_ablations(["paper"], metrics=PAPER_METRICS[:4], formats=["latex"], tracking_uri=store["uri"],
-                            out=tmp_path / "four", with_figures=False, log_to_mlflow=False)
+    four = report_ablations(["paper"], metrics=[*PAPER_METRICS[1:4], PAPER_METRICS[5]], formats=["latex"], tracking_uri=store["uri"],
+                            out=tmp_path / "four", with_figures=False, log_to_mlflow=False)  # no objective: no verdicts
     seven = report_ablations(["paper"], formats=["latex"], tracking_uri=store["uri"], out=tmp_path / "seven",
                              with_figures=False, log_to_mlflow=False)
     tex4 = (tmp_path / "four" / "paper" / "ablations.tex").read_text().replace("tab:paper", "tab:paper4")
     tex7 = (tmp_path / "seven" / "paper" / "ablations.tex").read_text()
     assert r"\begin{table}[t]" in tex4 and r"\begin{table*}[t]" in tex7
     assert len(four.sweeps["paper"].table.metrics) == 4 and len(seven.sweeps["paper"].table.metrics) == 7
+    assert not four.sweeps["paper"].table.verdict_metric and "verdict" not in tex4 and "unres." in tex7
     (tmp_path / "paper4.tex").write_text(tex4)
     (tmp_path / "paper7.tex").write_text(tex7)
     (tmp_path / "paper.tex").write_text(TWO_COLUMN_PAPER)

@@ -425,6 +425,7 @@ def sweep(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Watch the jobs until the sweep ends, or return once they are submitted.", rich_help_panel="SLURM")] = True,
     show_status: Annotated[bool, typer.Option("--status", help="Show each trial's state, SLURM job and node, and the queued jobs.")] = False,
     cancel: Annotated[bool, typer.Option("--cancel", help="Cancel the sweep's SLURM jobs (their trials are re-queued).", rich_help_panel="SLURM")] = False,
+    max_seeds: Annotated[Optional[int], typer.Option("--max-seeds", help="Adaptive seeds (seeds: {min, max} in the spec): the most seeds a comparison may get; replaces max.")] = None,
 ) -> None:
     """Run a named ablation sweep: each variant x seed as a trial of an Optuna study.
 
@@ -446,7 +447,7 @@ def sweep(
 
     options = sweeps.SweepOptions(
         storage=storage, study_name=study_name, worker=worker, resume=resume, gpus=gpus, per_gpu=per_gpu,
-        slots=slots, tracking_uri=tracking_uri, heartbeat_s=heartbeat, progress=progress, yes=yes,
+        slots=slots, tracking_uri=tracking_uri, heartbeat_s=heartbeat, progress=progress, yes=yes, max_seeds=max_seeds,
     )
     on_slurm = SlurmSweepOptions(
         SlurmResources(partition, gpus_per_trial, cpus_per_trial, mem, time_limit, list(sbatch_arg or [])),

@@ -32,7 +32,7 @@ def execute(
     if name == "list":
         echo(sweeps.spec_table(sweeps.list_specs()))
         return 0
-    spec = sweeps.load_spec(name, overrides)
+    spec = sweeps.load_spec(name, overrides, options.max_seeds)
     if options.yes:
         echo(sweeps.compute_estimate(spec), err=True)
     result = dispatch.sweep_command(

@@ -34,6 +34,9 @@ SPEC = f"{PREFIX}spec"
 BASELINE = f"{PREFIX}baseline"  # on the parent, when the sweep names its baseline
 STORAGE = f"{PREFIX}storage"
 REPORT = f"{PREFIX}report"  # local path of the sweep's report page
+VERDICT = f"{PREFIX}verdict."  # + variant, on the parent: better | worse | equivalent | open | unresolved | baseline
+SEEDS = f"{PREFIX}seeds."  # + variant, on the parent: its finished seeds
+DESIGN = f"{PREFIX}design"  # on the parent: the test behind the verdicts, in words
 # inside a SLURM job (launch/slurm_env.py)
 SLURM_JOB_ID = f"{PREFIX}slurm_job_id"
 SLURM_NODE = f"{PREFIX}slurm_node"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workbench.reports import significance
 from workbench.reports.stats import AblationTable
@@ -122,6 +122,20 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class VerdictCell:
+    """A row's verdict on the objective: what it says, the seeds it rests on, the CI of Δ."""
+
+    verdict: str  # 'better', 'worse', 'equivalent', 'open', 'unresolved', 'baseline'
+    seeds: str  # finished seeds of the objective: '5'
+    ci: str  # the (repeated) CI of Δ, '[−1.2, +9.2]', or ''
+    to_resolve: str  # open/unresolved: paired seeds a fixed test would need for 80% power ('14', '>1000') or ''
+
+    @property
+    def text(self) -> str:
+        return f"{self.verdict} (~{self.to_resolve} seeds)" if self.to_resolve else self.verdict
+
+
+@dataclass(frozen=True)
 class Reference:
     value: str  # '41.0'
     kind: str  # 'blind' | 'majority' | 'chance' | '' (none logged)
@@ -139,6 +153,7 @@ class Grid:
     references: dict[str, Reference]
     cost: dict[str, str]
     cost_unit: str  # 'GPU-h' | 'CPU-h' | 'device-h'
+    verdicts: dict[str, VerdictCell] = field(default_factory=dict)  # every variant, when the table has verdicts
 
     @property
     def has_reference(self) -> bool:
@@ -185,7 +200,7 @@ def grid(table: AblationTable) -> Grid:
                 below_ref=reference is not None and row.n > 0 and not (row.p_above_ref < significance.ALPHA),
                 constant=bool(row.constant),
                 n=int(row.n),
-                short=bool(expected) and int(row.n) < expected,
+                short=bool(expected) and not table.adaptive and int(row.n) < expected,
             )
     kind = table.device_kind
     return Grid(
@@ -197,11 +212,60 @@ def grid(table: AblationTable) -> Grid:
         references=refs,
         cost={v: hours(table.device_hours.get(v, math.nan)) for v in table.variants},
         cost_unit=f"{kind}-h",
+        verdicts=verdict_cells(table),
     )
+
+
+def verdict_cells(table: AblationTable) -> dict[str, VerdictCell]:
+    """The verdict column: per variant its verdict on the objective, seeds and CI of Δ."""
+    if not table.verdict_metric:
+        return {}
+    digits = decimals(table.stats[(table.verdict_metric, "mean")].tolist(), 1)
+    out = {}
+    for variant in table.variants:
+        seeds = str(int(table.cell(variant, table.verdict_metric, "n")))
+        found = table.verdicts.get(variant)
+        if variant == table.baseline or found is None:
+            out[variant] = VerdictCell("baseline" if variant == table.baseline else DASH, seeds, "", "")
+            continue
+        ci = "" if math.isnan(found.ci_low) else f"[{signed(found.ci_low, digits)}, {signed(found.ci_high, digits)}]"
+        need = found.seeds_to_resolve
+        to_resolve = "" if math.isnan(need) else (f">{significance.MAX_SEEDS}" if math.isinf(need) else f"{need:.0f}")
+        out[variant] = VerdictCell(found.verdict, seeds, ci, to_resolve)
+    return out
+
+
+def improvement_lines(table: AblationTable) -> list[str]:
+    """The across-tasks aggregate, in words: what it means, then one line per variant (none: no lines)."""
+    if not table.improvements:
+        return []
+    labels = ", ".join(metric_label(m) for m in table.improvement_metrics)
+    header, names = variant_labels(table.variants)
+    lines = [f"Probability of improvement over the baseline across {len(table.improvement_metrics)} tasks ({labels}): "
+             "the chance that a run of the variant beats a run of the baseline on a task (random seeds, ties half), "
+             "averaged over tasks (rliable, Agarwal et al. 2021); 95% CI: stratified bootstrap over seeds within each "
+             "task. 0.5 = no better than the baseline; a CI above 0.5 = it tends to win across tasks."]
+    for variant, found in table.improvements.items():
+        lines.append(f"{names[variant]}: {found.probability:.2f} [{found.ci_low:.2f}, {found.ci_high:.2f}]")
+    return lines
+
+
+def verdict_legend(table: AblationTable) -> str:
+    """What the verdict column means and which test made it (the caption's last sentences)."""
+    if not table.verdict_metric:
+        return ""
+    label = metric_label(table.verdict_metric)
+    interval = "repeated confidence interval (valid at every look)" if table.adaptive else "confidence interval"
+    return (f"Verdict on {label} vs the baseline: better / worse = significant after Holm; equivalent = the CI of Δ "
+            f"inside ±δ; open = more seeds may decide it; unresolved = the seeds ran out (~N: paired seeds a fixed test "
+            f"would need for 80% power at the observed Δ and spread). CI of Δ: the {interval} the verdict used; "
+            f"seeds: finished seeds of the row. Test: {table.design}.")
 
 
 def seeds_text(table: AblationTable) -> str:
     seeds = table.expected_seeds
+    if table.adaptive and seeds:
+        return f"up to {len(seeds)} seeds, added while the comparison was open (seeds column)"
     if not seeds:
         return "seeds: none recorded"
     return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
@@ -221,4 +285,6 @@ def legend(g: Grid) -> str:
     else:
         parts.append(f"No reference (chance/majority/blind) metric logged; {CONSTANT} constant predictor.")
     parts.append(f"Bold = best, underlined = second. {g.cost_unit} = device-hours summed over seeds.")
+    if g.verdicts:
+        parts.append(verdict_legend(table))
     return " ".join(parts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from workbench.reports import latex_text
-from workbench.reports.cells import BELOW_REF, CONSTANT, MINUS, Cell, Grid, grid, seeds_text
+from workbench.reports.cells import BELOW_REF, CONSTANT, MINUS, Cell, Grid, grid, metric_label, seeds_text
 from workbench.reports.stats import AblationTable
 
 COLUMN_METRICS = 4  # at most this many metric columns: one-column `table`
@@ -27,6 +27,7 @@ SYMBOLS = {MINUS: "$-$", "±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "<": r"
 MARKS = {"†": r"\dag", "‡": r"\ddag", BELOW_REF: r"$\circ$", CONSTANT: r"\S"}  # one superscript for all of a cell's marks
 REFERENCE_KINDS = {"blind": "blind", "majority": "maj.", "chance": "chance"}
 HEADER_WRAP = 12  # longer column headers go on two lines
+SHORT_VERDICTS = {"equivalent": "equiv.", "unresolved": "unres.", "baseline": "base"}  # the caption spells them out
 
 
 def tex(text: str) -> str:
@@ -69,33 +70,48 @@ def caption(g: Grid) -> str:
             rf"\dag/\ddag: $p<0.05/0.01$, paired $t$-test, Holm over {table.comparisons}.")
     if g.has_reference:
         text += r" $^\circ$: not above the reference; \S: constant."
+    if g.verdicts:
+        text += (rf" Verdict on {tex(metric_label(table.verdict_metric))} ($n$ seeds; below: the CI of $\Delta$): "
+                 rf"better/worse: significant after Holm; equiv.: CI inside $\pm\delta$; unres.: the seeds ran out. "
+                 rf"Test: {tex(table.design)}.")
     return text
+
+
+def verdict_cells(g: Grid, variant: str) -> tuple[list[str], list[str]]:
+    """The verdict column's two lines: the verdict, then seeds and the CI of Δ (none without verdicts)."""
+    if not g.verdicts:
+        return [], []
+    cell = g.verdicts[variant]
+    word = SHORT_VERDICTS.get(cell.verdict, cell.verdict)
+    return [rf"{tex(word)}{{\scriptsize~$n{{=}}{cell.seeds}$}}"], [rf"{{\scriptsize {tex(cell.ci)}}}" if cell.ci else ""]
 
 
 def to_latex(table: AblationTable) -> str:
     g = grid(table)
-    wide = len(table.metrics) > COLUMN_METRICS
+    wide = len(table.metrics) + 2 * bool(g.verdicts) > COLUMN_METRICS  # the verdict column is about two wide
     env = "table*" if wide else "table"
     lines = [
         f"% {env} from `workbench report ablations` (sweep {latex_text.comment(table.sweep)}); needs \\usepackage{{{','.join(PACKAGES)}}}",
         rf"\begin{{{env}}}[t]",
         r"\centering",
         r"\footnotesize",
-        r"\setlength{\tabcolsep}{2.5pt}",
+        rf"\setlength{{\tabcolsep}}{{{'2pt' if g.verdicts else '2.5pt'}}}",  # the verdict column's room
         rf"\caption{{{caption(g)}}}",
         rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]+', '-', table.sweep)}}}",
-        rf"\begin{{tabular}}{{@{{}}l{'r' * len(table.metrics)}@{{}}}}",
+        rf"\begin{{tabular}}{{@{{}}l{'r' * len(table.metrics)}{'l' if g.verdicts else ''}@{{}}}}",
         r"\toprule",
-        " & ".join([header(g.header), *(header(label) for label in g.metric_labels.values())]) + r" \\",
+        " & ".join([header(g.header), *(header(label) for label in g.metric_labels.values())]
+                   + (["verdict"] if g.verdicts else [])) + r" \\",
         r"\midrule",
     ]
     if g.has_reference:
         refs = [rf"{tex(r.value)}{{\scriptsize~{REFERENCE_KINDS[r.kind]}}}" if r.kind else "--" for r in g.references.values()]
-        lines += [" & ".join([r"\textit{reference}", *refs]) + r" \\", r"\midrule"]
+        lines += [" & ".join([r"\textit{reference}", *refs] + ([""] if g.verdicts else [])) + r" \\", r"\midrule"]
     for variant in table.variants:
         cells = [g.cells[variant][m] for m in table.metrics]
-        lines.append(" & ".join([tex(g.labels[variant]), *map(value_cell, cells)]) + r" \\")
+        said, below = verdict_cells(g, variant)
+        lines.append(" & ".join([tex(g.labels[variant]), *map(value_cell, cells), *said]) + r" \\")
         cost = rf"{{\scriptsize\quad {tex(g.cost[variant])} {tex(g.cost_unit)}}}"  # under the name: what the row cost
-        lines.append(" & ".join([cost, *map(delta_cell, cells)]) + r" \\[1pt]")
+        lines.append(" & ".join([cost, *map(delta_cell, cells), *below]) + r" \\[1pt]")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\end{{{env}}}", ""]
     return "\n".join(lines)

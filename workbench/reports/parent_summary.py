@@ -56,6 +56,9 @@ def table_frame(table: AblationTable) -> pd.DataFrame:
                 row[f"{metric} {stat}"] = float(table.cell(variant, metric, stat))
             ref = table.references.get(metric)
             row[f"{metric} reference"] = f"{ref.kind} {ref.mean:.4g}" if ref else ""
+        if table.verdict_metric:  # the verdict on the objective, as the sweep's tags say it
+            found = table.verdicts.get(variant)
+            row["verdict"] = "baseline" if variant == table.baseline else (found.verdict if found else "")
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import ConfigError
-from workbench.reports import cost, references, significance
+from workbench.reports import cost, references, significance, verdicts
+from workbench.reports.improvement import Improvement, table_improvements, task_metrics
 from workbench.reports.references import Reference
 from workbench.reports.store import EVAL_PREFIX, FINISHED, Sweep
+from workbench.sequential import Comparison
 
 STATS = ("mean", "std", "n", "delta", "ci_low", "ci_high", "p_value", "p_holm", "n_pairs", "seeds_needed",
          "p_above_ref", "constant")
@@ -60,6 +62,12 @@ class AblationTable:
     device_hours: dict[str, float] = field(default_factory=dict)  # variant -> summed over its runs
     device_kind: str = "device"  # GPU | CPU | device (the cost column's unit)
     run_ids: dict[str, dict[int, str]] = field(default_factory=dict)  # variant -> seed -> run id
+    verdict_metric: str = ""  # the objective the verdicts judge ("" = no verdict column)
+    verdicts: dict[str, Comparison] = field(default_factory=dict)  # variant (not the baseline) -> its verdict
+    design: str = ""  # the test behind the verdicts, in words (the caption names it)
+    adaptive: bool = False  # seeds were added while comparisons were open
+    improvements: dict[str, Improvement] = field(default_factory=dict)  # variant -> P(improvement) across tasks
+    improvement_metrics: list[str] = field(default_factory=list)  # the one metric per task it averages over
 
     def cell(self, variant: str, metric: str, stat: str) -> float:
         return self.stats.loc[variant, (metric, stat)]
@@ -246,20 +254,41 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
     run_ids: dict[str, dict[int, str]] = {}
     for variant, seed, run_id in zip(finished["variant"], finished["seed"], finished["run_id"]):
         run_ids.setdefault(variant, {})[int(seed)] = run_id
+    per_task = task_metrics(keys, LOWER_IS_BETTER.search)
+    improvements = table_improvements(wide, per_task, list(spec.variants), spec.baseline)
+    judged = verdicts.objective_of(spec, keys)
+    found, design = verdicts.table_verdicts(spec, wide[judged]) if judged else ({}, None)
     return AblationTable(
         sweep=spec.name,
         baseline=spec.baseline,
         variants=list(spec.variants),
         metrics=keys,
         stats=stats_frame,
-        flags=seed_flags(runs, spec.variants, spec.seeds, keys),
+        flags=_adaptive_flags(runs, spec.variants, keys) if design and design.sequential
+        else seed_flags(runs, spec.variants, spec.seeds, keys),
         expected_seeds=list(spec.seeds),
         notes=notes + _no_finished_note(runs),
         references=refs,
         device_hours=cost.device_hours(runs, list(spec.variants)),
         device_kind=cost.device_kind(runs),
         run_ids={v: dict(sorted(s.items())) for v, s in run_ids.items()},
+        verdict_metric=judged if found else "",
+        verdicts=found,
+        design=design.name(verdicts.objective_delta(spec)) if design else "",
+        adaptive=bool(design and design.sequential),
+        improvements=improvements,
+        improvement_metrics=per_task if improvements else [],
     )
+
+
+def _adaptive_flags(runs: pd.DataFrame, variants: list[str], metrics: list[str]) -> dict[str, str]:
+    """Adaptive seeds: a variant is promised only the seeds the sweep queued for it (those it has runs of)."""
+    flags = {}
+    for variant in variants:
+        mine = runs[runs["variant"] == variant]
+        seeds = sorted(int(s) for s in mine["seed"].dropna().unique())
+        flags[variant] = seed_flags(mine, [variant], seeds, metrics)[variant]
+    return flags
 
 
 def _no_finished_note(runs: pd.DataFrame) -> list[str]:

@@ -66,7 +66,10 @@ class SweepSpec:
     source: str = "tags"  # "sweep.yaml" or "tags"
     description: str = ""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> its config overrides
-    objective: str = ""  # the metric the sweep optimised (figures draw it)
+    objective: str = ""  # the metric the sweep optimised (figures draw it; the verdicts judge it)
+    direction: str = "maximize"
+    sequential: dict[str, Any] = field(default_factory=dict)  # adaptive seeds: min_seeds, max_seeds, alpha, spending
+    delta: dict[str, float] = field(default_factory=dict)  # smallest effect of interest per metric
 
 
 @dataclass
@@ -222,6 +225,9 @@ def parse_spec(data: Any, where: str, fallback_name: str) -> SweepSpec:
         description=str(data.get("description") or ""),
         overrides=_variant_overrides(data.get("variants", [])),
         objective=str((data.get("objective") or {}).get("metric", "")) if isinstance(data.get("objective"), dict) else "",
+        direction=str((data.get("objective") or {}).get("direction", "maximize")) if isinstance(data.get("objective"), dict) else "maximize",
+        sequential=dict(data["sequential"]) if isinstance(data.get("sequential"), dict) else {},
+        delta={str(k): float(v) for k, v in data["delta"].items()} if isinstance(data.get("delta"), dict) else {},
     )
 
 

@@ -26,6 +26,7 @@ from workbench.reports.cells import (  # noqa: F401 - metric_label/decimals are 
     Grid,
     decimals,
     grid,
+    improvement_lines,
     legend,
     metric_label,
 )
@@ -91,18 +92,33 @@ def _pipe(rows: list[list[str]], align: list[str]) -> list[str]:
     ]
 
 
+def verdict_header(g: Grid) -> list[str]:
+    """The verdict columns (none when the table has no verdicts): verdict, seeds, CI of Δ."""
+    return [f"verdict ({metric_label(g.table.verdict_metric)})", "seeds", "CI of Δ"] if g.verdicts else []
+
+
+def verdict_row(g: Grid, variant: str) -> list[str]:
+    if not g.verdicts:
+        return []
+    cell = g.verdicts[variant]
+    return [cell.text, cell.seeds, cell.ci or "—"]
+
+
 def markdown_rows(g: Grid) -> tuple[list[list[str]], list[str]]:
     table = g.table
     flagged = any(table.flags.get(v) for v in table.variants)
-    header = [g.header, *g.metric_labels.values(), g.cost_unit] + (["flag"] if flagged else [])
+    verdicts = verdict_header(g)
+    header = [g.header, *g.metric_labels.values(), *verdicts, g.cost_unit] + (["flag"] if flagged else [])
     rows = [header]
     if g.has_reference:
         refs = [f"{r.value} ({r.kind})" if r.kind else "—" for r in g.references.values()]
-        rows.append([f"_{REFERENCE_LABEL}_", *refs, ""] + ([""] if flagged else []))
+        rows.append([f"_{REFERENCE_LABEL}_", *refs, *[""] * len(verdicts), ""] + ([""] if flagged else []))
     for variant in table.variants:
         cells = [md_cell(g.cells[variant][m]) for m in table.metrics]
-        rows.append([row_label(g, variant), *cells, g.cost[variant]] + ([table.flags.get(variant, "")] if flagged else []))
-    return rows, ["l"] + ["r"] * (len(table.metrics) + 1) + (["l"] if flagged else [])
+        rows.append([row_label(g, variant), *cells, *verdict_row(g, variant), g.cost[variant]]
+                    + ([table.flags.get(variant, "")] if flagged else []))
+    align = ["l"] + ["r"] * len(table.metrics) + ["l", "r", "r"][: len(verdicts)] + ["r"] + (["l"] if flagged else [])
+    return rows, align
 
 
 def details_rows(g: Grid) -> list[list[str]]:
@@ -125,6 +141,9 @@ def to_markdown(table: AblationTable, details: bool = True) -> str:
     rows, align = markdown_rows(g)
     text = legend(g).replace("underlined", "italic")
     parts = [f"## {table.sweep}", "", text, "", *_pipe(rows, align)]
+    aggregate = improvement_lines(table)
+    if aggregate:
+        parts += ["", aggregate[0], "", *[f"* {line}" for line in aggregate[1:]]]
     if details and len(table.variants) > 1 and table.metrics:
         parts += ["", "Δ vs baseline: 95% CI (t-based, paired seeds), Holm-adjusted p, and for a "
                       "non-significant Δ the paired seeds a two-sided test at α = 0.05 needs for 80% power "
@@ -152,6 +171,9 @@ table.ablation .second { text-decoration: underline; }
 table.ablation .runs a { color: #36c; margin-left: 4px; font-size: 0.85em; }
 table.ablation td.flag { color: #b00; text-align: left; }
 table.details { font-size: 12px; }
+table.ablation td.verdict { text-align: left; font-weight: 600; }
+table.ablation td.verdict.better { color: #1a7f37; } table.ablation td.verdict.worse { color: #b00; }
+table.ablation td.verdict.unresolved, table.ablation td.verdict.open { color: #777; font-weight: 400; }
 """
 
 
@@ -183,18 +205,21 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
     a link per seed to that run's MLflow page."""
     g = grid(table)
     flagged = any(table.flags.get(v) for v in table.variants)
-    head = [g.header, *g.metric_labels.values(), g.cost_unit] + (["runs"] if run_link else []) + (["flag"] if flagged else [])
+    verdicts = verdict_header(g)
+    head = [g.header, *g.metric_labels.values(), *verdicts, g.cost_unit] + (["runs"] if run_link else []) + (["flag"] if flagged else [])
     out = ["<table class='ablation'><thead><tr>"
            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     extra = (1 if run_link else 0) + (1 if flagged else 0)
     if g.has_reference:
         refs = "".join(f"<td>{html.escape(r.value)} <small>({r.kind})</small></td>" if r.kind else "<td>—</td>"
                        for r in g.references.values())
-        out.append(f"<tr class='reference'><td>{REFERENCE_LABEL}</td>{refs}<td></td>{'<td></td>' * extra}</tr>")
+        out.append(f"<tr class='reference'><td>{REFERENCE_LABEL}</td>{refs}{'<td></td>' * len(verdicts)}<td></td>{'<td></td>' * extra}</tr>")
     for variant in table.variants:
         cls = " class='baseline'" if variant == table.baseline else ""
         cells = "".join(html_cell(g.cells[variant][m], _tooltip(g, variant, m)) for m in table.metrics)
-        row = f"<tr{cls}><td>{html.escape(row_label(g, variant))}</td>{cells}<td>{g.cost[variant]}</td>"
+        said = "".join(f"<td class='verdict {html.escape(g.verdicts[variant].verdict)}'>{html.escape(c)}</td>" if i == 0
+                       else f"<td>{html.escape(c)}</td>" for i, c in enumerate(verdict_row(g, variant)))
+        row = f"<tr{cls}><td>{html.escape(row_label(g, variant))}</td>{cells}{said}<td>{g.cost[variant]}</td>"
         if run_link:
             seeds = table.run_ids.get(variant, {})
             links = "".join(f"<a href='{html.escape(run_link(run), quote=True)}'>s{seed}</a>" for seed, run in seeds.items())
@@ -204,6 +229,10 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
         out.append(row + "</tr>")
     out.append("</tbody></table>")
     out.append(f"<p class='legend'>{html.escape(legend(g))}</p>")
+    aggregate = improvement_lines(table)
+    if aggregate:
+        out.append(f"<p class='legend'>{html.escape(aggregate[0])}</p><ul class='legend'>"
+                   + "".join(f"<li>{html.escape(line)}</li>" for line in aggregate[1:]) + "</ul>")
     notes = "".join(f"<p class='note'>note: {html.escape(note)}</p>" for note in table.notes)
     details = details_rows(g)
     if len(details) > 1:

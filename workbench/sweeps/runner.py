@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench.errors import ConfigError, RunError
-from workbench.sweeps import child, runs
+from workbench.sweeps import child, rounds, runs
 from workbench.sweeps.execute import TrialOutcome
 from workbench.sweeps.progress import SweepProgress, format_seconds
 from workbench.sweeps.scheduler import Scheduler
@@ -60,14 +60,15 @@ class SweepResult:
 
     @property
     def missing(self) -> list[tuple[str, int]]:
-        """Grid variant x seed pairs without a COMPLETE trial."""
+        """Grid variant x seed pairs without a COMPLETE trial (adaptive seeds: of the rounds queued so far)."""
         done = {grid_key(t) for t in self.complete}
-        return [key for key in self.spec.grid_keys if key not in done]
+        keys = rounds.planned_keys(self.spec, self.trials) if self.spec.adaptive else self.spec.grid_keys
+        return [key for key in keys if key not in done]
 
     @property
     def finished(self) -> bool:
         if self.spec.is_grid:
-            return not self.missing
+            return not self.missing and rounds.design_done(self.spec, self.trials)
         return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in self.trials) >= self.spec.search.trials
 
     def close_parent(self, unfinished: str | None) -> None:
@@ -112,7 +113,8 @@ def compute_estimate(spec: SweepSpec) -> str:
     steps = sum(cfg.train.steps for cfg in configs)
     samples = sum(cfg.train.steps * cfg.train.batch_size for cfg in configs)
     runs_each = len(spec.seeds) if spec.is_grid else spec.search.trials
-    shape = f"{len(spec.variants)} variants x {len(spec.seeds)} seeds" if spec.is_grid else f"{spec.search.trials} trials"
+    seeds = f"{spec.min_seeds}..{len(spec.seeds)}" if spec.adaptive else str(len(spec.seeds))  # adaptive: at most
+    shape = f"{len(spec.variants)} variants x {seeds} seeds" if spec.is_grid else f"{spec.search.trials} trials"
     return (f"sweep {spec.name!r}: {spec.total_trials} trials ({shape}), {runs_each * steps:,} training steps, "
             f"{runs_each * samples:,} samples")
 
@@ -130,11 +132,15 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResu
         child.warm_up()  # the trial server's imports overlap the rest of the set-up
         sweep.out_dir.mkdir(parents=True, exist_ok=True)
         reap_orphans(sweep.study, set(), sweep.retry)
+        resumed = None
         if not options.worker:
             enqueue_missing(sweep.study, spec)
+            resumed = rounds.advance(sweep)  # a coordinator killed between two rounds: queue the next one now
         interrupted, crashes, outcomes = False, [], []
         try:
             with SweepProgress(enabled=options.progress) as progress:
+                if resumed is not None:
+                    progress.trial_finished(resumed.line())
                 scheduler = Scheduler(sweep, slots, progress, poll_s=options.poll_s)
                 outcomes = scheduler.run()
                 crashes = scheduler.crashes
@@ -155,11 +161,15 @@ def _grid_table(result: SweepResult) -> list[str]:
         if key is not None and key[0] in by_variant and trial.value is not None:
             by_variant[key[0]].append(trial.value)
     width = max(len(name) for name in by_variant) + 2
-    lines = [f"{'variant':<{width}} seeds  {spec.objective}"]
+    found = rounds.verdicts(spec, result.trials)
+    verdict = f"  verdict{' (Δ vs baseline)' if found else ''}" if found else ""
+    lines = [f"{'variant':<{width}} seeds  {spec.objective:<16}{verdict}"]
     for name, values in by_variant.items():
         mark = " *" if name == spec.baseline else ""
-        lines.append(f"{name + mark:<{width}} {len(values)}/{len(spec.seeds):<4} {_mean_std(values)}")
-    lines.append("(* = baseline; mean ± std over seeds)")
+        said = "" if name not in found else f"  {found[name].verdict} ({found[name].delta:+.4g})"
+        planned = f"{spec.min_seeds}..{len(spec.seeds)}" if spec.adaptive else str(len(spec.seeds))
+        lines.append(f"{name + mark:<{width}} {len(values)}/{planned:<4} {_mean_std(values):<16}{said}")
+    lines.append("(* = baseline; mean ± std over seeds" + (f"; verdicts: {spec.design.name(spec.objective_delta)})" if found else ")"))
     return lines
 
 

@@ -17,7 +17,7 @@ import traceback
 import optuna
 
 from workbench.progress import read_status
-from workbench.sweeps import child
+from workbench.sweeps import child, rounds
 from workbench.sweeps.execute import TrialOutcome, run_trial
 from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress, eta
 from workbench.sweeps.slots import Slot
@@ -98,7 +98,8 @@ class Scheduler:
             if trial is not None:
                 self._run(slot, trial)
             elif open_trials(self.sweep.spec, self.sweep.study.get_trials(deepcopy=False)) == 0:
-                return
+                if not self._advance() and open_trials(self.sweep.spec, self.sweep.study.get_trials(deepcopy=False)) == 0:
+                    return  # nothing queued, running or left to decide (another slot may just have queued a round)
             else:
                 with self._changed:
                     self._changed.wait(self.poll_s)
@@ -134,6 +135,18 @@ class Scheduler:
             if trial is not None:
                 self._running_here.add(trial.number)
             return trial
+
+    def _advance(self) -> bool:
+        """Nothing is queued or running: decide the comparisons and (adaptive seeds) queue the next round."""
+        try:
+            with self._take_lock:
+                added = rounds.advance(self.sweep)
+        except Exception:  # the storage or the tracking store is unreachable: stop, say why
+            self._crash("deciding the next round of seeds", traceback.format_exc())
+            return False
+        if added is not None:
+            self.progress.trial_finished(added.line())
+        return added is not None
 
     def _crash(self, where: str, detail: str) -> None:
         self.crashes.append(f"{where}: {detail.strip().splitlines()[-1]}")

@@ -45,7 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 from workbench.errors import ConfigError
 from workbench.launch import slurm as cluster
 from workbench.launch import slurm_env
-from workbench.sweeps import child, runs
+from workbench.sweeps import child, rounds, runs
 from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress
 from workbench.sweeps.runner import SweepResult, run_sweep
 from workbench.sweeps.spec import SweepSpec, load_spec, resolve_spec_path
@@ -98,6 +98,7 @@ def launch(spec: SweepSpec, sets: list[str], options: SweepOptions, slurm: Slurm
     active = _active_jobs(sweep)
     reap_lost_jobs(sweep.study, sweep.retry, set(active))
     enqueue_missing(sweep.study, spec)
+    rounds.advance(sweep)  # a coordinator that stopped between two rounds of adaptive seeds
     submitted = _submit_missing(sweep, sets, options, slurm, partition, active)
     queued = ", ".join(sorted(active))
     echo(
@@ -129,7 +130,7 @@ def _submit_missing(sweep: Sweep, sets: list[str], options: SweepOptions, slurm:
     worker = WorkerArgs(
         spec_path=str(resolve_spec_path(sweep.spec.ref or sweep.spec.name).resolve()), sets=sets,
         storage=sweep.location, study_name=sweep.study_name, tracking_uri=sweep.uri, heartbeat_s=options.heartbeat_s,
-        trainer=options.trainer, gpus=slurm.resources.gpus, cpus=slurm.resources.cpus,
+        trainer=options.trainer, gpus=slurm.resources.gpus, cpus=slurm.resources.cpus, max_seeds=options.max_seeds,
     )
     ids = []
     try:
@@ -159,6 +160,9 @@ def _watch(sweep: Sweep, sets: list[str], options: SweepOptions, slurm: SlurmSwe
                     progress.trial_finished(_finished_line(trial))
                 progress.update(_snapshot(sweep, trials, active))
                 left = open_trials(sweep.spec, trials)
+                if left == 0 and (added := rounds.advance(sweep)) is not None:  # adaptive seeds: the next round
+                    progress.trial_finished(added.line())
+                    left = open_trials(sweep.spec, sweep.study.get_trials(deepcopy=False))
                 if SweepResult.of(sweep, started).finished or left == 0:
                     break
                 if len(active) < min(slurm.max_parallel, left):
@@ -235,6 +239,7 @@ def status(spec: SweepSpec, options: SweepOptions) -> str:
         lines.append(f"jobs in the queue: {jobs}")
     elif recorded:
         lines.append(f"no job of this sweep is queued ({len(recorded)} submitted in all; logs in {sweep.out_dir / 'slurm'})")
+    lines += rounds.verdict_lines(spec, sweep.study.get_trials(deepcopy=False))  # the verdicts so far
     return "\n".join(lines)
 
 
@@ -295,6 +300,7 @@ class WorkerArgs:
     trainer: Trainer | None
     gpus: int
     cpus: int | None
+    max_seeds: int | None = None  # --max-seeds of the coordinator
 
 
 class _Stop:
@@ -316,7 +322,7 @@ def work(args: WorkerArgs) -> str:
     _start_trial_server_deaf()
     stop = _Stop()  # replaces submitit's handlers: a trial must stop cleanly on SIGTERM too
     me = slurm_env.job_id()
-    spec = load_spec(args.spec_path, args.sets)
+    spec = load_spec(args.spec_path, args.sets, args.max_seeds)
     with quiet_optuna():
         storage = open_optuna(args.storage, heartbeat_s=args.heartbeat_s, retries=spec.retries)
         study = optuna.load_study(study_name=args.study_name, storage=storage)
@@ -331,6 +337,7 @@ def work(args: WorkerArgs) -> str:
         options = SweepOptions(
             storage=args.storage, study_name=args.study_name, worker=True, slots=None if args.gpus else 1,
             tracking_uri=args.tracking_uri, heartbeat_s=args.heartbeat_s, progress=False, trainer=args.trainer, cpus=cpus,
+            max_seeds=args.max_seeds,
         )
         try:
             result = run_sweep(spec, options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +29,18 @@ from workbench.config import (
 )
 from workbench.errors import ConfigError, did_you_mean
 from workbench.sweeps import prechecks
+from workbench.sequential import Design
 from workbench.strict_yaml import brief
 from workbench.tasks import EVAL_TASKS, RETRIEVALS
 
 MAX_SEED = 2**32 - 1
+MAX_ADAPTIVE_SEEDS = 30  # the boundaries' calibration simulates this many seeds (memory, time)
 SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
 SPEC_FIELDS = (
     "description", "base", "overrides", "axes", "variants", "search",
-    "baseline", "seeds", "metrics", "objective", "retries",
+    "baseline", "seeds", "metrics", "objective", "retries", "delta",
 )
+SEED_RANGE_FIELDS = ("min", "max")  # `seeds: {min: 3, max: 10}`: adaptive seeds (workbench/sequential.py)
 SEARCH_FIELDS = ("sampler", "trials", "ranges", "pruner", "seed")
 RANGE_FIELDS = ("low", "high", "log", "step", "choices")
 PRUNER_FIELDS = ("kind", "metric", "direction", "warmup_steps", "startup_trials", "interval_s")
@@ -119,6 +123,8 @@ class SweepSpec:
     direction: str
     retries: int
     search: Search | None = None
+    min_seeds: int | None = None  # adaptive seeds (`seeds: {min, max}`): seeds[:min_seeds] first, then more while open
+    delta: dict[str, float] = field(default_factory=dict)  # smallest effect of interest per metric (equivalence)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
     ref: str = ""  # how the user named it (a name or a path), for "run `workbench sweep REF`" hints
 
@@ -127,13 +133,32 @@ class SweepSpec:
         return self.search is None
 
     @property
+    def adaptive(self) -> bool:
+        """Seeds are added round by round while a comparison is open (`seeds: {min, max}`)."""
+        return self.min_seeds is not None
+
+    @property
     def grid_keys(self) -> list[tuple[str, int]]:
-        """Every variant x seed of a grid sweep, in order (none for a search)."""
-        return [(v.name, seed) for v in self.variants for seed in self.seeds]
+        """Every variant x seed a grid sweep queues from the start, in order (none for a search);
+        an adaptive sweep queues its first `min_seeds` rounds, then more (`sweeps/rounds.py`)."""
+        seeds = self.seeds[: self.min_seeds] if self.adaptive else self.seeds
+        return [(v.name, seed) for v in self.variants for seed in seeds]
+
+    @property
+    def design(self) -> Design | None:
+        """The test behind the verdicts: sequential from min to max seeds, else one look at all seeds."""
+        if not self.is_grid or self.baseline is None or len(self.seeds) < 2:
+            return None
+        return Design(self.min_seeds or len(self.seeds), len(self.seeds))
+
+    @property
+    def objective_delta(self) -> float | None:
+        return self.delta.get(self.objective)
 
     @property
     def total_trials(self) -> int:
-        return len(self.grid_keys) if self.is_grid else self.search.trials
+        """Trials the sweep runs at most (an adaptive one: every variant at `seeds.max`)."""
+        return len(self.variants) * len(self.seeds) if self.is_grid else self.search.trials
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -148,6 +173,11 @@ class SweepSpec:
             "baseline": self.baseline, "seeds": list(self.seeds), "metrics": list(self.metrics),
             "objective": {"metric": self.objective, "direction": self.direction}, "retries": self.retries,
         }
+        if self.adaptive:  # `seeds` stays the list of every seed it may run: reports read it as before
+            out["sequential"] = {"min_seeds": self.min_seeds, "max_seeds": len(self.seeds), "alpha": self.design.alpha,
+                                 "spending": self.design.spending}
+        if self.delta:
+            out["delta"] = dict(self.delta)
         if self.is_grid:
             out["axes"] = self.axes
             out["variants"] = [{"name": v.name, "overrides": v.overrides} for v in self.variants]
@@ -184,8 +214,9 @@ def list_specs() -> list[SweepSpec]:
 
 
 # ------------------------------------------------------------------ loading
-def load_spec(name_or_path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
-    """Read, validate and expand a sweep spec; `overrides` (--set) apply to every trial."""
+def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, max_seeds: int | None = None) -> SweepSpec:
+    """Read, validate and expand a sweep spec; `overrides` (--set) apply to every trial;
+    `max_seeds` (--max-seeds) replaces an adaptive spec's `seeds.max`."""
     path = resolve_spec_path(name_or_path)
     data = read_yaml(path, contents=f"sweep fields ({', '.join(SPEC_FIELDS)})")
     where = f"sweep {path.stem!r} ({path})"
@@ -211,12 +242,14 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None) -> S
     clash = sorted(varied & set(cli))
     if clash:
         raise ConfigError(f"--set {clash[0]}: it is varied by sweep {path.stem!r}; it cannot be overridden")
+    seeds, min_seeds = _seed_design(data.get("seeds", 3), max_seeds, "search" in shapes, where)
     spec = SweepSpec(
         name=path.stem, path=path, description=str(data.get("description") or "").strip(), base=str(base),
         overrides={**common, **cli}, variants=variants, axes=axes,
-        baseline=_baseline(data.get("baseline"), variants, axes, where), seeds=_seeds(data.get("seeds", 3), where),
+        baseline=_baseline(data.get("baseline"), variants, axes, where), seeds=seeds,
         metrics=metrics, objective=objective, direction=direction,
         retries=_int_at_least(data.get("retries", 2), 0, f"{where}: retries"), search=search, raw=data,
+        min_seeds=min_seeds, delta=_delta(data.get("delta"), metrics, objective, where),
         ref=str(name_or_path),
     )
     check_configs(spec)
@@ -329,6 +362,46 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
         if not 0 <= seed <= MAX_SEED:  # train.seed's range: torch and numpy refuse others mid-run
             raise ConfigError(f"{where}: seeds: {brief(seed)} is out of range — allowed: integers in [0, {MAX_SEED}] (train.seed)")
     return tuple(value)
+
+
+def _seed_design(value: Any, max_seeds: int | None, search: bool, where: str) -> tuple[tuple[int, ...], int | None]:
+    """`seeds: N` or a list: a fixed design; `seeds: {min, max}`: seeds 0..max-1, added while open."""
+    if not isinstance(value, dict):
+        if max_seeds is not None:
+            raise ConfigError(f"--max-seeds {max_seeds}: {where} has a fixed number of seeds ({brief(value)}); "
+                              "give it seeds: {min: 3, max: 10} to add seeds while a comparison is open")
+        return _seeds(value, where), None
+    _check_fields(value, SEED_RANGE_FIELDS, f"{where}: seeds")
+    if search:
+        raise ConfigError(f"{where}: seeds: {{min, max}} adds seeds to grid comparisons; a search runs one seed per trial")
+    low = value.get("min", 3)
+    if isinstance(low, bool) or not isinstance(low, int) or low < 2:
+        raise ConfigError(f"{where}: seeds.min: {brief(low)} is not an integer >= 2 (a paired test needs 2 seeds)")
+    high = value.get("max", 10) if max_seeds is None else max_seeds
+    name = "--max-seeds" if max_seeds is not None else f"{where}: seeds.max"
+    if isinstance(high, bool) or not isinstance(high, int) or high < low:
+        raise ConfigError(f"{name}: {brief(high)} is not an integer >= seeds.min ({low})")
+    if high > MAX_ADAPTIVE_SEEDS:
+        raise ConfigError(f"{name}: {brief(high)} is above {MAX_ADAPTIVE_SEEDS} (the sequential design's boundaries are "
+                          "calibrated for up to that many looks)")
+    return tuple(range(high)), low
+
+
+def _delta(value: Any, metrics: tuple[str, ...], objective: str, where: str) -> dict[str, float]:
+    """`delta: {metric: smallest effect of interest}`; each metric must be one the sweep reports."""
+    if value is None:
+        return {}
+    data = _mapping(value, f"{where}: delta")
+    known = tuple(dict.fromkeys([objective, *metrics]))
+    out = {}
+    for metric, size in data.items():
+        if metric not in known:
+            raise ConfigError(f"{where}: delta.{metric}: not a metric of this sweep{did_you_mean(metric, known)} "
+                              f"(metrics: {', '.join(known)})")
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not math.isfinite(size) or size <= 0:
+            raise ConfigError(f"{where}: delta.{metric}: {brief(size)} is not a number > 0 (the smallest effect of interest)")
+        out[metric] = float(size)
+    return out
 
 
 def _int_at_least(value: Any, low: int, where: str) -> int:
@@ -445,7 +518,8 @@ def spec_table(specs: list[SweepSpec]) -> str:
     """`workbench sweep list`: name, trials, base, baseline, description."""
     rows = [("name", "trials", "base", "baseline", "description")]
     for spec in specs:
-        shape = f"{len(spec.variants)}x{len(spec.seeds)}" if spec.is_grid else f"tpe {spec.search.trials}"
+        seeds = f"{spec.min_seeds}..{len(spec.seeds)}" if spec.adaptive else f"{len(spec.seeds)}"
+        shape = f"{len(spec.variants)}x{seeds}" if spec.is_grid else f"tpe {spec.search.trials}"
         rows.append((spec.name, f"{spec.total_trials} ({shape})", Path(spec.base).stem, spec.baseline or "-", spec.description))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows)

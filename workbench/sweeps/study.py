@@ -167,7 +167,7 @@ def claim_parent_run(
         try:
             claim = optuna.create_study(study_name=claim_name, storage=storage)
         except DuplicatedStudyError:
-            if _claim_is_stale(storage, claim_name, waited_since):
+            if claim_is_stale(storage, claim_name, waited_since):
                 with contextlib.suppress(KeyError):
                     optuna.delete_study(study_name=claim_name, storage=storage)
             time.sleep(poll_s)
@@ -178,7 +178,7 @@ def claim_parent_run(
     return study.user_attrs[PARENT_ATTR], False
 
 
-def _claim_is_stale(storage: BaseStorage, claim_name: str, waited_since: float) -> bool:
+def claim_is_stale(storage: BaseStorage, claim_name: str, waited_since: float) -> bool:
     try:
         owner = optuna.load_study(study_name=claim_name, storage=storage).user_attrs.get(WORKER_ATTR)
     except KeyError:  # deleted meanwhile: claim again

@@ -53,6 +53,7 @@ class SweepOptions:
     poll_s: float = 1.0  # how often an idle slot looks for work
     yes: bool = False  # start a sweep of more than CONFIRM_ABOVE_TRIALS trials
     cpus: int | None = None  # CPUs the slots share (default: this process's affinity); a SLURM job's --cpus-per-task
+    max_seeds: int | None = None  # --max-seeds: replaces an adaptive spec's seeds.max (read by load_spec)
 
 
 @dataclass

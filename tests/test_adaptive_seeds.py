@@ -215,4 +215,4 @@ def test_real_tiny_adaptive_sweep_ends_with_verdicts(shapes_tiny, tmp_path, stor
     page = (tmp_path / "reports" / "verdicts" / "ablations.html").read_text()
     tex = (tmp_path / "reports" / "verdicts" / "ablations.tex").read_text()
     assert "<th>verdict (R mean)</th>" in page and "group-sequential paired t-test" in page
-    assert " & verdict \\\\" in tex and "O'Brien–Fleming" in tex
+    assert " & verdict \\\\" in tex and "O'Brien--Fleming" in tex  # tex() spells the en dash as LaTeX does

@@ -371,11 +371,11 @@ def _train_steps(s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any
         if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
             s.last_checkpoint = s.save(done)
         signum = interrupts.requested()
-        if signum is not None:  # SIGINT/SIGTERM during this step: keep it, then stop
+        if signum is not None:  # SIGINT/SIGTERM/SIGHUP during this step: keep it, then stop
             s.step = done
             if done < cfg.train.steps:
                 s.last_checkpoint = s.save(done)
-            raise interrupts.Interrupted(signum)
+            interrupts.stop(signum)
     s.step = end_step
 
 

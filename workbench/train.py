@@ -30,7 +30,7 @@ import torch
 import yaml
 from torch import nn
 
-from workbench import checkpoint, distributed, interrupts, tracking, warmstart
+from workbench import checkpoint, distributed, interrupts, run_lease, tracking, warmstart
 from workbench import tags as tag
 from workbench.config import RunConfig, flatten, from_dict, to_yaml, validate
 from workbench.data import PretrainStream, data_hash, ensure_data, load_tokenizer
@@ -225,11 +225,16 @@ def run(
         session.enter_context(progress_settings(bars=progress and ranks.is_main, lines=None if ranks.is_main else False))
         if cfg.train.compile:
             session.enter_context(compiled_training())
+        lease = session.enter_context(_lease(cfg))  # one writer per run; released after the run has ended
+        if resume_run_id and ranks.is_main:
+            lease.acquire(resume_run_id)  # a run another live process trains is refused before anything
         parts = _build(cfg, ranks, device, resume_run_id=resume_run_id, progress=progress)
         tracker = session.enter_context(  # ends the MLflow run exactly once: FINISHED, FAILED or KILLED
             _open_run(cfg, ranks, device, parts.manifest, resume_run_id=resume_run_id, parent_run_id=parent_run_id,
                       tags=tags)
         )
+        if not resume_run_id and ranks.is_main:
+            lease.acquire(tracker.run_id)
         s = _Session(cfg, ranks, device, parts, tracker)
         if parts.resumed is not None:
             s.step, s.last_checkpoint = parts.resumed["step"], s.checkpoint_path
@@ -237,6 +242,11 @@ def run(
         trainer, stream = _start(s, on_start)
         _pretrain(s, trainer, stream, stop_after=stop_after, progress=progress)
         return _finish(s)
+
+
+def _lease(cfg: RunConfig, doing: str = "--resume") -> run_lease.RunLease:
+    return run_lease.RunLease(cfg.train.out_dir, tracking.client(cfg.tracking.uri) if cfg.tracking.enabled else None,
+                              doing)
 
 
 def _build(

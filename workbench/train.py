@@ -30,11 +30,12 @@ import torch
 import yaml
 from torch import nn
 
-from workbench import checkpoint, distributed, interrupts, run_lease, tracking, warmstart
+from workbench import checkpoint, distributed, interrupts, resume_data, run_lease, tracking, warmstart
 from workbench import tags as tag
 from workbench.config import RunConfig, flatten, from_dict, to_yaml, validate
 from workbench.data import PretrainStream, data_hash, ensure_data, load_tokenizer
 from workbench.data.check import check_eval_files
+from workbench.data.data_guard import in_use
 from workbench.data.shapes import read_manifest
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import ConfigError, RunError, check_writable
@@ -229,6 +230,7 @@ def run(
         if resume_run_id and ranks.is_main:
             lease.acquire(resume_run_id)  # a run another live process trains is refused before anything
         parts = _build(cfg, ranks, device, resume_run_id=resume_run_id, progress=progress)
+        session.enter_context(in_use(cfg.data.root))  # no one regenerates the data set under this run
         tracker = session.enter_context(  # ends the MLflow run exactly once: FINISHED, FAILED or KILLED
             _open_run(cfg, ranks, device, parts.manifest, resume_run_id=resume_run_id, parent_run_id=parent_run_id,
                       tags=tags)
@@ -259,7 +261,11 @@ def _build(
     if ranks.is_main:
         check_destinations(cfg)
     seed_everything(cfg.train.seed)
+    if resume_run_id and ranks.is_main:
+        resume_data.refuse_changed(cfg, resume_run_id)  # before anything could regenerate it
     manifest = prepare_data(cfg)
+    if resume_run_id and ranks.is_main:
+        resume_data.refuse_changed(cfg, resume_run_id, manifest["data_hash"])
     tokenizer = load_tokenizer(cfg.data)
     stream = PretrainStream(  # reads and checks every pre-training entry: bad data fails here
         cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda",

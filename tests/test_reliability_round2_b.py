@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -200,3 +201,74 @@ def test_a_disk_that_fills_during_a_checkpoint_is_one_line_and_leaves_no_temp_fi
     assert done.stdout.startswith(f"disk full: cannot write checkpoint {path} (File too large)"), done.stdout
     assert not _temp_files(tmp_path)
     assert checkpoint.load(path)["w"].numel() == 1000  # the previous checkpoint is intact
+
+
+# ------------------------------------------------------------ 3: a user's data never replaced
+def _stopped_run(root: Path, store: str, out: Path) -> str:
+    """A RUNNING, resumable 2-of-4-step run on ShapesWorld tiny (seed 0) in `root`."""
+    from workbench import train
+    from workbench.config import load_config
+
+    cfg = load_config("base", tiny_run(root, store, out, "eval.tasks=[]", steps=4))
+    result = train.run(cfg, progress=False, stop_after=2)
+    assert result.status == "RUNNING"
+    return result.run_id
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("generate", ["true", "false"])
+def test_a_resume_on_data_with_another_fingerprint_is_refused_and_changes_nothing(shapes_tiny, store, tmp_path, generate):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.data.shapes import generate as make_shapes
+
+    root = tmp_path / "data"
+    run_id = _stopped_run(root, store, tmp_path / "out")
+    make_shapes(tmp_path / "other", seed=1, size="tiny")  # the user's data set, made with another seed
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    import shutil
+
+    shutil.rmtree(root)
+    (tmp_path / "other").rename(root)
+    before = _tree(root)
+    result = CliRunner().invoke(app, ["run", "--resume", run_id, "--tracking-uri", store, "--set", f"data.generate={generate}"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    tags = MlflowClient(store).get_run(run_id).data.tags
+    assert f"holds other data than run {run_id} was trained on" in line
+    assert f"recorded {tags['workbench.data_hash'][:12]}" in line and "data hash now " in line
+    assert _tree(root) == before  # the user's data set and file as they were
+    assert MlflowClient(store).get_run(run_id).info.status == "RUNNING"  # the run as it was
+
+
+def test_regenerating_keeps_what_workbench_did_not_make_and_data_a_run_reads(shapes_tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.data.data_guard import in_use
+    from workbench.data.shapes import generate as make_shapes
+
+    root = tmp_path / "data"
+    make_shapes(root, seed=0, size="tiny")
+    (root / "images" / "mine.png").write_bytes(b"the user's")
+    before = _tree(root)
+    result = CliRunner().invoke(app, ["data", "shapes", "--out", str(root), "--seed", "1", "--size", "tiny"])
+    assert result.exit_code == 2, result.output
+    assert "would delete what workbench did not make there: images/ (files added or changed)" in result.stderr
+    assert _tree(root) == before
+    (root / "images" / "mine.png").unlink()
+    with in_use(root):  # a run reads it
+        result = CliRunner().invoke(app, ["data", "shapes", "--out", str(root), "--seed", "1", "--size", "tiny"])
+    assert result.exit_code == 2, result.output
+    assert "refused: a run in progress reads that data set" in result.stderr
+    (root / "warmstart").mkdir()
+    (root / "warmstart" / "vision-x.pt").write_bytes(b"cache")
+    result = CliRunner().invoke(app, ["data", "shapes", "--out", str(root), "--seed", "1", "--size", "tiny"])
+    assert result.exit_code == 0, result.output  # nothing foreign, no reader: regenerated
+    assert json.loads((root / "manifest.json").read_text())["seed"] == 1
+    assert (root / "warmstart" / "vision-x.pt").read_bytes() == b"cache"  # workbench's cache kept
+    assert not _temp_files(tmp_path)

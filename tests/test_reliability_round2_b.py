@@ -272,3 +272,79 @@ def test_regenerating_keeps_what_workbench_did_not_make_and_data_a_run_reads(sha
     assert json.loads((root / "manifest.json").read_text())["seed"] == 1
     assert (root / "warmstart" / "vision-x.pt").read_bytes() == b"cache"  # workbench's cache kept
     assert not _temp_files(tmp_path)
+
+
+# ------------------------------------------------------------ 11: paths and data under a run
+def test_home_and_variables_in_path_settings_are_expanded_or_refused(tmp_path, monkeypatch):
+    from workbench.config import load_config
+    from workbench.errors import ConfigError
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WB_DATA", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("WB_NOT_SET", raising=False)
+    cfg = load_config("base", ["train.out_dir=~/runs", "data.root=${WB_DATA}/shapes", "tracking.uri=sqlite:///~/m.db"])
+    assert cfg.train.out_dir == str(tmp_path / "home" / "runs")
+    assert cfg.data.root == str(tmp_path / "elsewhere" / "shapes")
+    assert cfg.tracking.uri == f"sqlite:///{tmp_path / 'home' / 'm.db'}"
+    with pytest.raises(ConfigError, match=r"data.root: '\$WB_NOT_SET/x' names the environment variable \$WB_NOT_SET"):
+        load_config("base", ["data.root=$WB_NOT_SET/x"])
+
+
+def test_data_check_refuses_a_fifo_where_an_image_should_be(shapes_tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    os.mkfifo(root / "images" / "pipe.png")  # open() of it would wait for a writer forever
+    (root / "pretrain.json").write_text(json.dumps([{"image": "images/pipe.png", "caption": "a red square."}]))
+    overrides = [f"data.root={root}", "data.generate=false", f"data.tokenizer={shapes_tiny / 'tokenizer'}", "eval.tasks=[]"]
+    result = CliRunner().invoke(app, ["data", "check", *[a for o in overrides for a in ("--set", o)]])
+    assert result.exit_code != 0
+    assert f"{root / 'images' / 'pipe.png'} is not a regular file" in result.output
+
+
+def test_eval_into_a_run_another_process_trains_is_refused(shapes_tiny, store, tmp_path):
+    original = _start(["run", *_sets(shapes_tiny, store, tmp_path / "out", "train.checkpoint_every=2", steps=5000)],
+                      tmp_path)
+    run_id = _run_id(original)
+    client = MlflowClient(store)
+    _wait_for_steps(client, run_id, original, 2)
+    while not (tmp_path / "out" / run_id / checkpoint.LAST).is_file():
+        time.sleep(0.05)
+    evaluated = subprocess.run([sys.executable, "-m", "workbench", "eval", run_id, "--tracking-uri", store,
+                                "--task", "retrieval"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    original.send_signal(signal.SIGTERM)
+    original.communicate(timeout=120)
+    assert evaluated.returncode == 2, evaluated.stderr[-2000:]
+    (line,) = evaluated.stderr.strip().splitlines()
+    assert f"run {run_id} is in use: " in line and f"pid {original.pid}" in line and "`workbench eval` into it refused" in line
+    assert not [k for k in client.get_run(run_id).data.metrics if k.startswith("eval/")]  # nothing logged into it
+
+
+def test_a_truncated_warm_start_cache_is_made_again(shapes_tiny, tmp_path):
+    import shutil
+
+    from workbench.config import load_config
+    from workbench.data import load_tokenizer
+    from workbench import warmstart
+
+    root = tmp_path / "data"
+    shutil.copytree(shapes_tiny, root)
+    cfg = load_config("base", tiny_run(root, "", tmp_path / "out", "model.vision.init=warmstart",
+                                       "warmstart.vision_steps=2", "warmstart.batch_size=4"))
+    tokenizer = load_tokenizer(cfg.data)
+    said: list[str] = []
+    path = warmstart.ensure(cfg, tokenizer, progress=False, announce=said.append)["vision"]
+    path.write_bytes(path.read_bytes()[:100])  # truncated (a full disk, a copy cut short)
+    again = warmstart.ensure(cfg, tokenizer, progress=False, announce=said.append)["vision"]
+    assert again == path and "cannot be read (truncated?) — making them again" in said[-2]
+    assert warmstart.cache._usable(path, "vision")
+    (root / "warmstart").rename(tmp_path / "moved")
+    (root / "warmstart").write_text("a file where the cache folder should be")
+    from workbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.vision.init=warmstart: cannot write the warm-start cache .* "
+                                          r"`workbench data warmstart --out FILE`"):
+        warmstart.ensure(cfg, tokenizer, progress=False, announce=said.append)

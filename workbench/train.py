@@ -612,7 +612,9 @@ def evaluate_run(
         validate(cfg)
     changed.pop("eval.tasks", None)  # which tasks run does not change what a task's number means
     if not changed:
-        return _evaluate_checkpoint(run_id, cfg, tracking.RunTracker(tracking.client(cfg.tracking.uri), run_id)), run_id
+        with _lease(cfg, "`workbench eval` into it") as lease:  # never into a run another process writes
+            lease.acquire(run_id)
+            return _evaluate_checkpoint(run_id, cfg, tracking.RunTracker(tracking.client(cfg.tracking.uri), run_id)), run_id
     source = tracking.get_run_or_refuse(tracking.client(cfg.tracking.uri), run_id, cfg.tracking.uri)
     settings = " ".join(f"{key.removeprefix('eval.')}={wanted}" for key, (_, wanted) in changed.items())
     cfg.tracking.run_name = f"eval {settings} of {source.info.run_name or run_id[:tracking.SHORT_ID]}"[:tracking.NAME_MAX]

@@ -177,6 +177,34 @@ def test_a_store_locked_mid_run_is_waited_for_and_no_metric_is_lost(shapes_tiny,
     assert _steps(client, run_id) == list(range(1, 151))
 
 
+def test_a_store_locked_when_a_command_opens_it_is_waited_for(tmp_path):
+    """Opening a locked store fails after SQLite's 5 s wait ("failed unexpectedly" before); now it is retried."""
+    import threading
+
+    from workbench import tracking
+
+    uri = f"sqlite:///{tmp_path / 'locked.db'}"
+    subprocess.run([sys.executable, "-c", f"from mlflow import MlflowClient; MlflowClient({uri!r}).search_experiments()"],
+                   env=ENV, check=True, capture_output=True, timeout=120)  # the store exists; this process never opened it
+    database = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+    database.execute("BEGIN EXCLUSIVE")
+    released = threading.Event()
+
+    def release() -> None:
+        database.execute("COMMIT")
+        released.set()
+
+    timer = threading.Timer(12.0, release)
+    timer.start()
+    try:
+        experiment = tracking.experiment_id("opened-while-locked", uri)
+    finally:
+        timer.join()
+        database.close()
+    assert released.is_set()
+    assert MlflowClient(uri).get_experiment(experiment).name == "opened-while-locked"
+
+
 WRITE_A_CHECKPOINT = """
 import resource, signal, sys, torch
 from pathlib import Path

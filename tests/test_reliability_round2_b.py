@@ -376,3 +376,43 @@ def test_a_truncated_warm_start_cache_is_made_again(shapes_tiny, tmp_path):
     with pytest.raises(ConfigError, match=r"model.vision.init=warmstart: cannot write the warm-start cache .* "
                                           r"`workbench data warmstart --out FILE`"):
         warmstart.ensure(cfg, tokenizer, progress=False, announce=said.append)
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:  # in the child: writes past `limit` bytes fail with EFBIG, as on a full disk
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_run_whose_disk_fills_at_a_checkpoint_ends_failed_in_one_line(shapes_tiny, store, tmp_path):
+    out = tmp_path / "out"
+    wide = ["model.vision.width=256", "model.text.width=256", "model.fusion.width=256"]  # a checkpoint of ~25 MB
+    process = subprocess.Popen([sys.executable, "-m", "workbench", "run",
+                                *_sets(shapes_tiny, store, out, *wide, "train.checkpoint_every=2", steps=6)],
+                               cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_file_size_limit(8_000_000))
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-2000:]
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("error: disk full: cannot write checkpoint ") and "(File too large)" in line, line
+    run_id = re.search(r"run ([0-9a-f]{32}) started", stdout).group(1)
+    assert MlflowClient(store).get_run(run_id).info.status == "FAILED"
+    assert not _temp_files(tmp_path)
+
+
+def test_a_signal_during_evaluation_ends_the_run_killed(shapes_tiny, store, tmp_path):
+    """Outside the training loop a signal acts at once: the evaluation stops and the run ends KILLED."""
+    overrides = tiny_run(shapes_tiny, store, tmp_path / "out", "eval.tasks=[vqa]", "eval.finetune_steps=5000", steps=2)
+    process = _start(["run", *[a for o in overrides for a in ("--set", o)]], tmp_path)
+    run_id = _run_id(process)
+    while "pre-training: done" not in (line := process.stdout.readline()):
+        assert line, process.stderr.read()[-2000:]
+    time.sleep(1.0)  # inside the fine-tune of the evaluation
+    process.send_signal(signal.SIGHUP)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGHUP, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert MlflowClient(store).get_run(run_id).info.status == "KILLED"

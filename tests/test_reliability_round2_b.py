@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from tiny_config import tiny_run
+
 from workbench import checkpoint
 
 TESTS = Path(__file__).parent
@@ -354,9 +354,9 @@ def test_eval_into_a_run_another_process_trains_is_refused(shapes_tiny, store, t
 def test_a_truncated_warm_start_cache_is_made_again(shapes_tiny, tmp_path):
     import shutil
 
+    from workbench import warmstart
     from workbench.config import load_config
     from workbench.data import load_tokenizer
-    from workbench import warmstart
 
     root = tmp_path / "data"
     shutil.copytree(shapes_tiny, root)

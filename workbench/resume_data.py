@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench import tracking
 from workbench import tags as tag
+from workbench import tracking
 from workbench.config import RunConfig
 from workbench.data import data_hash
 from workbench.errors import ConfigError

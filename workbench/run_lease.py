@@ -58,12 +58,12 @@ class Owner:
     heartbeat: float
 
     @classmethod
-    def me(cls) -> "Owner":
+    def me(cls) -> Owner:
         now = time.time()
         return cls(socket.gethostname(), os.getpid(), now, now)
 
     @classmethod
-    def parse(cls, text: str | None) -> "Owner | None":
+    def parse(cls, text: str | None) -> Owner | None:
         try:
             data = json.loads(text or "")
             return cls(str(data["host"]), int(data["pid"]), float(data["since"]), float(data["heartbeat"]))
@@ -96,11 +96,13 @@ def _refusal(run_id: str, owner: Owner | None, doing: str) -> RunBusy:
 
 
 class RunLease:
-    """Context manager; `acquire(run_id)` inside takes the lease (or raises RunBusy), leaving releases it."""
+    """Context manager; `acquire(run_id)` inside takes the lease (or raises RunBusy), leaving releases it.
+    `mlflow_client` may be a function returning the client: the store is opened only when a lease is
+    taken (a run refused before it starts creates no store)."""
 
     def __init__(self, out_dir: str | Path, mlflow_client: Any | None, doing: str = "--resume") -> None:
         self.out_dir = Path(out_dir)
-        self.client = mlflow_client
+        self._client = mlflow_client
         self.doing = doing
         self.run_id: str | None = None
         self._fd: int | None = None
@@ -108,8 +110,14 @@ class RunLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "RunLease":
+    def __enter__(self) -> RunLease:
         return self
+
+    @property
+    def client(self) -> Any | None:
+        if callable(self._client) and not hasattr(self._client, "get_run"):
+            self._client = self._client()
+        return self._client
 
     def __exit__(self, *exc: object) -> None:
         self.release()
@@ -182,7 +190,7 @@ class RunLease:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self.client is not None and self.run_id is not None:
+        if self.run_id is not None and self.client is not None:
             try:
                 self.client.delete_tag(self.run_id, OWNER_TAG)
             except Exception:  # noqa: BLE001 - a stale tag is taken over by the next writer
@@ -212,17 +220,3 @@ class RunLease:
             except OSError:
                 pass
 
-
-def check_free(out_dir: str | Path, run_id: str, mlflow_client: Any | None, doing: str) -> None:
-    """Refuse (RunBusy) when a live process owns `run_id`; takes nothing."""
-    path = Path(out_dir) / run_id / LEASE_FILE
-    if path.is_file():
-        with open(path, "rb") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                raise _refusal(run_id, Owner.parse(handle.read(4096).decode(errors="replace")), doing) from None
-    tags = RunLease(out_dir, mlflow_client)._tags(run_id)
-    recorded = Owner.parse(tags.get(OWNER_TAG))
-    if recorded is not None and recorded.alive():
-        raise _refusal(run_id, recorded, doing)

@@ -16,7 +16,8 @@ import functools
 import logging
 import os
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from workbench.errors import RunError
 
@@ -53,7 +54,7 @@ def call(fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
     while True:
         try:
             return fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - only "locked" is retried; the rest is re-raised as it was
+        except Exception as err:
             if not is_locked(err):
                 raise
             if time.monotonic() + delay > deadline:
@@ -103,7 +104,9 @@ _QUIET = _QuietWhenLocked()
 
 def client(tracking_uri: str) -> RetryingClient:
     """A retrying MlflowClient on `tracking_uri` (creating it reads the store too, so it is retried)."""
-    from mlflow.tracking import MlflowClient  # imported here: this module is also used where mlflow is not
+    from mlflow.tracking import (
+        MlflowClient,  # imported here: this module is also used where mlflow is not
+    )
 
     logger = logging.getLogger("mlflow.store.db.utils")
     if _QUIET not in logger.filters:

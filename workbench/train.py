@@ -247,8 +247,8 @@ def run(
 
 
 def _lease(cfg: RunConfig, doing: str = "--resume") -> run_lease.RunLease:
-    return run_lease.RunLease(cfg.train.out_dir, tracking.client(cfg.tracking.uri) if cfg.tracking.enabled else None,
-                              doing)
+    store = (lambda: tracking.client(cfg.tracking.uri)) if cfg.tracking.enabled else None  # opened when taken
+    return run_lease.RunLease(cfg.train.out_dir, store, doing)
 
 
 def _build(

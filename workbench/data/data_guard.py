@@ -17,9 +17,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from workbench.errors import DataError
 

@@ -416,3 +416,17 @@ def test_a_signal_during_evaluation_ends_the_run_killed(shapes_tiny, store, tmp_
     assert process.returncode == 128 + signal.SIGHUP, stderr[-2000:]
     assert "Traceback" not in stderr
     assert MlflowClient(store).get_run(run_id).info.status == "KILLED"
+
+
+def test_a_lease_refuses_a_second_holder_and_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    from workbench.run_lease import RunBusy, RunLease
+
+    monkeypatch.chdir(tmp_path)
+    with RunLease("outputs", None) as first:  # relative, as train.out_dir's default
+        first.acquire("run1")
+        assert (tmp_path / "outputs" / "run1" / ".lease").is_file()
+        with RunLease("outputs", None) as second, pytest.raises(RunBusy, match=rf"run run1 is in use: \S+ pid {os.getpid()} since"):
+            second.acquire("run1")
+    assert list(tmp_path.iterdir()) == []  # the lease file and the folders made for it are gone
+    with RunLease("outputs", None) as again:  # free again
+        again.acquire("run1")

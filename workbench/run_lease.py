@@ -101,12 +101,13 @@ class RunLease:
     taken (a run refused before it starts creates no store)."""
 
     def __init__(self, out_dir: str | Path, mlflow_client: Any | None, doing: str = "--resume") -> None:
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir).absolute()
         self._client = mlflow_client
         self.doing = doing
         self.run_id: str | None = None
         self._fd: int | None = None
-        self._made_folder = False
+        self._folder: Path | None = None
+        self._made: Path | None = None  # the topmost folder made for the lease (removed again if empty)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -142,7 +143,7 @@ class RunLease:
         folder = self.out_dir / run_id
         while True:
             try:
-                self._made_folder = self._made_folder or not folder.exists()
+                self._made = self._made or _first_missing(folder)
                 folder.mkdir(parents=True, exist_ok=True)
                 fd = os.open(folder / LEASE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError:
@@ -160,6 +161,7 @@ class RunLease:
             except FileNotFoundError:
                 pass
             os.close(fd)  # the previous owner removed the file as we opened it: lock the new one
+        self._folder = folder
         os.ftruncate(fd, 0)
         os.pwrite(fd, owner.dump().encode(), 0)
         self._fd = fd
@@ -201,22 +203,33 @@ class RunLease:
     def _unlock(self) -> None:
         if self._fd is None:
             return
-        folder = None
+        folder = self._folder
         try:
-            path = Path(f"/proc/self/fd/{self._fd}").resolve()
-            folder = path.parent
-            path.unlink(missing_ok=True)  # unlinked while still locked: no one else holds it now
+            (folder / LEASE_FILE).unlink(missing_ok=True)  # unlinked while still locked: no one else holds it now
         except OSError:
             pass
         os.close(self._fd)
         self._fd = None
-        if folder is not None:
-            self._drop_folder(folder)
+        self._drop_folder(folder)
 
     def _drop_folder(self, folder: Path) -> None:
-        if self._made_folder:
+        """Remove the folders made for the lease alone, innermost first, while they are empty."""
+        if self._made is None:
+            return
+        for path in [folder, *folder.parents]:
             try:
-                folder.rmdir()  # only if empty: a folder made for the lease alone is not left behind
+                path.rmdir()
             except OSError:
-                pass
+                return
+            if path == self._made:
+                return
 
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (None: it exists)."""
+    missing = None
+    for path in [folder, *folder.parents]:
+        if path.exists():
+            return missing
+        missing = path
+    return missing

@@ -100,7 +100,7 @@ def test_a_resume_of_a_run_another_process_trains_is_refused_naming_it(shapes_ti
 
 def test_two_resumes_of_a_dead_owners_run_one_takes_it_over_the_other_is_refused(shapes_tiny, store, tmp_path):
     out = tmp_path / "out"
-    original = _start(["run", *_sets(shapes_tiny, store, out, "train.checkpoint_every=2", steps=30)], tmp_path)
+    original = _start(["run", *_sets(shapes_tiny, store, out, "train.checkpoint_every=2", steps=5000)], tmp_path)
     run_id = _run_id(original)
     client = MlflowClient(store)
     _wait_for_steps(client, run_id, original, 4)
@@ -111,13 +111,23 @@ def test_two_resumes_of_a_dead_owners_run_one_takes_it_over_the_other_is_refused
     assert client.get_run(run_id).info.status == "RUNNING"
     assert f'"pid": {original.pid}' in client.get_run(run_id).data.tags["workbench.owner"]
     resumes = [_start(["run", "--resume", run_id, "--tracking-uri", store], tmp_path) for _ in range(2)]
-    results = [(p.wait(timeout=300), p.communicate()[1]) for p in resumes]
-    codes = sorted(code for code, _ in results)
-    assert codes == [0, 2], results
-    refused = next(err for code, err in results if code == 2)
-    assert len(refused.strip().splitlines()) == 1 and f"run {run_id} is in use:" in refused, refused
-    assert client.get_run(run_id).info.status == "FINISHED"
-    assert _steps(client, run_id) == list(range(1, 31))  # the steps after the checkpoint logged once, not twice
+    deadline = time.monotonic() + 300
+    while all(p.poll() is None for p in resumes):  # the refused one ends first; the owner trains on
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    refused = next(p for p in resumes if p.poll() is not None)
+    owner = next(p for p in resumes if p is not refused)
+    stderr = refused.communicate()[1]
+    assert refused.returncode == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1 and f"run {run_id} is in use: " in stderr, stderr
+    assert f"pid {owner.pid} since" in stderr
+    _wait_for_steps(client, run_id, owner, len(client.get_metric_history(run_id, "train/loss/total")) + 2)
+    owner.send_signal(signal.SIGTERM)  # the run it took over ends KILLED, resumable
+    owner.communicate(timeout=120)
+    assert owner.returncode == 128 + signal.SIGTERM
+    assert client.get_run(run_id).info.status == "KILLED"
+    steps = _steps(client, run_id)
+    assert steps == list(range(1, len(steps) + 1))  # each step logged once: no second writer
 
 
 # ------------------------------------------------------------ 4: signals

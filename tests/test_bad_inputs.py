@@ -13,6 +13,7 @@ counts the corpus and prints "N bad inputs tried, N clean".
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 from dataclasses import dataclass
@@ -121,6 +122,34 @@ class Env:
         self.checkpoint.parent.mkdir(parents=True)
         shutil.copy(CORPUS / checkpoint, self.checkpoint)
         return tracker.run_id
+
+    def owned_run(self) -> str:
+        """A KILLED run whose owner tag names a live process on this host (pytest's parent), beating now."""
+        import time
+
+        from workbench.run_lease import OWNER_TAG
+
+        run_id = self.killed_run("truncated_checkpoint.pt")
+        owner = {"host": socket.gethostname(), "pid": os.getppid(), "since": time.time(), "heartbeat": time.time()}
+        MlflowClient(self.store).set_tag(run_id, OWNER_TAG, json.dumps(owner))
+        return run_id
+
+    def run_on_other_data(self) -> str:
+        """A KILLED run recorded as trained on a data set other than the one its data.root holds now."""
+        run_id = self.killed_run("truncated_checkpoint.pt")
+        MlflowClient(self.store).set_tag(run_id, "workbench.data_hash", "0" * 64)
+        return run_id
+
+    def shapes_with(self, name: str) -> Path:
+        """A copy of ShapesWorld tiny with a file of the user's (`name`) in it."""
+        root = self.tmp / "shapes"
+        shutil.copytree(self.shapes, root, ignore=shutil.ignore_patterns("warmstart"))
+        (root / name).write_text("the user's")
+        return root
+
+    def with_fifo(self, overrides: list[str]) -> list[str]:
+        os.mkfifo(self.root / "images" / "pipe.png")  # opening it would wait for a writer forever
+        return overrides
 
     def run(self, *extra: str, data: list[str] = ()) -> list[str]:
         return ["run", *self.sets(*data, *extra)]
@@ -493,6 +522,21 @@ CASES = [
          lambda e: f"--out: cannot create {e.tmp / 'a_file'}: {e.tmp / 'a_file'} is a file, not a directory"),
     Case("sweep-same-variant-names", lambda e: e.sweep(str(CORPUS / "sweep_same_names.yaml")),
          _text("variant 'lr=0.001': 2 variants have this name"), uses=("sweep_same_names.yaml",)),
+    # ------------------------------------------- issue 29: owners, data, paths (classes 2, 3, 11)
+    Case("resume-run-owned-by-a-live-process", lambda e: ["run", "--resume", e.owned_run(), "--tracking-uri", e.store],
+         lambda e: f"is in use: {socket.gethostname()} pid {os.getppid()} since", uses=("truncated_checkpoint.pt",),
+         runs=("KILLED",)),
+    Case("resume-on-data-with-another-fingerprint", lambda e: ["run", "--resume", e.run_on_other_data(), "--tracking-uri", e.store],
+         _text("holds other data than run"), uses=("truncated_checkpoint.pt",), runs=("KILLED",)),
+    Case("shapes-regenerate-over-a-user-file", lambda e: ["data", "shapes", "--out", str(e.shapes_with("notes.txt")),
+                                                          "--seed", "1", "--size", "tiny"],
+         _text("would delete what workbench did not make there: notes.txt")),
+    Case("fifo-image-data-check", lambda e: e.check("eval.tasks=[]", data=e.with_fifo(e.data("fifo_image.json"))),
+         lambda e: f"{e.root / 'images' / 'pipe.png'} is not a regular file", uses=("fifo_image.json",), where="output"),
+    Case("path-unset-variable", lambda e: e.run("data.root=$WB_SURELY_NOT_SET/data"),
+         _text("data.root: '$WB_SURELY_NOT_SET/data' names the environment variable $WB_SURELY_NOT_SET, which is not set")),
+    Case("init-file-truncated", lambda e: e.run(f"model.vision.init={CORPUS / 'truncated_checkpoint.pt'}"),
+         _text(f"model.vision.init: cannot read '{CORPUS / 'truncated_checkpoint.pt'}'"), uses=("truncated_checkpoint.pt",)),
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from workbench.config_paths import expand_paths
 from workbench.errors import ConfigError, did_you_mean
 from workbench.strict_yaml import YamlError, brief
 from workbench.strict_yaml import load as load_yaml
@@ -375,6 +376,7 @@ def validate(cfg: RunConfig) -> RunConfig:
                 _check_range(key, value, f.metadata)
 
     walk(cfg, "")
+    expand_paths(cfg)  # `~` and `$VAR` in path settings, as a shell would
     for task in cfg.eval.tasks:
         if task not in EVAL_TASKS:
             raise ConfigError(

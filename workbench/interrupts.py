@@ -1,11 +1,16 @@
-"""SIGINT and SIGTERM for `workbench run`: stop at a step boundary, checkpoint, end the run KILLED.
+"""SIGINT, SIGTERM and SIGHUP for `workbench run`: stop at a step boundary, checkpoint, end the run KILLED.
 
 A scheduler (SLURM, Kubernetes, systemd) stops a job with SIGTERM, a person with
-Ctrl-C (SIGINT): both mean "stop, keep what you have". Inside `graceful()` the
+Ctrl-C (SIGINT), a closed terminal or ssh session with SIGHUP: all mean "stop,
+keep what you have". Inside `graceful()` the
 first signal only sets a flag; the training loop sees it after the current step,
 saves a checkpoint and raises `Interrupted`, so the run ends KILLED and resumable
 with `workbench run --resume RUN_ID`. Outside the training loop (data checks,
-evaluation) the first signal raises at once; a second signal always does.
+evaluation) the first signal raises at once; a second signal always does --
+except inside `critical()` (an atomic checkpoint write): there every signal waits
+until the write is complete, so no half-written temp file is left behind. Once a
+signal has stopped the run, further ones wait while the run is being ended
+KILLED (a third one forces the way out), so the run is never left RUNNING.
 
 `Interrupted` is a KeyboardInterrupt, so every `except KeyboardInterrupt` that
 marks a run KILLED (train, sweeps) treats SIGTERM like Ctrl-C.
@@ -22,7 +27,8 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-HANDLED = (signal.SIGINT, signal.SIGTERM)
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FORCE_AFTER = 3  # signals during the clean-up after a stop: the third one raises anyway
 CHILD_GRACE_S = 60.0  # a forwarded SIGTERM gives a child this long to checkpoint and end its run
 
 
@@ -63,6 +69,10 @@ class _State:
     active: bool = False
     deferring: bool = False
     signum: int | None = None
+    critical: int = 0  # depth of `critical()` sections: signals wait for their end
+    pending: int | None = None  # a signal that came inside a critical section
+    raised: bool = False  # an `Interrupted` is on its way out: the run is being ended
+    after_raise: int = 0  # signals since then
 
 
 _state = _State()
@@ -83,7 +93,7 @@ class deferring:  # noqa: N801 - used like a context manager function
     def __enter__(self) -> "deferring":
         self._before = _state.deferring
         if _state.active and _state.signum is not None:
-            raise Interrupted(_state.signum)
+            stop(_state.signum)
         _state.deferring = _state.active
         return self
 
@@ -98,7 +108,38 @@ def _handle(signum: int, frame: object) -> None:
         _state.signum = signum
     if first and _state.deferring:
         return  # the training loop checkpoints and raises at the end of this step
+    if _state.critical:
+        _state.pending = signum  # raised when the atomic write is complete
+        return
+    if _state.raised:  # the run is being ended KILLED: let that finish unless forced
+        _state.after_raise += 1
+        if _state.after_raise < FORCE_AFTER:
+            return
+    _raise(signum)
+
+
+def stop(signum: int) -> None:
+    """Raise `Interrupted(signum)`: the run stops; signals after this wait while it is ended."""
+    _state.raised = True
     raise Interrupted(signum)
+
+
+_raise = stop
+
+
+@contextlib.contextmanager
+def critical() -> Iterator[None]:
+    """Inside, a signal does not interrupt (an atomic write completes or fails on its own);
+    one that came meanwhile is acted on at the end, as it would have been at once.
+    Used around checkpoint writes; a no-op outside `graceful()`/`sigterm_as_interrupt()`."""
+    _state.critical += 1
+    try:
+        yield
+    finally:
+        _state.critical -= 1
+    if _state.critical == 0 and _state.pending is not None:
+        signum, _state.pending = _state.pending, None
+        _raise(signum)
 
 
 @contextlib.contextmanager
@@ -108,7 +149,7 @@ def graceful() -> Iterator[None]:
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in HANDLED}
-    _state.active, _state.deferring, _state.signum = True, False, None
+    _reset(active=True)
     for sig in HANDLED:
         signal.signal(sig, _handle)
     try:
@@ -116,26 +157,37 @@ def graceful() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _state.active, _state.deferring, _state.signum = False, False, None
+        _reset(active=False)
+
+
+def _reset(active: bool) -> None:
+    _state.active, _state.deferring, _state.signum = active, False, None
+    _state.pending, _state.raised, _state.after_raise = None, False, 0
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Every command: SIGTERM raises `Interrupted` as Ctrl-C raises KeyboardInterrupt, so the
-    same cleanup runs (a sweep stops its trials and ends its parent run KILLED) instead of
-    the process vanishing with its runs RUNNING. No-op outside the main thread."""
+    """Every command: SIGTERM and SIGHUP raise `Interrupted` as Ctrl-C raises KeyboardInterrupt,
+    so the same cleanup runs (a sweep stops its trials and ends its parent run KILLED; data
+    generation, a warm start or an evaluation ends its run KILLED) instead of the process
+    vanishing with its runs RUNNING. Inside `critical()` the signal waits for the write to
+    complete. No-op outside the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handle(signum: int, frame: object) -> None:
+        if _state.critical:
+            _state.pending = signum
+            return
         raise Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, handle)
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_forwarding(command: list[str]) -> int:

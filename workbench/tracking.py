@@ -33,7 +33,8 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 
 from workbench.config import RunConfig, flatten, to_yaml
 
-from workbench.errors import ConfigError, did_you_mean
+from workbench.errors import ConfigError, RunError, did_you_mean
+from workbench import store_retry
 from workbench import tags as tag
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -62,7 +63,7 @@ def client(uri: str = "") -> MlflowClient:
         _create_sqlite_store_once(resolved)
         _READY.add(resolved)
     try:
-        return MlflowClient(tracking_uri=resolved)
+        return store_retry.client(resolved)  # a store locked by another process is waited for
     except mlflow.exceptions.MlflowException:
         raise ConfigError(_bad_scheme(resolved)) from None
 
@@ -83,7 +84,7 @@ def _create_sqlite_store_once(uri: str) -> None:
     directory = os.open(path.absolute().parent, os.O_RDONLY)
     try:
         fcntl.flock(directory, fcntl.LOCK_EX)
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        store_retry.client(uri).search_experiments(max_results=1)
     finally:
         os.close(directory)  # releases the lock
 
@@ -233,7 +234,9 @@ class MetricLogger:
     """Buffers step metrics and sends them with ``log_batch`` from a worker thread.
 
     ``log`` never blocks on the network/database; ``close`` flushes everything, so a
-    metric handed to the logger is never lost when a run ends (also on failure).
+    metric handed to the logger is never lost when a run ends (also on failure). A batch
+    the store refused (locked longer than `store_retry` waits) is kept and sent again
+    before the next one; what still cannot be sent at ``close`` is a one-line RunError.
     """
 
     def __init__(self, mlflow_client: MlflowClient, run_id: str, flush_every: int = 200):
@@ -243,6 +246,7 @@ class MetricLogger:
         self._pending: list[Metric] = []
         self._queue: queue.Queue[list[Metric] | None] = queue.Queue()
         self._error: BaseException | None = None
+        self._unsent: list[Metric] = []  # refused by the store: sent again with the next batch
         self._thread = threading.Thread(target=self._work, name="mlflow-metrics", daemon=True)
         self._thread.start()
 
@@ -259,18 +263,29 @@ class MetricLogger:
 
     def _work(self) -> None:
         while (batch := self._queue.get()) is not None:
+            self._send(self._unsent + batch)
+
+    def _send(self, batch: list[Metric]) -> None:
+        self._unsent = []
+        for start in range(0, len(batch), 1000):  # MLflow's per-call metric limit
             try:
-                for start in range(0, len(batch), 1000):  # MLflow's per-call metric limit
-                    self._client.log_batch(self._run_id, metrics=batch[start : start + 1000])
-            except Exception as err:  # keep going; reported at close
-                self._error = err
+                self._client.log_batch(self._run_id, metrics=batch[start : start + 1000])
+            except Exception as err:  # noqa: BLE001 - kept, sent again; reported at close
+                self._error, self._unsent = err, batch[start:]
+                return
+        self._error = None
 
     def close(self) -> None:
         self.flush()
         self._queue.put(None)
         self._thread.join()
-        if self._error is not None:
-            raise RuntimeError(f"MLflow metric logging failed: {self._error}")
+        if self._unsent:
+            self._send(self._unsent)  # one last try (waits out a lock again)
+        if self._unsent:
+            raise RunError(
+                f"{len(self._unsent)} metric values of run {self._run_id} could not be written to the MLflow "
+                f"store: {' '.join(str(self._error).split())[:300]}"
+            )
 
 
 # Runs this process set RUNNING and has not ended yet (run id -> store URI). Whatever ends
@@ -291,7 +306,7 @@ def end_open_runs(status: str) -> list[str]:
     ended = []
     for run_id, uri in list(OPEN_RUNS.items()):
         try:
-            MlflowClient(tracking_uri=resolve_uri(uri)).set_terminated(run_id, status=status)
+            store_retry.client(resolve_uri(uri)).set_terminated(run_id, status=status)
             ended.append(run_id)
         except Exception:  # noqa: BLE001 - the store itself may be what failed
             pass
@@ -378,7 +393,11 @@ class RunTracker:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if exc is None and self._keep_running:
-            self.close_metrics()
+            try:
+                self.close_metrics()
+            except BaseException:
+                self.finish("FAILED")  # metrics were lost: not a resumable stop
+                raise
             closed(self.run_id)  # left RUNNING on purpose: resumable, not a crash to clean up
             return
         self.finish("FINISHED" if exc is None else "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -415,6 +434,9 @@ class RunTracker:
             return
         try:
             self.close_metrics()
+        except BaseException:
+            status = "FAILED" if status == "FINISHED" else status  # metrics lost: the status says so
+            raise
         finally:
             self.client.set_terminated(self.run_id, status=status)
             closed(self.run_id)

@@ -30,11 +30,12 @@ import torch
 import yaml
 from torch import nn
 
-from workbench import checkpoint, checkpoint_fit, distributed, interrupts, preflight, tracking, warmstart
+from workbench import checkpoint, checkpoint_fit, distributed, interrupts, preflight, resume_data, run_lease, tracking, warmstart
 from workbench import tags as tag
 from workbench.config import RunConfig, flatten, from_dict, to_yaml, validate
 from workbench.data import PretrainStream, data_hash, ensure_data, load_tokenizer
 from workbench.data.check import check_eval_files
+from workbench.data.data_guard import in_use
 from workbench.data.shapes import read_manifest
 from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
 from workbench.errors import ConfigError, DataError, RunError, check_writable
@@ -225,11 +226,17 @@ def run(
         session.enter_context(progress_settings(bars=progress and ranks.is_main, lines=None if ranks.is_main else False))
         if cfg.train.compile:
             session.enter_context(compiled_training())
+        lease = session.enter_context(_lease(cfg))  # one writer per run; released after the run has ended
+        if resume_run_id and ranks.is_main:
+            lease.acquire(resume_run_id)  # a run another live process trains is refused before anything
         parts = _build(cfg, ranks, device, resume_run_id=resume_run_id, progress=progress)
+        session.enter_context(in_use(cfg.data.root))  # no one regenerates the data set under this run
         tracker = session.enter_context(  # ends the MLflow run exactly once: FINISHED, FAILED or KILLED
             _open_run(cfg, ranks, device, parts.manifest, resume_run_id=resume_run_id, parent_run_id=parent_run_id,
                       tags=tags)
         )
+        if not resume_run_id and ranks.is_main:
+            lease.acquire(tracker.run_id)
         s = _Session(cfg, ranks, device, parts, tracker)
         if parts.resumed is not None:
             s.step, s.last_checkpoint = parts.resumed["step"], s.checkpoint_path
@@ -237,6 +244,11 @@ def run(
         trainer, stream = _start(s, on_start)
         _pretrain(s, trainer, stream, stop_after=stop_after, progress=progress)
         return _finish(s)
+
+
+def _lease(cfg: RunConfig, doing: str = "--resume") -> run_lease.RunLease:
+    store = (lambda: tracking.client(cfg.tracking.uri)) if cfg.tracking.enabled else None  # opened when taken
+    return run_lease.RunLease(cfg.train.out_dir, store, doing)
 
 
 def _build(
@@ -250,7 +262,11 @@ def _build(
     if ranks.is_main:
         check_destinations(cfg)
     seed_everything(cfg.train.seed)
+    if resume_run_id and ranks.is_main:
+        resume_data.refuse_changed(cfg, resume_run_id)  # before anything could regenerate it
     manifest = prepare_data(cfg)
+    if resume_run_id and ranks.is_main:
+        resume_data.refuse_changed(cfg, resume_run_id, manifest["data_hash"])
     tokenizer = load_tokenizer(cfg.data)
     stream = PretrainStream(  # reads and checks every pre-training entry: bad data fails here
         cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda",
@@ -372,11 +388,11 @@ def _train_steps(s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any
         if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
             s.last_checkpoint = s.save(done)
         signum = interrupts.requested()
-        if signum is not None:  # SIGINT/SIGTERM during this step: keep it, then stop
+        if signum is not None:  # SIGINT/SIGTERM/SIGHUP during this step: keep it, then stop
             s.step = done
             if done < cfg.train.steps:
                 s.last_checkpoint = s.save(done)
-            raise interrupts.Interrupted(signum)
+            interrupts.stop(signum)
     s.step = end_step
 
 
@@ -600,7 +616,9 @@ def evaluate_run(
     tracking.refuse_if_pruned(source)
     loaded = _load_checkpoint(run_id, cfg)  # a missing, garbage or other-model checkpoint: refused before any run
     if not changed:
-        return _evaluate_loaded(loaded, cfg, tracking.RunTracker(tracking.client(cfg.tracking.uri), run_id)), run_id
+        with _lease(cfg, "`workbench eval` into it") as lease:  # never into a run another process writes
+            lease.acquire(run_id)
+            return _evaluate_loaded(loaded, cfg, tracking.RunTracker(tracking.client(cfg.tracking.uri), run_id)), run_id
     settings = " ".join(f"{key.removeprefix('eval.')}={wanted}" for key, (_, wanted) in changed.items())
     cfg.tracking.run_name = f"eval {settings} of {source.info.run_name or run_id[:tracking.SHORT_ID]}"[:tracking.NAME_MAX]
     run_tags = {tag.EVALUATED_FROM: run_id, tag.OVERRIDES: " ".join(overrides or []), tag.SEED: str(cfg.train.seed)}

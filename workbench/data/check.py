@@ -19,6 +19,7 @@ import numpy as np
 from workbench.data.media import check_video, load_image
 from workbench.data.readers import caption_key, data_path, read_answer_list, read_entries, read_json_list
 from workbench.errors import DataError
+from workbench.progress import phase
 from workbench.tasks import TASKS
 
 _TEXT_KEYS = ("caption", "question", "sentence")
@@ -88,6 +89,21 @@ def _unreadable(entry: dict) -> list[str]:
     return problems
 
 
+PROGRESS_FROM = 2000  # entries: a file this long shows a bar while its media are decoded
+
+
+def _decode_all(items: list[dict], name: str) -> list[str]:
+    """Every entry's media decoded once; a long file shows how far it got (10^6 entries take minutes)."""
+    if len(items) < PROGRESS_FROM:
+        return [p for entry in items for p in _unreadable(entry)]
+    problems: list[str] = []
+    with phase(f"data check: decoding the media of {name}", total=len(items), unit="entries") as bar:
+        for entry in items:
+            problems += _unreadable(entry)
+            bar.advance()
+    return problems
+
+
 def duplicate_caption_rate(entries: list[dict], media_key: str) -> float:
     """% of captions whose exact string (case and spaces normalised) also captions another
     image/video of the file. Such captions tie in retrieval: the metric counts every image
@@ -128,7 +144,7 @@ def check_dataset(cfg, tokenizer=None, decode_media: bool = True) -> dict[str, A
             report.update(entries=0, bad_entries=None, problems=[str(err)], unreadable=0)
             summary["files"][name] = report
             continue
-        unreadable = [p for entry in entries.items for p in _unreadable(entry)] if decode_media else []
+        unreadable = _decode_all(entries.items, name) if decode_media else []
         texts = [t for entry in entries.items for t in _texts(entry)]
         no_answer = unanswerable(data, name) if kind == "vqa" and name.endswith("_train.json") else []
         report.update(

@@ -27,6 +27,8 @@ def _one_line(err: BaseException) -> str:
 
 def load_image(path: str | Path) -> torch.Tensor:
     """uint8 [1, 3, H, W]."""
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would block open() forever
+        raise DataError(f"unreadable image {path}: not a regular file")
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))

@@ -132,6 +132,8 @@ def resolve_media(raw: str, data_cfg, where: str) -> Path:
         resolved = media_root(data_cfg) / normal
     if not resolved.exists():
         raise DataError(f"{where}: file not found: {resolved}")
+    if not (resolved.is_file() or resolved.is_dir()):  # a FIFO or device: opening it would block or never end
+        raise DataError(f"{where}: {resolved} is not a regular file (a FIFO, socket or device); give an image or video file")
     if not data_cfg.allow_absolute_paths:  # the rule is about where the bytes are, not the spelling
         real, root = os.path.realpath(resolved), os.path.realpath(media_root(data_cfg))
         if os.path.commonpath([real, root]) != root:

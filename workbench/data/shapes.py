@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from workbench.errors import ConfigError
-from workbench.data import shapes_tasks
+from workbench.data import data_guard, shapes_tasks
 from workbench.data.shapes_language import (
     answer_list,
     captions,
@@ -319,21 +319,29 @@ def generate(out: Path | str, seed: int = 0, size: str = "default") -> dict:
                 f"{out} exists and is not a ShapesWorld directory (no {MANIFEST} from {GENERATOR}); "
                 "refusing to overwrite it — choose another output directory"
             )
-        for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed run (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        tmp.mkdir()
-        try:
-            manifest = _build(tmp, seed, size)
-            (tmp / MANIFEST).write_bytes(dump_json(manifest))
-            old = out.parent / f".{out.name}.tmp-{os.getpid()}-old"
-            if out.exists():
-                out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with data_guard.replacing(out, seed, size):  # never what workbench did not make, nor data a run reads
+            return _generate_locked(out, seed, size)
+
+
+def _generate_locked(out: Path, seed: int, size: str) -> dict:
+    """Build into a temp sibling and rename it into place (the caller holds the locks)."""
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed run (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        manifest = _build(tmp, seed, size)
+        (tmp / MANIFEST).write_bytes(dump_json(manifest))
+        old = out.parent / f".{out.name}.tmp-{os.getpid()}-old"
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if (old / data_guard.WARMSTART).is_dir():  # workbench's warm-start cache: kept, not made again
+        (old / data_guard.WARMSTART).rename(out / data_guard.WARMSTART)
+    shutil.rmtree(old, ignore_errors=True)
     return manifest
 
 

@@ -125,7 +125,8 @@ def main(job: TrialJob) -> None:
     os.environ.update(job.env)
     _redirect_output(job.log_path)
     _watch_sweep(job.sweep_pid)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):  # SIGUSR2: SLURM's time-limit warning (submitit)
+    # SIGHUP: a closed terminal or ssh session; SIGUSR2: SLURM's time-limit warning (submitit)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
         signal.signal(signum, _interrupt)
     if job.threads:
         import torch

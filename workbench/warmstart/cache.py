@@ -68,8 +68,12 @@ def _save(path: Path, part: str, state: dict, metrics: dict[str, float]) -> None
     """Atomic: a killed warm start leaves no half-written file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, "part": part, "state": state, "metrics": metrics}, tmp)
-    tmp.replace(path)
+    try:
+        torch.save({"format": FORMAT, "part": part, "state": state, "metrics": metrics}, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left (a full disk, a signal)
+        raise
 
 
 def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True) -> dict[str, float]:
@@ -129,14 +133,37 @@ def ensure(cfg: RunConfig, tokenizer, progress: bool = True, announce=print) -> 
         if _init(cfg, part) != WARMSTART:
             continue
         path = cached_path(cfg, part, len(tokenizer))
-        if not path.is_file():
-            with locked(path):  # concurrent sweep trials: one makes it, the others wait and reuse it
-                if not path.is_file():
-                    announce(f"warm start: no {part} weights at {path} — training them once "
-                             f"({getattr(cfg.warmstart, part + '_steps')} steps, cached for later runs)")
-                    make(cfg, tokenizer, part, path, progress)
+        if not _usable(path, part):
+            try:
+                with locked(path):  # concurrent sweep trials: one makes it, the others wait and reuse it
+                    if path.is_file() and not _usable(path, part):  # workbench made it: made again
+                        announce(f"warm start: the cached {part} weights at {path} cannot be read (truncated?) "
+                                 "— making them again")
+                        path.unlink()
+                    if not path.is_file():
+                        announce(f"warm start: no {part} weights at {path} — training them once "
+                                 f"({getattr(cfg.warmstart, part + '_steps')} steps, cached for later runs)")
+                        make(cfg, tokenizer, part, path, progress)
+            except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
+                why = getattr(err, "strerror", None) or " ".join(str(err).split())[:120] or type(err).__name__
+                raise ConfigError(
+                    f"model.{part}.init=warmstart: cannot write the warm-start cache {path} ({why}); make "
+                    f"{path.parent} writable, or make the weights elsewhere with `workbench data warmstart --out FILE` "
+                    f"and set model.{part}.init=FILE"
+                ) from None
         paths[part] = path
     return paths
+
+
+def _usable(path: Path, part: str) -> bool:
+    """A cached warm-start file that loads (a truncated one, e.g. from a full disk, does not)."""
+    if not path.is_file():
+        return False
+    try:
+        _load(path, part)
+    except ConfigError:
+        return False
+    return True
 
 
 def _load(path: Path, part: str) -> dict:
@@ -149,7 +176,10 @@ def _load(path: Path, part: str) -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated or foreign file
-        raise ConfigError(f"{key}: cannot read {str(path)!r} ({type(err).__name__})") from None
+        raise ConfigError(
+            f"{key}: cannot read {str(path)!r} ({type(err).__name__}: truncated or not a torch file); write it again "
+            f"with `workbench data warmstart --out {path}`, or set {key}=warmstart (made and cached when missing)"
+        ) from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT or saved.get("part") != part:
         raise ConfigError(f"{key}: {str(path)!r} is not a {part} warm-start file (from `workbench data warmstart`)")
     return saved["state"]

@@ -182,6 +182,8 @@ def gradcam_in_object(
     return {
         "eval/attention/gradcam_in_object": float(share.mean()),
         "eval/attention/object_area": float(area.mean()),
+        # the same number as the share's reference (reports/references.py): what a uniform map scores
+        "eval/attention/chance_gradcam_in_object": float(area.mean()),
         "eval/attention/gradcam_beats_area": float((share > area).float().mean()),
     }
 

@@ -25,7 +25,7 @@ TASK_LABELS = {  # metric group -> label: each task's own, plus the groups a tas
 METRIC_LABELS = {
     "tr_r1": "TR@1", "tr_r5": "TR@5", "tr_r10": "TR@10",
     "ir_r1": "IR@1", "ir_r5": "IR@5", "ir_r10": "IR@10",
-    "r_mean": "R mean", "acc": "acc", "in_object": "in-object",
+    "r_mean": "R mean", "acc": "acc", "in_object": "in-object", "gradcam_in_object": "Grad-CAM in-object",
 }
 MINUS = "−"  # U+2212: a real minus sign, not a hyphen
 DASH = "—"

@@ -314,6 +314,7 @@ def _commands(shapes: Path, store: str, tmp: Path, run_id: str) -> dict[str, tup
         "config keys": ("workbench.config_keys.matching", ["config", "keys"]),
         "data shapes": ("workbench.data.shapes.generate", ["data", "shapes", "--out", str(tmp / "shapes")]),
         "data check": ("workbench.data.check_dataset", ["data", "check", "--set", f"data.root={shapes}"]),
+        "data shard": ("workbench.data.shards.shard_dataset", ["data", "shard", str(shapes), str(tmp / "shards")]),
         "data warmstart": ("workbench.data.ensure_data", ["data", "warmstart", "--set", f"data.root={shapes}"]),
         "runs prune": ("workbench.prune.plan_prune", ["runs", "prune", "--tracking-uri", store, "--dry-run"]),
         "run": ("workbench.train.evaluate", ["run", *_sets(shapes, store, tmp / "out", "boom-run", steps=2)]),
@@ -331,7 +332,7 @@ def _commands(shapes: Path, store: str, tmp: Path, run_id: str) -> dict[str, tup
     }
 
 
-COMMANDS = ["config show", "config keys", "data shapes", "data check", "data warmstart", "runs prune", "run", "eval", "sweep",
+COMMANDS = ["config show", "config keys", "data shapes", "data check", "data shard", "data warmstart", "runs prune", "run", "eval", "sweep",
             "report ablations", "report attention", "ui", "demo", "bench"]
 
 

@@ -216,3 +216,24 @@ def test_real_tiny_adaptive_sweep_ends_with_verdicts(shapes_tiny, tmp_path, stor
     tex = (tmp_path / "reports" / "verdicts" / "ablations.tex").read_text()
     assert "<th>verdict (R mean)</th>" in page and "group-sequential paired t-test" in page
     assert " & verdict \\\\" in tex and "O'Brien--Fleming" in tex  # tex() spells the en dash as LaTeX does
+
+
+def test_verdict_tags_of_names_mlflow_spells_alike_stay_distinct(tmp_path, store):
+    """`+scl` and `_scl` are one tag key once `+` is replaced: each keeps its own verdict (issue 29, class 9)."""
+    from workbench import tracking
+    from workbench.sequential import Comparison
+
+    path = tmp_path / "alike.yaml"
+    path.write_text(yaml.safe_dump({"base": "demo", "baseline": "baseline", "seeds": {"min": 3, "max": 4},
+                                    "variants": {"baseline": {}, "+scl": {"objectives.scl.enabled": True},
+                                                 "_scl": {"objectives.scl.mvsc": False}},
+                                    "metrics": ["eval/retrieval/r_mean"]}))
+    spec = load_spec(path)
+    client = MlflowClient(store)
+    parent = client.create_run(tracking.experiment_id("alike-tags", store)).info.run_id
+    nan = float("nan")
+    found = {name: Comparison(name, verdict, 3, nan, nan, nan, nan, nan, 0.05, nan)
+             for name, verdict in (("+scl", "better"), ("_scl", "worse"))}
+    rounds.record(parent, store, spec, found, {"baseline": 3, "+scl": 3, "_scl": 3})
+    verdict_tags = {k: v for k, v in client.get_run(parent).data.tags.items() if k.startswith("workbench.verdict.")}
+    assert sorted(verdict_tags.values()) == ["baseline", "better", "worse"], verdict_tags

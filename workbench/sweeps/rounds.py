@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import time
 from dataclasses import dataclass
 
@@ -36,7 +35,6 @@ from workbench.sweeps.sweep import Sweep
 
 ROUND_SUFFIX = ".round-"
 VERDICT_TAG, SEEDS_TAG, DESIGN_TAG = tags.VERDICT, tags.SEEDS, tags.DESIGN
-UNSAFE_TAG = re.compile(r"[^A-Za-z0-9_\-./ ]")  # MLflow tag keys allow these
 
 
 @dataclass(frozen=True)
@@ -154,10 +152,11 @@ def record(parent_run_id: str, uri: str, spec: SweepSpec, found: dict[str, Compa
     if spec.design is None:
         return
     client = tracking.client(uri)
-    for variant in (v.name for v in spec.variants):
+    parts = tags.key_parts(v.name for v in spec.variants)  # `+scl` and `_scl` keep one tag each
+    for variant, part in parts.items():
         verdict = BASELINE if variant == spec.baseline else found[variant].verdict
-        client.set_tag(parent_run_id, tag_key(VERDICT_TAG, variant), verdict)
-        client.set_tag(parent_run_id, tag_key(SEEDS_TAG, variant), str(seeds.get(variant, 0)))
+        client.set_tag(parent_run_id, VERDICT_TAG + part, verdict)
+        client.set_tag(parent_run_id, SEEDS_TAG + part, str(seeds.get(variant, 0)))
     client.set_tag(parent_run_id, DESIGN_TAG, spec.design.name(spec.objective_delta))
 
 
@@ -168,10 +167,6 @@ def resolve_text(seeds: float) -> str:
     if math.isinf(seeds):
         return f", more than {MAX_SEEDS_TO_RESOLVE} paired seeds would resolve it"
     return f", ~{seeds:.0f} paired seeds would resolve it"
-
-
-def tag_key(prefix: str, variant: str) -> str:
-    return prefix + UNSAFE_TAG.sub("_", variant)
 
 
 def verdict_lines(spec: SweepSpec, trials: list[FrozenTrial]) -> list[str]:

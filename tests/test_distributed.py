@@ -150,6 +150,22 @@ def test_gathered_itc_and_scl_losses_equal_one_process_on_the_global_batch(with_
     _launch(_gathered_losses_worker, with_ids)
 
 
+def _agreed_signal_worker(rank: int, port: int) -> None:
+    os.environ.update(_torchrun_env(rank, port))
+    ranks, device = distributed.setup("cpu")
+    try:
+        assert distributed.agreed_signal(None, device) is None  # nobody was signalled: go on
+        only_rank_1 = 15 if rank == 1 else None  # torchrun's SIGTERM reached rank 1 first
+        assert distributed.agreed_signal(only_rank_1, device) == 15  # so rank 0 stops after this step too
+    finally:
+        distributed.teardown(ranks)
+
+
+def test_a_signal_one_rank_got_stops_every_rank_after_the_same_step():
+    assert distributed.agreed_signal(2, torch.device("cpu")) == 2  # one process: its own signal
+    _launch(_agreed_signal_worker)
+
+
 # ------------------------------------------------ a whole 2-process run
 def _run_worker(rank: int, port: int, cfg, store: str, run_id_file, resume: bool) -> None:
     """One rank of `workbench run` as torchrun starts it; pre-empted after 2 steps, or resumed.

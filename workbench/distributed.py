@@ -153,6 +153,21 @@ def mean_over_ranks(values: dict[str, Tensor]) -> dict[str, Tensor]:
     return dict(zip(values, stacked / dist.get_world_size()))
 
 
+def agreed_signal(signum: int | None, device: torch.device) -> int | None:
+    """A stop signal any rank received, seen by every rank at the same step (one MAX all-reduce).
+
+    torchrun forwards SIGTERM to each worker separately: one rank may see it a step
+    before another, stop, and leave the other blocked in the next step's all-reduce
+    (which then fails, and the run ends FAILED instead of KILLED). Acting on the
+    agreed value makes every rank stop after the same step.
+    """
+    if not is_active():
+        return signum
+    flag = torch.tensor([signum or 0], dtype=torch.int64, device=device)  # NCCL: on the rank's GPU
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 def broadcast_object(value: Any) -> Any:
     """Rank 0's `value` on every rank (e.g. the MLflow run id)."""
     if not is_active():

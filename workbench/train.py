@@ -387,7 +387,7 @@ def _train_steps(s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any
             bar.update(done, None, None)
         if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
             s.last_checkpoint = s.save(done)
-        signum = interrupts.requested()
+        signum = distributed.agreed_signal(interrupts.requested(), s.device)  # every rank stops after the same step
         if signum is not None:  # SIGINT/SIGTERM/SIGHUP during this step: keep it, then stop
             s.step = done
             if done < cfg.train.steps:

@@ -23,8 +23,14 @@ import time
 from pathlib import Path
 
 ALL_ON = ["objectives.softmask.enabled=true"]
-PAPER = ["model.vision.timm_name=", "model.vision.checkpoint=", "model.text.hf_name=",
-         "data.image_size=224", "data.generate=false", "train.precision=auto"]
+PAPER = [
+    "model.vision.timm_name=",
+    "model.vision.checkpoint=",
+    "model.text.hf_name=",
+    "data.image_size=224",
+    "data.generate=false",
+    "train.precision=auto",
+]
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -33,6 +39,7 @@ def worker(args: argparse.Namespace) -> None:
     from workbench.config import load_config
     from workbench.device import seed_everything
     from workbench.optim import build_optimizer, build_scheduler
+
     try:
         from workbench.pretrainer import Pretrainer
     except ImportError:  # trees from before it had a module of its own
@@ -42,8 +49,12 @@ def worker(args: argparse.Namespace) -> None:
         from workbench.data import PretrainStream, load_tokenizer
         from workbench.objectives import special_ids_of
 
-        cfg = load_config("base", ALL_ON + [f"data.root={args.data}", "data.shapes_size=tiny",
-                                            f"train.batch_size={args.batch_size}"] + args.overrides)
+        cfg = load_config(
+            "base",
+            ALL_ON
+            + [f"data.root={args.data}", "data.shapes_size=tiny", f"train.batch_size={args.batch_size}"]
+            + args.overrides,
+        )
         tokenizer = load_tokenizer(cfg.data)
         vocab, pad, special = len(tokenizer), tokenizer.pad_token_id, special_ids_of(tokenizer)
         seed_everything(0)
@@ -55,14 +66,23 @@ def worker(args: argparse.Namespace) -> None:
         length, size = cfg.data.max_text_len, args.batch_size
         ids = torch.randint(104, vocab, (size, length), generator=g)
         ids[:, 0], ids[:, -1] = 101, 102
-        batch = {"image": torch.randn(size, 1, 3, 224, 224, generator=g), "text_ids": ids,
-                 "text_mask": torch.ones(size, length, dtype=torch.long), "image_id": torch.arange(size)}
+        batch = {
+            "image": torch.randn(size, 1, 3, 224, 224, generator=g),
+            "text_ids": ids,
+            "text_mask": torch.ones(size, length, dtype=torch.long),
+            "image_id": torch.arange(size),
+        }
     from workbench.models import VLPModel
     from workbench.objectives import build_objectives
 
     seed_everything(0)
-    model = VLPModel(cfg.model, vocab_size=vocab, pad_token_id=pad, image_size=cfg.data.image_size,
-                     max_text_len=cfg.data.max_text_len)
+    model = VLPModel(
+        cfg.model,
+        vocab_size=vocab,
+        pad_token_id=pad,
+        image_size=cfg.data.image_size,
+        max_text_len=cfg.data.max_text_len,
+    )
     pretrainer = Pretrainer(model, build_objectives(cfg.objectives, model.dims, special, vocab, model=model)).train()
     optimizer = build_optimizer(pretrainer.model, pretrainer.objectives, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
@@ -88,8 +108,19 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_worker(tree: Path, args: argparse.Namespace, data: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
-    command = [sys.executable, __file__, "--worker", "--config", args.config, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--data", str(data)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--config",
+        args.config,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--data",
+        str(data),
+    ]
     command += [f"--set={o}" for o in args.overrides]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     if done.returncode:
@@ -116,9 +147,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         data = Path(tmp) / "shapesworld"
         if args.config == "base":
-            subprocess.run([sys.executable, "-c", f"from workbench.data.shapes import generate; "
-                            f"generate({str(data)!r}, seed=0, size='tiny')"], check=True,
-                           env={**os.environ, "PYTHONPATH": str(args.a.resolve())})
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    f"from workbench.data.shapes import generate; generate({str(data)!r}, seed=0, size='tiny')",
+                ],
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(args.a.resolve())},
+            )
         results: dict[str, list[float]] = {"A": [], "B": []}
         losses, loads = {}, []
         for round_ in range(args.rounds):
@@ -128,17 +165,34 @@ def main() -> None:
                 results[name].append(statistics.median(out["step_s"]))
                 losses[name] = out["first_loss"]
                 loads.append(out["load"])
-                print(f"round {round_} {name}: {statistics.median(out['step_s']):.3f} s/step "
-                      f"(load {out['load']:.1f})", file=sys.stderr)
+                print(
+                    f"round {round_} {name}: {statistics.median(out['step_s']):.3f} s/step (load {out['load']:.1f})",
+                    file=sys.stderr,
+                )
     a, b = statistics.median(results["A"]), statistics.median(results["B"])
-    per_round = [rb / ra for ra, rb in zip(results["A"], results["B"])]
-    print(json.dumps({
-        "config": args.config, "batch_size": args.batch_size, "rounds": args.rounds, "steps": args.steps,
-        "a": str(args.a), "b": str(args.b), "a_step_s": a, "b_step_s": b, "b_over_a": b / a,
-        "b_over_a_per_round": per_round, "b_over_a_median_of_rounds": statistics.median(per_round),
-        "a_rounds": results["A"], "b_rounds": results["B"], "first_loss": losses,
-        "load_average": [min(loads), max(loads)],
-    }, indent=2))
+    per_round = [rb / ra for ra, rb in zip(results["A"], results["B"], strict=True)]
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "batch_size": args.batch_size,
+                "rounds": args.rounds,
+                "steps": args.steps,
+                "a": str(args.a),
+                "b": str(args.b),
+                "a_step_s": a,
+                "b_step_s": b,
+                "b_over_a": b / a,
+                "b_over_a_per_round": per_round,
+                "b_over_a_median_of_rounds": statistics.median(per_round),
+                "a_rounds": results["A"],
+                "b_rounds": results["B"],
+                "first_loss": losses,
+                "load_average": [min(loads), max(loads)],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,12 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="pre-training steps run here")
-    parser.add_argument("--full-steps", type=int, default=0, help="steps of the full run to extrapolate to (default: the config's)")
-    parser.add_argument("--data", default="data/shapesworld", help="ShapesWorld default-size root (generated when missing)")
+    parser.add_argument(
+        "--full-steps", type=int, default=0, help="steps of the full run to extrapolate to (default: the config's)"
+    )
+    parser.add_argument(
+        "--data", default="data/shapesworld", help="ShapesWorld default-size root (generated when missing)"
+    )
     parser.add_argument("--experiment", default="base")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     parser.add_argument("--json", default="", help="also write the numbers to this JSON file")
@@ -54,6 +58,7 @@ def main() -> None:
             finally:
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
                 cpu_timings[name] = cpu_timings.get(name, 0.0) + time.process_time() - cpu_start
+
         return wrapper
 
     for name in list(runner.TASKS):
@@ -76,8 +81,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench_eval_share_"))
     overrides = [
-        f"data.root={args.data}", f"train.steps={args.steps}", f"train.out_dir={work / 'out'}",
-        f"tracking.uri=sqlite:///{work / 'mlflow.db'}", "train.device=cpu", "train.checkpoint_every=0",
+        f"data.root={args.data}",
+        f"train.steps={args.steps}",
+        f"train.out_dir={work / 'out'}",
+        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+        "train.device=cpu",
+        "train.checkpoint_every=0",
         *args.overrides,
     ]
     cfg = load_config(args.experiment, overrides)
@@ -87,25 +96,36 @@ def main() -> None:
     result = train.run(cfg, progress=False)
     total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
     numbers = {"steps": args.steps, "full_steps": full_steps, "metrics": result.metrics}
-    for suffix, run_s, times, tasks in (("", total, step_times, timings), ("_cpu", cpu_total, step_cpu_times, cpu_timings)):
+    for suffix, run_s, times, tasks in (
+        ("", total, step_times, timings),
+        ("_cpu", cpu_total, step_cpu_times, cpu_timings),
+    ):
         evaluation = tasks.get("evaluation", 0.0)
         pretrain = run_s - evaluation
         per_step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else pretrain / args.steps
         setup = pretrain - per_step * args.steps
         full = setup + full_steps * per_step + evaluation
         numbers |= {
-            f"seconds_per_step{suffix}": per_step, f"setup_s{suffix}": setup, f"pretrain_s{suffix}": pretrain,
-            f"eval_s{suffix}": evaluation, f"tasks_s{suffix}": {k: v for k, v in tasks.items() if k != "evaluation"},
-            f"share_measured{suffix}": evaluation / run_s, f"full_run_s{suffix}": full,
+            f"seconds_per_step{suffix}": per_step,
+            f"setup_s{suffix}": setup,
+            f"pretrain_s{suffix}": pretrain,
+            f"eval_s{suffix}": evaluation,
+            f"tasks_s{suffix}": {k: v for k, v in tasks.items() if k != "evaluation"},
+            f"share_measured{suffix}": evaluation / run_s,
+            f"full_run_s{suffix}": full,
             f"share_at_full_steps{suffix}": evaluation / full,
         }
         kind = "CPU" if suffix else "wall"
-        print(f"{args.experiment} ({kind} s): {args.steps} steps in {pretrain:.1f} s ({per_step:.2f} s/step + "
-              f"{setup:.1f} s set-up), evaluation {evaluation:.1f} s")
+        print(
+            f"{args.experiment} ({kind} s): {args.steps} steps in {pretrain:.1f} s ({per_step:.2f} s/step + "
+            f"{setup:.1f} s set-up), evaluation {evaluation:.1f} s"
+        )
         for name, seconds in numbers[f"tasks_s{suffix}"].items():
             print(f"  {name:<22} {seconds:7.1f} s  ({seconds / max(evaluation, 1e-9):5.1%} of eval)")
-        print(f"eval share ({kind}): {numbers[f'share_measured{suffix}']:.1%} of this run; "
-              f"{numbers[f'share_at_full_steps{suffix}']:.1%} of a {full_steps}-step run")
+        print(
+            f"eval share ({kind}): {numbers[f'share_measured{suffix}']:.1%} of this run; "
+            f"{numbers[f'share_at_full_steps{suffix}']:.1%} of a {full_steps}-step run"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2))
 

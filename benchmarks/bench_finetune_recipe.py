@@ -37,9 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    import torch
-
     import tempfile
+
+    import torch
 
     from workbench import checkpoint, tracking, train
     from workbench.data import load_tokenizer
@@ -56,8 +56,11 @@ def main() -> None:
     pretrainer = build(cfg, tokenizer)
     local = Path(cfg.train.out_dir) / args.run_id / checkpoint.LAST
     with tempfile.TemporaryDirectory() as scratch:  # in place from a local store; a download is not kept
-        path = local if local.is_file() else tracking.download_checkpoint(
-            tracking.client(cfg.tracking.uri), args.run_id, Path(scratch))
+        path = (
+            local
+            if local.is_file()
+            else tracking.download_checkpoint(tracking.client(cfg.tracking.uri), args.run_id, Path(scratch))
+        )
         state = checkpoint.load(path)
     pretrainer.model.load_state_dict(state["model"])
     model = pretrainer.model.eval()
@@ -78,10 +81,15 @@ def main() -> None:
                 cpu.append(time.process_time() - start)
             row[name] = {"acc": accs, "cpu_s": statistics.mean(cpu)}
             spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            print(f"  {recipe:>12} {name:<5} acc {statistics.mean(accs):6.2f} ± {spread:5.2f} "
-                  f"{[round(a, 2) for a in accs]}  {statistics.mean(cpu):6.1f} CPU s", flush=True)
+            print(
+                f"  {recipe:>12} {name:<5} acc {statistics.mean(accs):6.2f} ± {spread:5.2f} "
+                f"{[round(a, 2) for a in accs]}  {statistics.mean(cpu):6.1f} CPU s",
+                flush=True,
+            )
     if args.json:
-        Path(args.json).write_text(json.dumps({"run_id": args.run_id, "seeds": args.seeds, "results": results}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"run_id": args.run_id, "seeds": args.seeds, "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,9 @@ def _rate(fn, paths: list[Path]) -> float:
 def measure(images: int = 64, repeats: int = 5, size: int = 224) -> dict:
     torch.set_num_threads(1)
     plain = FrameTransform(load_config(None, [f"data.image_size={size}"]), train=True)
-    albef = load_config(None, [f"data.image_size={size}", "augment.image=true", "augment.flip=true", "augment.randaug_set=albef"])
+    albef = load_config(
+        None, [f"data.image_size={size}", "augment.image=true", "augment.flip=true", "augment.randaug_set=albef"]
+    )
     augmented = FrameTransform(albef, train=True)
     roads = {
         "decode": lambda p: np.asarray(Image.open(p).convert("RGB")),
@@ -84,7 +86,7 @@ def measure(images: int = 64, repeats: int = 5, size: int = 224) -> dict:
             for name, fn in roads.items():
                 rates[name].append(_rate(fn, paths))
     per_s = {f"{name}_per_s": round(statistics.median(values), 1) for name, values in rates.items()}
-    ratios = [p / d for p, d in zip(rates["pipeline"], rates["decode"])]
+    ratios = [p / d for p, d in zip(rates["pipeline"], rates["decode"], strict=True)]
     return {
         **per_s,
         "ratio": round(per_s["pipeline_per_s"] / per_s["decode_per_s"], 3),
@@ -92,7 +94,11 @@ def measure(images: int = 64, repeats: int = 5, size: int = 224) -> dict:
         "augmented_ratio": round(per_s["augmented_per_s"] / per_s["decode_per_s"], 3),
         "before_ratio": round(per_s["plain_tensor_per_s"] / per_s["decode_per_s"], 3),
         "augmented_before_ratio": round(per_s["tensor_per_s"] / per_s["decode_per_s"], 3),
-        "images": images, "repeats": repeats, "image_size": size, "jpeg": "640x480 q90", "threads": torch.get_num_threads(),
+        "images": images,
+        "repeats": repeats,
+        "image_size": size,
+        "jpeg": "640x480 q90",
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -108,8 +114,12 @@ def main() -> None:
         return
     for key in ("decode_per_s", "pipeline_per_s", "augmented_per_s", "tensor_per_s", "plain_tensor_per_s"):
         print(f"{key:>18}: {result[key]:8.1f} images/s (one core)")
-    print(f"{'ratio':>18}: {result['ratio']:.3f} pipeline / decode (target >= 0.75; before: {result['before_ratio']:.3f})")
-    print(f"{'augmented_ratio':>18}: {result['augmented_ratio']:.3f} augmented / decode (before: {result['augmented_before_ratio']:.3f})")
+    print(
+        f"{'ratio':>18}: {result['ratio']:.3f} pipeline / decode (target >= 0.75; before: {result['before_ratio']:.3f})"
+    )
+    print(
+        f"{'augmented_ratio':>18}: {result['augmented_ratio']:.3f} augmented / decode (before: {result['augmented_before_ratio']:.3f})"
+    )
 
 
 if __name__ == "__main__":

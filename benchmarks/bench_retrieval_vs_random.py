@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-
 from workbench import train
 from workbench.config import load_config
 from workbench.data import load_tokenizer

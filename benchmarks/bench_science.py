@@ -44,8 +44,9 @@ TASKS = (
 VARIANTS = {"random-init": ["train.steps=0"], "trained": []}
 
 
-def run_once(experiment: str, overrides: list[str], variant: str, seed: int, out: Path,
-             variants: dict[str, list[str]]) -> dict[str, float]:
+def run_once(
+    experiment: str, overrides: list[str], variant: str, seed: int, out: Path, variants: dict[str, list[str]]
+) -> dict[str, float]:
     path = out / f"{variant}-seed{seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -117,18 +118,26 @@ def itm_table(results: dict[str, list[dict[str, float]]]) -> str:
         itc_name, final_name = f"eval/{task}_itc/r_mean", f"eval/{task}/r_mean"
         if all(itc_name in run for run in trained):
             itc, final = (np.array([run[name] for run in trained]) for name in (itc_name, final_name))
-            lines.append(f"| {task} r_mean re-ranked (eval.rerank_k) | ITC only {fmt(itc)} | {fmt(final)} | "
-                         f"{p_greater(final, itc):.3g} |")
+            lines.append(
+                f"| {task} r_mean re-ranked (eval.rerank_k) | ITC only {fmt(itc)} | {fmt(final)} | "
+                f"{p_greater(final, itc):.3g} |"
+            )
     if all("train/loss/itm" in run for run in trained):
         itm = np.array([run["train/loss/itm"] for run in trained])
-        lines.append(f"| final ITM loss | 1:2 prior {ITM_PRIOR_LOSS:.4f} | {fmt(itm)} | "
-                     f"{p_greater(ITM_PRIOR_LOSS - itm, 0.0):.3g} (below prior) |")
+        lines.append(
+            f"| final ITM loss | 1:2 prior {ITM_PRIOR_LOSS:.4f} | {fmt(itm)} | "
+            f"{p_greater(ITM_PRIOR_LOSS - itm, 0.0):.3g} (below prior) |"
+        )
     if all("eval/attention/gradcam_in_object" in run for run in trained):
-        inside, area = (np.array([run[f"eval/attention/{key}"] for run in trained]) * 100
-                        for key in ("gradcam_in_object", "object_area"))
+        inside, area = (
+            np.array([run[f"eval/attention/{key}"] for run in trained]) * 100
+            for key in ("gradcam_in_object", "object_area")
+        )
         beats = np.array([run["eval/attention/gradcam_beats_area"] for run in trained]) * 100
-        lines.append(f"| Grad-CAM share in the named object (%) | object area {fmt(area)} | {fmt(inside)} | "
-                     f"{p_greater(inside, area):.3g} |")
+        lines.append(
+            f"| Grad-CAM share in the named object (%) | object area {fmt(area)} | {fmt(inside)} | "
+            f"{p_greater(inside, area):.3g} |"
+        )
         lines.append(f"| images where Grad-CAM beats the area (%) | 50 | {fmt(beats)} | {p_greater(beats, 50.0):.3g} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -139,12 +148,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_science"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--only-seed", type=int, action="append", default=[],
-                        help="run only these seeds (e.g. one process per core); the table needs all")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
-                        help="an ablation variant: the experiment with these overrides (repeatable)")
-    parser.add_argument("--only-variant", action="append", default=[],
-                        help="with --only-seed: run only these variants")
+    parser.add_argument(
+        "--only-seed",
+        type=int,
+        action="append",
+        default=[],
+        help="run only these seeds (e.g. one process per core); the table needs all",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+        help="an ablation variant: the experiment with these overrides (repeatable)",
+    )
+    parser.add_argument("--only-variant", action="append", default=[], help="with --only-seed: run only these variants")
     args = parser.parse_args()
     variants = dict(VARIANTS)
     for spec in args.variant:

@@ -75,7 +75,7 @@ def simulate(effects: tuple[float, ...], lo: int, hi: int, delta: float | None, 
         names = [f"v{i}" for i in range(len(effects))]
         active = {name: lo for name in names}  # seeds each comparison has so far
         while True:
-            result = sequential.decide({v: draws[s, i, :active[v]] for i, v in enumerate(names)}, design, delta=delta)
+            result = sequential.decide({v: draws[s, i, : active[v]] for i, v in enumerate(names)}, design, delta=delta)
             still = sequential.next_round(result)
             if not still:
                 break
@@ -83,8 +83,15 @@ def simulate(effects: tuple[float, ...], lo: int, hi: int, delta: float | None, 
                 active[v] += 1
         for i, v in enumerate(names):
             verdicts[s, i], seeds[s, i] = result[v].verdict, result[v].n
-    out: dict = {"min_seeds": lo, "max_seeds": hi, "delta": delta, "effects_sd": list(effects), "sims": sims,
-                 "alpha": design.alpha, "design": design.name(delta)}
+    out: dict = {
+        "min_seeds": lo,
+        "max_seeds": hi,
+        "delta": delta,
+        "effects_sd": list(effects),
+        "sims": sims,
+        "alpha": design.alpha,
+        "design": design.name(delta),
+    }
     directional = np.isin(verdicts, [sequential.BETTER, sequential.WORSE])
     null = np.asarray(effects) == 0
     if null.any():
@@ -118,24 +125,44 @@ def main() -> None:
     for k, (name, effects, lo, hi, delta) in enumerate(CASES):
         results[name] = simulate(effects, lo, hi, delta, args.sims, args.seed + k)
     checks = {
-        "no effect: false_positive_rate <= 0.05 (0.06 with simulation error)":
-            results["no effect"]["false_positive_rate"] <= 0.06,
-        "two null variants: family-wise false_positive_rate <= 0.06":
-            results["two variants, no effect (family-wise)"]["false_positive_rate"] <= 0.06,
+        "no effect: false_positive_rate <= 0.05 (0.06 with simulation error)": results["no effect"][
+            "false_positive_rate"
+        ]
+        <= 0.06,
+        "two null variants: family-wise false_positive_rate <= 0.06": results["two variants, no effect (family-wise)"][
+            "false_positive_rate"
+        ]
+        <= 0.06,
         "effect 1 sd: power >= 0.80": results["effect 1 sd"]["power"] >= 0.80,
-        "effect 1 sd: mean_seeds < fixed_n_seeds (same power)":
-            results["effect 1 sd"]["mean_seeds"] < results["effect 1 sd"]["fixed_n_seeds"],
-        "effect = delta: false_equivalence_rate <= 0.06": results["effect = delta (1 sd)"]["false_equivalence_rate"] <= 0.06,
+        "effect 1 sd: mean_seeds < fixed_n_seeds (same power)": results["effect 1 sd"]["mean_seeds"]
+        < results["effect 1 sd"]["fixed_n_seeds"],
+        "effect = delta: false_equivalence_rate <= 0.06": results["effect = delta (1 sd)"]["false_equivalence_rate"]
+        <= 0.06,
     }
-    report = {"cases": results, "checks": checks, "all_pass": all(checks.values()),
-              "seconds": round(time.monotonic() - started, 1)}
+    report = {
+        "cases": results,
+        "checks": checks,
+        "all_pass": all(checks.values()),
+        "seconds": round(time.monotonic() - started, 1),
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return
     for name, r in results.items():
-        numbers = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
-                            if k in ("false_positive_rate", "power", "mean_seeds", "fixed_n_seeds", "equivalent_rate",
-                                     "false_equivalence_rate", "baseline_mean_seeds"))
+        numbers = ", ".join(
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k
+            in (
+                "false_positive_rate",
+                "power",
+                "mean_seeds",
+                "fixed_n_seeds",
+                "equivalent_rate",
+                "false_equivalence_rate",
+                "baseline_mean_seeds",
+            )
+        )
         print(f"{name} (seeds {r['min_seeds']}..{r['max_seeds']}): {numbers}")
     for check, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {check}")

@@ -48,12 +48,33 @@ def sweep_once(work: Path, data: Path, launcher: str, parallel: int) -> float:
     spec = run_dir / "tiny.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     store = f"sqlite:///{run_dir / 'mlflow.db'}"
-    subprocess.run([sys.executable, "-c", f"from mlflow.tracking import MlflowClient; MlflowClient('{store}').search_experiments()"],
-                   check=True, capture_output=True)
-    sets = [s for s in tiny_run(data, store, run_dir / "out", "eval.tasks=[]", steps=5) if not s.startswith("tracking.uri")]
-    where = ["--slots", str(parallel)] if launcher == "local" else ["--launcher", "slurm", "--max-parallel", str(parallel)]
-    command = [sys.executable, "-m", "workbench", "sweep", str(spec), *where, "--no-progress", "--tracking-uri", store,
-               *[a for s in sets for a in ("--set", s)]]
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from mlflow.tracking import MlflowClient; MlflowClient('{store}').search_experiments()",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sets = [
+        s for s in tiny_run(data, store, run_dir / "out", "eval.tasks=[]", steps=5) if not s.startswith("tracking.uri")
+    ]
+    where = (
+        ["--slots", str(parallel)] if launcher == "local" else ["--launcher", "slurm", "--max-parallel", str(parallel)]
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "sweep",
+        str(spec),
+        *where,
+        "--no-progress",
+        "--tracking-uri",
+        store,
+        *[a for s in sets for a in ("--set", s)],
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=run_dir, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -86,8 +107,10 @@ def main() -> None:
         finally:
             slurm_cluster.stop(cluster)
     local, slurm = statistics.median(times["local"]), statistics.median(times["slurm"])
-    print(f"median makespan: local --slots {args.parallel}: {local:.1f} s; slurm --max-parallel {args.parallel}: "
-          f"{slurm:.1f} s; ratio slurm/local = {slurm / local:.2f} (load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"median makespan: local --slots {args.parallel}: {local:.1f} s; slurm --max-parallel {args.parallel}: "
+        f"{slurm:.1f} s; ratio slurm/local = {slurm / local:.2f} (load average {os.getloadavg()[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":

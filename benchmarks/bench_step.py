@@ -30,9 +30,16 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, repeatable")
     args = parser.parse_args()
     options = BenchOptions(
-        configs=tuple(args.config or BenchOptions().configs), quick=args.quick, device=args.device,
-        batch_size=args.batch_size, steps=args.steps, repeats=args.repeats, loop_steps=args.loop_steps,
-        loop_repeats=args.loop_repeats, compile=args.compile, overrides=args.overrides,
+        configs=tuple(args.config or BenchOptions().configs),
+        quick=args.quick,
+        device=args.device,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        repeats=args.repeats,
+        loop_steps=args.loop_steps,
+        loop_repeats=args.loop_repeats,
+        compile=args.compile,
+        overrides=args.overrides,
     )
     result = run_bench(options)
     print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))

@@ -31,12 +31,24 @@ from pathlib import Path
 import yaml
 
 TINY = {
-    "model.vision.width": 32, "model.vision.depth": 1, "model.vision.heads": 2, "model.vision.patch_size": 16,
-    "model.text.width": 32, "model.text.depth": 1, "model.text.heads": 2,
-    "model.fusion.width": 32, "model.fusion.layers": 1, "model.fusion.heads": 2,
-    "objectives.itc.embed_dim": 16, "data.shapes_size": "tiny",
-    "train.batch_size": 8, "train.warmup_steps": 2, "train.log_every": 5, "train.checkpoint_every": 0,
-    "train.device": "cpu", "eval.tasks": [],
+    "model.vision.width": 32,
+    "model.vision.depth": 1,
+    "model.vision.heads": 2,
+    "model.vision.patch_size": 16,
+    "model.text.width": 32,
+    "model.text.depth": 1,
+    "model.text.heads": 2,
+    "model.fusion.width": 32,
+    "model.fusion.layers": 1,
+    "model.fusion.heads": 2,
+    "objectives.itc.embed_dim": 16,
+    "data.shapes_size": "tiny",
+    "train.batch_size": 8,
+    "train.warmup_steps": 2,
+    "train.log_every": 5,
+    "train.checkpoint_every": 0,
+    "train.device": "cpu",
+    "eval.tasks": [],
 }
 
 
@@ -61,8 +73,10 @@ def force_slot_threads(threads: int) -> None:
     planned = slots.plan_slots
 
     def plan(*args, **kwargs):
-        return [dataclasses.replace(s, threads=threads, env={**s.env, **slots.thread_env(threads)})
-                for s in planned(*args, **kwargs)]
+        return [
+            dataclasses.replace(s, threads=threads, env={**s.env, **slots.thread_env(threads)})
+            for s in planned(*args, **kwargs)
+        ]
 
     runner.plan_slots = plan
 
@@ -74,7 +88,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="training steps per trial (real trainer)")
     parser.add_argument("--sleep", type=float, default=0.0, help="use trials that sleep this many seconds instead")
     parser.add_argument("--data", default="", help="ShapesWorld tiny root to reuse (generated when missing)")
-    parser.add_argument("--slot-threads", type=int, default=0, help="threads per slot (0 = cores / slots, the sweep's default)")
+    parser.add_argument(
+        "--slot-threads", type=int, default=0, help="threads per slot (0 = cores / slots, the sweep's default)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -88,15 +104,24 @@ def main() -> None:
     data = Path(args.data) if args.data else work / "shapes"
     generate(data, seed=0, size="tiny")
     spec_path = work / "makespan.yaml"
-    spec_path.write_text(yaml.safe_dump({
-        "description": "makespan benchmark: one variant x N seeds",
-        "base": "base",
-        "overrides": {**TINY, "data.root": str(data), "train.out_dir": str(work / "out"), "train.steps": args.steps},
-        "variants": {"tiny": {}},
-        "seeds": args.trials,
-        "metrics": ["train/loss/total"],
-        "objective": {"metric": "train/loss/total", "direction": "minimize"},
-    }))
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "description": "makespan benchmark: one variant x N seeds",
+                "base": "base",
+                "overrides": {
+                    **TINY,
+                    "data.root": str(data),
+                    "train.out_dir": str(work / "out"),
+                    "train.steps": args.steps,
+                },
+                "variants": {"tiny": {}},
+                "seeds": args.trials,
+                "metrics": ["train/loss/total"],
+                "objective": {"metric": "train/loss/total", "direction": "minimize"},
+            }
+        )
+    )
     store = f"sqlite:///{work / 'mlflow.db'}"
     tracking.experiment_id("workbench", store)  # create the store's schema before timing
     options = SweepOptions(slots=args.slots, tracking_uri=store, progress=False)
@@ -120,12 +145,17 @@ def main() -> None:
     ideal = sum(durations) / args.slots
     trainer = f"sleep {args.sleep:g} s" if args.sleep else f"train {args.steps} steps"
     from workbench.sweeps.slots import usable_cpu_count
+
     threads = args.slot_threads or max(1, usable_cpu_count() // args.slots)
     print(f"{len(durations)} trials ({trainer}) on {args.slots} slots, {threads} thread(s) per slot")
-    print(f"trial time: mean {sum(durations) / len(durations):.2f} s, min {min(durations):.2f}, max {max(durations):.2f}, total {sum(durations):.1f} s")
+    print(
+        f"trial time: mean {sum(durations) / len(durations):.2f} s, min {min(durations):.2f}, max {max(durations):.2f}, total {sum(durations):.1f} s"
+    )
     print(f"ideal (total / slots): {ideal:.2f} s")
     print(f"makespan (run_sweep wall): {makespan:.2f} s  -> ratio {makespan / ideal:.3f}  (target <= 1.05)")
-    print(f"first trial start -> last trial end: {(last - first).total_seconds():.2f} s  -> ratio {(last - first).total_seconds() / ideal:.3f}")
+    print(
+        f"first trial start -> last trial end: {(last - first).total_seconds():.2f} s  -> ratio {(last - first).total_seconds() / ideal:.3f}"
+    )
 
 
 if __name__ == "__main__":

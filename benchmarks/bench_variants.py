@@ -24,8 +24,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -58,14 +58,17 @@ def _variants(name: str, args: argparse.Namespace, root: Path) -> tuple[Step, St
         plain = step.optimizer
         fused = torch.optim.AdamW(
             [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in plain.param_groups],
-            **{k: plain.defaults[k] for k in ("lr", "betas", "eps", "weight_decay")}, fused=True,
+            **{k: plain.defaults[k] for k in ("lr", "betas", "eps", "weight_decay")},
+            fused=True,
         )
-        return _with(lambda: setattr(step, "optimizer", plain), step), _with(
-            lambda: setattr(step, "optimizer", fused), step), batch
+        return (
+            _with(lambda: setattr(step, "optimizer", plain), step),
+            _with(lambda: setattr(step, "optimizer", fused), step),
+            batch,
+        )
     if name == "threads":
         threads = torch.get_num_threads()
-        return _with(lambda: torch.set_num_threads(threads), step), _with(
-            lambda: torch.set_num_threads(1), step), batch
+        return _with(lambda: torch.set_num_threads(threads), step), _with(lambda: torch.set_num_threads(1), step), batch
     if name == "compile":  # a second model with the same weights, its encoders and fusion compiled
         compiled, _ = _base_step(args.batch_size, root, args.quick, compile_=True)
         return step, compiled, batch
@@ -94,22 +97,35 @@ def main() -> None:
         times: dict[str, list[float]] = {"A": [], "B": []}
         loads = []
         for pair in range(args.pairs):
-            for side in ("AB" if pair % 2 == 0 else "BA"):
+            for side in "AB" if pair % 2 == 0 else "BA":
                 step = step_a if side == "A" else step_b
                 start = time.perf_counter()
                 step(batch)
                 times[side].append(time.perf_counter() - start)
                 loads.append(os.getloadavg()[0])
             print(f"pair {pair}: A {times['A'][-1]:.3f} s, B {times['B'][-1]:.3f} s", file=sys.stderr)
-    ratios = [b / a for a, b in zip(times["A"], times["B"])]
-    print(json.dumps({
-        "variant": args.variant, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-        "a_step_s": statistics.median(times["A"]), "b_step_s": statistics.median(times["B"]),
-        "b_over_a": statistics.median(times["B"]) / statistics.median(times["A"]),
-        "b_over_a_median_of_pairs": statistics.median(ratios), "pair_ratios": ratios,
-        "a_best_s": min(times["A"]), "b_best_s": min(times["B"]), "b_over_a_best": min(times["B"]) / min(times["A"]),
-        "a_times": times["A"], "b_times": times["B"], "load_average": [min(loads), max(loads)],
-    }, indent=2))
+    ratios = [b / a for a, b in zip(times["A"], times["B"], strict=True)]
+    print(
+        json.dumps(
+            {
+                "variant": args.variant,
+                "batch_size": args.batch_size,
+                "threads": torch.get_num_threads(),
+                "a_step_s": statistics.median(times["A"]),
+                "b_step_s": statistics.median(times["B"]),
+                "b_over_a": statistics.median(times["B"]) / statistics.median(times["A"]),
+                "b_over_a_median_of_pairs": statistics.median(ratios),
+                "pair_ratios": ratios,
+                "a_best_s": min(times["A"]),
+                "b_best_s": min(times["B"]),
+                "b_over_a_best": min(times["B"]) / min(times["A"]),
+                "a_times": times["A"],
+                "b_times": times["B"],
+                "load_average": [min(loads), max(loads)],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

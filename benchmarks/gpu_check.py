@@ -30,8 +30,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_config: the test suite's seconds-long configs
@@ -47,8 +48,11 @@ def _stage(results: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]])
     try:
         results[name] = {"ok": True, **fn()}
     except Exception as err:  # noqa: BLE001 - a check that fails is a result, not the end of the check
-        results[name] = {"ok": False, "error": f"{type(err).__name__}: {' '.join(str(err).split())[:500]}",
-                         "trace": traceback.format_exc(limit=4)[-1500:]}
+        results[name] = {
+            "ok": False,
+            "error": f"{type(err).__name__}: {' '.join(str(err).split())[:500]}",
+            "trace": traceback.format_exc(limit=4)[-1500:],
+        }
     results[name]["seconds"] = round(time.perf_counter() - start, 1)
 
 
@@ -62,9 +66,14 @@ def dry_imports() -> dict[str, Any]:
     import transformers
 
     return {
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
-        "transformers": transformers.__version__, "mlflow": mlflow.__version__, "optuna": optuna.__version__,
-        "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "transformers": transformers.__version__,
+        "mlflow": mlflow.__version__,
+        "optuna": optuna.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
     }
 
 
@@ -79,7 +88,13 @@ def dry_paper_model() -> dict[str, Any]:
         pretrainer = build_pretrainer(cfg, PAPER_VOCABULARY)
     params = sum(p.numel() for p in pretrainer.parameters())
     vision = cfg.model.vision
-    if (vision.width, vision.depth, vision.patch_size, cfg.data.image_size, cfg.model.fusion.layers) != (768, 12, 16, 224, 6):
+    if (vision.width, vision.depth, vision.patch_size, cfg.data.image_size, cfg.model.fusion.layers) != (
+        768,
+        12,
+        16,
+        224,
+        6,
+    ):
         raise AssertionError("the paper config is no longer ViT-B/16 at 224 px with 6 fusion layers")
     return {"parameters_m": round(params / 1e6, 1), "precision": cfg.train.precision, "batch_size": PAPER_BATCH}
 
@@ -88,7 +103,9 @@ def dry_slot_plan() -> dict[str, Any]:
     from workbench.sweeps.slots import plan_slots
 
     slots = plan_slots("0", 2, gpu_count=1, cpu_count=16)
-    plan = [{"name": s.name, "CUDA_VISIBLE_DEVICES": s.env["CUDA_VISIBLE_DEVICES"], "threads": s.threads} for s in slots]
+    plan = [
+        {"name": s.name, "CUDA_VISIBLE_DEVICES": s.env["CUDA_VISIBLE_DEVICES"], "threads": s.threads} for s in slots
+    ]
     if [s["name"] for s in plan] != ["gpu0.0", "gpu0.1"] or {s["CUDA_VISIBLE_DEVICES"] for s in plan} != {"0"}:
         raise AssertionError(f"--gpus 0 --per-gpu 2 should give two slots on GPU 0, got {plan}")
     return {"slots": plan}
@@ -117,7 +134,14 @@ def paper_step(compile_model: bool, batch_size: int) -> dict[str, Any]:
     import torch
 
     from workbench.bench.measure import count_flops, matmul_flops_per_s, median, peak_operands, timed
-    from workbench.bench.setup import PAPER_VOCABULARY, TrainStep, bench_config, build_pretrainer, synthetic_batch, to_device
+    from workbench.bench.setup import (
+        PAPER_VOCABULARY,
+        TrainStep,
+        bench_config,
+        build_pretrainer,
+        synthetic_batch,
+        to_device,
+    )
     from workbench.device import seed_everything
     from workbench.models.vlp import compiled_training
 
@@ -139,9 +163,13 @@ def paper_step(compile_model: bool, batch_size: int) -> dict[str, Any]:
     peak = median([matmul_flops_per_s(a, b, device, calls=10) for _ in range(3)])
     step_s = median(times)
     return {
-        "batch_size": batch_size, "step_s": round(step_s, 4), "pairs_per_s": round(batch_size / step_s, 1),
-        "first_step_s": round(first, 2), "gflops_per_pair": round(flops / batch_size / 1e9, 1),
-        "peak_bf16_tflops": round(peak / 1e12, 1), "mfu": round(flops / step_s / peak, 4),
+        "batch_size": batch_size,
+        "step_s": round(step_s, 4),
+        "pairs_per_s": round(batch_size / step_s, 1),
+        "first_step_s": round(first, 2),
+        "gflops_per_pair": round(flops / batch_size / 1e9, 1),
+        "peak_bf16_tflops": round(peak / 1e12, 1),
+        "mfu": round(flops / step_s / peak, 4),
         "memory_high_water_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
     }
 
@@ -161,7 +189,10 @@ def nccl_group() -> dict[str, Any]:
         if value.sum().item() != 4:
             raise AssertionError(f"all_reduce over one rank changed the value: {value.tolist()}")
         version = torch.cuda.nccl.version()
-        return {"backend": dist.get_backend(), "nccl_version": ".".join(map(str, version)) if isinstance(version, tuple) else str(version)}
+        return {
+            "backend": dist.get_backend(),
+            "nccl_version": ".".join(map(str, version)) if isinstance(version, tuple) else str(version),
+        }
     finally:
         dist.destroy_process_group()
 
@@ -179,11 +210,19 @@ def _sweep_spec(data: Path, store: str, out: Path) -> Path:
     from workbench.config import parse_override
 
     overrides = dict(parse_override(o) for o in TINY_MODEL)
-    overrides.update({
-        "data.root": str(data), "data.shapes_size": "tiny", "train.steps": 60, "train.batch_size": 8,
-        "train.warmup_steps": 2, "train.log_every": 10, "train.checkpoint_every": 0, "train.out_dir": str(out / "sweep"),
-        "eval.tasks": [],
-    })
+    overrides.update(
+        {
+            "data.root": str(data),
+            "data.shapes_size": "tiny",
+            "train.steps": 60,
+            "train.batch_size": 8,
+            "train.warmup_steps": 2,
+            "train.log_every": 10,
+            "train.checkpoint_every": 0,
+            "train.out_dir": str(out / "sweep"),
+            "eval.tasks": [],
+        }
+    )
     spec = {
         "description": "gpu_check: 4 tiny trials packed 2 per GPU",
         "base": "base",
@@ -201,7 +240,9 @@ def _sweep_spec(data: Path, store: str, out: Path) -> Path:
 
 def _workbench(*args: str, env: dict[str, str] | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "workbench", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:3])} exited {done.returncode}: {done.stderr.strip()[-600:]}")
     return done
@@ -234,8 +275,11 @@ def sweep_packing(scratch: Path, placement: tuple[str, ...] = ("--gpus", "0", "-
     concurrent = max_concurrent(intervals)
     if finished != SWEEP_TRIALS or concurrent != 2:
         raise AssertionError(f"{finished} of {SWEEP_TRIALS} trials finished, at most {concurrent} at once (want 2)")
-    return {"trials_finished": finished, "max_concurrent": concurrent,
-            "makespan_s": round((max(e for _, e in intervals) - min(s for s, _ in intervals)) / 1000, 1)}
+    return {
+        "trials_finished": finished,
+        "max_concurrent": concurrent,
+        "makespan_s": round((max(e for _, e in intervals) - min(s for s, _ in intervals)) / 1000, 1),
+    }
 
 
 def run_and_eval(scratch: Path, device: str = "cuda") -> dict[str, Any]:
@@ -258,8 +302,13 @@ def run_and_eval(scratch: Path, device: str = "cuda") -> dict[str, Any]:
     device = first.data.params.get("train.device")
     if first.info.status != "FINISHED" or "eval/retrieval/tr_r1" not in metrics:
         raise AssertionError(f"run {first.info.run_id}: {first.info.status}, metrics {sorted(metrics)[:8]}")
-    return {**out, "status": first.info.status, "train_device": device,
-            "eval_retrieval_r_mean": metrics.get("eval/retrieval/r_mean"), "final_loss": metrics.get("train/loss/total")}
+    return {
+        **out,
+        "status": first.info.status,
+        "train_device": device,
+        "eval_retrieval_r_mean": metrics.get("eval/retrieval/r_mean"),
+        "final_loss": metrics.get("train/loss/total"),
+    }
 
 
 # ---------------------------------------------------------------------------- main
@@ -271,16 +320,22 @@ def verdict(results: dict[str, Any], dry_run: bool) -> str:
         return "GPU CHECK DRY RUN OK: imports, paper config (meta device), slot plan, tiny configs; run it on a GPU for the rest"
     step, compiled = results["paper_step"], results.get("paper_step_compiled", {})
     speedup = f", compiled {step['step_s'] / compiled['step_s']:.2f}x" if compiled.get("ok") else ""
-    return (f"GPU CHECK OK: paper step {step['pairs_per_s']} pairs/s at MFU {100 * step['mfu']:.1f} % of a "
-            f"{step['peak_bf16_tflops']} TFLOP/s bf16 peak{speedup}; memory high-water {step['memory_high_water_gib']} GiB; "
-            f"2 trials per GPU ran at once; NCCL; run + eval on the GPU")
+    return (
+        f"GPU CHECK OK: paper step {step['pairs_per_s']} pairs/s at MFU {100 * step['mfu']:.1f} % of a "
+        f"{step['peak_bf16_tflops']} TFLOP/s bf16 peak{speedup}; memory high-water {step['memory_high_water_gib']} GiB; "
+        f"2 trials per GPU ran at once; NCCL; run + eval on the GPU"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="check what needs no GPU (CPU-only machines, the test suite)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check what needs no GPU (CPU-only machines, the test suite)"
+    )
     parser.add_argument("--batch-size", type=int, default=PAPER_BATCH, help="pairs per paper step")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile step (it compiles for 1-2 min)")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile step (it compiles for 1-2 min)"
+    )
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"dry_run": args.dry_run}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:

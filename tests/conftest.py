@@ -40,3 +40,29 @@ def slurm_cluster(tmp_path_factory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture
+def bert_without_dropout(tmp_path, shapes_tiny):
+    """A local tiny BERT (model.text.hf_name) with dropout 0: dropout draws per rank would differ."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from workbench.config import load_config
+    from workbench.data import load_tokenizer
+
+    tokenizer = load_tokenizer(load_config("base", [f"data.root={shapes_tiny}"]).data)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "bert")
+    return tmp_path / "bert"

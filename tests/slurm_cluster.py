@@ -57,7 +57,11 @@ class Cluster:
 
 
 def missing_programs() -> list[str]:
-    return [p for p in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel", "srun") if not shutil.which(p)]
+    return [
+        p
+        for p in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel", "srun")
+        if not shutil.which(p)
+    ]
 
 
 def _free_ports(count: int) -> list[int]:
@@ -108,12 +112,12 @@ AuthType=auth/munge
 AuthInfo=socket={munge_socket},cred_expire=10
 # (cred_expire: also how long a requeued job waits before it starts again; default 120 s)
 CryptoType=crypto/munge
-StateSaveLocation={root / 'state'}
-SlurmdSpoolDir={root / 'spool'}
-SlurmctldPidFile={root / 'slurmctld.pid'}
-SlurmdPidFile={root / 'slurmd.pid'}
-SlurmctldLogFile={root / 'slurmctld.log'}
-SlurmdLogFile={root / 'slurmd.log'}
+StateSaveLocation={root / "state"}
+SlurmdSpoolDir={root / "spool"}
+SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmdPidFile={root / "slurmd.pid"}
+SlurmctldLogFile={root / "slurmctld.log"}
+SlurmdLogFile={root / "slurmd.log"}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -138,8 +142,15 @@ PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP
     (REGISTRY / f"{mark}.root").write_text(str(root.resolve()))
     env = {**os.environ, "SLURM_CONF": str(conf)}
     run = lambda *cmd: subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)  # noqa: E731
-    run("munged", f"--socket={munge_socket}", f"--key-file={key}", f"--pid-file={root / 'munged.pid'}",
-        f"--log-file={root / 'munged.log'}", f"--seed-file={root / 'munged.seed'}", "--force")
+    run(
+        "munged",
+        f"--socket={munge_socket}",
+        f"--key-file={key}",
+        f"--pid-file={root / 'munged.pid'}",
+        f"--log-file={root / 'munged.log'}",
+        f"--seed-file={root / 'munged.seed'}",
+        "--force",
+    )
     cluster = Cluster(root, conf, node, cpus, mark=mark)
     _stop_on_exit(cluster)
     try:
@@ -151,7 +162,9 @@ PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP
             if state.returncode == 0 and state.stdout.strip().rstrip("*") in ("idle", "mixed", "allocated"):
                 return cluster
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the test SLURM node did not come up: {state.stdout}{state.stderr}\n{cluster.log_tail()}")
+                raise RuntimeError(
+                    f"the test SLURM node did not come up: {state.stdout}{state.stderr}\n{cluster.log_tail()}"
+                )
             time.sleep(0.2)
     except BaseException:
         stop(cluster)
@@ -214,7 +227,7 @@ def _mark_of(pid: int) -> str | None:
     prefix = f"{MARK}=".encode()
     for item in environ.split(b"\0"):
         if item.startswith(prefix):
-            return item[len(prefix):].decode(errors="replace")
+            return item[len(prefix) :].decode(errors="replace")
     return None
 
 

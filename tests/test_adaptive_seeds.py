@@ -16,9 +16,9 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from tiny_config import tiny_run
 from typer.testing import CliRunner
 
-from tiny_config import tiny_run
 from workbench.cli import app
 from workbench.errors import ConfigError
 from workbench.reports.ablations import report_ablations
@@ -69,8 +69,12 @@ def write_spec(folder: Path, name: str = "adaptive", **fields) -> Path:
         "seeds": {"min": 3, "max": 5},
         "metrics": ["eval/retrieval/r_mean"],
         "objective": {"metric": "eval/retrieval/r_mean", "direction": "maximize"},
-        "overrides": {"train.out_dir": str(folder / "out"), "data.root": str(folder), "data.generate": False,
-                      "tracking.experiment": folder.name},
+        "overrides": {
+            "train.out_dir": str(folder / "out"),
+            "data.root": str(folder),
+            "data.generate": False,
+            "tracking.experiment": folder.name,
+        },
         "retries": 0,
         **fields,
     }
@@ -98,23 +102,32 @@ def test_spec_reads_min_max_delta_and_max_seeds(tmp_path):
     assert spec.adaptive and spec.min_seeds == 3 and spec.seeds == (0, 1, 2, 3, 4)
     assert spec.grid_keys == [(v, s) for v in ("baseline", "up", "same") for s in (0, 1, 2)]  # the first rounds
     assert spec.total_trials == 15 and spec.objective_delta == 1.5
-    assert spec.resolved()["sequential"]["max_seeds"] == 5 and spec.resolved()["delta"] == {"eval/retrieval/r_mean": 1.5}
+    assert spec.resolved()["sequential"]["max_seeds"] == 5 and spec.resolved()["delta"] == {
+        "eval/retrieval/r_mean": 1.5
+    }
     assert load_spec(write_spec(tmp_path), max_seeds=8).seeds == tuple(range(8))
     fixed = load_spec(write_spec(tmp_path, seeds=3))
     assert not fixed.adaptive and fixed.design.min_seeds == fixed.design.max_seeds == 3
     assert "sequential" not in fixed.resolved()  # a fixed sweep's fingerprint is as before
 
 
-@pytest.mark.parametrize("fields, max_seeds, message", [
-    ({"seeds": {"min": 1, "max": 5}}, None, r"seeds.min: 1 is not an integer >= 2"),
-    ({"seeds": {"min": 4, "max": 3}}, None, r"seeds.max: 3 is not an integer >= seeds.min \(4\)"),
-    ({"seeds": {"min": 3, "maxx": 5}}, None, r"seeds: unknown field 'maxx' — did you mean 'max'"),
-    ({}, 2, r"--max-seeds: 2 is not an integer >= seeds.min \(3\)"),
-    ({"seeds": 3}, 6, r"--max-seeds 6: .* has a fixed number of seeds \(3\)"),
-    ({"delta": {"eval/retrieval/r_mean": 0}}, None, r"delta.eval/retrieval/r_mean: 0 is not a number > 0"),
-    ({"delta": {"eval/retrieval/r_mean": float("inf")}}, None, r"is not a number > 0"),
-    ({"delta": {"eval/retrieval/r_men": 1.0}}, None, r"delta.eval/retrieval/r_men: not a metric of this sweep — did you mean"),
-])
+@pytest.mark.parametrize(
+    "fields, max_seeds, message",
+    [
+        ({"seeds": {"min": 1, "max": 5}}, None, r"seeds.min: 1 is not an integer >= 2"),
+        ({"seeds": {"min": 4, "max": 3}}, None, r"seeds.max: 3 is not an integer >= seeds.min \(4\)"),
+        ({"seeds": {"min": 3, "maxx": 5}}, None, r"seeds: unknown field 'maxx' — did you mean 'max'"),
+        ({}, 2, r"--max-seeds: 2 is not an integer >= seeds.min \(3\)"),
+        ({"seeds": 3}, 6, r"--max-seeds 6: .* has a fixed number of seeds \(3\)"),
+        ({"delta": {"eval/retrieval/r_mean": 0}}, None, r"delta.eval/retrieval/r_mean: 0 is not a number > 0"),
+        ({"delta": {"eval/retrieval/r_mean": float("inf")}}, None, r"is not a number > 0"),
+        (
+            {"delta": {"eval/retrieval/r_men": 1.0}},
+            None,
+            r"delta.eval/retrieval/r_men: not a metric of this sweep — did you mean",
+        ),
+    ],
+)
 def test_bad_adaptive_specs_are_one_line_errors(tmp_path, fields, max_seeds, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_spec(write_spec(tmp_path, **fields), max_seeds=max_seeds)
@@ -140,7 +153,11 @@ def test_rounds_add_paired_seeds_only_where_the_answer_is_open(tmp_path, store):
     tags = MlflowClient(store).get_run(result.parent_run_id).data.tags
     assert tags["workbench.verdict.up"] == "better" and tags["workbench.verdict.same"] == "unresolved"
     assert tags["workbench.verdict.baseline"] == "baseline"
-    assert (tags["workbench.seeds.baseline"], tags["workbench.seeds.up"], tags["workbench.seeds.same"]) == ("5", "3", "5")
+    assert (tags["workbench.seeds.baseline"], tags["workbench.seeds.up"], tags["workbench.seeds.same"]) == (
+        "5",
+        "3",
+        "5",
+    )
     assert "O'Brien–Fleming" in tags["workbench.design"]
     summary = result.summary()
     assert "better" in summary and "unresolved" in summary
@@ -161,10 +178,16 @@ def test_a_coordinator_stopped_between_rounds_resumes_the_design_from_the_study(
         run_sweep(spec, run_only_queued)
     assert seeds_by_variant(study_of(tmp_path)) == {v: [0, 1, 2] for v in ("baseline", "up", "same")}
 
-    result = run_sweep(load_spec(write_spec(tmp_path)), SweepOptions(slots=2, resume=True, tracking_uri=store,
-                                                                      progress=False, trainer=fixed_train))
+    result = run_sweep(
+        load_spec(write_spec(tmp_path)),
+        SweepOptions(slots=2, resume=True, tracking_uri=store, progress=False, trainer=fixed_train),
+    )
     assert result.problem() is None and result.finished
-    assert seeds_by_variant(study_of(tmp_path)) == {"baseline": [0, 1, 2, 3, 4], "up": [0, 1, 2], "same": [0, 1, 2, 3, 4]}
+    assert seeds_by_variant(study_of(tmp_path)) == {
+        "baseline": [0, 1, 2, 3, 4],
+        "up": [0, 1, 2],
+        "same": [0, 1, 2, 3, 4],
+    }
 
 
 def test_status_shows_the_verdicts_so_far(tmp_path, store):
@@ -181,15 +204,26 @@ def test_status_shows_the_verdicts_so_far(tmp_path, store):
 # ------------------------------------------------------------------ end to end, real training
 def test_real_tiny_adaptive_sweep_ends_with_verdicts(shapes_tiny, tmp_path, store):
     """Baseline, a near-null variant and a no-pre-training control, seeds {min 3, max 5}."""
-    sets = [s for s in tiny_run(shapes_tiny, "unused", tmp_path / "out") if not s.startswith(("tracking.", "train.steps="))]
+    sets = [
+        s for s in tiny_run(shapes_tiny, "unused", tmp_path / "out") if not s.startswith(("tracking.", "train.steps="))
+    ]
     path = tmp_path / "verdicts.yaml"
-    path.write_text(yaml.safe_dump({
-        "base": "base",
-        "variants": {"baseline": {}, "focal": {"objectives.itc.focal_gamma": 0.001}, "random-init": {"train.steps": 0}},
-        "seeds": {"min": 3, "max": 5},
-        "metrics": ["eval/retrieval/r_mean"],
-        "overrides": {"tracking.experiment": tmp_path.name, "train.steps": 5},  # the control varies it
-    }, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": "base",
+                "variants": {
+                    "baseline": {},
+                    "focal": {"objectives.itc.focal_gamma": 0.001},
+                    "random-init": {"train.steps": 0},
+                },
+                "seeds": {"min": 3, "max": 5},
+                "metrics": ["eval/retrieval/r_mean"],
+                "overrides": {"tracking.experiment": tmp_path.name, "train.steps": 5},  # the control varies it
+            },
+            sort_keys=False,
+        )
+    )
     spec = load_spec(path, sets)
     result = run_sweep(spec, SweepOptions(slots=2, tracking_uri=store, progress=False))
     assert result.problem() is None and result.finished, result.summary()
@@ -224,16 +258,29 @@ def test_verdict_tags_of_names_mlflow_spells_alike_stay_distinct(tmp_path, store
     from workbench.sequential import Comparison
 
     path = tmp_path / "alike.yaml"
-    path.write_text(yaml.safe_dump({"base": "demo", "baseline": "baseline", "seeds": {"min": 3, "max": 4},
-                                    "variants": {"baseline": {}, "+scl": {"objectives.scl.enabled": True},
-                                                 "_scl": {"objectives.scl.mvsc": False}},
-                                    "metrics": ["eval/retrieval/r_mean"]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": "demo",
+                "baseline": "baseline",
+                "seeds": {"min": 3, "max": 4},
+                "variants": {
+                    "baseline": {},
+                    "+scl": {"objectives.scl.enabled": True},
+                    "_scl": {"objectives.scl.mvsc": False},
+                },
+                "metrics": ["eval/retrieval/r_mean"],
+            }
+        )
+    )
     spec = load_spec(path)
     client = MlflowClient(store)
     parent = client.create_run(tracking.experiment_id("alike-tags", store)).info.run_id
     nan = float("nan")
-    found = {name: Comparison(name, verdict, 3, nan, nan, nan, nan, nan, 0.05, nan)
-             for name, verdict in (("+scl", "better"), ("_scl", "worse"))}
+    found = {
+        name: Comparison(name, verdict, 3, nan, nan, nan, nan, nan, 0.05, nan)
+        for name, verdict in (("+scl", "better"), ("_scl", "worse"))
+    }
     rounds.record(parent, store, spec, found, {"baseline": 3, "+scl": 3, "_scl": 3})
     verdict_tags = {k: v for k, v in client.get_run(parent).data.tags.items() if k.startswith("workbench.verdict.")}
     assert sorted(verdict_tags.values()) == ["baseline", "better", "worse"], verdict_tags

@@ -18,7 +18,12 @@ from workbench.bench.breakdown import Breakdown, category, profile_step
 from workbench.bench.measure import count_flops
 from workbench.bench.overheads import LoopBlock, Overheads
 from workbench.bench.setup import (
-    PAPER_VOCABULARY, TrainStep, Vocabulary, bench_config, build_pretrainer, synthetic_batch,
+    PAPER_VOCABULARY,
+    TrainStep,
+    Vocabulary,
+    bench_config,
+    build_pretrainer,
+    synthetic_batch,
 )
 from workbench.cli import app
 from workbench.errors import ConfigError
@@ -66,8 +71,14 @@ def test_time_goes_to_the_innermost_pass_then_encoders_then_the_objective(labels
 def test_a_pass_read_by_two_objectives_is_split_evenly():
     breakdown = Breakdown(
         step_s=1.0,
-        components={"pass/clean": 0.4, "pass/mlm": 0.2, "objective/itm": 0.1, "objective/softmask": 0.05,
-                    "encoders": 0.15, "optimizer": 0.1},
+        components={
+            "pass/clean": 0.4,
+            "pass/mlm": 0.2,
+            "objective/itm": 0.1,
+            "objective/softmask": 0.05,
+            "encoders": 0.15,
+            "optimizer": 0.1,
+        },
         readers={"clean": ["itm", "softmask"], "mlm": ["mlm"]},
     )
     assert breakdown.passes == {"clean": 0.4, "mlm": 0.2}

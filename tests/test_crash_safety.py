@@ -7,6 +7,7 @@ of test_sweeps.py and test_reports.py.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import io
 import json
@@ -23,11 +24,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from PIL import Image
-from typer.testing import CliRunner
-
 from test_reports import log_child
 from test_sweeps import journal, tiny_sets, trial_errors, write_spec
 from tiny_config import tiny_run
+from typer.testing import CliRunner
+
 from workbench import tags as tag
 from workbench import tracking
 from workbench.cli import app
@@ -37,8 +38,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND"
 
 
 def workbench(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=cwd, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench", *args], cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 # ------------------------------------------------------- kill -9 of a report
@@ -51,9 +53,18 @@ def sweep_store(tmp_path) -> str:
     parent = client.create_run(exp, tags={"workbench.sweep": "masks"}).info.run_id
     for index, ratio in enumerate((0.8, 0.4)):
         for seed in (0, 1):
-            log_child(client, exp, parent, "masks", "baseline" if index == 0 else f"ratio={ratio}", seed,
-                      {"eval/retrieval/r_mean": 10 * ratio + seed},
-                      {"objectives.scl.image_mask_ratio": ratio, "objectives.scl.text_mask_ratio": 0.4}, "FINISHED", index)
+            log_child(
+                client,
+                exp,
+                parent,
+                "masks",
+                "baseline" if index == 0 else f"ratio={ratio}",
+                seed,
+                {"eval/retrieval/r_mean": 10 * ratio + seed},
+                {"objectives.scl.image_mask_ratio": ratio, "objectives.scl.text_mask_ratio": 0.4},
+                "FINISHED",
+                index,
+            )
     client.set_terminated(parent)
     return uri
 
@@ -91,11 +102,15 @@ def test_kill_9_during_report_ablations_leaves_only_whole_files(sweep_store, tmp
     args = ("report", "ablations", "--tracking-uri", sweep_store, "--out", str(out))
     seen, killed = [], []
     folder = out / "masks"
-    for ready in (lambda pid: (folder / "ablations.md").exists(),  # while the other tables are rendered and written
-                  lambda pid: (folder / f".line.pdf.tmp-{pid}").exists()  # while a PDF is written
-                  or (folder / "line.pdf").exists()):
+    for ready in (
+        lambda pid: (folder / "ablations.md").exists(),  # while the other tables are rendered and written
+        lambda pid: (
+            (folder / f".line.pdf.tmp-{pid}").exists()  # while a PDF is written
+            or (folder / "line.pdf").exists()
+        ),
+    ):
         process = workbench(*args, cwd=tmp_path)
-        _kill_when(process, lambda: ready(process.pid))
+        _kill_when(process, functools.partial(ready, process.pid))
         killed.append(process.pid)
         files = [p for p in out.rglob("*") if p.is_file()]
         visible = [p for p in files if not p.name.startswith(TEMP_PREFIX)]
@@ -109,8 +124,16 @@ def test_kill_9_during_report_ablations_leaves_only_whole_files(sweep_store, tmp
     assert finished.exit_code == 0, finished.output
     final = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert final == [
-        "index.html", "masks/ablations.csv", "masks/ablations.html", "masks/ablations.md", "masks/ablations.tex",
-        "masks/line.pdf", "masks/line.png", "masks/report.html", "masks/section.html", "masks/training_curves.png",
+        "index.html",
+        "masks/ablations.csv",
+        "masks/ablations.html",
+        "masks/ablations.md",
+        "masks/ablations.tex",
+        "masks/line.pdf",
+        "masks/line.png",
+        "masks/report.html",
+        "masks/section.html",
+        "masks/training_curves.png",
     ]
     for path, data in seen:  # every file present after a kill was whole
         assert _whole(path, data), path
@@ -126,10 +149,20 @@ def test_a_sweep_and_a_worker_at_once_share_the_store_and_the_journal(shapes_tin
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(store).search_experiments()  # the schema exists before two processes race to use it
     spec = write_spec(tmp_path, "shared", seeds=1)  # 2 variants x 1 seed
-    common = ["--slots", "1", "--no-progress", "--tracking-uri", store, "--storage", str(out / "sweeps" / "optuna-journal.log"),
-              *[arg for s in tiny_sets(shapes_tiny, out, "shared") for arg in ("--set", s)]]
-    processes = {"sweep": workbench("sweep", str(spec), *common, cwd=tmp_path),
-                 "worker": workbench("sweep", str(spec), "--worker", *common, cwd=tmp_path)}
+    common = [
+        "--slots",
+        "1",
+        "--no-progress",
+        "--tracking-uri",
+        store,
+        "--storage",
+        str(out / "sweeps" / "optuna-journal.log"),
+        *[arg for s in tiny_sets(shapes_tiny, out, "shared") for arg in ("--set", s)],
+    ]
+    processes = {
+        "sweep": workbench("sweep", str(spec), *common, cwd=tmp_path),
+        "worker": workbench("sweep", str(spec), "--worker", *common, cwd=tmp_path),
+    }
     for name, process in processes.items():
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, f"{name}: {stderr.decode()[-2000:]}"
@@ -143,7 +176,10 @@ def test_a_sweep_and_a_worker_at_once_share_the_store_and_the_journal(shapes_tin
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(runs) == 3 and parent.info.status == "FINISHED"  # one parent, two children: none lost or doubled
-    assert sorted((r.data.tags["workbench.variant"], r.info.status) for r in children) == [("mlsc", "FINISHED"), ("mvsc", "FINISHED")]
+    assert sorted((r.data.tags["workbench.variant"], r.info.status) for r in children) == [
+        ("mlsc", "FINISHED"),
+        ("mvsc", "FINISHED"),
+    ]
     assert {t.user_attrs["workbench.mlflow_run_id"] for t in study.trials} == {r.info.run_id for r in children}
     for run in children:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss/total")]
@@ -195,7 +231,9 @@ def test_run_from_reruns_a_run_from_its_recorded_config_bit_for_bit(shapes_tiny,
         assert tags["workbench.data_hash"] == manifest_hash
         assert tags["workbench.git_commit"] == tracking.git_commit()
         assert {k: tags[f"workbench.version.{k}"] for k in tracking.package_versions()} == tracking.package_versions()
-        assert tags["workbench.version.torch"] == importlib.metadata.version("torch") and tags["workbench.version.python"]
+        assert (
+            tags["workbench.version.torch"] == importlib.metadata.version("torch") and tags["workbench.version.python"]
+        )
         assert [a.path for a in client.list_artifacts(run.info.run_id) if a.path == "config.yaml"] == ["config.yaml"]
 
     unknown = runner.invoke(app, ["run", "--from", "0123abcd", "--tracking-uri", store])

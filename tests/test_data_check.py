@@ -27,8 +27,17 @@ def _check(root: Path, *extra: str):
 def test_clean_shapesworld_passes_with_a_table_of_every_file(shapes_tiny):
     result = _check(shapes_tiny)
     assert result.exit_code == 0, result.output
-    for name in ("pretrain.json", "retrieval_test.json", "video_retrieval_test.json", "vqa_train.json",
-                 "vqa_test.json", "nlvr_train.json", "nlvr_test.json", "ve_train.json", "ve_test.json"):
+    for name in (
+        "pretrain.json",
+        "retrieval_test.json",
+        "video_retrieval_test.json",
+        "vqa_train.json",
+        "vqa_test.json",
+        "nlvr_train.json",
+        "nlvr_test.json",
+        "ve_train.json",
+        "ve_test.json",
+    ):
         assert name in result.output
     pretrain_row = next(line for line in result.output.splitlines() if "pretrain.json" in line)
     assert [cell.strip() for cell in pretrain_row.split("│")[1:6]] == ["pretrain.json", "pretrain", "64", "0", "0"]
@@ -102,7 +111,16 @@ def test_real_data_configs_load_mark_their_placeholders_and_are_checked(name):
 
 
 # ------------------------------------------------------------ video files
-COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (0, 0, 0)]
+COLOURS = [
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+    (255, 255, 0),
+    (0, 255, 255),
+    (255, 0, 255),
+    (255, 255, 255),
+    (0, 0, 0),
+]
 
 
 @pytest.fixture

@@ -51,4 +51,3 @@ def test_every_dependency_has_an_upper_bound():
     for requirement in _requirements():
         operators = {spec.operator for spec in requirement.specifier}
         assert operators & {"<", "<=", "==", "~="}, f"{requirement.name}: no upper bound in pyproject.toml"
-

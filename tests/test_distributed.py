@@ -12,14 +12,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from mlflow.tracking import MlflowClient
+from tiny_config import tiny_run
 from typer.testing import CliRunner
 
-from tiny_config import tiny_run
 from workbench import distributed, train
 from workbench.cli import app
 from workbench.config import ITCConfig, load_config
-from workbench.errors import ConfigError
 from workbench.data import PretrainStream, load_tokenizer
+from workbench.errors import ConfigError
 from workbench.objectives.context import StepContext
 from workbench.objectives.itc import ITC
 from workbench.objectives.scl import completion_loss
@@ -35,8 +35,13 @@ def _free_port() -> int:
 
 def _torchrun_env(rank: int, port: int) -> dict[str, str]:
     """What torchrun gives each worker."""
-    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    return {
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(WORLD),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
 
 
 def _launch(worker, *args) -> None:
@@ -52,8 +57,15 @@ def test_ranks_from_torchrun_env_and_launch_command():
     with pytest.raises(ConfigError, match="bad torchrun environment"):
         distributed.ranks_from_env({"WORLD_SIZE": "2"})
     assert distributed.torchrun_command(2, ["run", "--set=train.steps=5"]) == [
-        sys.executable, "-m", "workbench.launch.torchrun", "--standalone", "--nproc_per_node=2",
-        "-m", "workbench", "run", "--set=train.steps=5",
+        sys.executable,
+        "-m",
+        "workbench.launch.torchrun",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "workbench",
+        "run",
+        "--set=train.steps=5",
     ]
     assert distributed.local_batch_size(32, 4) == 8
     with pytest.raises(ConfigError, match=r"train\.batch_size: 30 does not split over 4 processes .* multiple of 4"):
@@ -189,22 +201,6 @@ def _history(client, run_id, key):
 
 
 @pytest.fixture
-def bert_without_dropout(tmp_path, shapes_tiny):
-    """A local tiny BERT (model.text.hf_name) with dropout 0: dropout draws per rank would differ."""
-    from transformers import BertConfig, BertModel
-
-    tokenizer = load_tokenizer(load_config("base", [f"data.root={shapes_tiny}"]).data)
-    config = BertConfig(
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, hidden_size=32, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=40,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "bert")
-    return tmp_path / "bert"
-
-
-@pytest.fixture
 def one_thread():
     """One intra-op thread here and in the forked ranks, as `make test` runs (OMP_NUM_THREADS=1): the
     comparison below is at 2e-4, and 2-thread reductions round differently (1e-3 by step 4)."""
@@ -221,11 +217,23 @@ def test_two_processes_train_like_one_on_the_same_global_batch_and_resume(
     rank, so those terms are off here, and MVSC keeps every patch (no mask to differ)."""
 
     def cfg(store: str, *extra: str):
-        return load_config("base", tiny_run(
-            shapes_tiny, store, tmp_path / "out", "train.log_every=1", f"model.text.hf_name={bert_without_dropout}",
-            "objectives.itm.enabled=false", "objectives.mlm.enabled=false", "objectives.scl.mlsc=false",
-            "objectives.scl.image_mask_ratio=0.0", "objectives.scl.target=clean_pass", *extra, steps=4,
-        ))
+        return load_config(
+            "base",
+            tiny_run(
+                shapes_tiny,
+                store,
+                tmp_path / "out",
+                "train.log_every=1",
+                f"model.text.hf_name={bert_without_dropout}",
+                "objectives.itm.enabled=false",
+                "objectives.mlm.enabled=false",
+                "objectives.scl.mlsc=false",
+                "objectives.scl.image_mask_ratio=0.0",
+                "objectives.scl.target=clean_pass",
+                *extra,
+                steps=4,
+            ),
+        )
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id_file = tmp_path / "run_id"

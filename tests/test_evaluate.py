@@ -7,17 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from tiny_config import TINY_MODEL
+
 from workbench.config import EVAL_TASKS, load_config
 from workbench.errors import ConfigError
 from workbench.evaluate import TASKS, evaluate_all
 from workbench.evaluate.attention import cross_attention_maps, in_object_share, named_object
 from workbench.evaluate.finetune import finetuned
-from workbench.evaluate.retrieval import built_objective, retrieval_scores
-from workbench.evaluate.ve import VE
 from workbench.evaluate.rerank import rerank_rows, score_all_pairs
+from workbench.evaluate.retrieval import built_objective, retrieval_scores
 from workbench.evaluate.retrieval_metrics import retrieval_metrics
+from workbench.evaluate.ve import VE
 
 # --------------------------------------------------------------- retrieval metrics
 # 3 images x 15 captions; captions 0-4 describe image 0, 5-9 image 1, 10-14 image 2.
@@ -88,10 +88,12 @@ def test_retrieval_metrics_separate_t2i_scores_drive_image_retrieval():
 def test_a_caption_shared_by_two_images_is_right_for_both():
     # image 0: captions 0 "shared", 1 "zero"; image 1: captions 2 "shared", 3 "one"
     texts, txt2img = ["shared", "zero", "Shared ", "one"], [0, 0, 1, 1]
-    scores = np.array([
-        [0.1, 0.2, 0.9, 0.0],  # image 0 prefers caption 2: another image's, but the same string
-        [0.0, 0.0, 0.5, 0.8],  # image 1: its own caption 3 first
-    ])
+    scores = np.array(
+        [
+            [0.1, 0.2, 0.9, 0.0],  # image 0 prefers caption 2: another image's, but the same string
+            [0.0, 0.0, 0.5, 0.8],  # image 1: its own caption 3 first
+        ]
+    )
     t2i = np.array([[0.2, 0.9], [0.9, 0.1], [0.1, 0.3], [0.0, 0.5]])  # caption 0 "shared" prefers image 1
     strict = retrieval_metrics(scores, txt2img, scores_t2i=t2i)
     shared = retrieval_metrics(scores, txt2img, scores_t2i=t2i, texts=texts)
@@ -187,8 +189,11 @@ def test_in_object_share_batched_and_empty_map():
 
 
 def test_named_object_needs_exactly_one_match():
-    objects = [{"shape": "circle", "color": "red"}, {"shape": "circle", "color": "blue"},
-               {"shape": "square", "color": "red"}]
+    objects = [
+        {"shape": "circle", "color": "red"},
+        {"shape": "circle", "color": "blue"},
+        {"shape": "square", "color": "red"},
+    ]
     assert named_object("there is a large red circle.", objects) == 0
     assert named_object("a square that is red.", objects) == 2
     assert named_object("the circle is on the left.", objects) is None  # two circles
@@ -207,16 +212,25 @@ def _setup(root, *extra):
     from workbench.objectives import build_objectives
 
     overrides = TINY_MODEL + [
-        f"data.root={root}", "data.shapes_size=tiny", "train.device=cpu",
-        "eval.rerank_k=4", "eval.finetune_steps=2", "eval.finetune_batch_size=8", "eval.batch_size=16",
+        f"data.root={root}",
+        "data.shapes_size=tiny",
+        "train.device=cpu",
+        "eval.rerank_k=4",
+        "eval.finetune_steps=2",
+        "eval.finetune_batch_size=8",
+        "eval.batch_size=16",
         *extra,
     ]
     cfg = load_config("base", overrides)
     tokenizer = load_tokenizer(cfg.data)
     torch.manual_seed(0)
     model = build_model(cfg, tokenizer)
-    special = {"pad": tokenizer.pad_token_id, "mask": tokenizer.mask_token_id,
-               "cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id}
+    special = {
+        "pad": tokenizer.pad_token_id,
+        "mask": tokenizer.mask_token_id,
+        "cls": tokenizer.cls_token_id,
+        "sep": tokenizer.sep_token_id,
+    }
     objectives = build_objectives(cfg.objectives, model.dims, special, len(tokenizer))
     return cfg, tokenizer, model, objectives
 
@@ -234,10 +248,15 @@ def test_every_task_gives_documented_metrics_and_leaves_the_model_alone(shapes_t
     seen = []
     metrics = evaluate_all(model, objectives, cfg, tokenizer, CPU, progress=seen.append)
 
-    expected = {f"eval/{group}/{key}" for group in ("retrieval", "retrieval_itc", "video_retrieval",
-                                                     "video_retrieval_itc") for key in RETRIEVAL_KEYS}
+    expected = {
+        f"eval/{group}/{key}"
+        for group in ("retrieval", "retrieval_itc", "video_retrieval", "video_retrieval_itc")
+        for key in RETRIEVAL_KEYS
+    }
     expected |= {f"eval/{group}/chance_{key}" for group in ("retrieval", "video_retrieval") for key in RETRIEVAL_KEYS}
-    expected |= {f"eval/{task}/{kind}acc" for task in ("vqa", "nlvr", "ve") for kind in ("", "chance_", "majority_", "blind_")}
+    expected |= {
+        f"eval/{task}/{kind}acc" for task in ("vqa", "nlvr", "ve") for kind in ("", "chance_", "majority_", "blind_")
+    }
     expected |= {"eval/attention/in_object"}
     assert set(metrics) == expected
     for name, value in metrics.items():
@@ -246,7 +265,7 @@ def test_every_task_gives_documented_metrics_and_leaves_the_model_alone(shapes_t
     assert metrics["eval/attention/in_object"] > 0.0  # named objects cover some patches
     assert seen == [*EVAL_TASKS, "attention"]
 
-    for saved, module in zip(before, (model, objectives)):
+    for saved, module in zip(before, (model, objectives), strict=True):
         for key, value in module.state_dict().items():
             assert torch.equal(saved[key], value), key
     assert all(m.training for m in model.modules()) and all(m.training for m in objectives.modules())
@@ -259,9 +278,9 @@ def test_finetune_is_deterministic_for_a_seed(shapes_tiny):
     cfg.train.seed = 1
     _, other_head, _ = finetuned(VE, model, cfg, tokenizer, CPU)
     assert first_acc == again_acc
-    for (name, a), b in zip(first_head.state_dict().items(), again_head.state_dict().values()):
+    for (name, a), b in zip(first_head.state_dict().items(), again_head.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    changed = [not torch.equal(a, b) for a, b in zip(first_model.parameters(), model.parameters())]
+    changed = [not torch.equal(a, b) for a, b in zip(first_model.parameters(), model.parameters(), strict=True)]
     assert any(changed)  # the copy was trained ...
     assert not torch.equal(first_head[0].weight, other_head[0].weight)  # ... from the seed
 
@@ -274,23 +293,37 @@ def test_finetune_layers_fusion_freezes_the_encoders(shapes_tiny, layers):
     tuned, _, acc = finetuned(NLVR, model, cfg, tokenizer, CPU)
     assert 0.0 <= acc <= 100.0
     for part in ("vision", "text", "fusion"):
-        same = all(torch.equal(a, b) for a, b in zip(getattr(tuned, part).parameters(), getattr(model, part).parameters()))
+        same = all(
+            torch.equal(a, b)
+            for a, b in zip(getattr(tuned, part).parameters(), getattr(model, part).parameters(), strict=True)
+        )
         assert same == (layers == "fusion" and part != "fusion"), part
 
 
 def test_finetune_layers_last_trains_only_the_last_fusion_layer(shapes_tiny):
     from workbench.evaluate.nlvr import NLVR
 
-    cfg, tokenizer, model, _ = _setup(shapes_tiny, "model.fusion.layers=2", "eval.finetune_layers=last",
-                                      "eval.finetune_lr=1e-2", "eval.finetune_steps=4")
+    cfg, tokenizer, model, _ = _setup(
+        shapes_tiny,
+        "model.fusion.layers=2",
+        "eval.finetune_layers=last",
+        "eval.finetune_lr=1e-2",
+        "eval.finetune_steps=4",
+    )
     tuned, _, _ = finetuned(NLVR, model, cfg, tokenizer, CPU)
 
     def same(part: str) -> bool:
         tuned_part, part_before = tuned.get_submodule(part), model.get_submodule(part)
-        return all(torch.equal(a, b) for a, b in zip(tuned_part.parameters(), part_before.parameters()))
+        return all(torch.equal(a, b) for a, b in zip(tuned_part.parameters(), part_before.parameters(), strict=True))
 
-    for part in ("vision", "text", "fusion.text_bridge", "fusion.image_bridge", "fusion.text_layers.0",
-                 "fusion.image_layers.0"):
+    for part in (
+        "vision",
+        "text",
+        "fusion.text_bridge",
+        "fusion.image_bridge",
+        "fusion.text_layers.0",
+        "fusion.image_layers.0",
+    ):
         assert same(part), part
     for part in ("fusion.text_layers.1", "fusion.image_layers.1", "fusion.text_pooler"):
         assert not same(part), part
@@ -380,8 +413,9 @@ def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):
     assert torch.equal(logit_i2t != -100, candidates) and torch.equal(logit_t2i != -100, t2i != -100)
     assert torch.allclose(logit_i2t[candidates], i2t[candidates] + itc_i2t[candidates] / temperature, atol=1e-4)
     t2i_candidates = t2i != -100
-    assert torch.allclose(logit_t2i[t2i_candidates], t2i[t2i_candidates] + itc_i2t.t()[t2i_candidates] / temperature,
-                          atol=1e-4)
+    assert torch.allclose(
+        logit_t2i[t2i_candidates], t2i[t2i_candidates] + itc_i2t.t()[t2i_candidates] / temperature, atol=1e-4
+    )
 
     itm_off = _setup(shapes_tiny, "objectives.itm.enabled=false", "eval.tasks=[retrieval]")
     metrics = evaluate_all(*itm_off[2:], itm_off[0], itm_off[1], CPU)
@@ -392,8 +426,9 @@ def test_retrieval_reranks_exactly_k_and_follows_the_built_heads(shapes_tiny):
     full = retrieval_scores(itc_off[2].eval(), itc_off[3], dataset, tokenizer, itc_off[0], CPU)
     assert set(full) == {"final"} and (full["final"][0] != -100).all()  # every pair scored by ITM
 
-    neither = _setup(shapes_tiny, "objectives.itc.enabled=false", "objectives.itm.enabled=false",
-                     "objectives.softmask.enabled=false")
+    neither = _setup(
+        shapes_tiny, "objectives.itc.enabled=false", "objectives.itm.enabled=false", "objectives.softmask.enabled=false"
+    )
     with pytest.raises(ConfigError, match="retrieval needs objectives.itc or objectives.itm"):
         retrieval_scores(neither[2], neither[3], dataset, tokenizer, neither[0], CPU)
 
@@ -439,13 +474,16 @@ def test_pooled_only_fusion_gives_the_full_pass_pooled_outputs(global_token, lay
     assert "fused_text" not in pooled and "fused_image" not in pooled  # only the pooled rows were computed
     # the other rows still serve as keys: changing a patch changes the pooled output
     image[:, -1] += 1.0
-    assert not torch.allclose(fusion(image, text, mask, positions, pooled_only=True)["joint"], pooled["joint"], atol=1e-4)
+    assert not torch.allclose(
+        fusion(image, text, mask, positions, pooled_only=True)["joint"], pooled["joint"], atol=1e-4
+    )
 
 
 def _full_pass_joint(model, batch, image_key="image"):
     """The joint feature the slow way: every row of every fusion layer (what pooled_only replaces)."""
-    return model.fuse(batch[f"{image_key}_tokens"], batch["text_tokens"], batch["text_mask"],
-                      batch["frame_cls_positions"])["joint"]
+    return model.fuse(
+        batch[f"{image_key}_tokens"], batch["text_tokens"], batch["text_mask"], batch["frame_cls_positions"]
+    )["joint"]
 
 
 def test_nlvr_one_pass_pair_features_equal_two_passes(shapes_tiny):
@@ -459,7 +497,9 @@ def test_nlvr_one_pass_pair_features_equal_two_passes(shapes_tiny):
     with torch.no_grad():
         raw = split.batch(rows)
         encoded = split.batch(rows, split.encode(model, cfg, CPU))
-        two_passes = torch.cat([_full_pass_joint(model, encoded, "image"), _full_pass_joint(model, encoded, "image2")], -1)
+        two_passes = torch.cat(
+            [_full_pass_joint(model, encoded, "image"), _full_pass_joint(model, encoded, "image2")], -1
+        )
         one_pass = pair_features(model, encoded)
         from_frames = pair_features(model, raw)  # eval.finetune_layers=all: the encoders run inside
     assert one_pass.shape == (4, 4 * cfg.model.fusion.width)
@@ -477,20 +517,28 @@ def test_fast_finetune_path_trains_the_same_model_as_the_full_pass(shapes_tiny, 
 
     task = {"ve": VE, "nlvr": NLVR}[task_name]
     if task_name == "nlvr":
-        slow_features = lambda m, b: torch.cat([_full_pass_joint(m, b, "image"), _full_pass_joint(m, b, "image2")], -1)
+
+        def slow_features(m, b):
+            return torch.cat([_full_pass_joint(m, b, "image"), _full_pass_joint(m, b, "image2")], -1)
+
     else:
         slow_features = _full_pass_joint
     slow_task = dataclasses.replace(task, features=slow_features)
-    cfg, tokenizer, model, _ = _setup(shapes_tiny, "eval.finetune_layers=fusion", "eval.finetune_steps=6",
-                                      "eval.finetune_lr=1e-2")
+    cfg, tokenizer, model, _ = _setup(
+        shapes_tiny, "eval.finetune_layers=fusion", "eval.finetune_steps=6", "eval.finetune_lr=1e-2"
+    )
     fast_model, fast_head, fast_acc = finetuned(task, model, cfg, tokenizer, CPU)
     slow_model, slow_head, slow_acc = finetuned(slow_task, model, cfg, tokenizer, CPU)
     assert fast_acc == slow_acc
     # equal to float rounding, which Adam's normalised steps grow to ~1e-5 in 6 steps at lr 1e-2
     # (a wrong feature would move weights by ~lr)
-    for (name, fast), slow in zip(fast_head.state_dict().items(), slow_head.state_dict().values()):
+    for (name, fast), slow in zip(fast_head.state_dict().items(), slow_head.state_dict().values(), strict=True):
         assert torch.allclose(fast, slow, atol=1e-4), name
-    for (name, fast), slow in zip(fast_model.fusion.state_dict().items(), slow_model.fusion.state_dict().values()):
+    for (name, fast), slow in zip(
+        fast_model.fusion.state_dict().items(), slow_model.fusion.state_dict().values(), strict=True
+    ):
         assert torch.allclose(fast, slow, atol=1e-4), name
-    moved = [not torch.equal(a, b) for a, b in zip(fast_model.fusion.parameters(), model.fusion.parameters())]
+    moved = [
+        not torch.equal(a, b) for a, b in zip(fast_model.fusion.parameters(), model.fusion.parameters(), strict=True)
+    ]
     assert any(moved)  # the fusion was trained (lr 1e-2), not just left equal

@@ -20,7 +20,9 @@ def _module():
 
 def test_dry_run_checks_imports_paper_model_slot_plan_and_configs():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run"], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     *body, verdict = done.stdout.strip().splitlines()
     result = json.loads("\n".join(body))

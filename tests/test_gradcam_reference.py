@@ -5,8 +5,8 @@ uniform map scores next to the share (issue 24: the demo's table shows Grad-CAM)
 from __future__ import annotations
 
 import torch
-
 from tiny_config import TINY_MODEL
+
 from workbench.config import load_config
 from workbench.evaluate.attention import gradcam_in_object
 from workbench.evaluate.retrieval import built_objective
@@ -18,14 +18,25 @@ def test_gradcam_share_logs_the_object_area_as_its_chance_reference(shapes_tiny)
     from workbench.models import build_model
     from workbench.objectives import build_objectives
 
-    overrides = [*TINY_MODEL, f"data.root={shapes_tiny}", "data.shapes_size=tiny", "train.device=cpu",
-                 "eval.batch_size=16", "model.fusion.layers=2", "objectives.softmask.layer=0"]
+    overrides = [
+        *TINY_MODEL,
+        f"data.root={shapes_tiny}",
+        "data.shapes_size=tiny",
+        "train.device=cpu",
+        "eval.batch_size=16",
+        "model.fusion.layers=2",
+        "objectives.softmask.layer=0",
+    ]
     cfg = load_config("base", overrides)
     tokenizer = load_tokenizer(cfg.data)
     torch.manual_seed(0)
     model = build_model(cfg, tokenizer).eval()
-    special = {"pad": tokenizer.pad_token_id, "mask": tokenizer.mask_token_id,
-               "cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id}
+    special = {
+        "pad": tokenizer.pad_token_id,
+        "mask": tokenizer.mask_token_id,
+        "cls": tokenizer.cls_token_id,
+        "sep": tokenizer.sep_token_id,
+    }
     objectives = build_objectives(cfg.objectives, model.dims, special, len(tokenizer)).eval()
     metrics = gradcam_in_object(model, built_objective(objectives, "itm"), cfg, tokenizer, torch.device("cpu"))
 

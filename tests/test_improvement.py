@@ -18,15 +18,18 @@ def test_probability_counts_wins_and_half_ties():
 
 def test_improvement_averages_tasks_equally_and_bootstraps_within_each():
     # task 1: always wins (P 1); task 2, on another scale: always loses (P 0) -> 0.5
-    found = improvement([np.array([10.0, 11.0, 12.0]), np.array([0.1, 0.2, 0.3])],
-                        [np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.6, 0.7])])
+    found = improvement(
+        [np.array([10.0, 11.0, 12.0]), np.array([0.1, 0.2, 0.3])],
+        [np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.6, 0.7])],
+    )
     assert found.probability == 0.5 and found.tasks == 2
     assert found.ci_low == found.ci_high == 0.5  # resampling within a task cannot change a clean win or loss
     mixed = improvement([np.array([1.0, 3.0, 5.0]), np.array([2.0, 4.0])], [np.array([2.0, 4.0]), np.array([1.0, 3.0])])
     assert mixed.probability == pytest.approx((3 / 6 + 3 / 4) / 2)
     assert mixed.ci_low < mixed.probability < mixed.ci_high
-    assert improvement([np.array([1.0, 3.0, 5.0])], [np.array([2.0, 4.0])], seed=0) == \
-        improvement([np.array([1.0, 3.0, 5.0])], [np.array([2.0, 4.0])], seed=0)  # deterministic
+    assert improvement([np.array([1.0, 3.0, 5.0])], [np.array([2.0, 4.0])], seed=0) == improvement(
+        [np.array([1.0, 3.0, 5.0])], [np.array([2.0, 4.0])], seed=0
+    )  # deterministic
 
 
 def test_one_metric_per_task_and_none_for_a_single_task():

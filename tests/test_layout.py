@@ -68,7 +68,9 @@ def missing_from_layout(package: Path, readme: str) -> list[str]:
         if folder and f"{folder}/" not in listed:
             continue  # reported once, as its package
         where = f"under `  {folder}/` (indented 4 spaces)" if folder else "under `workbench/` (indented 2 spaces)"
-        problems.append(f"README.md '## Layout' does not list workbench/{module}: add a line `{name}  <what it is for>` {where}")
+        problems.append(
+            f"README.md '## Layout' does not list workbench/{module}: add a line `{name}  <what it is for>` {where}"
+        )
     for package_dir in sorted({m.rpartition("/")[0] for m in modules(package) if "/" in m}):
         if f"{package_dir}/" not in listed:
             problems.append(
@@ -81,8 +83,10 @@ def missing_from_layout(package: Path, readme: str) -> list[str]:
 def stale_in_layout(package: Path, readme: str) -> list[str]:
     """Layout lines naming a module or package that no longer exists."""
     real = set(modules(package)) | {m.rpartition("/")[0] + "/" for m in modules(package) if "/" in m}
-    return [f"README.md '## Layout' lists workbench/{entry}, which does not exist: remove or rename that line"
-            for entry in sorted(layout_entries(layout_block(readme)) - real)]
+    return [
+        f"README.md '## Layout' lists workbench/{entry}, which does not exist: remove or rename that line"
+        for entry in sorted(layout_entries(layout_block(readme)) - real)
+    ]
 
 
 def test_readme_layout_lists_every_module():
@@ -95,7 +99,14 @@ def test_layout_check_names_the_missing_module_and_where_it_goes(tmp_path):
     """The check can fail: a new module, in a package or at the top, is reported with its place."""
     package = tmp_path / "workbench"
     (package / "objectives").mkdir(parents=True)
-    for name in ("__init__.py", "cli.py", "session.py", "objectives/__init__.py", "objectives/itc.py", "objectives/masking.py"):
+    for name in (
+        "__init__.py",
+        "cli.py",
+        "session.py",
+        "objectives/__init__.py",
+        "objectives/itc.py",
+        "objectives/masking.py",
+    ):
         (package / name).write_text("")
     readme = "# x\n\n## Layout\n\n```\nworkbench/   pkg\n  cli.py   app\n  objectives/   losses\n    itc.py   itc\n  gone.py   old\ntests/\n```\n"
     problems = missing_from_layout(package, readme)
@@ -114,7 +125,14 @@ def test_layout_check_names_the_missing_module_and_where_it_goes(tmp_path):
 
 
 def test_layout_reads_modules_only_under_the_package_line():
-    lines = ["workbench/   the package", "  data/   data", "    shapes.py  gen", "  cli.py  app", "tests/   pytest", "  cli.py  other"]
+    lines = [
+        "workbench/   the package",
+        "  data/   data",
+        "    shapes.py  gen",
+        "  cli.py  app",
+        "tests/   pytest",
+        "  cli.py  other",
+    ]
     assert layout_entries(lines) == {"data/", "data/shapes.py", "cli.py"}
 
 
@@ -178,7 +196,8 @@ def imported_modules(path: Path, package: Path) -> list[tuple[int, str]]:
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 is_module = (package.parent / sub.replace(".", "/")).with_suffix(".py").is_file() or (
-                    package.parent / sub.replace(".", "/") / "__init__.py").is_file()
+                    package.parent / sub.replace(".", "/") / "__init__.py"
+                ).is_file()
                 found.append((node.lineno, sub if is_module else base))
     return [(line, m) for line, m in found if m == package.name or m.startswith(package.name + ".")]
 
@@ -187,14 +206,19 @@ def layer_violations(package: Path, layers: Layers) -> list[str]:
     """One line per import that does not point down the layers (or names a unit the table lacks)."""
     problems: set[str] = set()
     used_exceptions: set[tuple[str, str]] = set()
-    edges = {(unit_of(module_name(path, package)), unit_of(target))
-             for path in package.rglob("*.py") for _, target in imported_modules(path, package)}
+    edges = {
+        (unit_of(module_name(path, package)), unit_of(target))
+        for path in package.rglob("*.py")
+        for _, target in imported_modules(path, package)
+    }
     for path in sorted(package.rglob("*.py")):
         source = module_name(path, package)
         source_unit = unit_of(source)
         if source_unit not in layers.rank:
-            problems.add(f"workbench/{path.relative_to(package).as_posix()}: its unit {source_unit!r} is on no row of the "
-                         f"```layers block in INTERFACES.md: add it {_placement(source_unit, edges, layers.rank)}")
+            problems.add(
+                f"workbench/{path.relative_to(package).as_posix()}: its unit {source_unit!r} is on no row of the "
+                f"```layers block in INTERFACES.md: add it {_placement(source_unit, edges, layers.rank)}"
+            )
             continue
         for line, target in imported_modules(path, package):
             target_unit = unit_of(target)
@@ -208,10 +232,14 @@ def layer_violations(package: Path, layers: Layers) -> list[str]:
                 continue
             if layers.rank[target_unit] <= layers.rank[source_unit]:
                 direction = "up" if layers.rank[target_unit] < layers.rank[source_unit] else "sideways"
-                problems.add(f"{where} imports {target}: {source_unit} -> {target_unit} points {direction} "
-                             f"(INTERFACES.md ```layers: a unit imports only units on lower rows)")
+                problems.add(
+                    f"{where} imports {target}: {source_unit} -> {target_unit} points {direction} "
+                    f"(INTERFACES.md ```layers: a unit imports only units on lower rows)"
+                )
     for source, target in sorted(layers.exceptions - used_exceptions):
-        problems.add(f"INTERFACES.md ```layers: `allow {source} -> {target}` is no longer needed (no such import): remove it")
+        problems.add(
+            f"INTERFACES.md ```layers: `allow {source} -> {target}` is no longer needed (no such import): remove it"
+        )
     real_units = {unit_of(module_name(p, package)) for p in package.rglob("*.py")}
     for unit in sorted(set(layers.rank) - real_units):
         problems.add(f"INTERFACES.md ```layers names {unit!r}, which is no module or package of workbench/: remove it")
@@ -223,7 +251,8 @@ def _placement(unit: str, edges: set[tuple[str, str]], rank: dict[str, int]) -> 
     below = sorted((t for s, t in edges if s == unit and t in rank), key=rank.get)
     above = sorted((s for s, t in edges if t == unit and s in rank), key=rank.get)
     limits = ([f"above the row of `{below[0]}` (it imports it)"] if below else []) + (
-        [f"below the row of `{above[-1]}` (which imports it)"] if above else [])
+        [f"below the row of `{above[-1]}` (which imports it)"] if above else []
+    )
     return "on a row " + " and ".join(limits) if limits else "on the row of the layer it belongs to"
 
 

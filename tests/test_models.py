@@ -11,7 +11,6 @@ from tokenizers.pre_tokenizers import Whitespace
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from workbench.config import load_config
-
 from workbench.errors import ConfigError
 from workbench.models import VLPModel, build_model
 from workbench.models.fusion import Attention
@@ -25,10 +24,18 @@ VOCAB, PAD, MAX_LEN = 50, 0, 12
 
 def tiny_cfg(**overrides):
     base = {
-        "data.image_size": IMAGE_SIZE, "data.max_text_len": MAX_LEN,
-        "model.vision.patch_size": PATCH, "model.vision.width": WIDTH, "model.vision.depth": 2,
-        "model.vision.heads": 2, "model.text.width": 24, "model.text.depth": 1, "model.text.heads": 2,
-        "model.fusion.width": 16, "model.fusion.heads": 2, "model.fusion.layers": 2,
+        "data.image_size": IMAGE_SIZE,
+        "data.max_text_len": MAX_LEN,
+        "model.vision.patch_size": PATCH,
+        "model.vision.width": WIDTH,
+        "model.vision.depth": 2,
+        "model.vision.heads": 2,
+        "model.text.width": 24,
+        "model.text.depth": 1,
+        "model.text.heads": 2,
+        "model.fusion.width": 16,
+        "model.fusion.heads": 2,
+        "model.fusion.layers": 2,
     }
     return load_config(None, {**base, **overrides})
 
@@ -67,16 +74,20 @@ def test_output_shapes_and_token_layout(pooling, num_frames):
     assert out["image_tokens"].shape == (B, S, WIDTH)
     assert out["image_cls"].shape == (B, WIDTH)
     assert out["frame_cls_positions"].tolist() == [g + t * (1 + N) for t in range(num_frames)]
-    assert out["patch_positions"].tolist() == [
-        g + t * (1 + N) + 1 + j for t in range(num_frames) for j in range(N)
-    ]
+    assert out["patch_positions"].tolist() == [g + t * (1 + N) + 1 + j for t in range(num_frames) for j in range(N)]
     assert out["text_tokens"].shape == (B, L, 24) and out["text_cls"].shape == (B, 24)
     assert out["fused_text"].shape == (B, L, D) and out["fused_image"].shape == (B, S, D)
     assert out["fused_text_cls"].shape == (B, D) and out["fused_image_cls"].shape == (B, D)
     assert out["fused_frame_cls"].shape == (B, num_frames, D)
     assert out["joint"].shape == (B, 2 * D)
     assert len(out["cross_attn"]) == 2 and all(a.shape == (B, 2, L, S) for a in out["cross_attn"])
-    assert model.dims == {"vision_width": WIDTH, "text_width": 24, "fusion_width": 16, "num_patches": N, "vocab_size": VOCAB}
+    assert model.dims == {
+        "vision_width": WIDTH,
+        "text_width": 24,
+        "fusion_width": 16,
+        "num_patches": N,
+        "vocab_size": VOCAB,
+    }
     assert "cross_attn" not in model(batch(num_frames))
 
 
@@ -103,8 +114,10 @@ def test_pooling_variants_differ_on_a_video_and_frame_cls_equals_mean_on_an_imag
     global_cls = share_weights(frame_cls, tiny_model(seed=5, **{"model.vision.pooling": "global_cls"}))
     video = batch(num_frames=4)
     assert not torch.equal(video["image"][:, 0], video["image"][:, 1])
-    feats = {name: m(video)["image_cls"] for name, m in
-             [("frame_cls", frame_cls), ("mean", mean), ("global_cls", global_cls)]}
+    feats = {
+        name: m(video)["image_cls"]
+        for name, m in [("frame_cls", frame_cls), ("mean", mean), ("global_cls", global_cls)]
+    }
     for a, b in [("frame_cls", "mean"), ("frame_cls", "global_cls"), ("mean", "global_cls")]:
         assert (feats[a] - feats[b]).abs().max() > 1e-3, (a, b)
 
@@ -154,7 +167,7 @@ def test_keep_patches_removes_tokens_at_the_same_positions_in_every_frame(poolin
     model.vision.vit.norm_pre.register_forward_pre_hook(lambda m, args: entering_blocks.append(args[0]))
     video = batch(num_frames=3)["image"]
     keep = torch.tensor([[0, 5, 9], [15, 2, 7]])  # per sample, K=3 of N=16
-    full = model.encode_image(video)
+    model.encode_image(video)  # the full sequence: its block input is entering_blocks[0]
     kept = model.encode_image(video, keep_patches=keep)
     g, K = (1 if pooling == "global_cls" else 0), 3
     assert kept["image_tokens"].shape == (2, g + 3 * (1 + K), WIDTH)
@@ -167,7 +180,7 @@ def test_keep_patches_removes_tokens_at_the_same_positions_in_every_frame(poolin
     for b in range(2):
         for t in range(3):
             want = full_in[b, g + t * (1 + N) + torch.cat([torch.tensor([0]), 1 + keep[b]])]
-            got = kept_in[b, g + t * (1 + K): g + (t + 1) * (1 + K)]
+            got = kept_in[b, g + t * (1 + K) : g + (t + 1) * (1 + K)]
             assert torch.equal(got, want)
 
 
@@ -189,8 +202,14 @@ def test_cross_attention_rows_sum_to_one_over_unmasked_image_tokens():
     S = enc["image_tokens"].shape[1]
     image_mask = torch.ones(2, S, dtype=torch.long)
     image_mask[0, 10:20] = 0
-    out = model.fuse(enc["image_tokens"], enc["text_tokens"], batch()["text_mask"], enc["frame_cls_positions"],
-                     image_mask, return_attention=True)
+    out = model.fuse(
+        enc["image_tokens"],
+        enc["text_tokens"],
+        batch()["text_mask"],
+        enc["frame_cls_positions"],
+        image_mask,
+        return_attention=True,
+    )
     for attn in out["cross_attn"]:
         assert attn.shape == (2, 2, 7, S)
         torch.testing.assert_close(attn.sum(-1), torch.ones(2, 2, 7))
@@ -234,14 +253,17 @@ def test_every_trainable_parameter_gets_a_gradient(pooling):
     out = model(batch(num_frames=2))
     loss = sum(v.float().pow(2).mean() for v in out.values() if torch.is_tensor(v) and v.is_floating_point())
     loss.backward()
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    no_grad = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert no_grad == []
 
 
 # ------------------------------------------------------- real weights, offline
 def test_missing_vision_checkpoint_is_a_config_error_naming_the_key(tmp_path):
-    cfg = tiny_cfg(**{"model.vision.timm_name": "vit_tiny_patch16_224",
-                      "model.vision.checkpoint": str(tmp_path / "nope.pth")})
+    cfg = tiny_cfg(
+        **{"model.vision.timm_name": "vit_tiny_patch16_224", "model.vision.checkpoint": str(tmp_path / "nope.pth")}
+    )
     with pytest.raises(ConfigError, match=r"model\.vision\.checkpoint: .*nope\.pth.* never downloaded"):
         VLPModel(cfg.model, vocab_size=VOCAB, pad_token_id=PAD, image_size=IMAGE_SIZE, max_text_len=MAX_LEN)
     (tmp_path / "w.pth").write_bytes(b"")
@@ -264,13 +286,27 @@ def test_real_weights_load_from_local_files(tmp_path, monkeypatch):
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0, global_pool="")
     torch.save(vit.state_dict(), tmp_path / "vit.pth")
-    bert = BertModel(BertConfig(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=48, max_position_embeddings=16), add_pooling_layer=False)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=16,
+        ),
+        add_pooling_layer=False,
+    )
     bert.save_pretrained(tmp_path / "bert")
 
-    cfg = tiny_cfg(**{"data.image_size": 32, "model.vision.timm_name": "vit_tiny_patch16_224",
-                      "model.vision.checkpoint": str(tmp_path / "vit.pth"),
-                      "model.text.hf_name": str(tmp_path / "bert")})
+    cfg = tiny_cfg(
+        **{
+            "data.image_size": 32,
+            "model.vision.timm_name": "vit_tiny_patch16_224",
+            "model.vision.checkpoint": str(tmp_path / "vit.pth"),
+            "model.text.hf_name": str(tmp_path / "bert"),
+        }
+    )
     model = VLPModel(cfg.model, vocab_size=VOCAB, pad_token_id=PAD, image_size=32, max_text_len=MAX_LEN)
     for name, value in vit.state_dict().items():
         assert torch.equal(model.vision.vit.state_dict()[name], value), name
@@ -283,14 +319,26 @@ def test_real_weights_load_from_local_files(tmp_path, monkeypatch):
 
     # a file that is not this model's weights: one-line error naming the key
     torch.save({"something": torch.zeros(1)}, tmp_path / "wrong.pth")
-    cfg = tiny_cfg(**{"data.image_size": 32, "model.vision.timm_name": "vit_tiny_patch16_224",
-                      "model.vision.checkpoint": str(tmp_path / "wrong.pth")})
-    with pytest.raises(ConfigError, match=r"model\.vision\.checkpoint: .*wrong\.pth.* does not hold .*missing cls_token"):
+    cfg = tiny_cfg(
+        **{
+            "data.image_size": 32,
+            "model.vision.timm_name": "vit_tiny_patch16_224",
+            "model.vision.checkpoint": str(tmp_path / "wrong.pth"),
+        }
+    )
+    with pytest.raises(
+        ConfigError, match=r"model\.vision\.checkpoint: .*wrong\.pth.* does not hold .*missing cls_token"
+    ):
         VLPModel(cfg.model, vocab_size=VOCAB, pad_token_id=PAD, image_size=32, max_text_len=MAX_LEN)
 
     # a checkpoint for another image size: timm resamples the position embedding, the rest loads as is
-    cfg = tiny_cfg(**{"data.image_size": 48, "model.vision.timm_name": "vit_tiny_patch16_224",
-                      "model.vision.checkpoint": str(tmp_path / "vit.pth")})
+    cfg = tiny_cfg(
+        **{
+            "data.image_size": 48,
+            "model.vision.timm_name": "vit_tiny_patch16_224",
+            "model.vision.checkpoint": str(tmp_path / "vit.pth"),
+        }
+    )
     model = VLPModel(cfg.model, vocab_size=VOCAB, pad_token_id=PAD, image_size=48, max_text_len=MAX_LEN)
     assert model.vision.vit.pos_embed.shape == (1, 1 + 9, 192) and model.dims["num_patches"] == 9
     assert torch.equal(model.vision.vit.blocks[3].mlp.fc1.weight, vit.blocks[3].mlp.fc1.weight)
@@ -325,4 +373,6 @@ def test_fusion_init_xavier_keeps_unit_scale_where_bert_init_shrinks():
     x = torch.randn(256, 64)
     assert query_bert(x).std() < 0.25 < 0.8 < query_xavier(x).std()  # a unit input stays ~unit only with Xavier
     assert torch.equal(xavier.token_type.weight.abs().max() <= 0.04, torch.tensor(True))  # embeddings keep BERT's init
-    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in xavier.modules() if isinstance(m, torch.nn.Linear))
+    assert all(
+        torch.equal(m.bias, torch.zeros_like(m.bias)) for m in xavier.modules() if isinstance(m, torch.nn.Linear)
+    )

@@ -29,9 +29,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-
 from test_sweeps import tiny_sets, trial_errors, write_spec
-from workbench.sweeps import optuna_internals, study as sweep_study
+
+from workbench.sweeps import optuna_internals
+from workbench.sweeps import study as sweep_study
 from workbench.sweeps.execute import RUN_ATTR
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -190,9 +191,20 @@ def mlflow_process(postgres, tmp_path_factory):
     backend = server.create_database("mlflow") if server else f"sqlite:///{root / 'mlflow.db'}"
     port = free_port()
     command = [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     log = root / "server.log"
     with open(log, "w") as out:
@@ -277,17 +289,27 @@ def _storage(url: str):
     return sweep_study.open_optuna(url, heartbeat_s=30, retries=0)
 
 
-def test_coordinator_and_worker_run_every_trial_exactly_once(
-    storage_url, mlflow_server, shapes_tiny, tmp_path
-):
+def test_coordinator_and_worker_run_every_trial_exactly_once(storage_url, mlflow_server, shapes_tiny, tmp_path):
     """`workbench sweep NAME --storage URL` and `... --worker` share one study and one MLflow server:
     2 variants x 2 seeds, each COMPLETE once in Optuna and FINISHED once in MLflow, run by both."""
     experiment = f"multihost-{tmp_path.name}"
     out = tmp_path / "out"
     spec = write_spec(tmp_path)
     sets = tiny_sets(shapes_tiny, out, experiment, steps=4)
-    command = [sys.executable, "-m", "workbench", "sweep", str(spec), "--storage", storage_url,
-               "--slots", "1", "--heartbeat", "3", "--no-progress"] + [a for s in sets for a in ("--set", s)]
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "sweep",
+        str(spec),
+        "--storage",
+        storage_url,
+        "--slots",
+        "1",
+        "--heartbeat",
+        "3",
+        "--no-progress",
+    ] + [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
     # the worker first: it waits for the coordinator's study, parent run and queue. Each "host"

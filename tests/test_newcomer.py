@@ -53,8 +53,10 @@ def test_as_root_it_installs_every_missing_package_with_apt_get(bare_path):
     env = {"PATH": bare_path, "SYSTEM_PACKAGES_DRY_RUN": "1"}
     result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result
-    assert result.stdout.strip() == ("would run: apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
-                                     f"apt-get install -y -qq --no-install-recommends {ALL}")
+    assert result.stdout.strip() == (
+        "would run: apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+        f"apt-get install -y -qq --no-install-recommends {ALL}"
+    )
 
 
 def test_without_root_one_line_with_the_command_and_no_test_runs(bare_path):
@@ -63,18 +65,28 @@ def test_without_root_one_line_with_the_command_and_no_test_runs(bare_path):
     assert alone.returncode == 1 and alone.stdout == "", alone
     (line,) = alone.stderr.splitlines()
     assert line.startswith(f"error: the tests need the system packages {ALL}; ")
-    assert line.endswith("sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-                         f"--no-install-recommends {ALL}'")
+    assert line.endswith(
+        "sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+        f"--no-install-recommends {ALL}'"
+    )
 
-    make = subprocess.run([*as_nobody(), "make", "--no-print-directory", "-C", str(REPO), "test"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    make = subprocess.run(
+        [*as_nobody(), "make", "--no-print-directory", "-C", str(REPO), "test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert make.returncode != 0 and line in make.stderr
     assert "pytest" not in make.stdout + make.stderr and "venv" not in make.stdout  # stopped before set-up and tests
 
 
 def test_ci_only_calls_make_test():
-    commands = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
+    commands = [
+        line.strip()
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert commands[-1] == "make test" and not any("apt-get" in c for c in commands)
 
 
@@ -112,10 +124,13 @@ def test_a_phase_in_a_log_prints_its_count_rate_and_eta(log_console):
     with progress.phase("pre-training", total=20, loss="loss -") as task:
         task.update(0)
         task.update(5, loss="loss 3.1000")
-        line = [l for l in _wait_for(log_console, "pre-training: 5/20 steps").splitlines() if "5/20" in l][-1]
+        line = [text for text in _wait_for(log_console, "pre-training: 5/20 steps").splitlines() if "5/20" in text][-1]
     rate, eta = re.fullmatch(r"pre-training: 5/20 steps, ([\d.]+) steps/s, ETA (.+) \(loss 3.1000\)", line).groups()
-    seconds = float(eta.removesuffix(" s")) if eta.endswith(" s") else sum(
-        int(part) * 60 ** i for i, part in enumerate(reversed(eta.split(":"))))
+    seconds = (
+        float(eta.removesuffix(" s"))
+        if eta.endswith(" s")
+        else sum(int(part) * 60**i for i, part in enumerate(reversed(eta.split(":"))))
+    )
     assert seconds == pytest.approx(15 / float(rate), rel=0.1, abs=0.1)  # the 15 steps left at this rate
     with progress.phase("data generation"):  # no count: still shows it is alive
         _wait_for(log_console, "data generation: running, ")
@@ -125,9 +140,9 @@ def test_a_phase_in_a_log_prints_its_count_rate_and_eta(log_console):
 def test_on_a_terminal_the_bar_shows_progress_and_no_plain_lines(log_console, monkeypatch):
     import time
 
-    from workbench import progress
-
     from rich.console import Console
+
+    from workbench import progress
 
     monkeypatch.setattr(progress, "_console", Console(file=log_console, force_terminal=True, width=200))
     with progress.phase("pre-training", total=20) as task:
@@ -138,6 +153,7 @@ def test_on_a_terminal_the_bar_shows_progress_and_no_plain_lines(log_console, mo
 
 def test_the_warm_start_announces_its_expected_time(shapes_tiny, tmp_path, log_console):
     from test_warmstart import cfg_for
+
     from workbench.data import load_tokenizer
     from workbench.warmstart import ensure
 
@@ -146,8 +162,10 @@ def test_the_warm_start_announces_its_expected_time(shapes_tiny, tmp_path, log_c
     said = []
     ensure(cfg, load_tokenizer(cfg.data), progress=True, announce=said.append)
     assert "training them once (4 steps" in said[0]
-    assert re.search(r"warm start \(vision\): about [\d.]+ s for 4 steps \([\d.]+ s/step over the first 3; made once",
-                     log_console.getvalue()), log_console.getvalue()
+    assert re.search(
+        r"warm start \(vision\): about [\d.]+ s for 4 steps \([\d.]+ s/step over the first 3; made once",
+        log_console.getvalue(),
+    ), log_console.getvalue()
 
 
 # ------------------------------------------------------------------ a quick run

@@ -9,17 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from workbench.config import load_config
-
 from workbench.errors import ConfigError
 from workbench.objectives import build_objectives, is_on, special_ids_of
 from workbench.objectives.context import StepContext, special_token_mask
 from workbench.objectives.contrastive import focal_info_nce, positive_targets, symmetric_info_nce
 from workbench.objectives.itc import ITC, temperature_range
 from workbench.objectives.itm import negative_weights, sample_negatives
-from workbench.objectives.momentum import MomentumQueue
-from workbench.objectives.projection import GlobalBatchNorm, Projection
 from workbench.objectives.masking import IGNORE, exact_positions, keep_patch_indices, kept_patch_count, mask_tokens
 from workbench.objectives.mlm import masked_lm_loss
+from workbench.objectives.momentum import MomentumQueue
+from workbench.objectives.projection import GlobalBatchNorm, Projection
 from workbench.objectives.scl import completion_loss
 from workbench.objectives.softmask import (
     apply_soft_mask,
@@ -57,7 +56,7 @@ def test_focal_matches_hand_formula_on_3x3():
     logits = [[2.0, 0.0, 1.0], [0.5, -1.0, 0.0], [0.0, 3.0, 1.0]]
     targets = [0, 2, 1]
     gamma, total = 0.5, 0.0
-    for row, target in zip(logits, targets):
+    for row, target in zip(logits, targets, strict=True):
         p = math.exp(row[target]) / sum(math.exp(v) for v in row)
         total += -((1 - p) ** gamma) * math.log(p)
     got = focal_info_nce(torch.tensor(logits), torch.tensor(targets), gamma)
@@ -101,11 +100,14 @@ def test_same_image_id_pairs_share_the_target():
 
 def test_pairs_with_the_same_caption_string_share_the_target():
     # rows 0 and 1 are two images captioned by the same string (caption id 5)
-    targets = positive_targets(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([5, 5, 6]),
-                               torch.tensor([5, 5, 6]))
+    targets = positive_targets(
+        torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([5, 5, 6]), torch.tensor([5, 5, 6])
+    )
     assert torch.equal(targets, torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]))
     # caption ids covering only the batch columns, not a queue behind them
-    queue = positive_targets(torch.tensor([0, 1]), torch.tensor([0, 1, 1, 9]), torch.tensor([5, 5]), torch.tensor([5, 5]))
+    queue = positive_targets(
+        torch.tensor([0, 1]), torch.tensor([0, 1, 1, 9]), torch.tensor([5, 5]), torch.tensor([5, 5])
+    )
     assert torch.equal(queue, torch.tensor([[0.5, 0.5, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3, 0.0]]))
 
 
@@ -113,15 +115,21 @@ def test_itc_soft_targets_over_two_images_sharing_a_caption():
     cfg = load_config(None, {"objectives.itc.embed_dim": 4}).objectives.itc
     itc = ITC(8, 6, cfg)
     image_cls, text_cls = torch.randn(3, 8, generator=gen()), torch.randn(3, 6, generator=gen(1))
-    batch = {"text_ids": torch.zeros(3, 5, dtype=torch.long), "image_id": torch.tensor([0, 1, 2]),
-             "caption_id": torch.tensor([7, 7, 3])}
+    batch = {
+        "text_ids": torch.zeros(3, 5, dtype=torch.long),
+        "image_id": torch.tensor([0, 1, 2]),
+        "caption_id": torch.tensor([7, 7, 3]),
+    }
     out = itc(fake_ctx(batch, {"image_cls": image_cls}, {"text_cls": text_cls}))
     logits = F.normalize(itc.image_proj(image_cls), dim=-1) @ F.normalize(itc.text_proj(text_cls), dim=-1).t() / 0.07
     soft = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
     expected = (F.cross_entropy(logits, soft) + F.cross_entropy(logits.t(), soft)) / 2
     assert out["itc_loss"].item() == pytest.approx(expected.item(), abs=1e-5)
-    plain = itc(fake_ctx({k: v for k, v in batch.items() if k != "caption_id"},
-                         {"image_cls": image_cls}, {"text_cls": text_cls}))
+    plain = itc(
+        fake_ctx(
+            {k: v for k, v in batch.items() if k != "caption_id"}, {"image_cls": image_cls}, {"text_cls": text_cls}
+        )
+    )
     assert plain["itc_loss"].item() != pytest.approx(expected.item(), abs=1e-3)
     # ITM never draws the other image of a shared caption as a negative
     from workbench.objectives.itc import batch_positive_mask
@@ -187,7 +195,10 @@ def test_global_batch_norm_is_batchnorm1d_without_affine_in_one_process():
 def test_projection_without_batch_norm_keeps_the_linear_checkpoint_keys():
     assert set(Projection(8, 4).state_dict()) == {"weight", "bias"}
     assert set(Projection(8, 4, batch_norm=True).state_dict()) == {
-        "weight", "bias", "norm.running_mean", "norm.running_var"
+        "weight",
+        "bias",
+        "norm.running_mean",
+        "norm.running_var",
     }
 
 
@@ -309,7 +320,7 @@ def test_hard_mix_draws_from_softmax_and_uniform_in_the_given_shares():
     similarity = torch.tensor([[0.0, 0.0, 2.0, 0.0]] * 4)
     weights = negative_weights(similarity, ids, hard_mix=0.25)
     # row 0: non-positives are columns 2 and 3; softmax over them e^2 : e^0, uniform 1/2 : 1/2
-    hard = torch.tensor([math.e ** 2, 1.0]) / (math.e ** 2 + 1)
+    hard = torch.tensor([math.e**2, 1.0]) / (math.e**2 + 1)
     assert torch.allclose(weights[0], torch.cat([torch.zeros(2), 0.25 * hard + 0.75 * torch.tensor([0.5, 0.5])]))
     assert torch.allclose(weights.sum(dim=1), torch.ones(4))
     # row 2 (image 1): its non-positives are 0, 1 and 3 with equal similarity: uniform either way
@@ -458,6 +469,10 @@ def test_special_ids_come_from_the_tokenizer():
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "red": 5}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="[UNK]")),
-        pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
     )
     assert special_ids_of(tokenizer) == {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}

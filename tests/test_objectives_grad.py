@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from workbench import preflight
 from workbench.config import load_config
-
 from workbench.errors import ConfigError
 from workbench.models import VLPModel
 from workbench.models.vision import POOLINGS
@@ -30,12 +29,21 @@ LOSSES = {"itc": ["itc"], "itm": ["itm"], "mlm": ["mlm"], "scl": ["mvsc", "mlsc"
 
 def config(pooling="frame_cls", on=TERMS, fusion_layers=2, **overrides):
     base = {
-        "data.image_size": IMAGE_SIZE, "data.max_text_len": MAX_LEN,
-        "model.vision.patch_size": PATCH, "model.vision.width": WIDTH, "model.vision.depth": 1,
-        "model.vision.heads": 2, "model.vision.pooling": pooling,
-        "model.text.width": WIDTH, "model.text.depth": 1, "model.text.heads": 2,
-        "model.fusion.width": WIDTH, "model.fusion.heads": 2, "model.fusion.layers": fusion_layers,
-        "objectives.itc.embed_dim": 16, "objectives.softmask.layer": 0,
+        "data.image_size": IMAGE_SIZE,
+        "data.max_text_len": MAX_LEN,
+        "model.vision.patch_size": PATCH,
+        "model.vision.width": WIDTH,
+        "model.vision.depth": 1,
+        "model.vision.heads": 2,
+        "model.vision.pooling": pooling,
+        "model.text.width": WIDTH,
+        "model.text.depth": 1,
+        "model.text.heads": 2,
+        "model.fusion.width": WIDTH,
+        "model.fusion.heads": 2,
+        "model.fusion.layers": fusion_layers,
+        "objectives.itc.embed_dim": 16,
+        "objectives.softmask.layer": 0,
     }
     base |= {f"objectives.{name}.enabled": name in on for name in TERMS}
     return load_config(None, {**base, **{f"objectives.{k}": v for k, v in overrides.items()}})

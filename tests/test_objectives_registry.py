@@ -10,6 +10,7 @@ import re
 import pytest
 import torch
 
+from tests.test_objectives_grad import SPECIAL, VOCAB, config, make_batch, setup, step
 from workbench.config import ObjectivesConfig
 from workbench.objectives import OBJECTIVES, combiner
 from workbench.objectives.context import special_token_mask
@@ -23,7 +24,6 @@ from workbench.objectives.passes import (
     plan,
 )
 from workbench.objectives.spec import BuildInputs
-from tests.test_objectives_grad import SPECIAL, VOCAB, config, make_batch, setup, step
 
 ALL_ON = tuple(OBJECTIVES)
 

@@ -11,12 +11,10 @@ import torch
 from PIL import Image
 
 from workbench.config import DataConfig, load_config
-
-from workbench.errors import ConfigError
-from workbench.data.datasets import VE_LABELS, Collate, CaptionDataset, task_dataset, tokenize
+from workbench.data.datasets import VE_LABELS, CaptionDataset, Collate, task_dataset, tokenize
 from workbench.data.readers import read_answer_list, read_entries
 from workbench.data.tokenizer import SPECIAL_TOKENS, build_tokenizer, load_tokenizer
-from workbench.errors import DataError
+from workbench.errors import ConfigError, DataError
 
 KINDS = {  # kind -> a ShapesWorld file of that kind and its entry count in `tiny`
     "pretrain": ("pretrain.json", 64),
@@ -34,7 +32,7 @@ def test_reads_every_shapesworld_kind(shapes_tiny, kind):
     entries = read_entries(DataConfig(root=str(shapes_tiny)), [name], kind)
     assert len(entries.items) == count and entries.skipped == 0
     raw = json.loads((shapes_tiny / name).read_text())
-    for entry, original in zip(entries.items, raw):
+    for entry, original in zip(entries.items, raw, strict=True):
         for key in ("image", "video"):
             if key in entry:
                 assert entry[key] == str(shapes_tiny / original[key]) and Path(entry[key]).is_file()
@@ -117,8 +115,10 @@ def test_paths_may_not_climb_out_of_the_image_root(root):
 def test_absolute_paths_refused_unless_allowed(root):
     absolute = str(root / "img" / "good.png")
     message = _error(root, [{"image": absolute, "caption": "x"}])
-    assert message == (f"{root / 'data.json'}[0].image: absolute path {absolute!r} refused — "
-                       "set data.allow_absolute_paths=true to allow it")
+    assert message == (
+        f"{root / 'data.json'}[0].image: absolute path {absolute!r} refused — "
+        "set data.allow_absolute_paths=true to allow it"
+    )
     name = _write(root, "abs.json", [{"image": absolute, "caption": "x"}])
     entries = read_entries(_cfg(root, allow_absolute_paths=True), [name], "pretrain")
     assert entries.items[0]["image"] == absolute
@@ -163,11 +163,15 @@ def test_unreadable_image_errors_or_is_replaced_in_skip_mode(root):
 
 def test_video_shorter_than_num_frames(root):
     name = _write(root, "videos.json", [{"video": "img/clip.npy", "caption": "x"}])
-    with pytest.raises(DataError, match=r"videos.json\[0\].video: .*clip.npy has 3 frames, fewer than data.num_frames=4"):
+    with pytest.raises(
+        DataError, match=r"videos.json\[0\].video: .*clip.npy has 3 frames, fewer than data.num_frames=4"
+    ):
         read_entries(_cfg(root), [name], "video", min_frames=4)
     assert len(read_entries(_cfg(root), [name], "video", min_frames=3).items) == 1
     np.save(root / "img" / "long.npy", np.zeros((5, 8, 8, 3), np.uint8))
-    mixed = _write(root, "mixed.json", [{"video": "img/clip.npy", "caption": "x"}, {"video": "img/long.npy", "caption": "y"}])
+    mixed = _write(
+        root, "mixed.json", [{"video": "img/clip.npy", "caption": "x"}, {"video": "img/long.npy", "caption": "y"}]
+    )
     entries = read_entries(_cfg(root, on_bad_sample="skip"), [mixed], "video", min_frames=4)
     assert [e["caption"] for e in entries.items] == ["y"] and entries.skipped == 1
 
@@ -185,10 +189,23 @@ def test_tokenizer_round_trip_and_bert_template(shapes_tiny):
     text = "the red circle is left of the blue square."
     ids = tokenizer(text)["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == [
-        "[CLS]", "the", "red", "circle", "is", "left", "of", "the", "blue", "square", ".", "[SEP]"]
+        "[CLS]",
+        "the",
+        "red",
+        "circle",
+        "is",
+        "left",
+        "of",
+        "the",
+        "blue",
+        "square",
+        ".",
+        "[SEP]",
+    ]
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
     assert tokenizer("The RED zebra?")["input_ids"][1:-1] == [
-        tokenizer.convert_tokens_to_ids(t) for t in ("the", "red", "[UNK]", "?")]
+        tokenizer.convert_tokens_to_ids(t) for t in ("the", "red", "[UNK]", "?")
+    ]
     explicit = load_tokenizer(DataConfig(root="/nowhere", tokenizer=str(shapes_tiny / "tokenizer")))
     assert explicit(text)["input_ids"] == ids
 
@@ -256,13 +273,25 @@ def test_retrieval_index_maps_and_masks(shapes_tiny):
 
 def test_vqa_soft_targets_and_labels(root):
     _write(root, "vqa_answers.json", ["yes", "no", "red"])
-    _write(root, "vqa_test.json", [
-        {"question_id": 7, "image": "img/good.png", "question": "is it red?", "answer": ["yes", "no", "yes", "odd"]},
-        {"question_id": "q8", "image": "img/good.png", "question": "what color?", "answer": "red"},
-    ])
+    _write(
+        root,
+        "vqa_test.json",
+        [
+            {
+                "question_id": 7,
+                "image": "img/good.png",
+                "question": "is it red?",
+                "answer": ["yes", "no", "yes", "odd"],
+            },
+            {"question_id": "q8", "image": "img/good.png", "question": "what color?", "answer": "red"},
+        ],
+    )
     _write(root, "ve_test.json", [{"image": "img/good.png", "sentence": "s", "label": label} for label in VE_LABELS])
-    _write(root, "nlvr_test.json", [{"images": ["img/good.png"] * 2, "sentence": "s", "label": label}
-                                    for label in ("True", "False")])
+    _write(
+        root,
+        "nlvr_test.json",
+        [{"images": ["img/good.png"] * 2, "sentence": "s", "label": label} for label in ("True", "False")],
+    )
     cfg = _tiny_cfg(root, "data.image_size=8")
     tokenizer = build_tokenizer(["is", "it", "red", "what", "color", "?", "s"])
     vqa, collate = task_dataset(cfg, tokenizer, "vqa", "test")

@@ -24,18 +24,22 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
-
 from test_sweeps import fake_overrides, write_spec
 from tiny_config import tiny_run
+from typer.testing import CliRunner
+
 from workbench import checkpoint, tracking, train
 from workbench.cli import app
 from workbench.config import load_config
-from workbench.errors import ConfigError
 
 TESTS = Path(__file__).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
-       "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "MPLBACKEND": "Agg",
+    "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +106,10 @@ def test_coordinators_started_together_claim_one_parent_run(tmp_path):
     MlflowClient(store).create_experiment("race")
     go = tmp_path / "go"
     outs = [tmp_path / f"out{i}" for i in range(4)]
-    processes = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(journal), store, str(go), str(out)], env=ENV)
-                 for out in outs]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", CLAIMER, str(journal), store, str(go), str(out)], env=ENV)
+        for out in outs
+    ]
     time.sleep(8)  # all imported and spinning on `go`
     go.touch()
     for process in processes:
@@ -138,9 +144,16 @@ def test_processes_opening_a_fresh_sqlite_store_at_once_all_succeed(tmp_path, ch
     store = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
     go = tmp_path / "go"
     readies = [tmp_path / f"ready{i}" for i in range(4)]
-    processes = [subprocess.Popen([sys.executable, "-c", STORE_OPENER, store, str(ready), str(go), check_first],
-                                  env=ENV,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for ready in readies]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", STORE_OPENER, store, str(ready), str(go), check_first],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ready in readies
+    ]
     deadline = time.monotonic() + 120
     while not all(ready.exists() for ready in readies) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -148,7 +161,10 @@ def test_processes_opening_a_fresh_sqlite_store_at_once_all_succeed(tmp_path, ch
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0] * 4, [err[-300:] for _, err in outputs]
     assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, the same id for all
-    assert sorted(experiment.name for experiment in MlflowClient(store).search_experiments()) == ["Default", "same-moment"]
+    assert sorted(experiment.name for experiment in MlflowClient(store).search_experiments()) == [
+        "Default",
+        "same-moment",
+    ]
 
 
 SWEEPER = textwrap.dedent("""
@@ -171,14 +187,24 @@ SWEEPER = textwrap.dedent("""
 
 
 def test_two_sweep_coordinators_at_once_log_every_child_under_one_parent(tmp_path, store):
-    spec = write_spec(tmp_path, "twin", variants={"a": {"train.lr": 0.1}, "b": {"train.lr": 0.2}}, seeds=2,
-                      metrics=["eval/retrieval/r_mean"], objective={"metric": "eval/retrieval/r_mean", "direction": "maximize"},
-                      overrides=fake_overrides(tmp_path))
+    spec = write_spec(
+        tmp_path,
+        "twin",
+        variants={"a": {"train.lr": 0.1}, "b": {"train.lr": 0.2}},
+        seeds=2,
+        metrics=["eval/retrieval/r_mean"],
+        objective={"metric": "eval/retrieval/r_mean", "direction": "maximize"},
+        overrides=fake_overrides(tmp_path),
+    )
     script = tmp_path / "sweeper.py"
     script.write_text(SWEEPER)
     go = tmp_path / "go"
-    processes = [subprocess.Popen([sys.executable, str(script), str(spec), store, str(go)], env=ENV, cwd=tmp_path,
-                                  stderr=subprocess.PIPE) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(spec), store, str(go)], env=ENV, cwd=tmp_path, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
     time.sleep(10)
     go.touch()
     for process in processes:
@@ -191,7 +217,11 @@ def test_two_sweep_coordinators_at_once_log_every_child_under_one_parent(tmp_pat
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r not in parents]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
-    finished = {(r.data.tags["workbench.variant"], r.data.tags["workbench.seed"]) for r in children if r.info.status == "FINISHED"}
+    finished = {
+        (r.data.tags["workbench.variant"], r.data.tags["workbench.seed"])
+        for r in children
+        if r.info.status == "FINISHED"
+    }
     assert finished == {("a", "0"), ("a", "1"), ("b", "0"), ("b", "1")}
 
 
@@ -204,19 +234,29 @@ def _sets(shapes: Path, store: str, out: Path, experiment: str, *extra: str, ste
 def _snapshot(store: str, run_id: str, out: Path) -> tuple:
     run = MlflowClient(store).get_run(run_id)
     ckpt = out / run_id / checkpoint.LAST
-    return (run.info.status, run.info.end_time, dict(run.data.params), dict(run.data.metrics),
-            ckpt.read_bytes() if ckpt.exists() else None)
+    return (
+        run.info.status,
+        run.info.end_time,
+        dict(run.data.params),
+        dict(run.data.metrics),
+        ckpt.read_bytes() if ckpt.exists() else None,
+    )
 
 
 @pytest.fixture(scope="module")
 def finished_run(shapes_tiny, store, tmp_path_factory) -> tuple[str, Path]:
     out = tmp_path_factory.mktemp("finished")
-    cfg = load_config("base", tiny_run(shapes_tiny, store, out, "eval.tasks=[]", "tracking.experiment=finished", steps=4))
+    cfg = load_config(
+        "base", tiny_run(shapes_tiny, store, out, "eval.tasks=[]", "tracking.experiment=finished", steps=4)
+    )
     return train.run(cfg, progress=False).run_id, out
 
 
-@pytest.mark.parametrize("extra", [[], ["--set", "train.steps=10"], ["--set", "model.vision.width=64"]],
-                         ids=["plain", "train-longer", "other-model"])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--set", "train.steps=10"], ["--set", "model.vision.width=64"]],
+    ids=["plain", "train-longer", "other-model"],
+)
 def test_resume_of_a_finished_run_is_refused_and_changes_nothing(finished_run, store, extra):
     run_id, out = finished_run
     before = _snapshot(store, run_id, out)
@@ -229,7 +269,9 @@ def test_resume_of_a_finished_run_is_refused_and_changes_nothing(finished_run, s
 
 
 def _killed_run(shapes: Path, store: str, out: Path, experiment: str, *extra: str) -> str:
-    cfg = load_config("base", tiny_run(shapes, store, out, "eval.tasks=[]", f"tracking.experiment={experiment}", *extra, steps=6))
+    cfg = load_config(
+        "base", tiny_run(shapes, store, out, "eval.tasks=[]", f"tracking.experiment={experiment}", *extra, steps=6)
+    )
     run_id = train.run(cfg, progress=False, stop_after=3).run_id  # pre-empted: RUNNING with a checkpoint
     MlflowClient(store).set_terminated(run_id, status="KILLED")
     return run_id
@@ -238,7 +280,9 @@ def _killed_run(shapes: Path, store: str, out: Path, experiment: str, *extra: st
 def test_resume_with_another_model_config_is_refused_before_the_run_is_touched(shapes_tiny, store, tmp_path):
     run_id = _killed_run(shapes_tiny, store, tmp_path, "resume-other-model")
     before = _snapshot(store, run_id, tmp_path)
-    result = CliRunner().invoke(app, ["run", "--resume", run_id, "--tracking-uri", store, "--set", "model.vision.width=64"])
+    result = CliRunner().invoke(
+        app, ["run", "--resume", run_id, "--tracking-uri", store, "--set", "model.vision.width=64"]
+    )
     assert result.exit_code == 2 and "Traceback" not in result.output
     (line,) = result.stderr.strip().splitlines()
     assert f"model.vision.width=64 differs from run {run_id}'s recorded model.vision.width=32" in line
@@ -261,13 +305,24 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused_and_the_run_stays_
 
 # ------------------------------------------------------------ SIGTERM, SIGINT
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_checkpoints_marks_killed_stops_children_and_prints_a_resume_that_works(shapes_tiny, store, tmp_path, signum):
+def test_a_signal_checkpoints_marks_killed_stops_children_and_prints_a_resume_that_works(
+    shapes_tiny, store, tmp_path, signum
+):
     experiment = f"signal-{signum.name}"
     sets = _sets(shapes_tiny, store, tmp_path / "out", experiment, "data.num_workers=1", "train.log_every=1", steps=60)
-    process = subprocess.Popen([sys.executable, "-m", "workbench", "run", *sets], cwd=tmp_path, env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "run", *sets],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     first = process.stdout.readline()  # printed before the first step
-    match = re.fullmatch(r"run ([0-9a-f]{32}) started; MLflow: http://127\.0\.0\.1:5000/#/experiments/\d+/runs/\1.*\n", first)
+    match = re.fullmatch(
+        r"run ([0-9a-f]{32}) started; MLflow: http://127\.0\.0\.1:5000/#/experiments/\d+/runs/\1.*\n", first
+    )
     assert match, first + process.stderr.read()
     run_id = match.group(1)
     client = MlflowClient(store)
@@ -288,8 +343,14 @@ def test_a_signal_checkpoints_marks_killed_stops_children_and_prints_a_resume_th
     command = line.split("resume: ", 1)[1]
     assert command == f"workbench run --resume {run_id} --tracking-uri {store}"
     if signum == signal.SIGTERM:  # the printed command resumes it to the end
-        resumed = subprocess.run([sys.executable, "-m", "workbench", *command.split()[1:]],
-                                 cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+        resumed = subprocess.run(
+            [sys.executable, "-m", "workbench", *command.split()[1:]],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         assert client.get_run(run_id).info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run_id, "train/loss/total")]
@@ -319,21 +380,50 @@ def _commands(shapes: Path, store: str, tmp: Path, run_id: str) -> dict[str, tup
         "runs prune": ("workbench.prune.plan_prune", ["runs", "prune", "--tracking-uri", store, "--dry-run"]),
         "run": ("workbench.train.evaluate", ["run", *_sets(shapes, store, tmp / "out", "boom-run", steps=2)]),
         "eval": ("workbench.train.evaluate", ["eval", run_id, "--tracking-uri", store]),
-        "sweep": ("workbench.sweeps.runner.enqueue_missing",
-                  ["sweep", str(sweep), "--slots", "1", "--no-progress", "--tracking-uri", store,
-                   *[a for s in (f"train.out_dir={tmp / 'out'}", "tracking.experiment=boom-sweep") for a in ("--set", s)]]),
-        "report ablations": ("workbench.reports.ablations.load_sweeps",
-                             ["report", "ablations", "--tracking-uri", store, "--out", str(tmp / "reports")]),
-        "report attention": ("workbench.reports.attention_figure.compute",
-                             ["report", "attention", run_id, "--tracking-uri", store, "--out", str(tmp / "reports")]),
+        "sweep": (
+            "workbench.sweeps.runner.enqueue_missing",
+            [
+                "sweep",
+                str(sweep),
+                "--slots",
+                "1",
+                "--no-progress",
+                "--tracking-uri",
+                store,
+                *[a for s in (f"train.out_dir={tmp / 'out'}", "tracking.experiment=boom-sweep") for a in ("--set", s)],
+            ],
+        ),
+        "report ablations": (
+            "workbench.reports.ablations.load_sweeps",
+            ["report", "ablations", "--tracking-uri", store, "--out", str(tmp / "reports")],
+        ),
+        "report attention": (
+            "workbench.reports.attention_figure.compute",
+            ["report", "attention", run_id, "--tracking-uri", store, "--out", str(tmp / "reports")],
+        ),
         "ui": ("workbench.reports.ui.ui_command", ["ui", "--tracking-uri", store]),
         "demo": ("workbench.data.ensure_data", ["demo", "--out", str(tmp / "demo"), "--tracking-uri", store]),
         "bench": ("workbench.bench.runner.resolve_device", ["bench", "--quick"]),
     }
 
 
-COMMANDS = ["config show", "config keys", "data shapes", "data check", "data shard", "data warmstart", "runs prune", "run", "eval", "sweep",
-            "report ablations", "report attention", "ui", "demo", "bench"]
+COMMANDS = [
+    "config show",
+    "config keys",
+    "data shapes",
+    "data check",
+    "data shard",
+    "data warmstart",
+    "runs prune",
+    "run",
+    "eval",
+    "sweep",
+    "report ablations",
+    "report attention",
+    "ui",
+    "demo",
+    "bench",
+]
 
 
 def test_every_command_is_covered():
@@ -350,7 +440,9 @@ def test_every_command_is_covered():
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_an_unexpected_error_is_one_line_with_a_log_and_no_running_run(command, shapes_tiny, store, any_run, tmp_path, monkeypatch):
+def test_an_unexpected_error_is_one_line_with_a_log_and_no_running_run(
+    command, shapes_tiny, store, any_run, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORKBENCH_LOG_DIR", str(tmp_path / "logs"))
     target, args = _commands(shapes_tiny, store, tmp_path, any_run)[command]
@@ -359,13 +451,19 @@ def test_an_unexpected_error_is_one_line_with_a_log_and_no_running_run(command, 
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"error: workbench {command} failed unexpectedly (ZeroDivisionError: injected by the test)")
+    assert lines[0].startswith(
+        f"error: workbench {command} failed unexpectedly (ZeroDivisionError: injected by the test)"
+    )
     log = Path(re.search(r"full traceback in (\S+)", lines[0]).group(1))
     assert log.parent == tmp_path / "logs" and "Traceback" in log.read_text() and "_boom" in log.read_text()
     assert "Traceback" not in result.output
     client = MlflowClient(store)
-    running = [r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
-               if r.info.status == "RUNNING"]
+    running = [
+        r.info.run_id
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+        if r.info.status == "RUNNING"
+    ]
     assert running == []
 
 
@@ -373,8 +471,23 @@ def test_debug_shows_an_unexpected_error_and_still_ends_the_run(shapes_tiny, sto
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("workbench.sweeps.runner.enqueue_missing", _boom)
     sweep = write_spec(tmp_path, "debug", seeds=1)
-    result = CliRunner().invoke(app, ["--debug", "sweep", str(sweep), "--slots", "1", "--no-progress", "--tracking-uri", store,
-                                      "--set", f"train.out_dir={tmp_path / 'out'}", "--set", "tracking.experiment=boom-debug"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "--debug",
+            "sweep",
+            str(sweep),
+            "--slots",
+            "1",
+            "--no-progress",
+            "--tracking-uri",
+            store,
+            "--set",
+            f"train.out_dir={tmp_path / 'out'}",
+            "--set",
+            "tracking.experiment=boom-debug",
+        ],
+    )
     assert isinstance(result.exception, ZeroDivisionError)
     assert statuses(store, "boom-debug") == ["FAILED"]
 
@@ -382,8 +495,15 @@ def test_debug_shows_an_unexpected_error_and_still_ends_the_run(shapes_tiny, sto
 def test_sigterm_to_a_multi_process_run_stops_every_rank_and_ends_the_run_killed(shapes_tiny, store, tmp_path):
     """`workbench run --nproc 2` (torchrun, DDP on CPU): SIGTERM to the command reaches every rank."""
     sets = _sets(shapes_tiny, store, tmp_path / "out", "signal-ddp", "train.log_every=1", steps=400)
-    process = subprocess.Popen([sys.executable, "-m", "workbench", "run", "--nproc", "2", *sets], cwd=tmp_path, env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "run", "--nproc", "2", *sets],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     line = ""
     while not line.startswith("run "):  # rank 0's announcement (torchrun may print before it)
         line = process.stdout.readline()
@@ -427,12 +547,19 @@ SWEEP_CLI = textwrap.dedent("""
 
 
 def test_sigterm_to_a_sweep_ends_its_parent_and_trials_killed(tmp_path, store):
-    spec = write_spec(tmp_path, "stopped", variants={"a": {"train.lr": 0.1}}, seeds=1, overrides=fake_overrides(tmp_path))
+    spec = write_spec(
+        tmp_path, "stopped", variants={"a": {"train.lr": 0.1}}, seeds=1, overrides=fake_overrides(tmp_path)
+    )
     script = tmp_path / "sweep_cli.py"
     script.write_text(SWEEP_CLI)
-    process = subprocess.Popen([sys.executable, str(script), "sweep", str(spec), "--slots", "1", "--no-progress",
-                                "--tracking-uri", store], cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, str(script), "sweep", str(spec), "--slots", "1", "--no-progress", "--tracking-uri", store],
+        cwd=tmp_path,
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     client = MlflowClient(store)
     deadline = time.monotonic() + 180
     while len(statuses(store, tmp_path.name)) < 2:  # the parent and the trial's run are open

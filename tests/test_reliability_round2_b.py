@@ -31,8 +31,13 @@ from tiny_config import tiny_run
 from workbench import checkpoint
 
 TESTS = Path(__file__).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
-       "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "MPLBACKEND": "Agg",
+    "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+}
 
 
 def _sets(shapes: Path, store: str, out: Path, *extra: str, steps: int = 6) -> list[str]:
@@ -41,8 +46,14 @@ def _sets(shapes: Path, store: str, out: Path, *extra: str, steps: int = 6) -> l
 
 
 def _start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=cwd, env=env or ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench", *args],
+        cwd=cwd,
+        env=env or ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _run_id(process: subprocess.Popen) -> str:
@@ -83,8 +94,14 @@ def test_a_resume_of_a_run_another_process_trains_is_refused_naming_it(shapes_ti
     run_id = _run_id(original)
     client = MlflowClient(store)
     _wait_for_steps(client, run_id, original)
-    second = subprocess.run([sys.executable, "-m", "workbench", "run", "--resume", run_id, "--tracking-uri", store],
-                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        [sys.executable, "-m", "workbench", "run", "--resume", run_id, "--tracking-uri", store],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert second.returncode == 2, second.stderr[-2000:]
     (line,) = second.stderr.strip().splitlines()
     assert f"run {run_id} is in use:" in line and f"pid {original.pid} since" in line, line
@@ -194,8 +211,13 @@ def test_a_store_locked_when_a_command_opens_it_is_waited_for(tmp_path):
     from workbench import tracking
 
     uri = f"sqlite:///{tmp_path / 'locked.db'}"
-    subprocess.run([sys.executable, "-c", f"from mlflow import MlflowClient; MlflowClient({uri!r}).search_experiments()"],
-                   env=ENV, check=True, capture_output=True, timeout=120)  # the store exists; this process never opened it
+    subprocess.run(
+        [sys.executable, "-c", f"from mlflow import MlflowClient; MlflowClient({uri!r}).search_experiments()"],
+        env=ENV,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )  # the store exists; this process never opened it
     database = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
     database.execute("BEGIN EXCLUSIVE")
     released = threading.Event()
@@ -233,8 +255,9 @@ except RunError as err:
 
 def test_a_disk_that_fills_during_a_checkpoint_is_one_line_and_leaves_no_temp_file(tmp_path):
     path = tmp_path / "out" / "run" / checkpoint.LAST
-    done = subprocess.run([sys.executable, "-c", WRITE_A_CHECKPOINT, str(path)], env=ENV, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", WRITE_A_CHECKPOINT, str(path)], env=ENV, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(f"disk full: cannot write checkpoint {path} (File too large)"), done.stdout
     assert not _temp_files(tmp_path)
@@ -258,7 +281,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("generate", ["true", "false"])
-def test_a_resume_on_data_with_another_fingerprint_is_refused_and_changes_nothing(shapes_tiny, store, tmp_path, generate):
+def test_a_resume_on_data_with_another_fingerprint_is_refused_and_changes_nothing(
+    shapes_tiny, store, tmp_path, generate
+):
     from typer.testing import CliRunner
 
     from workbench.cli import app
@@ -273,7 +298,9 @@ def test_a_resume_on_data_with_another_fingerprint_is_refused_and_changes_nothin
     shutil.rmtree(root)
     (tmp_path / "other").rename(root)
     before = _tree(root)
-    result = CliRunner().invoke(app, ["run", "--resume", run_id, "--tracking-uri", store, "--set", f"data.generate={generate}"])
+    result = CliRunner().invoke(
+        app, ["run", "--resume", run_id, "--tracking-uri", store, "--set", f"data.generate={generate}"]
+    )
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
     tags = MlflowClient(store).get_run(run_id).data.tags
@@ -337,27 +364,43 @@ def test_data_check_refuses_a_fifo_where_an_image_should_be(shapes_tiny, tmp_pat
     (root / "images").mkdir(parents=True)
     os.mkfifo(root / "images" / "pipe.png")  # open() of it would wait for a writer forever
     (root / "pretrain.json").write_text(json.dumps([{"image": "images/pipe.png", "caption": "a red square."}]))
-    overrides = [f"data.root={root}", "data.generate=false", f"data.tokenizer={shapes_tiny / 'tokenizer'}", "eval.tasks=[]"]
+    overrides = [
+        f"data.root={root}",
+        "data.generate=false",
+        f"data.tokenizer={shapes_tiny / 'tokenizer'}",
+        "eval.tasks=[]",
+    ]
     result = CliRunner().invoke(app, ["data", "check", *[a for o in overrides for a in ("--set", o)]])
     assert result.exit_code != 0
     assert f"{root / 'images' / 'pipe.png'} is not a regular file" in result.output
 
 
 def test_eval_into_a_run_another_process_trains_is_refused(shapes_tiny, store, tmp_path):
-    original = _start(["run", *_sets(shapes_tiny, store, tmp_path / "out", "train.checkpoint_every=2", steps=5000)],
-                      tmp_path)
+    original = _start(
+        ["run", *_sets(shapes_tiny, store, tmp_path / "out", "train.checkpoint_every=2", steps=5000)], tmp_path
+    )
     run_id = _run_id(original)
     client = MlflowClient(store)
     _wait_for_steps(client, run_id, original, 2)
     while not (tmp_path / "out" / run_id / checkpoint.LAST).is_file():
         time.sleep(0.05)
-    evaluated = subprocess.run([sys.executable, "-m", "workbench", "eval", run_id, "--tracking-uri", store,
-                                "--task", "retrieval"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "workbench", "eval", run_id, "--tracking-uri", store, "--task", "retrieval"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     original.send_signal(signal.SIGTERM)
     original.communicate(timeout=120)
     assert evaluated.returncode == 2, evaluated.stderr[-2000:]
     (line,) = evaluated.stderr.strip().splitlines()
-    assert f"run {run_id} is in use: " in line and f"pid {original.pid}" in line and "`workbench eval` into it refused" in line
+    assert (
+        f"run {run_id} is in use: " in line
+        and f"pid {original.pid}" in line
+        and "`workbench eval` into it refused" in line
+    )
     assert not [k for k in client.get_run(run_id).data.metrics if k.startswith("eval/")]  # nothing logged into it
 
 
@@ -370,8 +413,17 @@ def test_a_truncated_warm_start_cache_is_made_again(shapes_tiny, tmp_path):
 
     root = tmp_path / "data"
     shutil.copytree(shapes_tiny, root)
-    cfg = load_config("base", tiny_run(root, "", tmp_path / "out", "model.vision.init=warmstart",
-                                       "warmstart.vision_steps=2", "warmstart.batch_size=4"))
+    cfg = load_config(
+        "base",
+        tiny_run(
+            root,
+            "",
+            tmp_path / "out",
+            "model.vision.init=warmstart",
+            "warmstart.vision_steps=2",
+            "warmstart.batch_size=4",
+        ),
+    )
     tokenizer = load_tokenizer(cfg.data)
     said: list[str] = []
     path = warmstart.ensure(cfg, tokenizer, progress=False, announce=said.append)["vision"]
@@ -383,8 +435,11 @@ def test_a_truncated_warm_start_cache_is_made_again(shapes_tiny, tmp_path):
     (root / "warmstart").write_text("a file where the cache folder should be")
     from workbench.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"model.vision.init=warmstart: cannot write the warm-start cache .* "
-                                          r"`workbench data warmstart --out FILE`"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.vision.init=warmstart: cannot write the warm-start cache .* "
+        r"`workbench data warmstart --out FILE`",
+    ):
         warmstart.ensure(cfg, tokenizer, progress=False, announce=said.append)
 
 
@@ -394,16 +449,28 @@ def _file_size_limit(limit: int):
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
 def test_a_run_whose_disk_fills_at_a_checkpoint_ends_failed_in_one_line(shapes_tiny, store, tmp_path):
     out = tmp_path / "out"
     wide = ["model.vision.width=256", "model.text.width=256", "model.fusion.width=256"]  # a checkpoint of ~25 MB
-    process = subprocess.Popen([sys.executable, "-m", "workbench", "run",
-                                *_sets(shapes_tiny, store, out, *wide, "train.checkpoint_every=2", steps=6)],
-                               cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=_file_size_limit(8_000_000))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "run",
+            *_sets(shapes_tiny, store, out, *wide, "train.checkpoint_every=2", steps=6),
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_file_size_limit(8_000_000),
+    )
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 1, stderr[-2000:]
     (line,) = stderr.strip().splitlines()
@@ -435,7 +502,10 @@ def test_a_lease_refuses_a_second_holder_and_leaves_no_folder_it_made(tmp_path, 
     with RunLease("outputs", None) as first:  # relative, as train.out_dir's default
         first.acquire("run1")
         assert (tmp_path / "outputs" / "run1" / ".lease").is_file()
-        with RunLease("outputs", None) as second, pytest.raises(RunBusy, match=rf"run run1 is in use: \S+ pid {os.getpid()} since"):
+        with (
+            RunLease("outputs", None) as second,
+            pytest.raises(RunBusy, match=rf"run run1 is in use: \S+ pid {os.getpid()} since"),
+        ):
             second.acquire("run1")
     assert list(tmp_path.iterdir()) == []  # the lease file and the folders made for it are gone
     with RunLease("outputs", None) as again:  # free again

@@ -94,8 +94,15 @@ def log_sweep(client, exp, spec, rows):
     return parent
 
 
-PAPER_METRICS = ["eval/retrieval/r_mean", "eval/retrieval/tr_r1", "eval/retrieval/ir_r1", "eval/vqa/acc",
-                 "eval/nlvr/acc", "eval/ve/acc", "eval/attention/in_object"]  # the demo's metrics
+PAPER_METRICS = [
+    "eval/retrieval/r_mean",
+    "eval/retrieval/tr_r1",
+    "eval/retrieval/ir_r1",
+    "eval/vqa/acc",
+    "eval/nlvr/acc",
+    "eval/ve/acc",
+    "eval/attention/in_object",
+]  # the demo's metrics
 PAPER_VARIANTS = {"baseline": 0.0, "+scl": 4.0, "+scl+softmask": 6.5, "random_init": -30.0}
 
 
@@ -111,9 +118,23 @@ def store(tmp_path_factory):
     client.log_text(parent, yaml.safe_dump(TOGGLES_SPEC, sort_keys=False), "sweep.yaml")
     for index, (variant, values) in enumerate(TOGGLES.items()):
         for seed, tr_r1 in enumerate(values):
-            metrics = {} if tr_r1 is None else {"eval/retrieval/tr_r1": tr_r1, "eval/vqa/acc": 50.0 + seed * index, **REFERENCES}
-            log_child(client, exp, parent, "toggles", variant, seed, metrics,
-                      {"objectives.scl.mvsc": variant != "no_scl"}, "FAILED" if tr_r1 is None else "FINISHED", index)
+            metrics = (
+                {}
+                if tr_r1 is None
+                else {"eval/retrieval/tr_r1": tr_r1, "eval/vqa/acc": 50.0 + seed * index, **REFERENCES}
+            )
+            log_child(
+                client,
+                exp,
+                parent,
+                "toggles",
+                variant,
+                seed,
+                metrics,
+                {"objectives.scl.mvsc": variant != "no_scl"},
+                "FAILED" if tr_r1 is None else "FINISHED",
+                index,
+            )
     client.set_terminated(parent)
 
     # sweep 2: mask ratios on a 2 x 2 grid, 2 seeds, no sweep.yaml (spec from the child tags)
@@ -121,37 +142,92 @@ def store(tmp_path_factory):
     for index, (image, text) in enumerate([(0.4, 0.2), (0.8, 0.2), (0.4, 0.6), (0.8, 0.6)]):
         variant = "baseline" if index == 0 else f"i{image}_t{text}"
         for seed in (0, 1):
-            log_child(client, exp, mask_parent, "mask", variant, seed,
-                      {"eval/retrieval/r_mean": 10 * image + text + seed},
-                      {"objectives.scl.image_mask_ratio": image, "objectives.scl.text_mask_ratio": text}, "FINISHED")
+            log_child(
+                client,
+                exp,
+                mask_parent,
+                "mask",
+                variant,
+                seed,
+                {"eval/retrieval/r_mean": 10 * image + text + seed},
+                {"objectives.scl.image_mask_ratio": image, "objectives.scl.text_mask_ratio": text},
+                "FINISHED",
+            )
     client.set_terminated(mask_parent)
 
     # sweep 3: a 1-D numeric axis (focal gamma), 2 seeds
     gammas = [0.0, 1.0, 2.0]
-    gamma_spec = {"name": "gamma", "axes": {"objectives.itc.focal_gamma": gammas}, "baseline": "focal_gamma=0.0",
-                  "seeds": [0, 1], "metrics": ["eval/retrieval/r_mean"],
-                  "objective": {"metric": "eval/retrieval/r_mean", "direction": "maximize"},
-                  "variants": [{"name": f"focal_gamma={g}", "overrides": {"objectives.itc.focal_gamma": g}} for g in gammas]}
-    log_sweep(client, exp, gamma_spec, [
-        (f"focal_gamma={g}", seed, {"eval/retrieval/r_mean": 20 + g + seed, "eval/retrieval/chance_r_mean": 2.5}, {}, "FINISHED")
-        for g in gammas for seed in (0, 1)])
+    gamma_spec = {
+        "name": "gamma",
+        "axes": {"objectives.itc.focal_gamma": gammas},
+        "baseline": "focal_gamma=0.0",
+        "seeds": [0, 1],
+        "metrics": ["eval/retrieval/r_mean"],
+        "objective": {"metric": "eval/retrieval/r_mean", "direction": "maximize"},
+        "variants": [{"name": f"focal_gamma={g}", "overrides": {"objectives.itc.focal_gamma": g}} for g in gammas],
+    }
+    log_sweep(
+        client,
+        exp,
+        gamma_spec,
+        [
+            (
+                f"focal_gamma={g}",
+                seed,
+                {"eval/retrieval/r_mean": 20 + g + seed, "eval/retrieval/chance_r_mean": 2.5},
+                {},
+                "FINISHED",
+            )
+            for g in gammas
+            for seed in (0, 1)
+        ],
+    )
 
     # sweep 4: a paper-sized table: the demo's 7 metrics, 4 variants x 3 seeds, references logged
-    paper_spec = {"name": "paper", "description": "SCL and SoftMask ablation", "baseline": "baseline", "seeds": [0, 1, 2],
-                  "metrics": PAPER_METRICS, "variants": [{"name": v, "overrides": {}} for v in PAPER_VARIANTS]}
+    paper_spec = {
+        "name": "paper",
+        "description": "SCL and SoftMask ablation",
+        "baseline": "baseline",
+        "seeds": [0, 1, 2],
+        "metrics": PAPER_METRICS,
+        "variants": [{"name": v, "overrides": {}} for v in PAPER_VARIANTS],
+    }
     rows = []
     for k, (v, effect) in enumerate(PAPER_VARIANTS.items()):
         for seed in range(3):
             noise = [0.3, -0.2, 0.5][seed] * (1 + 0.4 * k)
             metrics = {m: 40.0 + effect + noise * (1 + i % 3) for i, m in enumerate(PAPER_METRICS)}
             metrics["eval/attention/in_object"] = 0.31 + effect / 100 + noise / 100
-            metrics.update({"eval/vqa/blind_acc": 41.2, "eval/vqa/majority_acc": 33.17, "eval/nlvr/chance_acc": 50.0,
-                            "eval/ve/majority_acc": 33.33, "eval/retrieval/chance_r_mean": 2.7,
-                            "eval/retrieval/chance_tr_r1": 0.5, "eval/retrieval/chance_ir_r1": 0.5})
-            rows.append((v, seed, metrics, {"train.steps": 300, "train.batch_size": 32, "data.root": "data/shapesworld"}, "FINISHED"))
+            metrics.update(
+                {
+                    "eval/vqa/blind_acc": 41.2,
+                    "eval/vqa/majority_acc": 33.17,
+                    "eval/nlvr/chance_acc": 50.0,
+                    "eval/ve/majority_acc": 33.33,
+                    "eval/retrieval/chance_r_mean": 2.7,
+                    "eval/retrieval/chance_tr_r1": 0.5,
+                    "eval/retrieval/chance_ir_r1": 0.5,
+                }
+            )
+            rows.append(
+                (
+                    v,
+                    seed,
+                    metrics,
+                    {"train.steps": 300, "train.batch_size": 32, "data.root": "data/shapesworld"},
+                    "FINISHED",
+                )
+            )
     paper_parent = log_sweep(client, exp, paper_spec, rows)
-    return {"uri": uri, "client": client, "parent": parent, "mask_parent": mask_parent, "paper_parent": paper_parent,
-            "root": root, "experiment": exp}
+    return {
+        "uri": uri,
+        "client": client,
+        "parent": parent,
+        "mask_parent": mask_parent,
+        "paper_parent": paper_parent,
+        "root": root,
+        "experiment": exp,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +274,9 @@ def test_failed_seed_gives_n2_and_a_flag_not_an_average(report):
 def test_reference_row_flags_cells_not_above_it_and_constant_predictors(report):
     table = report[0].sweeps["toggles"].table
     assert {m: (r.kind, r.mean) for m, r in table.references.items()} == {
-        "eval/retrieval/tr_r1": ("chance", 5.0), "eval/vqa/acc": ("blind", 51.0)}  # blind 51 beats majority 50
+        "eval/retrieval/tr_r1": ("chance", 5.0),
+        "eval/vqa/acc": ("blind", 51.0),
+    }  # blind 51 beats majority 50
     tr, vqa = table.stats["eval/retrieval/tr_r1"], table.stats["eval/vqa/acc"]
     # tr_r1 - 5 per seed: baseline (5, 7, 9): t = 7 / (2 / sqrt 3), one-sided p = 0.013; no_scl (4, 8): p = 0.10
     assert tr.loc["baseline", "p_above_ref"] == pytest.approx(0.013076, abs=1e-5)
@@ -208,10 +286,14 @@ def test_reference_row_flags_cells_not_above_it_and_constant_predictors(report):
     assert vqa.loc["mvsc_only", "p_above_ref"] == pytest.approx(0.5)  # 50, 51, 52 vs 51
     md = (report[1] / "toggles" / "ablations.md").read_text()
     assert "| _reference_ |           5.0 (chance) |               51.0 (blind) |" in md
-    assert "| baseline    |           _12.0 ± 2.0_ |             _50.0 ± 0.0_°§ |" in md  # ° below reference, § constant
+    assert (
+        "| baseline    |           _12.0 ± 2.0_ |             _50.0 ± 0.0_°§ |" in md
+    )  # ° below reference, § constant
     assert "| no_scl      | 11.0 ± 2.8 (−1.0)° n=2 |" in md  # 2 seeds above chance, not significantly
     csv = pd.read_csv(report[1] / "toggles" / "ablations.csv", index_col="variant")
-    assert csv.loc["reference", "eval/vqa/acc.mean"] == 51.0 and csv.loc["reference", "eval/vqa/acc.reference"] == "blind"
+    assert (
+        csv.loc["reference", "eval/vqa/acc.mean"] == 51.0 and csv.loc["reference", "eval/vqa/acc.reference"] == "blind"
+    )
 
 
 def test_cost_per_row_is_device_hours_summed_over_seeds(report):
@@ -283,10 +365,23 @@ def test_latex_compiles_in_a_two_column_article_without_overfull_boxes(store, tm
     table* (the verdict column counts as two metrics: a 4-metric table with verdicts is table*)."""
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex not installed (make test installs texlive-latex-base and texlive-latex-recommended)")
-    four = report_ablations(["paper"], metrics=[*PAPER_METRICS[1:4], PAPER_METRICS[5]], formats=["latex"], tracking_uri=store["uri"],
-                            out=tmp_path / "four", with_figures=False, log_to_mlflow=False)  # no objective: no verdicts
-    seven = report_ablations(["paper"], formats=["latex"], tracking_uri=store["uri"], out=tmp_path / "seven",
-                             with_figures=False, log_to_mlflow=False)
+    four = report_ablations(
+        ["paper"],
+        metrics=[*PAPER_METRICS[1:4], PAPER_METRICS[5]],
+        formats=["latex"],
+        tracking_uri=store["uri"],
+        out=tmp_path / "four",
+        with_figures=False,
+        log_to_mlflow=False,
+    )  # no objective: no verdicts
+    seven = report_ablations(
+        ["paper"],
+        formats=["latex"],
+        tracking_uri=store["uri"],
+        out=tmp_path / "seven",
+        with_figures=False,
+        log_to_mlflow=False,
+    )
     tex4 = (tmp_path / "four" / "paper" / "ablations.tex").read_text().replace("tab:paper", "tab:paper4")
     tex7 = (tmp_path / "seven" / "paper" / "ablations.tex").read_text()
     assert r"\begin{table}[t]" in tex4 and r"\begin{table*}[t]" in tex7
@@ -295,22 +390,39 @@ def test_latex_compiles_in_a_two_column_article_without_overfull_boxes(store, tm
     (tmp_path / "paper4.tex").write_text(tex4)
     (tmp_path / "paper7.tex").write_text(tex7)
     (tmp_path / "paper.tex").write_text(TWO_COLUMN_PAPER)
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     log = (tmp_path / "paper.log").read_text(errors="replace")
     assert done.returncode == 0, log[-3000:]
     assert "Overfull \\hbox" not in log and "Overfull \\vbox" not in log, log[-3000:]
     assert (tmp_path / "paper.pdf").read_bytes().startswith(b"%PDF")
     if shutil.which("pdftoppm"):  # a PNG of the page, to look at (kept in pytest's tmp dir)
-        subprocess.run(["pdftoppm", "-png", "-r", "110", "-f", "1", "-l", "1", "paper.pdf", "page"], cwd=tmp_path,
-                       check=True, timeout=60)
+        subprocess.run(
+            ["pdftoppm", "-png", "-r", "110", "-f", "1", "-l", "1", "paper.pdf", "page"],
+            cwd=tmp_path,
+            check=True,
+            timeout=60,
+        )
         assert image_is_drawn(next(tmp_path.glob("page*.png")))
 
 
 def test_every_format_is_written_and_no_temp_files_are_left(report):
     folder = report[1] / "toggles"
-    assert {p.name for p in folder.iterdir()} >= {"ablations.md", "ablations.csv", "ablations.tex", "ablations.html",
-                                                   "report.html", "section.html", "bars.png", "bars.pdf"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "ablations.md",
+        "ablations.csv",
+        "ablations.tex",
+        "ablations.html",
+        "report.html",
+        "section.html",
+        "bars.png",
+        "bars.pdf",
+    }
     assert not list(folder.glob(".*tmp*"))
 
 
@@ -408,13 +520,38 @@ def test_index_renders_in_headless_chromium(report, tmp_path):
         pytest.skip("chromium not installed (make test installs it)")
     _, out = report
     shot = tmp_path / "index.png"
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (out / "index.html").as_uri()],
-                         capture_output=True, text=True, timeout=120)
-    assert "<table class=\"ablation\">" in dom.stdout and "<tr class=\"reference\">" in dom.stdout
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400", f"--screenshot={shot}",
-                    (out / "index.html").as_uri()], capture_output=True, timeout=120, check=True)
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            (out / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert '<table class="ablation">' in dom.stdout and '<tr class="reference">' in dom.stdout
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,2400",
+            f"--screenshot={shot}",
+            (out / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert image_is_drawn(shot)
 
 
@@ -428,15 +565,25 @@ def test_parent_run_carries_the_summary_table_and_report_files(report, store):
     assert metrics["summary/vqa/acc/no_scl/mean"] == 51.0
     assert not any(key.startswith("eval/") for key in metrics)  # never the children's keys again
     logged = {info.path for info in client.list_artifacts(store["parent"], "reports")}
-    assert {"reports/ablations.md", "reports/ablations.csv", "reports/ablations.tex", "reports/ablations.html",
-            "reports/report.html", "reports/bars.png", "reports/training_curves.png",
-            "reports/ablation_table.json"} <= logged
-    report_ablations(["toggles"], formats=["md"], tracking_uri=store["uri"], out=store["root"] / "again",
-                     with_figures=False)  # a second report replaces the table, not appends to it
+    assert {
+        "reports/ablations.md",
+        "reports/ablations.csv",
+        "reports/ablations.tex",
+        "reports/ablations.html",
+        "reports/report.html",
+        "reports/bars.png",
+        "reports/training_curves.png",
+        "reports/ablation_table.json",
+    } <= logged
+    report_ablations(
+        ["toggles"], formats=["md"], tracking_uri=store["uri"], out=store["root"] / "again", with_figures=False
+    )  # a second report replaces the table, not appends to it
     with using_store(store["uri"]):  # load_table searches through the fluent API's store
         logged_table = client.load_table(store["experiment"], "reports/ablation_table.json", run_ids=[store["parent"]])
     assert list(logged_table["variant"]) == ["baseline", "mvsc_only", "no_scl"]
-    assert logged_table.set_index("variant").loc["mvsc_only", "eval/retrieval/tr_r1 p_holm"] == pytest.approx(2 * (1 - 4 / math.sqrt(18)))
+    assert logged_table.set_index("variant").loc["mvsc_only", "eval/retrieval/tr_r1 p_holm"] == pytest.approx(
+        2 * (1 - 4 / math.sqrt(18))
+    )
     assert parent.data.tags["workbench.report"].endswith("toggles/report.html")
 
 
@@ -489,15 +636,22 @@ def test_metric_names_resolve_and_unknown_ones_are_one_line_errors(store):
 def test_bad_selectors_and_formats(store, tmp_path):
     with pytest.raises(ConfigError, match="SWEEP 'nope': no sweep of that name"):
         load_sweeps(["nope"], store["uri"])
-    with pytest.raises(ConfigError, match="SWEEP \"x' OR 1\""):
+    with pytest.raises(ConfigError, match='SWEEP "x\' OR 1"'):
         load_sweeps(["x' OR 1"], store["uri"])
     with pytest.raises(ConfigError, match="--format: 'pdf' is not one of md, csv, latex, html"):
         report_ablations(["toggles"], formats=["pdf"], tracking_uri=store["uri"], out=tmp_path)
 
 
 def test_selecting_by_parent_run_id_and_metric(store, tmp_path):
-    result = report_ablations([store["parent"]], metrics=["vqa/acc"], formats=["csv"], tracking_uri=store["uri"],
-                              out=tmp_path, with_figures=False, log_to_mlflow=False)
+    result = report_ablations(
+        [store["parent"]],
+        metrics=["vqa/acc"],
+        formats=["csv"],
+        tracking_uri=store["uri"],
+        out=tmp_path,
+        with_figures=False,
+        log_to_mlflow=False,
+    )
     table = result.sweeps["toggles"].table
     assert table.metrics == ["eval/vqa/acc"]
     # vqa = 50 + seed * variant index: no_scl (index 2) seeds 0, 1 -> 50, 52
@@ -526,8 +680,18 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
 # ---------------------------------------------------------------------- ui
 def test_ui_command_binds_localhost_and_uses_the_resolved_store(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert ui_command() == [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db",
-                            "--host", "127.0.0.1", "--port", "5000"]
+    assert ui_command() == [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        "sqlite:///mlflow.db",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5000",
+    ]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
     command = ui_command(port=8123)
     assert command[command.index("--backend-store-uri") + 1] == "sqlite:////tmp/x.db"
@@ -543,12 +707,37 @@ def test_cli_report_ablations_and_one_line_errors(store, tmp_path):
     from workbench.cli import app
 
     runner = CliRunner()
-    result = runner.invoke(app, ["report", "ablations", "toggles", "--format", "md", "--no-figures",
-                                 "--tracking-uri", store["uri"], "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "report",
+            "ablations",
+            "toggles",
+            "--format",
+            "md",
+            "--no-figures",
+            "--tracking-uri",
+            store["uri"],
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "toggles" / "ablations.md").exists() and "mvsc_only" in result.output
-    bad = runner.invoke(app, ["report", "ablations", "toggles", "--metric", "vqa/nope",
-                              "--tracking-uri", store["uri"], "--out", str(tmp_path)])
+    bad = runner.invoke(
+        app,
+        [
+            "report",
+            "ablations",
+            "toggles",
+            "--metric",
+            "vqa/nope",
+            "--tracking-uri",
+            store["uri"],
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert bad.exit_code == 2
     assert bad.output.strip().startswith("error: --metric: 'vqa/nope'") and len(bad.output.strip().splitlines()) == 1
 
@@ -563,20 +752,25 @@ def real_sweep(shapes_tiny, tmp_path_factory):
     """A real 2 x 2 grid (SCL image x text mask ratio) x 2 seeds of 4-step tiny runs with retrieval
     eval, through `run_sweep` (Optuna journal study + MLflow), then its report."""
     from tiny_config import tiny_run
+
     from workbench.sweeps.runner import SweepOptions, run_sweep
     from workbench.sweeps.spec import load_spec
 
     tmp = tmp_path_factory.mktemp("real_sweep")
     spec_path = tmp / "real.yaml"
-    spec_path.write_text(yaml.safe_dump({
-        "description": "SCL mask ratios on a 2 x 2 grid",
-        "base": "base",
-        "axes": {"objectives.scl.image_mask_ratio": [0.4, 0.8], "objectives.scl.text_mask_ratio": [0.2, 0.4]},
-        "baseline": {"objectives.scl.image_mask_ratio": 0.8, "objectives.scl.text_mask_ratio": 0.4},
-        "seeds": 2,
-        "metrics": ["eval/retrieval/r_mean", "eval/retrieval/tr_r1", "eval/attention/in_object"],
-        "objective": {"metric": "eval/retrieval/r_mean", "direction": "maximize"},
-    }))
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "description": "SCL mask ratios on a 2 x 2 grid",
+                "base": "base",
+                "axes": {"objectives.scl.image_mask_ratio": [0.4, 0.8], "objectives.scl.text_mask_ratio": [0.2, 0.4]},
+                "baseline": {"objectives.scl.image_mask_ratio": 0.8, "objectives.scl.text_mask_ratio": 0.4},
+                "seeds": 2,
+                "metrics": ["eval/retrieval/r_mean", "eval/retrieval/tr_r1", "eval/attention/in_object"],
+                "objective": {"metric": "eval/retrieval/r_mean", "direction": "maximize"},
+            }
+        )
+    )
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     # artifacts (sweep.yaml, checkpoints) under tmp, not ./mlruns of the working directory
     MlflowClient(uri).create_experiment("workbench", artifact_location=(tmp / "artifacts").as_uri())
@@ -592,16 +786,25 @@ def test_report_on_a_real_sweep_matches_search_runs(real_sweep):
     result, out = real_sweep["report"], real_sweep["out"]
     (name,) = result.sweeps
     table = result.sweeps[name].table
-    assert table.variants[0] == BASE and set(table.variants) == {BASE, OTHER, "image_mask_ratio=0.4,text_mask_ratio=0.4",
-                                                                 "image_mask_ratio=0.8,text_mask_ratio=0.2"}
+    assert table.variants[0] == BASE and set(table.variants) == {
+        BASE,
+        OTHER,
+        "image_mask_ratio=0.4,text_mask_ratio=0.4",
+        "image_mask_ratio=0.8,text_mask_ratio=0.2",
+    }
     assert table.metrics == ["eval/retrieval/r_mean", "eval/retrieval/tr_r1", "eval/attention/in_object"]
     assert (table.stats.xs("n", axis=1, level=1) == 2).all().all()
     assert set(table.flags.values()) == {""}
     with using_store(real_sweep["uri"]):
-        runs = mlflow.search_runs(search_all_experiments=True,  # a retried trial leaves a KILLED run too
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{real_sweep['parent']}' and attributes.status = 'FINISHED'")
+        runs = mlflow.search_runs(
+            search_all_experiments=True,  # a retried trial leaves a KILLED run too
+            filter_string=f"tags.`mlflow.parentRunId` = '{real_sweep['parent']}' and attributes.status = 'FINISHED'",
+        )
     for metric in table.metrics:
-        by_variant = {v: g.set_index("tags.workbench.seed")[f"metrics.{metric}"] for v, g in runs.groupby("tags.workbench.variant")}
+        by_variant = {
+            v: g.set_index("tags.workbench.seed")[f"metrics.{metric}"]
+            for v, g in runs.groupby("tags.workbench.variant")
+        }
         base, other = by_variant[BASE], by_variant[OTHER].reindex(by_variant[BASE].index)
         assert table.cell(OTHER, metric, "mean") == pytest.approx(other.mean())
         assert table.cell(OTHER, metric, "std") == pytest.approx(other.std())
@@ -612,7 +815,12 @@ def test_report_on_a_real_sweep_matches_search_runs(real_sweep):
             assert table.cell(OTHER, metric, "p_value") == pytest.approx(ttest_rel(other, base).pvalue)
     md = (out / name / "ablations.md").read_text()
     assert "| image / text mask ratio |" in md and "| 0.8 / 0.4 (baseline)    |" in md  # grid names, shortened
-    assert {p.name for p in (out / name).iterdir()} >= {"heatmap.png", "heatmap.pdf", "training_curves.png", "report.html"}
+    assert {p.name for p in (out / name).iterdir()} >= {
+        "heatmap.png",
+        "heatmap.pdf",
+        "training_curves.png",
+        "report.html",
+    }
     assert image_is_drawn(out / name / "training_curves.png")
 
 
@@ -635,8 +843,7 @@ def test_optuna_study_reads_right(real_sweep):
     from workbench.sweeps import study as sweep_study
 
     result = real_sweep["result"]
-    study = optuna.load_study(study_name=result.study_name,
-                              storage=JournalStorage(JournalFileBackend(result.storage)))
+    study = optuna.load_study(study_name=result.study_name, storage=JournalStorage(JournalFileBackend(result.storage)))
     assert study.metric_names == ["eval/retrieval/r_mean"]
     assert study.user_attrs[sweep_study.PARENT_ATTR] == real_sweep["parent"]
     assert study.user_attrs[sweep_study.REPORT_ATTR] == f"runs:/{real_sweep['parent']}/reports/report.html"
@@ -659,8 +866,11 @@ def test_optuna_study_reads_right(real_sweep):
 def child_runs(real_sweep) -> dict[str, str]:
     client = MlflowClient(real_sweep["uri"])
     exp = client.get_run(real_sweep["parent"]).info.experiment_id
-    runs = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{real_sweep['parent']}' and tags.`workbench.seed` = '0' "
-                                     "and attributes.status = 'FINISHED'")
+    runs = client.search_runs(
+        [exp],
+        f"tags.`mlflow.parentRunId` = '{real_sweep['parent']}' and tags.`workbench.seed` = '0' "
+        "and attributes.status = 'FINISHED'",
+    )
     found = {run.data.tags["workbench.variant"]: run.info.run_id for run in runs}
     return {"baseline": found[BASE], "other": found[OTHER]}
 
@@ -684,12 +894,16 @@ def test_attention_figure_draws_exactly_the_models_maps(real_sweep):
     # the arrays handed to imshow (before colour mapping) are what the model returns for that input
     run_maps = report.runs[0]
     loaded, data = run_maps.loaded, report.data
-    fig = af.word_figure(af.display_rgb(loaded.cfg, data.images[0]), data.masks[0], data.captions[0],
-                         [(run_maps.label, run_maps.words[0])])
+    fig = af.word_figure(
+        af.display_rgb(loaded.cfg, data.images[0]),
+        data.masks[0],
+        data.captions[0],
+        [(run_maps.label, run_maps.words[0])],
+    )
     cross_row = fig.axes[1 : 1 + len(run_maps.words[0].words)]
     text = tokenize(loaded.tokenizer, [data.captions[0]], loaded.cfg.data.max_text_len)
     batch = {"image": data.images[:1], **text}
-    for ax, position in zip(cross_row, run_maps.words[0].positions):
+    for ax, position in zip(cross_row, run_maps.words[0].positions, strict=True):
         drawn = np.asarray(ax.get_images()[1].get_array())
         expect = cross_attention_maps(loaded.model, batch, layer=-1, reduce="max", query_position=position)[0, 0]
         assert drawn.sum() == pytest.approx(float(expect.sum()), rel=1e-5)
@@ -702,7 +916,12 @@ def test_attention_figure_draws_exactly_the_models_maps(real_sweep):
     score = in_object_scores(everything, cls_maps(loaded, everything), [])["cls_cross"]
     assert score == pytest.approx(loaded.logged_in_object, abs=1e-5)
 
-    logged = {info.path for info in MlflowClient(real_sweep["uri"]).list_artifacts(real_sweep["parent"], f"reports/attention/{folder.name}")}
+    logged = {
+        info.path
+        for info in MlflowClient(real_sweep["uri"]).list_artifacts(
+            real_sweep["parent"], f"reports/attention/{folder.name}"
+        )
+    }
     assert f"reports/attention/{folder.name}/overview.png" in logged
 
 
@@ -711,11 +930,15 @@ def test_cli_report_attention_and_a_bad_run_id(real_sweep, tmp_path):
 
     runs = child_runs(real_sweep)
     runner = CliRunner()
-    result = runner.invoke(app, ["report", "attention", runs["other"], "--n", "1", "--out", str(tmp_path),
-                                 "--tracking-uri", real_sweep["uri"]])
+    result = runner.invoke(
+        app,
+        ["report", "attention", runs["other"], "--n", "1", "--out", str(tmp_path), "--tracking-uri", real_sweep["uri"]],
+    )
     assert result.exit_code == 0, result.output
     assert "Attention-in-object scores (1 held-out images)" in result.output
-    bad = runner.invoke(app, ["report", "attention", "nope", "--tracking-uri", real_sweep["uri"], "--out", str(tmp_path)])
+    bad = runner.invoke(
+        app, ["report", "attention", "nope", "--tracking-uri", real_sweep["uri"], "--out", str(tmp_path)]
+    )
     assert bad.exit_code == 2 and bad.output.strip() == f"error: RUN_ID 'nope': no such run in {real_sweep['uri']}"
 
 

@@ -6,6 +6,7 @@ simulated sequences)."""
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -30,14 +31,22 @@ def test_a_fixed_design_is_the_paired_t_test():
 
 def test_clearly_better_clearly_worse_equivalent_and_open():
     design = Design(3, 5)
-    found = decide({
-        "better": [5.0, 5.1, 4.9],
-        "worse": [-5.0, -5.1, -4.9],
-        "same": [0.01, -0.01, 0.0],
-        "noisy": [3.0, -2.0, 1.0],
-    }, design, delta=1.0)
+    found = decide(
+        {
+            "better": [5.0, 5.1, 4.9],
+            "worse": [-5.0, -5.1, -4.9],
+            "same": [0.01, -0.01, 0.0],
+            "noisy": [3.0, -2.0, 1.0],
+        },
+        design,
+        delta=1.0,
+    )
     assert {v: c.verdict for v, c in found.items()} == {
-        "better": "better", "worse": "worse", "same": "equivalent", "noisy": "open"}
+        "better": "better",
+        "worse": "worse",
+        "same": "equivalent",
+        "noisy": "open",
+    }
     assert found["better"].n == 3 and found["better"].delta == pytest.approx(5.0)
     assert found["noisy"].ci_low < 0 < found["noisy"].ci_high
     # minimising (a loss): a positive Δ is worse
@@ -97,7 +106,7 @@ def test_equivalence_uses_the_repeated_interval_at_the_current_boundary():
 
 def test_obrien_fleming_boundaries_fall_and_end_near_the_fixed_critical_value():
     bounds = t_boundaries(3, 12, 0.05)
-    assert len(bounds) == 10 and all(a > b for a, b in zip(bounds, bounds[1:]))
+    assert len(bounds) == 10 and all(a > b for a, b in pairwise(bounds))
     assert stats.t.ppf(0.975, 11) < bounds[-1] < 1.25 * stats.t.ppf(0.975, 11)
     assert t_boundaries(3, 12, 0.05) is bounds  # computed once per process (deterministic)
 
@@ -107,7 +116,7 @@ def test_calibrated_boundaries_spend_what_lan_demets_allows_on_fresh_sequences()
     has crossed by each look matches α*(n/max) within simulation error."""
     lo, hi, alpha = 3, 8, 0.05
     bounds = np.array(t_boundaries(lo, hi, alpha))
-    t = np.abs(sequential.paired_t_paths(100_000, hi, np.random.default_rng(7)))[:, lo - 1:]
+    t = np.abs(sequential.paired_t_paths(100_000, hi, np.random.default_rng(7)))[:, lo - 1 :]
     crossed = np.logical_or.accumulate(t >= bounds, axis=1).mean(axis=0)
     allowed = spent(np.arange(lo, hi + 1) / hi, alpha, "obrien-fleming")
     assert np.all(np.abs(crossed - allowed) < 3 * np.sqrt(allowed * (1 - allowed) / 100_000) + 2e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench.errors import ConfigError
 from workbench.data import shapes
 from workbench.data.shapes_scene import BACKGROUND, COLORS, MOTIONS, SHAPES
-from workbench.errors import DataError
+from workbench.errors import ConfigError, DataError
 
 COLOR = "|".join(COLORS)
 SHAPE = "|".join(SHAPES)
@@ -53,7 +53,11 @@ def test_manifest_counts_and_hashes_describe_the_files(shapes_tiny):
 
     manifest = _load(shapes_tiny, "manifest.json")
     assert (manifest["generator"], manifest["version"], manifest["seed"], manifest["size"]) == (
-        "shapesworld", shapes.VERSION, 0, "tiny")
+        "shapesworld",
+        shapes.VERSION,
+        0,
+        "tiny",
+    )
     for name, count in manifest["counts"].items():
         if name.endswith(".json"):
             assert len(_load(shapes_tiny, name)) == count, name
@@ -131,7 +135,9 @@ def _check_caption(caption: str, objects: list[dict], px: int) -> None:
         ax0, ay0, ax1, ay1 = by_name[a_c, a_s]["bbox"]
         bx0, by0, bx1, by1 = by_name[b_c, b_s]["bbox"]
         assert {"left of": ax1 <= bx0, "right of": bx1 <= ax0, "above": ay1 <= by0, "below": by1 <= ay0}[rel], caption
-    for color, shape, place in re.findall(rf"({COLOR}) ({SHAPE}) (?:is )?(?:on|at) the (left|right|top|bottom)", caption):
+    for color, shape, place in re.findall(
+        rf"({COLOR}) ({SHAPE}) (?:is )?(?:on|at) the (left|right|top|bottom)", caption
+    ):
         x0, y0, x1, y1 = by_name[color, shape]["bbox"]
         centre = (x0 + x1) / 2 if place in ("left", "right") else (y0 + y1) / 2
         assert centre < px / 2 if place in ("left", "top") else centre > px / 2, caption
@@ -181,9 +187,12 @@ def test_retrieval_eval_captions_identify_their_image(shapes_tiny):
                 owners[caption].add(entry["image"])
                 named = re.findall(rf"a (small|large) ({COLOR}) ({SHAPE}) ({places})", caption)
                 assert sorted(named[k][:3] for k in range(len(named))) == sorted(
-                    (o["size"], o["color"], o["shape"]) for o in entry["objects"]), caption
-                for size, color, shape, place in named:
-                    x0, y0, x1, y1 = next(o["bbox"] for o in entry["objects"] if (o["color"], o["shape"]) == (color, shape))
+                    (o["size"], o["color"], o["shape"]) for o in entry["objects"]
+                ), caption
+                for _size, color, shape, place in named:
+                    x0, y0, x1, y1 = next(
+                        o["bbox"] for o in entry["objects"] if (o["color"], o["shape"]) == (color, shape)
+                    )
                     cell = (min(2, 3 * ((y0 + y1 - 1) // 2) // px), min(2, 3 * ((x0 + x1 - 1) // 2) // px))
                     assert GRID_PLACES[cell] == place, caption
             assert len(set(entry["caption"])) == 5
@@ -242,7 +251,7 @@ def _bag_of_ngrams(texts: list[str], vocab: dict[str, int]) -> torch.Tensor:
     features = torch.zeros(len(texts), len(vocab))
     for row, text in enumerate(texts):
         words = re.findall(r"\w+", text)
-        for gram in words + [" ".join(p) for p in zip(words, words[1:])]:
+        for gram in words + [" ".join(p) for p in pairwise(words)]:
             if gram in vocab:
                 features[row, vocab[gram]] += 1
     return features
@@ -251,8 +260,9 @@ def _bag_of_ngrams(texts: list[str], vocab: dict[str, int]) -> torch.Tensor:
 def _blind_accuracy(train: list[tuple[str, str]], test: list[tuple[str, str]]) -> float:
     """Accuracy on `test` of a logistic regression on unigrams+bigrams of the text alone."""
     labels = sorted({label for _, label in train})
-    grams = sorted({g for text, _ in train for w in [re.findall(r"\w+", text)]
-                    for g in w + [" ".join(p) for p in zip(w, w[1:])]})
+    grams = sorted(
+        {g for text, _ in train for w in [re.findall(r"\w+", text)] for g in w + [" ".join(p) for p in pairwise(w)]}
+    )
     vocab = {g: i for i, g in enumerate(grams)}
     x_train, x_test = _bag_of_ngrams([t for t, _ in train], vocab), _bag_of_ngrams([t for t, _ in test], vocab)
     y_train = torch.tensor([labels.index(label) for _, label in train])
@@ -316,6 +326,8 @@ def test_text_only_baseline_is_at_chance(shapes_tasks_mid, task, text_key, chanc
 
 def test_the_blind_baseline_learns_what_text_does_tell(shapes_tasks_mid):
     """Control: the same classifier predicts a question's template from its text."""
-    rows = {split: [(r["question"], r["template"]) for r in _load(shapes_tasks_mid, f"vqa_{split}.json")]
-            for split in ("train", "test")}
+    rows = {
+        split: [(r["question"], r["template"]) for r in _load(shapes_tasks_mid, f"vqa_{split}.json")]
+        for split in ("train", "test")
+    }
     assert _blind_accuracy(rows["train"], rows["test"]) > 0.95

@@ -6,9 +6,9 @@ import tarfile
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tiny_config import tiny_run
 from typer.testing import CliRunner
 
-from tiny_config import tiny_run
 from workbench import train
 from workbench.cli import app
 from workbench.config import load_config
@@ -62,8 +62,13 @@ def test_ranks_read_disjoint_shards_and_each_epoch_covers_every_sample_once(shap
 def test_data_check_finds_unreadable_images_and_missing_captions(shapes_tiny, shards, tmp_path):
     bad = tmp_path / "bad.tar"
     with tarfile.open(bad, "w") as tar:
-        for name, data in (("a.png", b"not a png"), ("a.txt", b"a broken image."), ("b.png", b"x"), ("c.json", b'{"caption": ""}'),
-                           ("c.png", (shapes_tiny / "images" / "000000.png").read_bytes())):
+        for name, data in (
+            ("a.png", b"not a png"),
+            ("a.txt", b"a broken image."),
+            ("b.png", b"x"),
+            ("c.json", b'{"caption": ""}'),
+            ("c.png", (shapes_tiny / "images" / "000000.png").read_bytes()),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -79,8 +84,15 @@ def test_data_check_finds_unreadable_images_and_missing_captions(shapes_tiny, sh
 
 def test_a_run_from_shards_killed_and_resumed_ends_like_an_uninterrupted_one(shapes_tiny, shards, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    extra = (f"data.pretrain_shards={shards}", "eval.tasks=[]", "train.checkpoint_every=5",
-             "augment.image=true", "augment.flip=true", "augment.text=true", "tracking.system_metrics=false")
+    extra = (
+        f"data.pretrain_shards={shards}",
+        "eval.tasks=[]",
+        "train.checkpoint_every=5",
+        "augment.image=true",
+        "augment.flip=true",
+        "augment.text=true",
+        "tracking.system_metrics=false",
+    )
 
     def cfg():
         return load_config("base", tiny_run(shapes_tiny, store, tmp_path / "out", *extra, steps=20))
@@ -94,10 +106,15 @@ def test_a_run_from_shards_killed_and_resumed_ends_like_an_uninterrupted_one(sha
     client = MlflowClient(store)
 
     def losses(run_id):
-        return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, "train/loss/total"), key=lambda m: m.step)]
+        return [
+            (m.step, m.value)
+            for m in sorted(client.get_metric_history(run_id, "train/loss/total"), key=lambda m: m.step)
+        ]
 
     assert losses(resumed.run_id) == losses(straight.run_id) and len(losses(straight.run_id)) == 10
-    json_run = train.run(load_config("base", tiny_run(shapes_tiny, store, tmp_path / "out", *extra[1:], steps=20)), progress=False)
+    json_run = train.run(
+        load_config("base", tiny_run(shapes_tiny, store, tmp_path / "out", *extra[1:], steps=20)), progress=False
+    )
     assert losses(json_run.run_id) != losses(straight.run_id)  # the shards' order is their own, not pretrain.json's
 
 
@@ -109,7 +126,10 @@ def test_bad_shard_options_are_one_clean_line_and_exit_2(shapes_tiny, tmp_path):
     base = ["--set", f"data.root={shapes_tiny}", "--set", "data.shapes_size=tiny", "--set", "eval.tasks=[]"]
     missing = runner.invoke(app, ["data", "check", *base, "--set", f"data.pretrain_shards={tmp_path}/{{0..3}}.tar"])
     assert missing.exit_code == 2 and "data.pretrain_shards: 4 of 4 shards not found" in missing.output
-    backwards = runner.invoke(app, ["run", *base, "--set", "data.pretrain_shards={5..2}.tar", "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db"])
+    backwards = runner.invoke(
+        app,
+        ["run", *base, "--set", "data.pretrain_shards={5..2}.tar", "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db"],
+    )
     assert backwards.exit_code == 2 and "data.pretrain_shards: range {5..2} runs backwards" in backwards.output
     assert "Traceback" not in missing.output + backwards.output
 
@@ -121,8 +141,16 @@ def test_shard_batches_are_a_function_of_the_step_not_of_the_worker_count(shapes
     from workbench.data.tokenizer import load_tokenizer
 
     def stream(workers):
-        cfg = load_config("base", [f"data.root={shapes_tiny}", f"data.pretrain_shards={shards}", "train.batch_size=8",
-                                   "augment.image=true", f"data.num_workers={workers}"])
+        cfg = load_config(
+            "base",
+            [
+                f"data.root={shapes_tiny}",
+                f"data.pretrain_shards={shards}",
+                "train.batch_size=8",
+                "augment.image=true",
+                f"data.num_workers={workers}",
+            ],
+        )
         return PretrainStream(cfg, load_tokenizer(cfg.data), seed=1)
 
     def take(batches, n):
@@ -131,7 +159,7 @@ def test_shard_batches_are_a_function_of_the_step_not_of_the_worker_count(shapes
     straight = take(stream(0).batches(0), 10)  # 10 steps of 8 = 80 > 64 samples: into epoch 1
     resumed = take(stream(0).batches(7), 3)
     workers = take(stream(2).batches(7), 3)
-    for a, b, c in zip(straight[7:], resumed, workers):
+    for a, b, c in zip(straight[7:], resumed, workers, strict=True):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["image"], c["image"])
         assert torch.equal(a["text_ids"], b["text_ids"]) and torch.equal(a["caption_id"], c["caption_id"])
     assert sorted(torch.cat([b["image_id"] for b in straight[:8]]).tolist()) == list(range(64))  # epoch 0: each once

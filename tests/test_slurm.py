@@ -17,11 +17,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from typer.testing import CliRunner
-
-from test_distributed import bert_without_dropout  # noqa: F401 - a fixture
 from test_sweeps import journal, tiny_sets, trial_errors, write_spec
 from tiny_config import tiny_run
+from typer.testing import CliRunner
+
 from workbench import train
 from workbench.cli import app
 from workbench.config import load_config
@@ -38,8 +37,19 @@ def squeue(name: str) -> dict[str, str]:
 
 
 def sweep_args(spec_path: Path, sets: list[str], store: str, *extra: str) -> list[str]:
-    return ["sweep", str(spec_path), "--launcher", "slurm", "--max-parallel", "2", "--no-progress",
-            "--tracking-uri", store, *[arg for s in sets for arg in ("--set", s)], *extra]
+    return [
+        "sweep",
+        str(spec_path),
+        "--launcher",
+        "slurm",
+        "--max-parallel",
+        "2",
+        "--no-progress",
+        "--tracking-uri",
+        store,
+        *[arg for s in sets for arg in ("--set", s)],
+        *extra,
+    ]
 
 
 def children_of(client: MlflowClient, parent_run_id: str):
@@ -105,7 +115,7 @@ def test_sweep_through_slurm_resubmits_nothing_and_survives_scancel_and_requeue(
         assert run.data.tags[JOB_TAG] in submitted and run.data.tags[NODE_TAG] == slurm_cluster.node
         assert trial.user_attrs[WORKER_ATTR]["slurm_job_id"] == run.data.tags[JOB_TAG]
 
-    shown = runner.invoke(app, ["sweep", str(spec_path), "--status", *args[args.index("--tracking-uri"):]])
+    shown = runner.invoke(app, ["sweep", str(spec_path), "--status", *args[args.index("--tracking-uri") :]])
     assert shown.exit_code == 0, shown.output
     rows = [line.split() for line in shown.output.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
     assert len(rows) == len(study.trials)
@@ -144,9 +154,18 @@ def test_ddp_run_through_slurm_trains_like_one_process(slurm_cluster, shapes_tin
     losses as one process on the same global batch (tolerance as in tests/test_distributed.py)."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = tiny_run(
-        shapes_tiny, store, tmp_path / "out", "train.log_every=1", f"model.text.hf_name={bert_without_dropout}",
-        "objectives.itm.enabled=false", "objectives.mlm.enabled=false", "objectives.scl.mlsc=false",
-        "objectives.scl.image_mask_ratio=0.0", "objectives.scl.target=clean_pass", "eval.tasks=[]", steps=4,
+        shapes_tiny,
+        store,
+        tmp_path / "out",
+        "train.log_every=1",
+        f"model.text.hf_name={bert_without_dropout}",
+        "objectives.itm.enabled=false",
+        "objectives.mlm.enabled=false",
+        "objectives.scl.mlsc=false",
+        "objectives.scl.image_mask_ratio=0.0",
+        "objectives.scl.target=clean_pass",
+        "eval.tasks=[]",
+        steps=4,
     )
     result = CliRunner().invoke(app, ["run", "--launcher", "slurm", "--nproc", "2", *[f"--set={s}" for s in sets]])
     assert result.exit_code == 0, result.output
@@ -175,24 +194,34 @@ def test_bad_slurm_input_is_one_line_naming_the_option(slurm_cluster, tmp_path, 
         return lines[0]
 
     assert "--partition 'gpu': no such partition; sinfo lists: debug" in error(
-        "sweep", str(spec_path), "--launcher", "slurm", "--partition", "gpu", *sets)
-    assert "— did you mean 'debug'?" in error("sweep", str(spec_path), "--launcher", "slurm", "--partition", "debgu", *sets)
+        "sweep", str(spec_path), "--launcher", "slurm", "--partition", "gpu", *sets
+    )
+    assert "— did you mean 'debug'?" in error(
+        "sweep", str(spec_path), "--launcher", "slurm", "--partition", "debgu", *sets
+    )
     assert "--gpus-per-trial 1: partition 'debug' has no GPUs" in error(
-        "sweep", str(spec_path), "--launcher", "slurm", "--gpus-per-trial", "1", *sets)
+        "sweep", str(spec_path), "--launcher", "slurm", "--gpus-per-trial", "1", *sets
+    )
     assert "--gpus-per-node 2: partition 'debug' has no GPUs" in error(
-        "run", "--launcher", "slurm", "--nodes", "1", "--gpus-per-node", "2", "--set", "train.batch_size=8")
+        "run", "--launcher", "slurm", "--nodes", "1", "--gpus-per-node", "2", "--set", "train.batch_size=8"
+    )
     assert "--nodes 2: partition 'debug' has 1 node(s)" in error("run", "--launcher", "slurm", "--nodes", "2")
     assert "--sbatch-arg '-A abc': give one sbatch option in its long form" in error(
-        "sweep", str(spec_path), "--launcher", "slurm", "--sbatch-arg=-A abc", *sets)
+        "sweep", str(spec_path), "--launcher", "slurm", "--sbatch-arg=-A abc", *sets
+    )
     assert "--sbatch-arg '--wrap=touch pwned': --wrap is not allowed" in error(
-        "sweep", str(spec_path), "--launcher", "slurm", "--sbatch-arg=--wrap=touch pwned", *sets)
+        "sweep", str(spec_path), "--launcher", "slurm", "--sbatch-arg=--wrap=touch pwned", *sets
+    )
     assert "--mem '1G\\ntouch pwned': not a valid memory size" in error(
-        "run", "--launcher", "slurm", "--mem", "1G\ntouch pwned")
+        "run", "--launcher", "slurm", "--mem", "1G\ntouch pwned"
+    )
     assert not (tmp_path / "pwned").exists() and squeue("wb-sweep-bad") == {} and squeue("wb-run") == {}
     assert "--launcher 'slrum': unknown launcher — did you mean 'slurm'?" in error(
-        "sweep", str(spec_path), "--launcher", "slrum", *sets)
+        "sweep", str(spec_path), "--launcher", "slrum", *sets
+    )
     assert "--slots is for trials on this machine; with --launcher slurm use --max-parallel" in error(
-        "sweep", str(spec_path), "--launcher", "slurm", "--slots", "2", *sets)
+        "sweep", str(spec_path), "--launcher", "slurm", "--slots", "2", *sets
+    )
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     assert "--launcher slurm: sbatch is not on PATH" in error("sweep", str(spec_path), "--launcher", "slurm", *sets)
     assert "--launcher slurm: sbatch is not on PATH" in error("run", "--launcher", "slurm")
@@ -208,7 +237,10 @@ def test_gpus_in_gres_and_local_paths_warned_on_multi_node_partitions(tmp_path):
     assert len(warnings) == int(local) and all("the Optuna journal (--storage)" in w for w in warnings)
     assert cluster.unshared_paths({"x": tmp_path}, one_node) == []
     assert cluster.sbatch_options(["--hold", "--account=abc", "--gpu-bind=none"]) == {
-        "hold": True, "account": "abc", "gpu_bind": "none"}
+        "hold": True,
+        "account": "abc",
+        "gpu_bind": "none",
+    }
 
 
 def test_reaping_fails_only_trials_of_vanished_jobs_or_of_the_requeued_job_itself(tmp_path, monkeypatch):
@@ -246,8 +278,10 @@ def test_leftovers_of_a_dead_pytest_are_ended_and_those_of_a_live_one_kept(tmp_p
         folder = tmp_path / name
         folder.mkdir()
         (slurm.REGISTRY / f"{mark}.root").write_text(str(folder))
-        processes[name] = [subprocess.Popen(["sleep", "300"], env={**os.environ, slurm.MARK: mark}),  # a daemon or job
-                           subprocess.Popen(["sleep", "300"], cwd=folder, env={})]  # a job step: no environment
+        processes[name] = [
+            subprocess.Popen(["sleep", "300"], env={**os.environ, slurm.MARK: mark}),  # a daemon or job
+            subprocess.Popen(["sleep", "300"], cwd=folder, env={}),
+        ]  # a job step: no environment
     try:
         assert sorted(slurm.reap_leftovers()) == sorted(p.pid for p in processes["dead"])
         assert [p.wait(timeout=10) for p in processes["dead"]] == [-signal.SIGTERM] * 2

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.test_objectives_grad import IMAGE_SIZE, PATCH, SPECIAL, config, make_batch, new_model, step
 from workbench.data.tokenizer import build_tokenizer
 from workbench.objectives import build_objectives
 from workbench.objectives.content_words import content_mask, content_token_ids
 from workbench.objectives.context import special_token_mask
 from workbench.objectives.softmask import hard_mask, pick_words
-from tests.test_objectives_grad import IMAGE_SIZE, PATCH, SPECIAL, config, make_batch, new_model, step
 
 N = (IMAGE_SIZE // PATCH) ** 2
 WORDS = "a an the there is are one two large small red blue circle square left right of image shape shapes".split()
@@ -43,8 +43,10 @@ def test_pick_words_chooses_content_words_and_falls_back_to_any_word():
     assert picks[0] == {"one", "large", "red", "circle"}  # never "there", "is" or "."
     assert picks[1] == {"the", "image", "is", "a", "shape", "."}  # no content word: any real word
     assert picks[2] == {"[CLS]"}  # no word at all
-    any_word = {tok.convert_ids_to_tokens(int(ids[0, pick_words(special, torch.Generator().manual_seed(s))[0]]))
-                for s in range(200)}
+    any_word = {
+        tok.convert_ids_to_tokens(int(ids[0, pick_words(special, torch.Generator().manual_seed(s))[0]]))
+        for s in range(200)
+    }
     assert {"there", "is", "."} <= any_word  # words: any -- the toggle changes the choice
 
 
@@ -88,8 +90,10 @@ def test_hard_mode_masks_nothing_when_the_itm_score_ignores_the_image():
 
 def test_itm_batch_puts_the_masked_pairs_into_one_itm_cross_entropy():
     batch = make_batch()
-    cfg = config(on=("itm", "softmask"), **{"softmask.positive": "itm_batch", "softmask.mode": "random",
-                                            "itm.negatives": "random"})
+    cfg = config(
+        on=("itm", "softmask"),
+        **{"softmask.positive": "itm_batch", "softmask.mode": "random", "itm.negatives": "random"},
+    )
     model = new_model(cfg).eval()
     objectives = build_objectives(cfg.objectives, model.dims, SPECIAL)
     assert objectives.loss_names == ("itm",)

@@ -23,12 +23,13 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from tiny_config import tiny_run
 from typer.testing import CliRunner
 
-from tiny_config import tiny_run
 from workbench.cli import app
 from workbench.errors import ConfigError
-from workbench.sweeps import child, optuna_internals, study as sweep_study
+from workbench.sweeps import child, optuna_internals
+from workbench.sweeps import study as sweep_study
 from workbench.sweeps.pruning import feed_pruner
 from workbench.sweeps.runner import SweepOptions, run_sweep
 from workbench.sweeps.slots import plan_slots
@@ -72,8 +73,12 @@ def tiny_sets(data_root: Path, out_dir: Path, experiment: str, steps: int = 5) -
 
 
 def fake_overrides(tmp_path: Path) -> dict:
-    return {"train.out_dir": str(tmp_path / "out"), "data.root": str(tmp_path), "data.generate": False,
-            "tracking.experiment": tmp_path.name}
+    return {
+        "train.out_dir": str(tmp_path / "out"),
+        "data.root": str(tmp_path),
+        "data.generate": False,
+        "tracking.experiment": tmp_path.name,
+    }
 
 
 def journal(out_dir: Path) -> JournalStorage:
@@ -101,7 +106,9 @@ def fake_train(cfg, *, resume_run_id=None, parent_run_id=None, tags=None, progre
         os.kill(os.getpid(), signal.SIGKILL)
     if cfg.train.lr == 0.9 and attempt == 1:  # what fail_stale_trials on another host does
         study = optuna.load_study(study_name=tags["workbench.sweep"], storage=journal(Path(cfg.train.out_dir)))
-        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, study.tell(int(tags["workbench.trial"]), state=TrialState.FAIL))
+        RetryHeartbeatStaleTrialCallback(max_retry=1)(
+            study, study.tell(int(tags["workbench.trial"]), state=TrialState.FAIL)
+        )
     if cfg.train.lr == 0.7:
         tracker.finish("FAILED")
         raise DataError("data.root: directory not found: /nowhere")
@@ -130,7 +137,9 @@ def trial_errors(study: optuna.Study) -> str:
         if trial.state != TrialState.COMPLETE:
             log = Path(trial.user_attrs.get("workbench.log", "/nonexistent"))
             tail = log.read_text()[-1500:] if log.is_file() else ""
-            lines.append(f"trial {trial.number} {trial.state.name}: {trial.user_attrs.get(sweep_study.ERROR_ATTR)}\n{tail}")
+            lines.append(
+                f"trial {trial.number} {trial.state.name}: {trial.user_attrs.get(sweep_study.ERROR_ATTR)}\n{tail}"
+            )
     return "\n".join(lines)
 
 
@@ -165,7 +174,9 @@ def test_named_sweeps_load_validate_and_list():
 
 
 def test_grid_is_the_cartesian_product_named_by_axis_values():
-    variants = grid_variants({"objectives.scl.image_mask_ratio": [0.2, 0.6], "objectives.itm.negatives": ["hard", "random"]})
+    variants = grid_variants(
+        {"objectives.scl.image_mask_ratio": [0.2, 0.6], "objectives.itm.negatives": ["hard", "random"]}
+    )
     assert [v.name for v in variants] == [
         "image_mask_ratio=0.2,negatives=hard",
         "image_mask_ratio=0.2,negatives=random",
@@ -190,18 +201,32 @@ def test_unknown_axis_key_fails_before_any_trial_with_did_you_mean(tmp_path, mon
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"axes": {"objectives.scl.image_mask_ratio": [0.4, 1.5]}, "variants": None},
-         "variant 'image_mask_ratio=1.5': objectives.scl.image_mask_ratio: 1.5 is out of range — allowed: in [0.0, 1.0)"),
+        (
+            {"axes": {"objectives.scl.image_mask_ratio": [0.4, 1.5]}, "variants": None},
+            "variant 'image_mask_ratio=1.5': objectives.scl.image_mask_ratio: 1.5 is out of range — allowed: in [0.0, 1.0)",
+        ),
         ({"baseline": "mvcs"}, "baseline 'mvcs' is not a variant — did you mean 'mvsc'?"),
         ({"seeds": 0}, "seeds: 0 is not a count >= 1 or a list of distinct integers"),
-        ({"variants": {"a": {"train.seed": 3}}}, "'train.seed' cannot be set by a sweep (the sweep sets it from `seeds`)"),
-        ({"objective": "eval/vqa/acc", "overrides": {"eval.tasks": ["retrieval"]}},
-         "objective 'eval/vqa/acc' needs eval task 'vqa', but eval.tasks is ['retrieval']"),
-        ({"objective": "eval/video_retrieval_itc/r_mean", "overrides": {"eval.tasks": ["retrieval"]}},
-         "objective 'eval/video_retrieval_itc/r_mean' needs eval task 'video_retrieval', but eval.tasks is ['retrieval']"),
-        ({"objective": "eval/attention/in_object", "overrides": {"eval.tasks": ["vqa"]}},
-         "objective 'eval/attention/in_object' needs eval task 'retrieval', but eval.tasks is ['vqa']"),
-        ({"metrics": ["retrieval/r_mean"]}, "'retrieval/r_mean' is not an MLflow metric key (eval/... or train/...) — did you mean 'eval/retrieval/r_mean'?"),
+        (
+            {"variants": {"a": {"train.seed": 3}}},
+            "'train.seed' cannot be set by a sweep (the sweep sets it from `seeds`)",
+        ),
+        (
+            {"objective": "eval/vqa/acc", "overrides": {"eval.tasks": ["retrieval"]}},
+            "objective 'eval/vqa/acc' needs eval task 'vqa', but eval.tasks is ['retrieval']",
+        ),
+        (
+            {"objective": "eval/video_retrieval_itc/r_mean", "overrides": {"eval.tasks": ["retrieval"]}},
+            "objective 'eval/video_retrieval_itc/r_mean' needs eval task 'video_retrieval', but eval.tasks is ['retrieval']",
+        ),
+        (
+            {"objective": "eval/attention/in_object", "overrides": {"eval.tasks": ["vqa"]}},
+            "objective 'eval/attention/in_object' needs eval task 'retrieval', but eval.tasks is ['vqa']",
+        ),
+        (
+            {"metrics": ["retrieval/r_mean"]},
+            "'retrieval/r_mean' is not an MLflow metric key (eval/... or train/...) — did you mean 'eval/retrieval/r_mean'?",
+        ),
         ({"seed": 3}, "unknown field 'seed' — did you mean 'seeds'?"),
     ],
 )
@@ -222,11 +247,18 @@ def test_slot_planning(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     gpu = plan_slots("0,2", per_gpu=2, gpu_count=4, cpu_count=16)
     assert [(s.name, s.env["CUDA_VISIBLE_DEVICES"], s.threads) for s in gpu] == [
-        ("gpu0.0", "0", 4), ("gpu0.1", "0", 4), ("gpu2.0", "2", 4), ("gpu2.1", "2", 4),
+        ("gpu0.0", "0", 4),
+        ("gpu0.1", "0", 4),
+        ("gpu2.0", "2", 4),
+        ("gpu2.1", "2", 4),
     ]
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in plan_slots(None, gpu_count=2, cpu_count=2)] == ["0", "1"]
     cpu = plan_slots(None, slots=3, gpu_count=2, cpu_count=6)
-    assert [(s.name, s.env["CUDA_VISIBLE_DEVICES"], s.threads) for s in cpu] == [("cpu0", "", 2), ("cpu1", "", 2), ("cpu2", "", 2)]
+    assert [(s.name, s.env["CUDA_VISIBLE_DEVICES"], s.threads) for s in cpu] == [
+        ("cpu0", "", 2),
+        ("cpu1", "", 2),
+        ("cpu2", "", 2),
+    ]
     assert [(s.name, s.threads) for s in plan_slots(None, gpu_count=0, cpu_count=2)] == [("cpu0", 2)]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")  # indices count the GPUs this process sees
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in plan_slots("1", gpu_count=2, cpu_count=2)] == ["5"]
@@ -304,7 +336,9 @@ def test_trial_of_a_dead_sweep_process_is_failed_and_requeued_with_its_params(tm
 def test_optuna_internals_set_user_attr_writes_on_a_trial_another_process_runs(tmp_path):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
     owner = optuna.create_study(study_name="o", storage=storage).ask()
-    reaper = optuna.load_study(study_name="o", storage=JournalStorage(JournalFileBackend(str(tmp_path / "journal.log"))))
+    reaper = optuna.load_study(
+        study_name="o", storage=JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    )
     (running,) = reaper.get_trials(states=(TrialState.RUNNING,))
     optuna_internals.set_user_attr(reaper, running, sweep_study.ERROR_ATTR, "its owner died")
     assert owner.study.trials[owner.number].user_attrs == {sweep_study.ERROR_ATTR: "its owner died"}
@@ -341,7 +375,7 @@ def test_quiet_optuna_restores_the_log_level_and_warning_filters():
     try:
         with sweep_study.quiet_optuna(), warnings.catch_warnings(record=True) as caught:
             assert optuna.logging.get_verbosity() == optuna.logging.WARNING
-            warnings.warn("experimental", optuna.exceptions.ExperimentalWarning)
+            warnings.warn("experimental", optuna.exceptions.ExperimentalWarning, stacklevel=1)
         assert caught == []
         assert optuna.logging.get_verbosity() == optuna.logging.INFO and warnings.filters == before_filters
     finally:
@@ -351,7 +385,9 @@ def test_quiet_optuna_restores_the_log_level_and_warning_filters():
 def test_pruner_is_fed_from_metric_history_and_prunes_a_lagging_trial(tmp_path):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
     study = optuna.create_study(
-        study_name="p", storage=storage, direction="maximize",
+        study_name="p",
+        storage=storage,
+        direction="maximize",
         pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
     )
     for loss in (1.0, 1.2):  # earlier trials: training loss 1.0 and 1.2 at step 10
@@ -378,11 +414,18 @@ def test_killed_trial_is_retried_and_its_half_run_marked_killed(tmp_path, store)
     states = sorted((t.params["variant"], t.state.name) for t in study.trials)
     assert states == [("ok", "COMPLETE"), ("oom", "COMPLETE"), ("oom", "FAIL")]
     failed = study.get_trials(states=(TrialState.FAIL,))[0]
-    assert failed.user_attrs[sweep_study.ERROR_ATTR].startswith("the trial process was killed by SIGKILL (out of memory?)")
-    assert {t.params["variant"]: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))} == {"ok": 1.0, "oom": 5.0}
+    assert failed.user_attrs[sweep_study.ERROR_ATTR].startswith(
+        "the trial process was killed by SIGKILL (out of memory?)"
+    )
+    assert {t.params["variant"]: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))} == {
+        "ok": 1.0,
+        "oom": 5.0,
+    }
 
     client = MlflowClient(store)
-    children = client.search_runs([runs_experiment(client, result)], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    children = client.search_runs(
+        [runs_experiment(client, result)], f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
+    )
     by_status = sorted((r.data.tags["workbench.variant"], r.info.status) for r in children)
     assert by_status == [("ok", "FINISHED"), ("oom", "FINISHED"), ("oom", "KILLED")]
 
@@ -408,20 +451,35 @@ def test_a_trial_failed_as_stale_while_it_ran_is_completed_by_its_retry_and_the_
     assert result.crashes == [] and result.problem() is None and result.finished
     study = optuna.load_study(study_name="fake", storage=journal(tmp_path / "out"))
     assert [(t.number, t.state.name) for t in study.trials] == [(0, "FAIL"), (1, "COMPLETE"), (2, "COMPLETE")]
-    assert [(o.number, o.state, o.reused) for o in result.outcomes] == [(0, "FAIL", False), (1, "COMPLETE", False),
-                                                                        (2, "COMPLETE", True)]
+    assert [(o.number, o.state, o.reused) for o in result.outcomes] == [
+        (0, "FAIL", False),
+        (1, "COMPLETE", False),
+        (2, "COMPLETE", True),
+    ]
     assert study.trials[2].value == 9.0 and (tmp_path / "out" / "attempts-stale-0").read_text() == "1"  # not re-trained
 
 
 def test_tpe_search_runs_its_budget_of_trials_within_the_ranges(tmp_path, store):
     spec_path = write_spec(
-        tmp_path, "search", variants=None, seeds=1,
-        search={"trials": 3, "seed": 0, "ranges": {"train.lr": {"low": 0.01, "high": 0.3, "log": True},
-                                                    "objectives.itm.negatives": ["hard", "random"]}},
-        metrics=["eval/retrieval/r_mean"], objective="eval/retrieval/r_mean",
+        tmp_path,
+        "search",
+        variants=None,
+        seeds=1,
+        search={
+            "trials": 3,
+            "seed": 0,
+            "ranges": {
+                "train.lr": {"low": 0.01, "high": 0.3, "log": True},
+                "objectives.itm.negatives": ["hard", "random"],
+            },
+        },
+        metrics=["eval/retrieval/r_mean"],
+        objective="eval/retrieval/r_mean",
         overrides=fake_overrides(tmp_path),
     )
-    result = run_sweep(load_spec(spec_path), SweepOptions(slots=2, tracking_uri=store, progress=False, trainer=fake_train))
+    result = run_sweep(
+        load_spec(spec_path), SweepOptions(slots=2, tracking_uri=store, progress=False, trainer=fake_train)
+    )
     assert result.problem() is None
 
     study = optuna.load_study(study_name="search", storage=journal(tmp_path / "out"))
@@ -431,7 +489,9 @@ def test_tpe_search_runs_its_budget_of_trials_within_the_ranges(tmp_path, store)
         assert trial.params["objectives.itm.negatives"] in ("hard", "random")
         assert trial.value == pytest.approx(10 * trial.params["train.lr"])
     client = MlflowClient(store)
-    children = client.search_runs([runs_experiment(client, result)], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    children = client.search_runs(
+        [runs_experiment(client, result)], f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
+    )
     by_variant = {r.data.tags["workbench.variant"]: r for r in children}
     assert sorted(by_variant) == ["trial-0000", "trial-0001", "trial-0002"]
     for trial in study.trials:
@@ -468,7 +528,10 @@ def test_two_variants_two_seeds_on_two_cpu_slots(shapes_tiny, tmp_path, store):
         trial = by_trial[int(tags["workbench.trial"])]
         assert run.info.status == "FINISHED"
         assert tags["workbench.sweep"] == "tiny"
-        assert (tags["workbench.variant"], int(tags["workbench.seed"])) == (trial.params["variant"], trial.user_attrs["seed"])
+        assert (tags["workbench.variant"], int(tags["workbench.seed"])) == (
+            trial.params["variant"],
+            trial.user_attrs["seed"],
+        )
         assert trial.user_attrs["workbench.mlflow_run_id"] == run.info.run_id
         assert params["train.seed"] == tags["workbench.seed"]
         assert params["objectives.scl.mlsc"] == str(trial.params["variant"] == "mlsc")  # the variant was applied
@@ -482,8 +545,18 @@ def test_kill_9_of_the_sweep_then_resume_finishes_only_what_is_missing(shapes_ti
     out = tmp_path / "out"
     spec_path = write_spec(tmp_path)
     sets = tiny_sets(shapes_tiny, out, tmp_path.name)
-    command = [sys.executable, "-m", "workbench", "sweep", str(spec_path), "--slots", "1", "--no-progress",
-               "--tracking-uri", store] + [arg for s in sets for arg in ("--set", s)]
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "sweep",
+        str(spec_path),
+        "--slots",
+        "1",
+        "--no-progress",
+        "--tracking-uri",
+        store,
+    ] + [arg for s in sets for arg in ("--set", s)]
     sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         first = _wait_for_a_complete_trial(out, sweep)
@@ -499,7 +572,9 @@ def test_kill_9_of_the_sweep_then_resume_finishes_only_what_is_missing(shapes_ti
         assert time.monotonic() < deadline, "the orphaned trial process did not stop after the sweep was killed"
         time.sleep(0.2)
 
-    result = run_sweep(load_spec(spec_path, sets), SweepOptions(slots=2, resume=True, tracking_uri=store, progress=False))
+    result = run_sweep(
+        load_spec(spec_path, sets), SweepOptions(slots=2, resume=True, tracking_uri=store, progress=False)
+    )
     assert result.problem() is None
 
     study = optuna.load_study(study_name="tiny", storage=journal(out))
@@ -507,7 +582,9 @@ def test_kill_9_of_the_sweep_then_resume_finishes_only_what_is_missing(shapes_ti
     assert len(complete) == 4, trial_errors(study)
     assert len({(t.params["variant"], t.user_attrs["seed"]) for t in complete}) == 4
     assert study.trials[first.number].state == TrialState.COMPLETE  # finished before the kill: not re-run
-    assert study.trials[first.number].user_attrs["workbench.mlflow_run_id"] == first.user_attrs["workbench.mlflow_run_id"]
+    assert (
+        study.trials[first.number].user_attrs["workbench.mlflow_run_id"] == first.user_attrs["workbench.mlflow_run_id"]
+    )
 
     client = MlflowClient(store)
     children = client.search_runs(

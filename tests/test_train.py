@@ -7,9 +7,9 @@ import signal
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from tiny_config import tiny_run
 from typer.testing import CliRunner
 
-from tiny_config import tiny_run
 from workbench import train
 from workbench.cli import app
 from workbench.config import load_config
@@ -47,8 +47,16 @@ def test_run_logs_params_metrics_artifacts_and_downstream(shapes_tiny, store, tm
     assert row["tags.workbench.data_hash"]
 
     client = MlflowClient(store)
-    for key in ("train/loss/itc", "train/loss/itm", "train/loss/mlm", "train/loss/mvsc", "train/loss/mlsc",
-                "train/loss_weighted/itc", "train/loss/total", "train/lr"):
+    for key in (
+        "train/loss/itc",
+        "train/loss/itm",
+        "train/loss/mlm",
+        "train/loss/mvsc",
+        "train/loss/mlsc",
+        "train/loss_weighted/itc",
+        "train/loss/total",
+        "train/lr",
+    ):
         steps = [step for step, _ in _history(client, result.run_id, key)]
         assert steps == list(range(2, 31, 2)), key  # every log_every steps, each step once
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
@@ -75,8 +83,10 @@ def test_zero_steps_is_the_random_init_control(shapes_tiny, store, tmp_path):
     fresh = build(cfg, load_tokenizer(cfg.data)).model.state_dict()
     saved = checkpoint.load(result.checkpoint, map_location="cpu")["model"]
     assert all(torch.equal(saved[key], value) for key, value in fresh.items())
-    trained = checkpoint.load(train.run(_cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]", steps=2),
-                                        progress=False).checkpoint, map_location="cpu")["model"]
+    trained = checkpoint.load(
+        train.run(_cfg(shapes_tiny, store, tmp_path, "eval.tasks=[]", steps=2), progress=False).checkpoint,
+        map_location="cpu",
+    )["model"]
     assert not all(torch.equal(trained[key], value) for key, value in fresh.items())
 
 
@@ -190,5 +200,8 @@ def test_a_resumed_run_is_tagged_with_the_slurm_job_carrying_it_on(shapes_tiny, 
     run = client.get_run(resumed.run_id)
     assert run.info.status == "FINISHED"
     assert (run.data.tags[tag.SLURM_JOB_ID], run.data.tags[tag.SLURM_NODE], run.data.tags[tag.SLURM_RESTART]) == (
-        "102", "node-b", "1")
+        "102",
+        "node-b",
+        "1",
+    )
     assert run.data.tags[tag.SEED] == "0"  # the tags it was created with stay

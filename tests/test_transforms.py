@@ -33,7 +33,9 @@ def test_mask_words_masks_round_ratio_words_and_keeps_punctuation():
     words = masked.rstrip(".").split(" ")
     assert masked.endswith("square.") or masked.endswith("[MASK].")
     assert words.count("[MASK]") == 4 and len(words) == 9
-    assert [w for w in words if w != "[MASK]"] == [w for w, m in zip(text.rstrip(".").split(" "), words) if m != "[MASK]"]
+    assert [w for w in words if w != "[MASK]"] == [
+        w for w, m in zip(text.rstrip(".").split(" "), words, strict=True) if m != "[MASK]"
+    ]
     assert masked == mask_words(text, 0.4, "[MASK]", np.random.default_rng(0))
     assert mask_words(text, 0.0, "[MASK]", np.random.default_rng(0)) == text
 
@@ -134,10 +136,19 @@ def test_load_video_samples_frames_and_rejects_short_videos(tmp_path):
 
 # -------------------------------------------------------------------- stream
 def _stream_cfg(root, *extra):
-    return load_config(None, [
-        f"data.root={root}", "train.batch_size=12", "data.video_pretrain_files=[video_pretrain.json]",
-        "augment.image=true", "augment.text=true", "augment.flip=true", "augment.text_mask_ratio=0.3", *extra,
-    ])
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            "train.batch_size=12",
+            "data.video_pretrain_files=[video_pretrain.json]",
+            "augment.image=true",
+            "augment.text=true",
+            "augment.flip=true",
+            "augment.text_mask_ratio=0.3",
+            *extra,
+        ],
+    )
 
 
 def _take(iterator, n):
@@ -153,9 +164,11 @@ def test_stream_resumes_exactly_and_ignores_worker_count(shapes_tiny):
     tokenizer = load_tokenizer(cfg.data)
     straight = _take(PretrainStream(cfg, tokenizer, seed=5).batches(0), 14)
     resumed = _take(PretrainStream(cfg, tokenizer, seed=5).batches(9), 5)
-    assert all(_same(a, b) for a, b in zip(straight[9:], resumed))
-    with_workers = _take(PretrainStream(_stream_cfg(shapes_tiny, "data.num_workers=2"), tokenizer, seed=5).batches(9), 3)
-    assert all(_same(a, b) for a, b in zip(straight[9:], with_workers))
+    assert all(_same(a, b) for a, b in zip(straight[9:], resumed, strict=True))
+    with_workers = _take(
+        PretrainStream(_stream_cfg(shapes_tiny, "data.num_workers=2"), tokenizer, seed=5).batches(9), 3
+    )
+    assert all(_same(a, b) for a, b in zip(straight[9:], with_workers, strict=True))
     other_seed = next(PretrainStream(cfg, tokenizer, seed=6).batches(0))
     assert not _same(straight[0], other_seed)
     # image batches on even steps, video batches (num_frames frames) on odd steps
@@ -198,7 +211,9 @@ def test_reduced_decode_keeps_the_random_crop_where_the_full_decode_has_it(tmp_p
     from workbench.data.media import load_image
 
     jpeg = _gradient_jpeg(tmp_path / "ramp.jpg")
-    cfg = load_config(None, ["data.image_size=64", "augment.image=true", "augment.randaug_ops=0", "augment.crop_scale_min=0.3"])
+    cfg = load_config(
+        None, ["data.image_size=64", "augment.image=true", "augment.randaug_ops=0", "augment.crop_scale_min=0.3"]
+    )
     transform = FrameTransform(cfg, train=True)
     full = load_image(jpeg)
     gaps, wrong = [], []
@@ -242,8 +257,17 @@ def test_randaug_set_albef_changes_colours_color_free_never(tmp_path, one_thread
     Image.fromarray(frames[0].permute(1, 2, 0).numpy()).save(png)
     changed = {}
     for name in ("color_free", "albef"):
-        cfg = load_config(None, ["data.image_size=64", "augment.image=true", "augment.crop_scale_min=1.0",
-                                 "augment.randaug_ops=3", "augment.randaug_magnitude=15", f"augment.randaug_set={name}"])
+        cfg = load_config(
+            None,
+            [
+                "data.image_size=64",
+                "augment.image=true",
+                "augment.crop_scale_min=1.0",
+                "augment.randaug_ops=3",
+                "augment.randaug_magnitude=15",
+                f"augment.randaug_set={name}",
+            ],
+        )
         transform = FrameTransform(cfg, train=True)
         changed[name] = 0
         for seed in range(16):

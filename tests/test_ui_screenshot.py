@@ -18,9 +18,9 @@ import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from test_reports import image_is_drawn
 from test_sweeps import tiny_sets, write_spec
+
 from workbench.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 BROWSER_WAIT_MS = 20_000  # virtual time the page gets to load its scripts and the runs
@@ -59,15 +59,26 @@ def test_workbench_ui_opens_on_the_runs_table_of_the_sweep(sweep_store, tmp_path
 
     port = _free_port()
     log = open(tmp_path / "server.log", "w")
-    ui = subprocess.Popen([sys.executable, "-m", "workbench", "ui", "--port", str(port), "--tracking-uri", sweep_store["uri"]],
-                          stdout=subprocess.PIPE, stderr=log, text=True)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "ui", "--port", str(port), "--tracking-uri", sweep_store["uri"]],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     try:
         line = ui.stdout.readline()  # printed once the server answers
         url = line.split(" at ", 1)[1].split()[0] if " at " in line else ""
         assert url == f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs", line
-        common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                  f"--user-data-dir={tmp_path / 'profile'}", f"--virtual-time-budget={BROWSER_WAIT_MS}",
-                  "--window-size=1600,900"]
+        common = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--virtual-time-budget={BROWSER_WAIT_MS}",
+            "--window-size=1600,900",
+        ]
         dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
         shot = tmp_path / "runs.png"
         subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
@@ -79,9 +90,13 @@ def test_workbench_ui_opens_on_the_runs_table_of_the_sweep(sweep_store, tmp_path
             ui.kill()
         log.close()
     text = _visible_text(dom)
-    assert "Training runs" in text and "Traces" not in text.split("Training runs", 1)[1], text  # the runs, not an Overview
+    assert "Training runs" in text and "Traces" not in text.split("Training runs", 1)[1], (
+        text
+    )  # the runs, not an Overview
     assert "3 matching runs" in text, text  # the sweep parent and its 2 trials
-    row = rf'href="#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}"><span[^>]*>{parent.info.run_name}<'
+    row = (
+        rf'href="#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}"><span[^>]*>{parent.info.run_name}<'
+    )
     assert re.search(row, dom), dom[-3000:]  # the parent's row, linked to its run page; its trials are nested
     assert "runnamecellrenderer" in dom  # under it, behind the expander of MLflow's run-name cell
     assert image_is_drawn(shot)

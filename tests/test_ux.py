@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_config import TINY_MODEL, tiny_run
 from typer.testing import CliRunner
 
-from tiny_config import TINY_MODEL, tiny_run
-from workbench import tags as tag
 from workbench import progress, tracking
+from workbench import tags as tag
 from workbench.cli import app
 from workbench.cli_support import missing_equals, quick_overrides
 from workbench.config import load_config
@@ -33,8 +32,9 @@ def _cli(*args: str):
 def _workbench(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     kwargs.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen([sys.executable, "-m", "workbench", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, **kwargs
+    )
 
 
 def _free_port() -> int:
@@ -78,7 +78,10 @@ def test_set_key_space_value_gets_a_hint_not_clicks_extra_argument():
     assert "missing '=' — write --set train.steps=20" in result.output
     assert "unexpected extra argument" not in result.output
     assert missing_equals(["run", "--set", "train.steps=20", "-e", "base"]) is None
-    assert missing_equals(["run", "--set=train.steps", "20"]) == "error: --set train.steps 20: missing '=' — write --set train.steps=20"
+    assert (
+        missing_equals(["run", "--set=train.steps", "20"])
+        == "error: --set train.steps 20: missing '=' — write --set train.steps=20"
+    )
 
 
 def test_type_errors_read_as_english():
@@ -107,7 +110,9 @@ def test_default_run_names_are_unique_and_overrides_are_tagged(shapes_tiny, tmp_
     names = [run.info.run_name for run in runs]
     assert len(set(names)) == 2
     for run in runs:
-        assert run.info.run_name.startswith(f"base {run.info.run_id[:tracking.SHORT_ID]} no-eval model.vision.width=32 ")
+        assert run.info.run_name.startswith(
+            f"base {run.info.run_id[: tracking.SHORT_ID]} no-eval model.vision.width=32 "
+        )
         assert "data.root" not in run.info.run_name and len(run.info.run_name) <= tracking.NAME_MAX
         assert run.data.tags[tag.OVERRIDES] == " ".join(sets)
         assert run.data.tags[tag.PRESET] == "no-eval"
@@ -130,7 +135,12 @@ def test_progress_shows_every_phase_with_its_time(shapes_tiny, tmp_path):
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if ": done in " in line]
     assert [line.split(":")[0] for line in lines] == [
-        "pre-training", "eval retrieval", "eval vqa", "eval attention", "eval grad-cam", "evaluation",
+        "pre-training",
+        "eval retrieval",
+        "eval vqa",
+        "eval attention",
+        "eval grad-cam",
+        "evaluation",
     ]
     # `workbench eval` reads the one stored copy (the artifact) and gives the same numbers
     run_id = re.search(r"run ([0-9a-f]{32})", result.output).group(1)
@@ -146,8 +156,18 @@ def test_eval_with_other_settings_logs_a_new_run_and_leaves_the_source_as_it_was
     client = tracking.client(uri)
     before = client.get_run(run_id).data
     history = client.get_metric_history(run_id, "eval/retrieval/r_mean")
-    other = _cli("eval", run_id, "--set", "eval.rerank_k=1", "--set", "eval.rerank_score=itm",
-                 "--set", "eval.tasks=[retrieval]", "--tracking-uri", uri)
+    other = _cli(
+        "eval",
+        run_id,
+        "--set",
+        "eval.rerank_k=1",
+        "--set",
+        "eval.rerank_score=itm",
+        "--set",
+        "eval.tasks=[retrieval]",
+        "--tracking-uri",
+        uri,
+    )
     assert other.exit_code == 0, other.output
     new_id = re.search(r"logged to a new run ([0-9a-f]{32})", other.output).group(1)
     new = client.get_run(new_id)
@@ -194,8 +214,10 @@ def test_attention_score_from_retrieval_encodings_equals_a_fresh_pass(shapes_tin
     from workbench.evaluate.retrieval_attention import attention_in_object_encoded
     from workbench.models import build_model
 
-    cfg = load_config("base", TINY_MODEL + [f"data.root={shapes_tiny}", "data.shapes_size=tiny", "train.device=cpu",
-                                            "eval.batch_size=16"])
+    cfg = load_config(
+        "base",
+        TINY_MODEL + [f"data.root={shapes_tiny}", "data.shapes_size=tiny", "train.device=cpu", "eval.batch_size=16"],
+    )
     tokenizer = load_tokenizer(cfg.data)
     torch.manual_seed(0)
     model = build_model(cfg, tokenizer).eval()
@@ -215,12 +237,27 @@ def test_prune_deletes_old_checkpoints_and_keeps_the_newest(shapes_tiny, tmp_pat
     for _ in range(2):
         assert _cli("run", *sets).exit_code == 0
     client = tracking.client(uri)
-    older, newer = sorted(client.search_runs([tracking.experiment_id("workbench", uri)]), key=lambda r: r.info.start_time)
-    dry = _cli("runs", "prune", "--older-than", "0", "--keep", "1", "--dry-run", "--out-dir", str(tmp_path / "out"),
-               "--tracking-uri", uri)
+    older, newer = sorted(
+        client.search_runs([tracking.experiment_id("workbench", uri)]), key=lambda r: r.info.start_time
+    )
+    dry = _cli(
+        "runs",
+        "prune",
+        "--older-than",
+        "0",
+        "--keep",
+        "1",
+        "--dry-run",
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        uri,
+    )
     assert dry.exit_code == 0 and older.info.run_id[:12] in dry.output and newer.info.run_id[:12] not in dry.output
     assert tracking.local_artifact_path(client, older.info.run_id) is not None  # a dry run deletes nothing
-    done = _cli("runs", "prune", "--older-than", "0", "--keep", "1", "--out-dir", str(tmp_path / "out"), "--tracking-uri", uri)
+    done = _cli(
+        "runs", "prune", "--older-than", "0", "--keep", "1", "--out-dir", str(tmp_path / "out"), "--tracking-uri", uri
+    )
     assert done.exit_code == 0 and "pruned the checkpoints of 1 run(s)" in done.output
     assert tracking.local_artifact_path(client, older.info.run_id) is None
     assert not (tmp_path / "out" / older.info.run_id).exists()
@@ -238,8 +275,10 @@ def test_ui_on_a_busy_port_exits_non_zero_with_one_line(tmp_path):
         process = _workbench("ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
         out, err = process.communicate(timeout=120)
     assert process.returncode != 0
-    assert err.strip().splitlines() == [f"error: --port {port}: 127.0.0.1:{port} is already in use "
-                                        "(another `workbench ui`?); choose another port with --port"]
+    assert err.strip().splitlines() == [
+        f"error: --port {port}: 127.0.0.1:{port} is already in use "
+        "(another `workbench ui`?); choose another port with --port"
+    ]
 
 
 def _server_pids(port: int) -> list[int]:

@@ -9,19 +9,26 @@ import pytest
 import torch
 
 from workbench.config import load_config
-
-from workbench.errors import ConfigError
 from workbench.data import load_tokenizer
 from workbench.data.shapes_attributes import PATCH_LABELS, labelled_scenes, patch_owner
 from workbench.data.shapes_scene import BACKGROUND, COLORS
+from workbench.errors import ConfigError
 from workbench.pretrainer import build
 from workbench.warmstart import apply_init, cached_path, ensure, init_path
 
 TINY = {
-    "model.vision.width": 32, "model.vision.depth": 1, "model.vision.heads": 2,
-    "model.text.width": 32, "model.text.depth": 1, "model.text.heads": 2,
-    "model.fusion.width": 32, "model.fusion.heads": 2, "model.fusion.layers": 2,
-    "objectives.itc.embed_dim": 16, "warmstart.vision_steps": 2, "warmstart.text_steps": 2,
+    "model.vision.width": 32,
+    "model.vision.depth": 1,
+    "model.vision.heads": 2,
+    "model.text.width": 32,
+    "model.text.depth": 1,
+    "model.text.heads": 2,
+    "model.fusion.width": 32,
+    "model.fusion.heads": 2,
+    "model.fusion.layers": 2,
+    "objectives.itc.embed_dim": 16,
+    "warmstart.vision_steps": 2,
+    "warmstart.text_steps": 2,
     "warmstart.batch_size": 4,
 }
 
@@ -121,11 +128,18 @@ def test_a_warm_start_file_that_does_not_fit_is_a_config_error(data_root, tmp_pa
 
 def test_a_run_makes_the_missing_warm_start_then_trains_from_it(data_root, tmp_path, capsys):
     from tiny_config import tiny_run
+
     from workbench import train
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    extra = ["model.vision.init=warmstart", "model.text.init=warmstart", "warmstart.vision_steps=2",
-             "warmstart.text_steps=2", "warmstart.batch_size=4", "eval.tasks=[]"]
+    extra = [
+        "model.vision.init=warmstart",
+        "model.text.init=warmstart",
+        "warmstart.vision_steps=2",
+        "warmstart.text_steps=2",
+        "warmstart.batch_size=4",
+        "eval.tasks=[]",
+    ]
     cfg = load_config("base", tiny_run(data_root, store, tmp_path / "out", *extra, steps=2))
     result = train.run(cfg, progress=False)
     assert result.status == "FINISHED"

@@ -25,7 +25,9 @@ def load_parts(state: Any, modules: dict[str, nn.Module], where: str) -> int:
     step. ConfigError naming `where` (the checkpoint, never a scratch path) when it does not fit."""
     if not isinstance(state, dict) or any(not isinstance(state.get(part), dict) for part in modules):
         found = sorted(map(str, state))[:6] if isinstance(state, dict) else type(state).__name__
-        raise ConfigError(f"{where}: not a workbench checkpoint (expected the parts {', '.join(modules)}; found {found})")
+        raise ConfigError(
+            f"{where}: not a workbench checkpoint (expected the parts {', '.join(modules)}; found {found})"
+        )
     for part, module in modules.items():
         problem = load_or_say_why_not(module, state[part])
         if problem:
@@ -40,11 +42,20 @@ def load_or_say_why_not(module: nn.Module, weights: dict[str, Any]) -> str:
     own = module.state_dict()
     missing = [key for key in own if key not in weights]
     unexpected = [key for key in weights if key not in own]
-    shapes = [f"{key} {tuple(getattr(weights[key], 'shape', ()))} vs {tuple(value.shape)}"
-              for key, value in own.items() if key in weights
-              and tuple(getattr(weights[key], "shape", (None,))) != tuple(value.shape)]
-    problems = [f"{len(found)} {what}, e.g. {found[0]}" for what, found in
-                (("missing key(s)", missing), ("unexpected key(s)", unexpected), ("shape mismatch(es)", shapes)) if found]
+    shapes = [
+        f"{key} {tuple(getattr(weights[key], 'shape', ()))} vs {tuple(value.shape)}"
+        for key, value in own.items()
+        if key in weights and tuple(getattr(weights[key], "shape", (None,))) != tuple(value.shape)
+    ]
+    problems = [
+        f"{len(found)} {what}, e.g. {found[0]}"
+        for what, found in (
+            ("missing key(s)", missing),
+            ("unexpected key(s)", unexpected),
+            ("shape mismatch(es)", shapes),
+        )
+        if found
+    ]
     if problems:
         return "; ".join(problems)
     try:  # keys and shapes agree: torch decides the rest (non-tensor entries, ...)

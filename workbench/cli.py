@@ -11,8 +11,9 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 
@@ -57,11 +58,12 @@ Experiment = Annotated[
     str, typer.Option("--experiment", "-e", help="Experiment name under experiments/ or a YAML path.")
 ]
 Overrides = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a config key, e.g. --set objectives.scl.mvsc=false (repeatable)."),
 ]
 TrackingUri = Annotated[
-    Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
 ]
 
 
@@ -85,7 +87,7 @@ def friendly(fn: Callable) -> Callable:
             ended = _end_open_runs("KILLED")
             typer.echo("interrupted" + (f": MLflow run {', '.join(ended)} marked KILLED" if ended else ""), err=True)
             raise typer.Exit(130) from None
-        except (errors.USER_ERRORS + errors.RUNTIME_ERRORS + (OSError,)) as err:
+        except errors.USER_ERRORS + errors.RUNTIME_ERRORS + (OSError,) as err:
             _end_open_runs("FAILED")
             if _debug:
                 raise
@@ -127,7 +129,10 @@ def _version(value: bool) -> None:
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Versions of workbench, torch, mlflow, optuna.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Versions of workbench, torch, mlflow, optuna."
+        ),
     ] = False,
 ) -> None:
     global _debug
@@ -156,7 +161,9 @@ def config_show(experiment: Experiment = "base", overrides: Overrides = None) ->
 @config_app.command("keys")
 @friendly
 def config_keys(
-    pattern: Annotated[Optional[str], typer.Argument(help="Only keys containing this text, or matching this glob (train.*).")] = None,
+    pattern: Annotated[
+        str | None, typer.Argument(help="Only keys containing this text, or matching this glob (train.*).")
+    ] = None,
 ) -> None:
     """List the config keys --set accepts: type, default and what each does."""
     from workbench.config_keys import matching, render
@@ -191,7 +198,8 @@ def data_check(
     experiment: Experiment = "base",
     overrides: Overrides = None,
     decode: Annotated[
-        bool, typer.Option("--decode/--no-decode", help="Open every image and video (--no-decode: only check they exist).")
+        bool,
+        typer.Option("--decode/--no-decode", help="Open every image and video (--no-decode: only check they exist)."),
     ] = True,
 ) -> None:
     """Validate a data set before a long run: counts, missing files, unreadable images, caption lengths.
@@ -230,8 +238,13 @@ def data_shard(
     src_root: Annotated[Path, typer.Argument(help="Data set directory holding the ALBEF JSON pre-training files.")],
     out_dir: Annotated[Path, typer.Argument(help="Directory to write the tar shards to.")],
     per_shard: Annotated[int, typer.Option("--per-shard", help="Samples per shard.")] = 10_000,
-    files: Annotated[Optional[list[str]], typer.Option("--file", help="JSON file under SRC_ROOT (repeatable; default pretrain.json).")] = None,
-    image_root: Annotated[str, typer.Option("--image-root", help="Where relative image paths resolve (default SRC_ROOT).")] = "",
+    files: Annotated[
+        list[str] | None,
+        typer.Option("--file", help="JSON file under SRC_ROOT (repeatable; default pretrain.json)."),
+    ] = None,
+    image_root: Annotated[
+        str, typer.Option("--image-root", help="Where relative image paths resolve (default SRC_ROOT).")
+    ] = "",
 ) -> None:
     """Convert ALBEF JSON pre-training pairs (+ their images) into webdataset-layout tar shards.
 
@@ -250,7 +263,10 @@ def data_warmstart(
     experiment: Experiment = "base",
     overrides: Overrides = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Write here instead of the cache under data.root (then set model.<part>.init=PATH).")
+        Path | None,
+        typer.Option(
+            "--out", help="Write here instead of the cache under data.root (then set model.<part>.init=PATH)."
+        ),
     ] = None,
     parts: Annotated[str, typer.Option("--parts", help="vision, text or both (comma-separated).")] = "vision,text",
 ) -> None:
@@ -292,13 +308,27 @@ def _print_check(summary: dict) -> None:
     table = Table(title=f"data check: {summary['root']}", title_justify="left")
     table.add_column("file", no_wrap=True, min_width=max(map(len, names), default=4))
     table.add_column("kind", no_wrap=True)
-    for column in ("entries", "bad", "unreadable", "words min/mean/max", "tokens min/mean/max", "truncated", "dup. captions %"):
+    for column in (
+        "entries",
+        "bad",
+        "unreadable",
+        "words min/mean/max",
+        "tokens min/mean/max",
+        "truncated",
+        "dup. captions %",
+    ):
         table.add_column(column, justify="right", no_wrap=True)
     for name, report in summary["files"].items():
         bad = "unreadable file" if report["bad_entries"] is None else str(report["bad_entries"])
         table.add_row(
-            name, report["kind"], str(report["entries"]), bad, str(report["unreadable"]),
-            stats(report.get("text_words")), stats(report.get("text_tokens")), str(report.get("truncated", "-")),
+            name,
+            report["kind"],
+            str(report["entries"]),
+            bad,
+            str(report["unreadable"]),
+            stats(report.get("text_words")),
+            stats(report.get("text_tokens")),
+            str(report.get("truncated", "-")),
             str(report.get("duplicate_captions", "-")),
         )
     for path in summary["missing_files"]:
@@ -311,31 +341,86 @@ def _print_check(summary: dict) -> None:
 @friendly
 def run(
     experiment: Annotated[
-        Optional[str], typer.Option("--experiment", "-e", help="Experiment name under experiments/ or a YAML path (default: base).")
+        str | None,
+        typer.Option("--experiment", "-e", help="Experiment name under experiments/ or a YAML path (default: base)."),
     ] = None,
     overrides: Overrides = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     tracking_uri: TrackingUri = None,
-    resume: Annotated[Optional[str], typer.Option("--resume", help="MLflow run id to continue from its last checkpoint.")] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="MLflow run id to continue from its last checkpoint.")
+    ] = None,
     rerun_of: Annotated[
-        Optional[str], typer.Option("--from", help="MLflow run id to run again from its recorded config (--set may still change e.g. train.device).")
+        str | None,
+        typer.Option(
+            "--from",
+            help="MLflow run id to run again from its recorded config (--set may still change e.g. train.device).",
+        ),
     ] = None,
     nproc: Annotated[
-        int, typer.Option("--nproc", help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.")
+        int,
+        typer.Option(
+            "--nproc",
+            help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.",
+        ),
     ] = 1,
     quick: Annotated[
-        bool, typer.Option("--quick", help="A run of minutes: 20 steps, ITC retrieval + a 10-step VQA fine-tune, a cached warm start or none (plumbing check, not results).")
+        bool,
+        typer.Option(
+            "--quick",
+            help="A run of minutes: 20 steps, ITC retrieval + a 10-step VQA fine-tune, a cached warm start or none (plumbing check, not results).",
+        ),
     ] = False,
-    no_eval: Annotated[bool, typer.Option("--no-eval", help="Pre-train only, no downstream evaluation (= --set eval.tasks=[]).")] = False,
-    launcher: Annotated[str, typer.Option("--launcher", help="local: this machine; slurm: one SLURM job of --nodes x --gpus-per-node ranks (CPU nodes: --nproc ranks each).")] = "local",
+    no_eval: Annotated[
+        bool, typer.Option("--no-eval", help="Pre-train only, no downstream evaluation (= --set eval.tasks=[]).")
+    ] = False,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            "--launcher",
+            help="local: this machine; slurm: one SLURM job of --nodes x --gpus-per-node ranks (CPU nodes: --nproc ranks each).",
+        ),
+    ] = "local",
     nodes: Annotated[int, typer.Option("--nodes", help="Nodes of the SLURM job.", rich_help_panel="SLURM")] = 1,
-    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", help="GPUs per node, one rank each (0: --nproc CPU ranks per node).", rich_help_panel="SLURM")] = 0,
-    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition (default: the cluster's default).", rich_help_panel="SLURM")] = None,
-    cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", help="CPUs per rank (sbatch --cpus-per-task).", rich_help_panel="SLURM")] = None,
-    mem: Annotated[Optional[str], typer.Option("--mem", help="Memory per node, e.g. 64G.", rich_help_panel="SLURM")] = None,
-    time_limit: Annotated[Optional[str], typer.Option("--time", help="Time limit, e.g. 24:00:00 (default: the partition's).", rich_help_panel="SLURM")] = None,
-    sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="Another sbatch option, long form: --sbatch-arg=--account=abc (repeatable).", rich_help_panel="SLURM")] = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the SLURM job to end, or return once it is submitted.", rich_help_panel="SLURM")] = True,
+    gpus_per_node: Annotated[
+        int,
+        typer.Option(
+            "--gpus-per-node",
+            help="GPUs per node, one rank each (0: --nproc CPU ranks per node).",
+            rich_help_panel="SLURM",
+        ),
+    ] = 0,
+    partition: Annotated[
+        str | None,
+        typer.Option("--partition", help="SLURM partition (default: the cluster's default).", rich_help_panel="SLURM"),
+    ] = None,
+    cpus_per_task: Annotated[
+        int | None,
+        typer.Option("--cpus-per-task", help="CPUs per rank (sbatch --cpus-per-task).", rich_help_panel="SLURM"),
+    ] = None,
+    mem: Annotated[
+        str | None, typer.Option("--mem", help="Memory per node, e.g. 64G.", rich_help_panel="SLURM")
+    ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option("--time", help="Time limit, e.g. 24:00:00 (default: the partition's).", rich_help_panel="SLURM"),
+    ] = None,
+    sbatch_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sbatch-arg",
+            help="Another sbatch option, long form: --sbatch-arg=--account=abc (repeatable).",
+            rich_help_panel="SLURM",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Wait for the SLURM job to end, or return once it is submitted.",
+            rich_help_panel="SLURM",
+        ),
+    ] = True,
 ) -> None:
     """Pre-train one configured model, evaluate it downstream, log all to MLflow.
 
@@ -356,10 +441,20 @@ def run(
     from workbench.run_command import RunRequest, execute
 
     request = RunRequest(
-        experiment=experiment, overrides=list(overrides or []), device=device, tracking_uri=tracking_uri,
-        resume=resume, rerun_of=rerun_of, nproc=nproc, quick=quick, no_eval=no_eval, launcher=launcher, nodes=nodes,
+        experiment=experiment,
+        overrides=list(overrides or []),
+        device=device,
+        tracking_uri=tracking_uri,
+        resume=resume,
+        rerun_of=rerun_of,
+        nproc=nproc,
+        quick=quick,
+        no_eval=no_eval,
+        launcher=launcher,
+        nodes=nodes,
         slurm=SlurmResources(partition, gpus_per_node, cpus_per_task, mem, time_limit, list(sbatch_arg or [])),
-        wait=wait, debug=_debug,
+        wait=wait,
+        debug=_debug,
     )
     code = execute(request, echo=typer.echo, on_start=_announce)
     if code:
@@ -374,10 +469,16 @@ def _announce(run_id: str, url: str) -> None:
 @friendly
 def evaluate(
     run_id: Annotated[str, typer.Argument(help="MLflow run id of a pre-training run.")],
-    task: Annotated[Optional[list[str]], typer.Option("--task", help="Task(s) to evaluate (default: the run's eval.tasks).")] = None,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="Task(s) to evaluate (default: the run's eval.tasks).")
+    ] = None,
     overrides: Annotated[
-        Optional[list[str]],
-        typer.Option("--set", "-s", help="Change an evaluation setting, e.g. --set eval.rerank_k=16 (only eval.*, the device and paths; repeatable)."),
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            help="Change an evaluation setting, e.g. --set eval.rerank_k=16 (only eval.*, the device and paths; repeatable).",
+        ),
     ] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
@@ -403,29 +504,123 @@ def evaluate(
 def sweep(
     name: Annotated[str, typer.Argument(help="`list`, a sweep name from experiments/sweeps/, or a sweep YAML path.")],
     overrides: Overrides = None,
-    slots: Annotated[Optional[int], typer.Option("--slots", help="Run N trials at once as CPU processes.")] = None,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="One trial per GPU at once, e.g. --gpus 0,1,2,3 (default: all visible GPUs, else 1 CPU slot).")] = None,
+    slots: Annotated[int | None, typer.Option("--slots", help="Run N trials at once as CPU processes.")] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="One trial per GPU at once, e.g. --gpus 0,1,2,3 (default: all visible GPUs, else 1 CPU slot).",
+        ),
+    ] = None,
     per_gpu: Annotated[int, typer.Option("--per-gpu", help="Pack K small trials on each GPU.")] = 1,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage: an RDB URL (postgresql://..., mysql://...) shared by hosts, or a journal file (default: <train.out_dir>/sweeps/optuna-journal.log).")] = None,
-    worker: Annotated[bool, typer.Option("--worker", help="Join an existing study (e.g. from another host with the same --storage) and run its queued trials.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Finish an existing study (running the sweep again does the same, but --resume refuses to start a new one).")] = False,
-    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Optuna study name (default: the sweep's name).")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Optuna storage: an RDB URL (postgresql://..., mysql://...) shared by hosts, or a journal file (default: <train.out_dir>/sweeps/optuna-journal.log).",
+        ),
+    ] = None,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker",
+            help="Join an existing study (e.g. from another host with the same --storage) and run its queued trials.",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Finish an existing study (running the sweep again does the same, but --resume refuses to start a new one).",
+        ),
+    ] = False,
+    study_name: Annotated[
+        str | None, typer.Option("--study-name", help="Optuna study name (default: the sweep's name).")
+    ] = None,
     tracking_uri: TrackingUri = None,
-    heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between trial heartbeats on RDB storages; a trial silent for 2x is failed and retried.")] = 30,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live per-slot progress on the terminal.")] = True,
-    yes: Annotated[bool, typer.Option("--yes", help="Start a sweep of more than 200 trials (its estimated compute is printed).")] = False,
-    launcher: Annotated[str, typer.Option("--launcher", help="local: trials run on this machine; slurm: in SLURM worker jobs (see README, Running on a SLURM cluster).")] = "local",
-    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition (default: the cluster's default).", rich_help_panel="SLURM")] = None,
-    gpus_per_trial: Annotated[int, typer.Option("--gpus-per-trial", help="GPUs of each worker job: 0 (CPU) or 1.", rich_help_panel="SLURM")] = 0,
-    cpus_per_trial: Annotated[Optional[int], typer.Option("--cpus-per-trial", help="CPUs of each worker job (sbatch --cpus-per-task).", rich_help_panel="SLURM")] = None,
-    mem: Annotated[Optional[str], typer.Option("--mem", help="Memory per worker job, e.g. 32G (sbatch --mem).", rich_help_panel="SLURM")] = None,
-    time_limit: Annotated[Optional[str], typer.Option("--time", help="Time limit per worker job, e.g. 4:00:00 (default: the partition's).", rich_help_panel="SLURM")] = None,
-    max_parallel: Annotated[int, typer.Option("--max-parallel", help="Worker jobs at once (each runs one trial at a time).", rich_help_panel="SLURM")] = 4,
-    sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="Another sbatch option, long form: --sbatch-arg=--account=abc (repeatable).", rich_help_panel="SLURM")] = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Watch the jobs until the sweep ends, or return once they are submitted.", rich_help_panel="SLURM")] = True,
-    show_status: Annotated[bool, typer.Option("--status", help="Show each trial's state, SLURM job and node, and the queued jobs.")] = False,
-    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel the sweep's SLURM jobs (their trials are re-queued).", rich_help_panel="SLURM")] = False,
-    max_seeds: Annotated[Optional[int], typer.Option("--max-seeds", help="Adaptive seeds (seeds: {min, max} in the spec): the most seeds a comparison may get; replaces max.")] = None,
+    heartbeat: Annotated[
+        int,
+        typer.Option(
+            "--heartbeat",
+            help="Seconds between trial heartbeats on RDB storages; a trial silent for 2x is failed and retried.",
+        ),
+    ] = 30,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Live per-slot progress on the terminal.")
+    ] = True,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Start a sweep of more than 200 trials (its estimated compute is printed).")
+    ] = False,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            "--launcher",
+            help="local: trials run on this machine; slurm: in SLURM worker jobs (see README, Running on a SLURM cluster).",
+        ),
+    ] = "local",
+    partition: Annotated[
+        str | None,
+        typer.Option("--partition", help="SLURM partition (default: the cluster's default).", rich_help_panel="SLURM"),
+    ] = None,
+    gpus_per_trial: Annotated[
+        int, typer.Option("--gpus-per-trial", help="GPUs of each worker job: 0 (CPU) or 1.", rich_help_panel="SLURM")
+    ] = 0,
+    cpus_per_trial: Annotated[
+        int | None,
+        typer.Option(
+            "--cpus-per-trial", help="CPUs of each worker job (sbatch --cpus-per-task).", rich_help_panel="SLURM"
+        ),
+    ] = None,
+    mem: Annotated[
+        str | None,
+        typer.Option("--mem", help="Memory per worker job, e.g. 32G (sbatch --mem).", rich_help_panel="SLURM"),
+    ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            help="Time limit per worker job, e.g. 4:00:00 (default: the partition's).",
+            rich_help_panel="SLURM",
+        ),
+    ] = None,
+    max_parallel: Annotated[
+        int,
+        typer.Option(
+            "--max-parallel", help="Worker jobs at once (each runs one trial at a time).", rich_help_panel="SLURM"
+        ),
+    ] = 4,
+    sbatch_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sbatch-arg",
+            help="Another sbatch option, long form: --sbatch-arg=--account=abc (repeatable).",
+            rich_help_panel="SLURM",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Watch the jobs until the sweep ends, or return once they are submitted.",
+            rich_help_panel="SLURM",
+        ),
+    ] = True,
+    show_status: Annotated[
+        bool, typer.Option("--status", help="Show each trial's state, SLURM job and node, and the queued jobs.")
+    ] = False,
+    cancel: Annotated[
+        bool,
+        typer.Option(
+            "--cancel", help="Cancel the sweep's SLURM jobs (their trials are re-queued).", rich_help_panel="SLURM"
+        ),
+    ] = False,
+    max_seeds: Annotated[
+        int | None,
+        typer.Option(
+            "--max-seeds",
+            help="Adaptive seeds (seeds: {min, max} in the spec): the most seeds a comparison may get; replaces max.",
+        ),
+    ] = None,
 ) -> None:
     """Run a named ablation sweep: each variant x seed as a trial of an Optuna study.
 
@@ -446,15 +641,34 @@ def sweep(
     from workbench.sweeps.slurm import SlurmSweepOptions
 
     options = sweeps.SweepOptions(
-        storage=storage, study_name=study_name, worker=worker, resume=resume, gpus=gpus, per_gpu=per_gpu,
-        slots=slots, tracking_uri=tracking_uri, heartbeat_s=heartbeat, progress=progress, yes=yes, max_seeds=max_seeds,
+        storage=storage,
+        study_name=study_name,
+        worker=worker,
+        resume=resume,
+        gpus=gpus,
+        per_gpu=per_gpu,
+        slots=slots,
+        tracking_uri=tracking_uri,
+        heartbeat_s=heartbeat,
+        progress=progress,
+        yes=yes,
+        max_seeds=max_seeds,
     )
     on_slurm = SlurmSweepOptions(
         SlurmResources(partition, gpus_per_trial, cpus_per_trial, mem, time_limit, list(sbatch_arg or [])),
-        max_parallel=max_parallel, wait=wait,
+        max_parallel=max_parallel,
+        wait=wait,
     )
-    code = execute(name, list(overrides or []), options, launcher=launcher, on_slurm=on_slurm,
-                   show_status=show_status, cancel=cancel, echo=typer.echo)
+    code = execute(
+        name,
+        list(overrides or []),
+        options,
+        launcher=launcher,
+        on_slurm=on_slurm,
+        show_status=show_status,
+        cancel=cancel,
+        echo=typer.echo,
+    )
     if code:
         raise typer.Exit(code)
 
@@ -466,13 +680,25 @@ ReportOut = Annotated[Path, typer.Option("--out", help="Directory for tables, fi
 @report_app.command("ablations")
 @friendly
 def report_ablations(
-    sweeps: Annotated[Optional[list[str]], typer.Argument(help="Sweep names or parent run ids (default: every sweep).")] = None,
-    metric: Annotated[
-        Optional[list[str]], typer.Option("--metric", "-m", help="Metric column, e.g. retrieval/tr_r1 or vqa (repeatable; default: the sweep's).")
+    sweeps: Annotated[
+        list[str] | None, typer.Argument(help="Sweep names or parent run ids (default: every sweep).")
     ] = None,
-    fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="md | csv | latex | html (repeatable; default: all).")] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric", "-m", help="Metric column, e.g. retrieval/tr_r1 or vqa (repeatable; default: the sweep's)."
+        ),
+    ] = None,
+    fmt: Annotated[
+        list[str] | None, typer.Option("--format", "-f", help="md | csv | latex | html (repeatable; default: all).")
+    ] = None,
     out: ReportOut = Path("reports"),
-    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Also draw the sweep's figure (heatmap / line / bars) and training curves.")] = True,
+    figures: Annotated[
+        bool,
+        typer.Option(
+            "--figures/--no-figures", help="Also draw the sweep's figure (heatmap / line / bars) and training curves."
+        ),
+    ] = True,
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Ablation tables (mean ± std over seeds, Δ vs baseline, Holm-corrected paired t-test, reference row) and figures."""
@@ -480,8 +706,12 @@ def report_ablations(
     from workbench.reports.tables import FORMATS, to_markdown
 
     result = build(
-        sweeps or [], metrics=metric or [], formats=fmt or list(FORMATS), out=out,
-        tracking_uri=tracking_uri or "", with_figures=figures,
+        sweeps or [],
+        metrics=metric or [],
+        formats=fmt or list(FORMATS),
+        out=out,
+        tracking_uri=tracking_uri or "",
+        with_figures=figures,
     )
     for report in result.sweeps.values():
         typer.echo(to_markdown(report.table, details=False))
@@ -493,13 +723,14 @@ def report_ablations(
 @friendly
 def report_attention(
     run_id: Annotated[str, typer.Argument(help="MLflow run id of a finished pre-training run.")],
-    compare: Annotated[Optional[str], typer.Option("--compare", help="A second run id, drawn side by side.")] = None,
+    compare: Annotated[str | None, typer.Option("--compare", help="A second run id, drawn side by side.")] = None,
     n: Annotated[int, typer.Option("--n", help="Number of held-out images.")] = 8,
     out: ReportOut = Path("reports"),
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Cross-attention and Grad-CAM maps per word for held-out images, plus in-object scores."""
-    from workbench.reports.attention_figure import report_attention as build, scores_markdown
+    from workbench.reports.attention_figure import report_attention as build
+    from workbench.reports.attention_figure import scores_markdown
 
     result = build(run_id, compare, n=n, out=out, tracking_uri=tracking_uri or "")
     typer.echo(scores_markdown(result.scores))
@@ -526,10 +757,22 @@ def ui(
 @runs_app.command("prune")
 @friendly
 def runs_prune(
-    older_than: Annotated[float, typer.Option("--older-than", help="Only runs that ended at least this many days ago.")] = 30.0,
-    keep: Annotated[int, typer.Option("--keep", help="Keep the checkpoints of the newest N ended runs of each experiment and config (-e experiment, sweep variant); runs made by `workbench eval` have none and do not count.")] = 0,
-    experiment: Annotated[Optional[list[str]], typer.Option("--experiment", "-e", help="Only this MLflow experiment (repeatable).")] = None,
-    out_dir: Annotated[Path, typer.Option("--out-dir", help="train.out_dir the runs wrote local checkpoints to.")] = Path("outputs"),
+    older_than: Annotated[
+        float, typer.Option("--older-than", help="Only runs that ended at least this many days ago.")
+    ] = 30.0,
+    keep: Annotated[
+        int,
+        typer.Option(
+            "--keep",
+            help="Keep the checkpoints of the newest N ended runs of each experiment and config (-e experiment, sweep variant); runs made by `workbench eval` have none and do not count.",
+        ),
+    ] = 0,
+    experiment: Annotated[
+        list[str] | None, typer.Option("--experiment", "-e", help="Only this MLflow experiment (repeatable).")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out-dir", help="train.out_dir the runs wrote local checkpoints to.")
+    ] = Path("outputs"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted, delete nothing.")] = False,
     tracking_uri: TrackingUri = None,
 ) -> None:
@@ -540,7 +783,9 @@ def runs_prune(
     """
     from workbench.prune import plan_prune, prune
 
-    plan = plan_prune(tracking_uri or "", older_than_days=older_than, keep=keep, out_dir=str(out_dir), experiments=experiment)
+    plan = plan_prune(
+        tracking_uri or "", older_than_days=older_than, keep=keep, out_dir=str(out_dir), experiments=experiment
+    )
     typer.echo(plan.table())
     if plan.runs and not dry_run:
         typer.echo(f"pruned the checkpoints of {prune(plan, tracking_uri or '')} run(s)")
@@ -567,16 +812,30 @@ def demo(
 @app.command()
 @friendly
 def bench(
-    config: Annotated[Optional[list[str]], typer.Option("--config", "-c", help="base | paper (repeatable; default: both).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny widths, one step per measurement: a smoke test.")] = False,
+    config: Annotated[
+        list[str] | None, typer.Option("--config", "-c", help="base | paper (repeatable; default: both).")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny widths, one step per measurement: a smoke test.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of tables.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Pairs per step (default: the config's; paper on CPU: 2).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Timed steps per block (default 3).")] = None,
-    repeats: Annotated[Optional[int], typer.Option("--repeats", help="Timed blocks; medians are reported (default 3).")] = None,
-    loop_steps: Annotated[Optional[int], typer.Option("--loop-steps", help="Steps per block of the data/tracking loop (default train.log_every).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Pairs per step (default: the config's; paper on CPU: 2).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Timed steps per block (default 3).")] = None,
+    repeats: Annotated[
+        int | None, typer.Option("--repeats", help="Timed blocks; medians are reported (default 3).")
+    ] = None,
+    loop_steps: Annotated[
+        int | None,
+        typer.Option("--loop-steps", help="Steps per block of the data/tracking loop (default train.log_every)."),
+    ] = None,
     compile_step: Annotated[bool, typer.Option("--compile", help="Benchmark with train.compile=true.")] = False,
-    data_root: Annotated[Optional[str], typer.Option("--data-root", help="Data set for the base config (default: tiny ShapesWorld in a temp dir).")] = None,
+    data_root: Annotated[
+        str | None,
+        typer.Option("--data-root", help="Data set for the base config (default: tiny ShapesWorld in a temp dir)."),
+    ] = None,
     overrides: Overrides = None,
 ) -> None:
     """Samples/s, MFU and where a pre-training step's time goes: objectives, fusion passes, data, tracking."""
@@ -585,9 +844,16 @@ def bench(
     from workbench import bench as benchmark
 
     options = benchmark.BenchOptions(
-        configs=tuple(config or benchmark.BenchOptions().configs), quick=quick, device=device or "auto",
-        batch_size=batch_size, steps=steps, repeats=repeats, loop_steps=loop_steps, compile=compile_step,
-        data_root=data_root or "", overrides=list(overrides or []),
+        configs=tuple(config or benchmark.BenchOptions().configs),
+        quick=quick,
+        device=device or "auto",
+        batch_size=batch_size,
+        steps=steps,
+        repeats=repeats,
+        loop_steps=loop_steps,
+        compile=compile_step,
+        data_root=data_root or "",
+        overrides=list(overrides or []),
     )
     with progress.on_stderr() if as_json else contextlib.nullcontext():  # stdout: the JSON alone
         result = benchmark.run_bench(options)

@@ -70,7 +70,9 @@ def quick_overrides(quick: bool, no_eval: bool, overrides: list[str] | None) -> 
     return (QUICK_OVERRIDES if quick else []) + list(overrides or []) + ([NO_EVAL_OVERRIDE] if no_eval else [])
 
 
-def option_overrides(overrides: list[str] | None, device: str | None = None, tracking_uri: str | None = None) -> list[str]:
+def option_overrides(
+    overrides: list[str] | None, device: str | None = None, tracking_uri: str | None = None
+) -> list[str]:
     """`--set`s plus the options that are config keys: `--device` (train.device), `--tracking-uri` (tracking.uri)."""
     out = list(overrides or [])
     if device:

@@ -50,17 +50,25 @@ BATCH_MAX = 1_048_576
 class DataConfig:
     root: str = "data/shapesworld"  # data set directory (ShapesWorld or real data in the same formats)
     generate: bool = True  # generate ShapesWorld into `root` when it is missing
-    shapes_size: Literal["tiny", "default"] = "default"  # ShapesWorld preset: tiny (tests, seconds) or default (~120 MB)
+    shapes_size: Literal["tiny", "default"] = (
+        "default"  # ShapesWorld preset: tiny (tests, seconds) or default (~120 MB)
+    )
     shapes_seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})  # ShapesWorld generator seed
     image_root: str = ""  # relative image/video paths resolve here; "" = `root`
     tokenizer: str = ""  # local HF tokenizer dir; "" = `root`/tokenizer (ShapesWorld's own)
-    pretrain_files: list[str] = field(default_factory=lambda: ["pretrain.json"])  # image-caption JSON files under `root` for pre-training
-    video_pretrain_files: list[str] = field(default_factory=list)  # video-caption JSON files under `root` mixed into pre-training
+    pretrain_files: list[str] = field(
+        default_factory=lambda: ["pretrain.json"]
+    )  # image-caption JSON files under `root` for pre-training
+    video_pretrain_files: list[str] = field(
+        default_factory=list
+    )  # video-caption JSON files under `root` mixed into pre-training
     pretrain_shards: str = ""  # tar shards (webdataset layout) instead of pretrain_files, e.g. /data/cc3m/{000000..000331}.tar; relative = under `root`
     image_size: int = positive(64, 4096)  # images are resized to this square side (pixels)
     max_text_len: int = positive(40, 8192)  # captions are cut/padded to this many tokens
     num_frames: int = positive(4, 1024)  # frames sampled per video
-    num_workers: int = field(default=0, metadata={"min": 0, "max": 512})  # DataLoader worker processes (0 = in the training process)
+    num_workers: int = field(
+        default=0, metadata={"min": 0, "max": 512}
+    )  # DataLoader worker processes (0 = in the training process)
     on_bad_sample: Literal["error", "skip"] = "error"  # an unreadable sample: stop with an error, or skip it
     allow_absolute_paths: bool = False  # accept absolute media paths in the JSON files
 
@@ -74,7 +82,9 @@ class VisionConfig:
     width: int = positive(192, WIDTH_MAX)  # ViT embedding width
     depth: int = positive(4, DEPTH_MAX)  # ViT blocks
     heads: int = positive(3, DEPTH_MAX)  # ViT attention heads
-    pooling: Literal["frame_cls", "global_cls", "mean"] = "frame_cls"  # how frames see each other and what the global feature is (models/vision.py)
+    pooling: Literal["frame_cls", "global_cls", "mean"] = (
+        "frame_cls"  # how frames see each other and what the global feature is (models/vision.py)
+    )
     max_frames: int = positive(8, 1024)  # longest video the position table holds
     init: str = "random"  # ViT weights before VLP: random (as built), warmstart (cached under data.root, made when missing) or a file
 
@@ -94,7 +104,9 @@ class FusionConfig:
     width: int = positive(192, WIDTH_MAX)  # fusion hidden width
     heads: int = positive(3, DEPTH_MAX)  # fusion attention heads
     mlp_ratio: float = at_least(4.0, 1.0)  # MLP width / hidden width
-    init: Literal["bert", "xavier"] = "bert"  # linear weights: BERT's N(0, 0.02) (papers) or Xavier (see models/fusion.py)
+    init: Literal["bert", "xavier"] = (
+        "bert"  # linear weights: BERT's N(0, 0.02) (papers) or Xavier (see models/fusion.py)
+    )
 
 
 @dataclass
@@ -126,9 +138,13 @@ class ITCConfig:
     enabled: bool = True  # image-text contrastive loss on/off
     weight: float = at_least(1.0, 0.0)  # its weight in the total loss
     embed_dim: int = positive(128, WIDTH_MAX)  # width of the contrastive embeddings
-    temperature: float = field(default=0.07, metadata={"min": 0.001, "max": 0.5})  # softmax temperature of the similarities
+    temperature: float = field(
+        default=0.07, metadata={"min": 0.001, "max": 0.5}
+    )  # softmax temperature of the similarities
     focal_gamma: float = at_least(0.0, 0.0)  # focal weighting of hard pairs (0 = plain InfoNCE)
-    queue_size: int = field(default=0, metadata={"min": 0, "max": 10_000_000})  # 0 = no momentum encoder / queue (SCL code)
+    queue_size: int = field(
+        default=0, metadata={"min": 0, "max": 10_000_000}
+    )  # 0 = no momentum encoder / queue (SCL code)
     momentum: float = ratio(0.995)  # momentum encoder EMA rate
     distill_alpha: float = ratio(0.4, closed=True)  # weight of the momentum model's soft targets
     batch_norm: bool = False  # standardise projected features over the batch: from-scratch encoders learn ITC (see objectives/projection.py)
@@ -139,7 +155,9 @@ class ITMConfig:
     enabled: bool = True  # image-text matching loss on/off
     weight: float = at_least(1.0, 0.0)  # its weight in the total loss
     negatives: Literal["hard", "random"] = "hard"  # ITM negatives: hard (from ITC similarity) or random
-    hard_mix: float = ratio(1.0, closed=True)  # with hard: share of a negative draw from ITC's softmax, the rest uniform (objectives/itm.py)
+    hard_mix: float = ratio(
+        1.0, closed=True
+    )  # with hard: share of a negative draw from ITC's softmax, the rest uniform (objectives/itm.py)
     product: bool = False  # the head also reads text ⊙ image pooled features (ViLBERT); see objectives/itm.py
     batch_norm: bool = False  # standardise the head's input over ITM's batch (as itc.batch_norm); see objectives/itm.py
 
@@ -161,7 +179,9 @@ class SCLConfig:
     image_mask_ratio: float = ratio(0.8)  # share of image patches masked for MVSC
     text_mask_ratio: float = ratio(0.4)  # share of caption tokens masked for MLSC
     temperature: float = field(default=0.03, metadata={"min": 0.001, "max": 1.0})  # InfoNCE temperature of MVSC/MLSC
-    target: Literal["cross_pass", "clean_pass"] = "cross_pass"  # target CLS: from the other masked pass (SCL code) or a clean third pass
+    target: Literal["cross_pass", "clean_pass"] = (
+        "cross_pass"  # target CLS: from the other masked pass (SCL code) or a clean third pass
+    )
 
 
 @dataclass
@@ -169,10 +189,16 @@ class SoftMaskConfig:
     enabled: bool = False  # Grad-CAM soft-masking objective on/off
     weight: float = at_least(1.0, 0.0)  # its weight in the total loss
     mode: Literal["soft", "hard", "random", "off"] = "soft"  # how the Grad-CAM map masks the image
-    layer: int = 0  # fusion layer whose text->image attention drives Grad-CAM; not the last: only its CLS row reaches ITM
+    layer: int = (
+        0  # fusion layer whose text->image attention drives Grad-CAM; not the last: only its CLS row reaches ITM
+    )
     hard_ratio: float = ratio(0.25)  # share of patches masked in hard mode
-    words: Literal["content", "any"] = "content"  # Grad-CAM word: a content word (colour, shape, size, position, count) or any word
-    positive: Literal["separate_loss", "itm_batch"] = "separate_loss"  # masked pair: own loss term, or B more rows of ITM's batch (objectives/softmask.py)
+    words: Literal["content", "any"] = (
+        "content"  # Grad-CAM word: a content word (colour, shape, size, position, count) or any word
+    )
+    positive: Literal["separate_loss", "itm_batch"] = (
+        "separate_loss"  # masked pair: own loss term, or B more rows of ITM's batch (objectives/softmask.py)
+    )
 
 
 @dataclass
@@ -194,13 +220,17 @@ class AugmentConfig:
     crop_scale_min: float = field(default=0.5, metadata={"min": 0.05, "max": 1.0})
     randaug_ops: int = at_least(2, 0)  # RandAugment operations per image
     randaug_magnitude: int = field(default=7, metadata={"min": 0, "max": 30})  # RandAugment magnitude
-    randaug_set: Literal["color_free", "albef"] = "color_free"  # RandAugment ops: geometric + sharpness only (ShapesWorld: colours are labels) or ALBEF's list (real photos)
+    randaug_set: Literal["color_free", "albef"] = (
+        "color_free"  # RandAugment ops: geometric + sharpness only (ShapesWorld: colours are labels) or ALBEF's list (real photos)
+    )
 
 
 # -------------------------------------------------------------------------- train
 @dataclass
 class TrainConfig:
-    steps: int = field(default=300, metadata={"min": 0, "max": 10**12})  # pre-training optimiser steps; 0 = none: the random-init control (same fine-tunes)
+    steps: int = field(
+        default=300, metadata={"min": 0, "max": 10**12}
+    )  # pre-training optimiser steps; 0 = none: the random-init control (same fine-tunes)
     batch_size: int = positive(32, BATCH_MAX)  # image-text pairs per step (global, over all ranks)
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max_open": False})  # peak AdamW learning rate
     weight_decay: float = at_least(0.02, 0.0)  # AdamW weight decay
@@ -210,7 +240,9 @@ class TrainConfig:
     grad_clip: float = at_least(1.0, 0.0)  # 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
-    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})  # seed of everything random (same seed on CPU => same losses)
+    seed: int = field(
+        default=0, metadata={"min": 0, "max": 2**32 - 1}
+    )  # seed of everything random (same seed on CPU => same losses)
     checkpoint_every: int = at_least(100, 0)  # 0 = only at the end
     log_every: int = positive(10)  # steps between logged metrics
     compile: bool = False  # torch.compile the model
@@ -220,17 +252,25 @@ class TrainConfig:
 # --------------------------------------------------------------------------- eval
 @dataclass
 class EvalConfig:
-    tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))  # downstream tasks after pre-training ([] = none; or `run --no-eval`)
+    tasks: list[str] = field(
+        default_factory=lambda: list(EVAL_TASKS)
+    )  # downstream tasks after pre-training ([] = none; or `run --no-eval`)
     split: Literal["val", "test"] = "test"  # split the scores are reported on
     batch_size: int = positive(64, BATCH_MAX)  # batch size of evaluation passes
     rerank_k: int = at_least(16, 0)  # 0 = ITC only
-    rerank_score: Literal["itm", "itm+itc", "itm+itc_logit"] = "itm"  # a re-ranked candidate's score: its ITM logit (ALBEF), + ITC cosine (BLIP), or + ITC logit = cosine / temperature (evaluate/retrieval.py)
+    rerank_score: Literal["itm", "itm+itc", "itm+itc_logit"] = (
+        "itm"  # a re-ranked candidate's score: its ITM logit (ALBEF), + ITC cosine (BLIP), or + ITC logit = cosine / temperature (evaluate/retrieval.py)
+    )
     finetune_steps: int = at_least(100, 0)  # optimiser steps of each task fine-tune (vqa, nlvr, ve)
     finetune_lr: float = at_least(1e-4, 0.0)  # fine-tune learning rate
     finetune_batch_size: int = positive(32, BATCH_MAX)  # fine-tune batch size
     head_lr_mult: float = at_least(10.0, 0.0)  # lr multiplier for fusion and task head in fine-tunes
-    finetune_layers: Literal["all", "fusion", "last"] = "all"  # fusion: encoders frozen (outputs computed once per split); last: only the last fusion layer + head train
-    finetune_group_size: int = at_least(6, 0)  # items with the same text share a batch, this many at most (0 = plain shuffle)
+    finetune_layers: Literal["all", "fusion", "last"] = (
+        "all"  # fusion: encoders frozen (outputs computed once per split); last: only the last fusion layer + head train
+    )
+    finetune_group_size: int = at_least(
+        6, 0
+    )  # items with the same text share a batch, this many at most (0 = plain shuffle)
 
 
 # ----------------------------------------------------------------------- tracking
@@ -240,8 +280,12 @@ class TrackingConfig:
     uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
     experiment: str = "workbench"  # MLflow experiment the run is logged under
     run_name: str = ""  # MLflow run name ("" = experiment, short id and overrides)
-    system_metrics: bool = True  # log CPU/GPU utilisation and memory as MLflow `system/...` metrics (GPU needs nvidia-ml-py)
-    system_metrics_interval: float = field(default=10.0, metadata={"min": 0.05, "max": 3600.0})  # seconds between system samples
+    system_metrics: bool = (
+        True  # log CPU/GPU utilisation and memory as MLflow `system/...` metrics (GPU needs nvidia-ml-py)
+    )
+    system_metrics_interval: float = field(
+        default=10.0, metadata={"min": 0.05, "max": 3600.0}
+    )  # seconds between system samples
 
 
 @dataclass
@@ -406,22 +450,18 @@ def _check_model_shapes(cfg: RunConfig) -> None:
     for name in ("vision", "fusion"):
         sub = getattr(cfg.model, name)
         if sub.width % sub.heads:
-            raise ConfigError(
-                f"model.{name}.heads: {sub.heads} must divide model.{name}.width={sub.width}"
-            )
+            raise ConfigError(f"model.{name}.heads: {sub.heads} must divide model.{name}.width={sub.width}")
     if cfg.model.text.width % cfg.model.text.heads:
         raise ConfigError(
             f"model.text.heads: {cfg.model.text.heads} must divide model.text.width={cfg.model.text.width}"
         )
     if cfg.data.image_size % cfg.model.vision.patch_size:
         raise ConfigError(
-            f"model.vision.patch_size: {cfg.model.vision.patch_size} must divide "
-            f"data.image_size={cfg.data.image_size}"
+            f"model.vision.patch_size: {cfg.model.vision.patch_size} must divide data.image_size={cfg.data.image_size}"
         )
     if cfg.data.num_frames > cfg.model.vision.max_frames:
         raise ConfigError(
-            f"data.num_frames: {cfg.data.num_frames} exceeds model.vision.max_frames="
-            f"{cfg.model.vision.max_frames}"
+            f"data.num_frames: {cfg.data.num_frames} exceeds model.vision.max_frames={cfg.model.vision.max_frames}"
         )
 
 

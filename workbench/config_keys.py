@@ -76,7 +76,15 @@ def key_infos(cls: type = RunConfig, instance: Any = None, prefix: str = "") -> 
             out += key_infos(hint, value, f"{prefix}{f.name}.")
             continue
         notes = [part for part in (comments.get(f.name, ""), _range(f.metadata)) if part]
-        shown = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else repr(value) if value == "" else str(value)
+        shown = (
+            "[" + ", ".join(map(str, value)) + "]"
+            if isinstance(value, list)
+            else str(value).lower()
+            if isinstance(value, bool)
+            else repr(value)
+            if value == ""
+            else str(value)
+        )
         out.append(KeyInfo(f"{prefix}{f.name}", type_name(hint), shown, "; ".join(notes)))
     return out
 
@@ -97,7 +105,7 @@ def render(infos: list[KeyInfo]) -> str:
         return ""
     header = ("KEY", "TYPE", "DEFAULT")
     widths = [max(len(h), *(len(getattr(i, h.lower())) for i in infos)) for h in header]
-    widths = [min(w, cap) for w, cap in zip(widths, (40, 34, 24))]
+    widths = [min(w, cap) for w, cap in zip(widths, (40, 34, 24), strict=True)]
     rows = [f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]:<{widths[2]}}  HELP"]
     for i in infos:
         rows.append(f"{i.key:<{widths[0]}}  {i.type:<{widths[1]}}  {i.default:<{widths[2]}}  {i.help}".rstrip())

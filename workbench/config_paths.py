@@ -15,8 +15,14 @@ import re
 from workbench.errors import ConfigError
 
 PATH_KEYS = (
-    "data.root", "data.image_root", "data.tokenizer", "train.out_dir",
-    "model.vision.checkpoint", "model.vision.init", "model.text.init", "model.text.hf_name",
+    "data.root",
+    "data.image_root",
+    "data.tokenizer",
+    "train.out_dir",
+    "model.vision.checkpoint",
+    "model.vision.init",
+    "model.text.init",
+    "model.text.hf_name",
 )
 SQLITE = "sqlite:///"
 _UNSET = re.compile(r"\$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)")
@@ -34,7 +40,9 @@ def expand(key: str, value: str) -> str:
             "set it or give the path itself"
         )
     if expanded.startswith("~"):
-        raise ConfigError(f"{key}: {value!r}: {expanded.split('/', 1)[0]} is no known user's home; give the path itself")
+        raise ConfigError(
+            f"{key}: {value!r}: {expanded.split('/', 1)[0]} is no known user's home; give the path itself"
+        )
     return expanded
 
 

@@ -56,7 +56,9 @@ def run_demo(out: Path = Path("reports"), slots: int = 2, tracking_uri: str = ""
     from workbench.reports.attention_figure import report_attention
     from workbench.reports.tables import to_markdown
 
-    check_writable(Path(out), "--out")  # before the data and the sweep: a report that cannot be written ends nothing late
+    check_writable(
+        Path(out), "--out"
+    )  # before the data and the sweep: a report that cannot be written ends nothing late
     spec = sweeps.load_spec(SWEEP)
     cfg = load_config(spec.base)
     uri = tracking.resolve_uri(tracking_uri or cfg.tracking.uri)
@@ -80,8 +82,9 @@ def run_demo(out: Path = Path("reports"), slots: int = 2, tracking_uri: str = ""
     files = list(report.files)
 
     typer.echo("[4/4] attention maps: SCL off vs on (seed 0)")
-    baseline, variant = _seed0_run(cfg.tracking.experiment, spec.baseline, uri), _seed0_run(
-        cfg.tracking.experiment, "+scl", uri
+    baseline, variant = (
+        _seed0_run(cfg.tracking.experiment, spec.baseline, uri),
+        _seed0_run(cfg.tracking.experiment, "+scl", uri),
     )
     if baseline is None or variant is None:
         raise RunError("demo: the sweep finished without a seed-0 run of both variants")

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from workbench.config import TrainConfig
-
 from workbench.errors import ConfigError
 
 
@@ -25,9 +24,7 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device: {name!r} but CUDA is not available here — use cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"train.device: {name!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
-            )
+            raise ConfigError(f"train.device: {name!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
     elif device.type != "cpu":
         raise ConfigError(f"train.device: {name!r} is not supported — allowed: auto, cpu, cuda, cuda:N")
     return device

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from torch.distributed._functional_collectives import all_gather_single_autograd, wait_tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from workbench.errors import ConfigError
 from workbench.device import resolve_device
+from workbench.errors import ConfigError
 
 # what torchrun puts into every worker's environment
 ENV_RANK, ENV_WORLD_SIZE, ENV_LOCAL_RANK = "RANK", "WORLD_SIZE", "LOCAL_RANK"
@@ -150,7 +150,7 @@ def mean_over_ranks(values: dict[str, Tensor]) -> dict[str, Tensor]:
         return values
     stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
     dist.all_reduce(stacked)  # SUM: Gloo has no AVG
-    return dict(zip(values, stacked / dist.get_world_size()))
+    return dict(zip(values, stacked / dist.get_world_size(), strict=True))
 
 
 def agreed_signal(signum: int | None, device: torch.device) -> int | None:
@@ -230,7 +230,9 @@ def check_nproc(nproc: int) -> None:
         raise ConfigError(f"--nproc: {nproc} is not a process count — allowed: >= 1")
     most = 8 * max(torch.cuda.device_count(), os.cpu_count() or 1)  # beyond this it only thrashes
     if nproc > most:
-        raise ConfigError(f"--nproc: {nproc} processes is far more than this machine's GPUs or CPU cores (allowed: 1..{most})")
+        raise ConfigError(
+            f"--nproc: {nproc} processes is far more than this machine's GPUs or CPU cores (allowed: 1..{most})"
+        )
 
 
 def torchrun_command(nproc: int, cli_args: list[str]) -> list[str]:
@@ -238,6 +240,12 @@ def torchrun_command(nproc: int, cli_args: list[str]) -> list[str]:
     if nproc < 1:
         raise ConfigError(f"--nproc: {nproc} is not a process count — allowed: >= 1")
     return [
-        sys.executable, "-m", "workbench.launch.torchrun", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "workbench", *cli_args,
+        sys.executable,
+        "-m",
+        "workbench.launch.torchrun",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "workbench",
+        *cli_args,
     ]

@@ -29,7 +29,7 @@ USER_ERRORS = (ConfigError, DataError)
 
 
 def did_you_mean(word: object, options: Iterable[object], cutoff: float = 0.6) -> str:
-    """" — did you mean 'X'?" for the closest of `options` to a mistyped `word`, else ''.
+    """ " — did you mean 'X'?" for the closest of `options` to a mistyped `word`, else ''.
     The one place that spells the suggestion, so every error reads the same."""
     close = difflib.get_close_matches(str(word)[:100], [str(o) for o in options], n=1, cutoff=cutoff)
     return f" — did you mean '{close[0]}'?" if close else ""

@@ -24,8 +24,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FORCE_AFTER = 3  # signals during the clean-up after a stop: the third one raises anyway
@@ -90,7 +90,7 @@ class deferring:  # noqa: N801 - used like a context manager function
     def __init__(self) -> None:
         self._before: bool | None = None
 
-    def __enter__(self) -> "deferring":
+    def __enter__(self) -> deferring:
         self._before = _state.deferring
         if _state.active and _state.signum is not None:
             stop(_state.signum)

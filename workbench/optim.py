@@ -29,9 +29,7 @@ def build_optimizer(model: nn.Module, objectives: nn.Module, cfg: TrainConfig) -
     for name, param in named:
         if not param.requires_grad:
             continue
-        is_head = name.startswith("objectives.") or any(
-            name.startswith(f"model.{prefix}") for prefix in head_prefixes
-        )
+        is_head = name.startswith("objectives.") or any(name.startswith(f"model.{prefix}") for prefix in head_prefixes)
         groups.setdefault((is_head, _no_decay(name, param)), []).append(param)
     param_groups = [
         {
@@ -63,7 +61,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
 
 
-def optimizer_step(loss: torch.Tensor, optimizer, scheduler, scaler: torch.amp.GradScaler, params, grad_clip: float) -> None:
+def optimizer_step(
+    loss: torch.Tensor, optimizer, scheduler, scaler: torch.amp.GradScaler, params, grad_clip: float
+) -> None:
     """backward -> (unscale, clip) -> step -> schedule: the one update pre-training and fine-tunes share."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()

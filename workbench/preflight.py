@@ -22,8 +22,10 @@ from pathlib import Path
 from workbench.config import RunConfig
 from workbench.data.shapes import GENERATOR, VERSION, read_manifest
 from workbench.errors import ConfigError
-from workbench.objectives.combiner import config_problems, is_on, logged_metrics as train_metrics
-from workbench.tasks import EVAL_TASKS, RETRIEVALS, TASKS, logged_metrics as eval_metrics
+from workbench.objectives.combiner import config_problems, is_on
+from workbench.objectives.combiner import logged_metrics as train_metrics
+from workbench.tasks import EVAL_TASKS, RETRIEVALS, TASKS
+from workbench.tasks import logged_metrics as eval_metrics
 
 KEEP_AS_BUILT = ("random", "warmstart")  # model.*.init values that name no file
 
@@ -74,8 +76,10 @@ def _weight_files(cfg: RunConfig) -> list[str]:
             found.append(f"model.{part}.init: {init!r} is not a file — 'random', 'warmstart' or a warm-start file path")
     vision = cfg.model.vision
     if vision.timm_name and not Path(vision.checkpoint).expanduser().is_file():
-        found.append(f"model.vision.checkpoint: {vision.checkpoint!r} is not a file — the weights of "
-                     f"model.vision.timm_name={vision.timm_name!r} are never downloaded")
+        found.append(
+            f"model.vision.checkpoint: {vision.checkpoint!r} is not a file — the weights of "
+            f"model.vision.timm_name={vision.timm_name!r} are never downloaded"
+        )
     return found
 
 
@@ -108,7 +112,9 @@ def data_problems(cfg: RunConfig) -> list[str]:
     missing = [(key, name) for key, name in named if not _under(root, name).is_file()]
     if not missing:
         return []
-    listed = ", ".join(f"{key}: {name}" for key, name in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    listed = ", ".join(f"{key}: {name}" for key, name in missing[:5]) + (
+        f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    )
     return [f"data.root {root} lacks {listed}"]
 
 

@@ -36,7 +36,12 @@ def build(cfg: RunConfig, tokenizer, *, warm_start: bool = False) -> Pretrainer:
     if warm_start:
         warmstart.apply_init(model, cfg, len(tokenizer))
     objectives = build_objectives(
-        cfg.objectives, model.dims, special_ids_of(tokenizer), len(tokenizer), model=model,
-        content_ids=content_token_ids(tokenizer), fusion_layers=cfg.model.fusion.layers,
+        cfg.objectives,
+        model.dims,
+        special_ids_of(tokenizer),
+        len(tokenizer),
+        model=model,
+        content_ids=content_token_ids(tokenizer),
+        fusion_layers=cfg.model.fusion.layers,
     )
     return Pretrainer(model, objectives)

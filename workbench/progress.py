@@ -32,7 +32,7 @@ _bars = True  # rich bars on the terminal
 _lines = True  # one line per finished phase
 _status_file: Path | None = None
 _console: Console | None = None
-_current: "Phase | None" = None
+_current: Phase | None = None
 
 
 def configure(*, bars: bool | None = None, lines: bool | None = None, status_file: str | Path | None = "") -> None:
@@ -274,8 +274,11 @@ class TrainProgress:
     def update(self, step: int, losses: dict[str, float] | None, samples_per_s: float | None) -> None:
         fields = {}
         if losses:
-            parts = [f"{key.removeprefix('loss/')} {value:.3f}" for key, value in losses.items()
-                     if key.startswith("loss/") and key.count("/") == 1]
+            parts = [
+                f"{key.removeprefix('loss/')} {value:.3f}"
+                for key, value in losses.items()
+                if key.startswith("loss/") and key.count("/") == 1
+            ]
             fields["loss"] = f"loss {losses['loss']:.4f}" + (f" ({' '.join(parts)})" if parts else "")
         if samples_per_s is not None:
             fields["speed"] = f"{samples_per_s:.1f} samples/s"

@@ -22,9 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench import tracking
+from workbench import tags, tracking
 from workbench.errors import ConfigError
-from workbench import tags
 
 DAY_S = 86400
 
@@ -40,8 +39,10 @@ class PrunePlan:
     def table(self) -> str:
         if not self.runs:
             return "no checkpoints to prune"
-        rows = [f"{r['run_id'][:12]}  {r['age_days']:5.0f} d  {_size(r['bytes']):>8}  {r['experiment']}/{r['name']}"
-                for r in self.runs]
+        rows = [
+            f"{r['run_id'][:12]}  {r['age_days']:5.0f} d  {_size(r['bytes']):>8}  {r['experiment']}/{r['name']}"
+            for r in self.runs
+        ]
         return "\n".join(rows + [f"{len(self.runs)} run(s), {_size(self.bytes)}"])
 
 
@@ -60,8 +61,13 @@ def _dir_bytes(path: Path) -> int:
 
 
 def plan_prune(
-    tracking_uri: str = "", *, older_than_days: float = 30.0, keep: int = 0, out_dir: str = "outputs",
-    experiments: list[str] | None = None, now: float | None = None,
+    tracking_uri: str = "",
+    *,
+    older_than_days: float = 30.0,
+    keep: int = 0,
+    out_dir: str = "outputs",
+    experiments: list[str] | None = None,
+    now: float | None = None,
 ) -> PrunePlan:
     """Ended runs older than `older_than_days` whose checkpoint is still stored, except the
     `keep` newest ended runs with a checkpoint of each (experiment, config)."""
@@ -76,11 +82,15 @@ def plan_prune(
         names = {e.name for e in found}
         unknown = [name for name in experiments if name not in names]
         if unknown:
-            raise ConfigError(f"--experiment {unknown[0]!r}: no such MLflow experiment (known: {', '.join(sorted(names))})")
+            raise ConfigError(
+                f"--experiment {unknown[0]!r}: no such MLflow experiment (known: {', '.join(sorted(names))})"
+            )
         found = [e for e in found if e.name in experiments]
     plan = PrunePlan()
     for experiment in found:
-        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=50000)
+        runs = client.search_runs(
+            [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=50000
+        )
         kept: dict[tuple[str, str], int] = {}  # config -> runs with a checkpoint kept so far (newest first)
         for run in runs:
             if run.info.status == "RUNNING" or not _owns_checkpoint(run):
@@ -94,8 +104,16 @@ def plan_prune(
                 continue
             age_days = (now - (run.info.end_time or run.info.start_time) / 1000) / DAY_S
             if age_days >= older_than_days:
-                plan.runs.append({"run_id": run.info.run_id, "name": run.info.run_name or "", "age_days": age_days,
-                                  "experiment": experiment.name, "bytes": size, "where": where})
+                plan.runs.append(
+                    {
+                        "run_id": run.info.run_id,
+                        "name": run.info.run_name or "",
+                        "age_days": age_days,
+                        "experiment": experiment.name,
+                        "bytes": size,
+                        "where": where,
+                    }
+                )
     return plan
 
 

@@ -8,9 +8,9 @@ process with the config of an experiment or of a recorded run (`--resume`, `--fr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from workbench import distributed, interrupts, preflight, tracking, train
 from workbench import tags as tag
@@ -85,9 +85,11 @@ def skip_missing_warm_start(cfg: RunConfig, user_overrides: list[str], echo: Cal
     if path.is_file():
         return False  # made by an earlier run: used
     cfg.model.vision.init = RANDOM
-    echo(f"--quick: no cached ViT warm start ({path}), so this run starts the ViT from random weights "
-         "(model.vision.init=random); a full run makes the warm start once and later quick runs use it "
-         "(--quick --set model.vision.init=warmstart makes it now)")
+    echo(
+        f"--quick: no cached ViT warm start ({path}), so this run starts the ViT from random weights "
+        "(model.vision.init=random); a full run makes the warm start once and later quick runs use it "
+        "(--quick --set model.vision.init=warmstart makes it now)"
+    )
     return True
 
 
@@ -97,7 +99,9 @@ def check_options(request: RunRequest) -> None:
         raise ConfigError("--resume and --from exclude each other: --resume continues a run, --from starts a new one")
     if request.recorded and request.experiment:
         option = "--resume" if request.resume else "--from"
-        raise ConfigError(f"{option} uses the run's recorded config; drop --experiment {request.experiment} (--set still applies)")
+        raise ConfigError(
+            f"{option} uses the run's recorded config; drop --experiment {request.experiment} (--set still applies)"
+        )
 
 
 def launch(request: RunRequest, overrides: list[str], ranks: int, *, echo: Callable[[str], None]) -> int:
@@ -107,17 +111,36 @@ def launch(request: RunRequest, overrides: list[str], ranks: int, *, echo: Calla
     if not request.recorded:  # a bad key or an uneven batch: one line now, not once per process
         cfg = load_config(experiment, option_overrides(overrides, request.device, request.tracking_uri))
         distributed.local_batch_size(cfg.train.batch_size, ranks)
-        preflight.check(cfg, fresh=False, data=False)  # each objective's rules before a job starts (files: on its hosts)
+        preflight.check(
+            cfg, fresh=False, data=False
+        )  # each objective's rules before a job starts (files: on its hosts)
         out_dir = cfg.train.out_dir
     args = ["--debug"] if request.debug else []
-    args += ["run", *([] if request.recorded else ["--experiment", experiment]), *[f"--set={o}" for o in request.overrides]]
+    args += [
+        "run",
+        *([] if request.recorded else ["--experiment", experiment]),
+        *[f"--set={o}" for o in request.overrides],
+    ]
     args += [flag for flag, on in (("--quick", request.quick), ("--no-eval", request.no_eval)) if on]
-    args += [f"--{name}={value}" for name, value in (("device", request.device), ("tracking-uri", request.tracking_uri),
-                                                     ("resume", request.resume), ("from", request.rerun_of)) if value]
+    args += [
+        f"--{name}={value}"
+        for name, value in (
+            ("device", request.device),
+            ("tracking-uri", request.tracking_uri),
+            ("resume", request.resume),
+            ("from", request.rerun_of),
+        )
+        if value
+    ]
     if request.launcher == "slurm":
         return slurm_run.launch(
-            args, request.slurm, nodes=request.nodes, tasks_per_node=request.slurm.gpus or request.nproc,
-            folder=Path(out_dir) / "slurm", wait=request.wait, echo=echo,
+            args,
+            request.slurm,
+            nodes=request.nodes,
+            tasks_per_node=request.slurm.gpus or request.nproc,
+            folder=Path(out_dir) / "slurm",
+            wait=request.wait,
+            echo=echo,
         )
     return interrupts.run_forwarding(distributed.torchrun_command(request.nproc, args))
 
@@ -130,8 +153,12 @@ def run_config(request: RunRequest, overrides: list[str]) -> tuple[RunConfig, di
         return cfg, tracking.run_tags(experiment, request.overrides, request.presets)
     option = "--resume" if request.resume else "--from"
     try:  # the run's own config; --set may still change e.g. train.device
-        cfg = train.load_run_config(request.recorded, request.tracking_uri or "",
-                                    option_overrides(overrides, request.device), resume=bool(request.resume))
+        cfg = train.load_run_config(
+            request.recorded,
+            request.tracking_uri or "",
+            option_overrides(overrides, request.device),
+            resume=bool(request.resume),
+        )
     except ConfigError as err:
         raise ConfigError(f"{option}: {err}") from None
     return cfg, ({tag.RERUN_OF: request.rerun_of} if request.rerun_of else None)

@@ -46,12 +46,21 @@ CALIBRATION_PATHS = 400_000
 CALIBRATION_SEED = 20240525
 CALIBRATION_CHUNK = 50_000
 SPENDING = ("obrien-fleming", "pocock")
-DESIGN_NAME = ("group-sequential paired t-test (Lan–DeMets {spending} alpha spending over looks at "
-               "{looks} paired seeds, t boundaries calibrated by simulation), Holm step-down across variants "
-               "(Maurer & Bretz 2013){equivalence}")
+DESIGN_NAME = (
+    "group-sequential paired t-test (Lan–DeMets {spending} alpha spending over looks at "
+    "{looks} paired seeds, t boundaries calibrated by simulation), Holm step-down across variants "
+    "(Maurer & Bretz 2013){equivalence}"
+)
 FIXED_NAME = "paired t-test over {n} seeds, Holm-corrected across variants{equivalence}"
 
-BETTER, WORSE, EQUIVALENT, OPEN, UNRESOLVED, BASELINE = "better", "worse", "equivalent", "open", "unresolved", "baseline"
+BETTER, WORSE, EQUIVALENT, OPEN, UNRESOLVED, BASELINE = (
+    "better",
+    "worse",
+    "equivalent",
+    "open",
+    "unresolved",
+    "baseline",
+)
 DECIDED = (BETTER, WORSE, EQUIVALENT)
 VERDICTS = (BETTER, WORSE, EQUIVALENT, OPEN, UNRESOLVED, BASELINE)
 
@@ -91,8 +100,11 @@ class Design:
         equivalence = f"; equivalent: the repeated CI of Δ inside ±{delta:g}" if delta else ""
         if not self.sequential:
             return FIXED_NAME.format(n=self.max_seeds, equivalence=equivalence.replace("repeated ", ""))
-        return DESIGN_NAME.format(spending="O'Brien–Fleming" if self.spending == "obrien-fleming" else "Pocock",
-                                  looks=f"{self.min_seeds}..{self.max_seeds}", equivalence=equivalence)
+        return DESIGN_NAME.format(
+            spending="O'Brien–Fleming" if self.spending == "obrien-fleming" else "Pocock",
+            looks=f"{self.min_seeds}..{self.max_seeds}",
+            equivalence=equivalence,
+        )
 
 
 def spent(t: np.ndarray, alpha: float, spending: str) -> np.ndarray:
@@ -125,8 +137,10 @@ def t_boundaries(min_seeds: int, max_seeds: int, level: float, spending: str = "
     """Critical |t| per look n = min..max so that a null sequence crosses by look k with probability
     α*(n_k / max): calibrated on CALIBRATION_PATHS simulated null sequences (deterministic)."""
     rng = np.random.default_rng(CALIBRATION_SEED)
-    chunks = [np.abs(paired_t_paths(CALIBRATION_CHUNK, max_seeds, rng))[:, min_seeds - 1:].astype(np.float32)
-              for _ in range(CALIBRATION_PATHS // CALIBRATION_CHUNK)]  # bounded memory: 400k x 30 looks ~ 48 MB
+    chunks = [
+        np.abs(paired_t_paths(CALIBRATION_CHUNK, max_seeds, rng))[:, min_seeds - 1 :].astype(np.float32)
+        for _ in range(CALIBRATION_PATHS // CALIBRATION_CHUNK)
+    ]  # bounded memory: 400k x 30 looks ~ 48 MB
     t = np.concatenate(chunks)
     looks = np.arange(min_seeds, max_seeds + 1)
     budget = spent(looks / max_seeds, level, spending) * CALIBRATION_PATHS
@@ -163,8 +177,9 @@ class Comparison:
         return self.verdict in DECIDED
 
 
-def decide(diffs: dict[str, list[float]], design: Design, *, delta: float | None = None,
-           maximize: bool = True) -> dict[str, Comparison]:
+def decide(
+    diffs: dict[str, list[float]], design: Design, *, delta: float | None = None, maximize: bool = True
+) -> dict[str, Comparison]:
     """Verdicts for paired differences (variant − baseline, in seed order) of every variant.
 
     Replays the looks min..max in order, as the sweep took them: at each look the comparisons
@@ -206,8 +221,9 @@ def decide(diffs: dict[str, list[float]], design: Design, *, delta: float | None
     for v, d in data.items():
         if v not in last:
             mean = float(d.mean()) if len(d) else math.nan
-            out[v] = Comparison(v, OPEN, len(d), mean, math.nan, math.nan, math.nan, math.nan, design.alpha / max(1, m),
-                                math.nan)
+            out[v] = Comparison(
+                v, OPEN, len(d), mean, math.nan, math.nan, math.nan, math.nan, design.alpha / max(1, m), math.nan
+            )
             continue
         n, mean, sd, t, critical, level = last[v]
         verdict = decided.get(v) or (UNRESOLVED if n >= design.max_seeds else OPEN)

@@ -7,7 +7,7 @@ into what the person sees: a summary, and an exit code or the error of a failed 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from workbench import sweeps
 from workbench.sweeps import dispatch, slurm
@@ -36,8 +36,14 @@ def execute(
     if options.yes:
         echo(sweeps.compute_estimate(spec), err=True)
     result = dispatch.sweep_command(
-        spec, list(overrides), options, launcher=launcher, slurm=on_slurm,
-        show_status=show_status, cancel_jobs=cancel, echo=echo,
+        spec,
+        list(overrides),
+        options,
+        launcher=launcher,
+        slurm=on_slurm,
+        show_status=show_status,
+        cancel_jobs=cancel,
+        echo=echo,
     )
     if result is None:  # --status, --cancel, --no-wait
         return 0

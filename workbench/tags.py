@@ -23,7 +23,9 @@ EXPERIMENT = f"{PREFIX}experiment"  # the experiment YAML a run was started from
 OVERRIDES = f"{PREFIX}overrides"  # its `--set` overrides, space-separated
 PRESET = f"{PREFIX}preset"  # `run --quick` / `--no-eval` (their overrides are in the config, not the tag)
 RERUN_OF = f"{PREFIX}rerun_of"  # on a run started with `workbench run --from RUN_ID`
-EVALUATED_FROM = f"{PREFIX}evaluated_from"  # `workbench eval RUN_ID --set eval.*=...`: the run whose checkpoint it scored
+EVALUATED_FROM = (
+    f"{PREFIX}evaluated_from"  # `workbench eval RUN_ID --set eval.*=...`: the run whose checkpoint it scored
+)
 CHECKPOINT_PRUNED = f"{PREFIX}checkpoint_pruned"  # date `workbench runs prune` removed the checkpoint
 # sweeps: children and their parent
 SWEEP = f"{PREFIX}sweep"

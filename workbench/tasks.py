@@ -47,7 +47,12 @@ REFERENCES = {  # the reference levels each kind of task logs beside its metrics
     "finetune": ("chance", "majority", "blind"),
 }
 ATTENTION_METRICS = ("in_object",)  # `eval/attention/...` with the retrieval task (data with object masks)
-GRADCAM_METRICS = ("gradcam_in_object", "object_area", "chance_gradcam_in_object", "gradcam_beats_area")  # ... and with ITM built
+GRADCAM_METRICS = (
+    "gradcam_in_object",
+    "object_area",
+    "chance_gradcam_in_object",
+    "gradcam_beats_area",
+)  # ... and with ITM built
 
 
 def logged_metrics(tasks: list[str] | tuple[str, ...], *, itc: bool, itm: bool, rerank_k: int) -> set[str]:

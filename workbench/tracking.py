@@ -31,18 +31,25 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
-from workbench.config import RunConfig, flatten, to_yaml
-
-from workbench.errors import ConfigError, RunError, did_you_mean
 from workbench import store_retry
 from workbench import tags as tag
+from workbench.config import RunConfig, flatten, to_yaml
+from workbench.errors import ConfigError, RunError, did_you_mean
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 SHORT_ID = 6  # run id characters in a default run name
 NAME_MAX = 100
 # overrides that say where a run reads and writes, not what it is: left out of its name (kept in the tag)
-NAME_SKIPS = ("data.root=", "data.image_root=", "data.tokenizer=", "tracking.", "train.out_dir=", "train.device=",
-              "train.log_every=", "train.checkpoint_every=")
+NAME_SKIPS = (
+    "data.root=",
+    "data.image_root=",
+    "data.tokenizer=",
+    "tracking.",
+    "train.out_dir=",
+    "train.device=",
+    "train.log_every=",
+    "train.checkpoint_every=",
+)
 URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
 # MLflow's experiment-kind tag: with it the UI opens an experiment on its runs table, not the GenAI
 # "Overview" (traces, token usage) that MLflow 3 shows an untagged experiment
@@ -97,7 +104,9 @@ def redact(uri: str) -> str:
 def _bad_scheme(uri: str) -> str:
     scheme = uri.split("://", 1)[0] if "://" in uri else uri.split(":", 1)[0]
     hint = did_you_mean(scheme, URI_SCHEMES)
-    return f"tracking.uri: {redact(uri)!r} has no MLflow store scheme '{scheme}' (known: {', '.join(URI_SCHEMES)}){hint}"
+    return (
+        f"tracking.uri: {redact(uri)!r} has no MLflow store scheme '{scheme}' (known: {', '.join(URI_SCHEMES)}){hint}"
+    )
 
 
 def check_store(uri: str = "") -> str:
@@ -146,7 +155,9 @@ def _check_sqlite(uri: str) -> None:
         return
 
     def bad(why: str) -> ConfigError:
-        return ConfigError(f"tracking.uri: cannot use the SQLite store {str(path)!r}: {why}; fix --tracking-uri / tracking.uri")
+        return ConfigError(
+            f"tracking.uri: cannot use the SQLite store {str(path)!r}: {why}; fix --tracking-uri / tracking.uri"
+        )
 
     if path.exists():
         if path.is_dir():
@@ -195,8 +206,9 @@ def experiment_id(name: str, uri: str = "") -> str:
             if EXPERIMENT_KIND_TAG not in found.tags:
                 mlflow_client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
-        return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri),
-                                               tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        return mlflow_client.create_experiment(
+            name, artifact_location=artifact_location(uri), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except mlflow.exceptions.MlflowException as err:
         if "already exists" in str(err):  # a concurrent process created it first
             return mlflow_client.get_experiment_by_name(name).experiment_id
@@ -388,7 +400,7 @@ class RunTracker:
         )
         self._system.start()
 
-    def __enter__(self) -> "RunTracker":
+    def __enter__(self) -> RunTracker:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
@@ -457,8 +469,9 @@ def default_run_name(run_id: str, tags: dict[str, str] | None = None) -> str:
     generator, so two runs with the same seed got the same name.
     """
     tags = tags or {}
-    overrides = [o.removeprefix("objectives.") for o in tags.get(tag.OVERRIDES, "").split()
-                 if not o.startswith(NAME_SKIPS)]
+    overrides = [
+        o.removeprefix("objectives.") for o in tags.get(tag.OVERRIDES, "").split() if not o.startswith(NAME_SKIPS)
+    ]
     presets = tags.get(tag.PRESET, "").split()
     name = " ".join([tags.get(tag.EXPERIMENT) or "run", run_id[:SHORT_ID], *presets, *overrides])
     return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
@@ -553,7 +566,9 @@ def read_run_config(run_id: str, uri: str = "") -> str:
             return Path(mlflow_client.download_artifacts(run_id, "config.yaml", tmp)).read_text()
     except Exception as err:
         line = " ".join(str(err).split()) or type(err).__name__
-        raise ConfigError(f"run {run_id!r}: cannot read its config.yaml from {redact(resolve_uri(uri))}: {line}") from None
+        raise ConfigError(
+            f"run {run_id!r}: cannot read its config.yaml from {redact(resolve_uri(uri))}: {line}"
+        ) from None
 
 
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
@@ -600,7 +615,10 @@ def download_checkpoint(mlflow_client: MlflowClient, run_id: str, dest: Path) ->
         dest.mkdir(parents=True, exist_ok=True)
         path = mlflow_client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(dest))
     except Exception as err:
-        line = " ".join(str(err).replace(str(dest), "").split())[:300] or type(err).__name__  # dest may be a scratch dir
-        raise ConfigError(f"run {run_id!r}: no checkpoint in train.out_dir nor as its MLflow artifact "
-                          f"{CHECKPOINT_ARTIFACT} ({line})") from None
+        line = (
+            " ".join(str(err).replace(str(dest), "").split())[:300] or type(err).__name__
+        )  # dest may be a scratch dir
+        raise ConfigError(
+            f"run {run_id!r}: no checkpoint in train.out_dir nor as its MLflow artifact {CHECKPOINT_ARTIFACT} ({line})"
+        ) from None
     return Path(path)

@@ -22,15 +22,26 @@ import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import yaml
 from torch import nn
 
-from workbench import checkpoint, checkpoint_fit, distributed, interrupts, preflight, resume_data, run_lease, tracking, warmstart
+from workbench import (
+    checkpoint,
+    checkpoint_fit,
+    distributed,
+    interrupts,
+    preflight,
+    resume_data,
+    run_lease,
+    tracking,
+    warmstart,
+)
 from workbench import tags as tag
 from workbench.config import RunConfig, flatten, from_dict, to_yaml, validate
 from workbench.data import PretrainStream, data_hash, ensure_data, load_tokenizer
@@ -44,7 +55,8 @@ from workbench.launch import slurm_env
 from workbench.models.vlp import compile_model, compiled_training
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
-from workbench.progress import TrainProgress, phase, say, settings as progress_settings
+from workbench.progress import TrainProgress, phase, say
+from workbench.progress import settings as progress_settings
 
 
 @dataclass
@@ -60,7 +72,9 @@ class RunResult:
         lines = [f"run {self.run_id}: {self.status} after {self.steps} steps, final loss {self.final_loss:.4f}"]
         lines += [f"  {name} = {value:.4f}" for name, value in sorted(self.metrics.items())]
         if self.checkpoint and self.checkpoint.suffix == tracking.REFERENCE_SUFFIX and self.checkpoint.is_file():
-            lines.append(f"  checkpoint: {self.checkpoint.read_text().split()[-1]} (one copy; reference: {self.checkpoint})")
+            lines.append(
+                f"  checkpoint: {self.checkpoint.read_text().split()[-1]} (one copy; reference: {self.checkpoint})"
+            )
         elif self.checkpoint:
             lines.append(f"  checkpoint: {self.checkpoint}")
         return "\n".join(lines)
@@ -71,8 +85,10 @@ def prepare_data(cfg: RunConfig) -> dict[str, Any]:
     manifest = read_manifest(Path(cfg.data.root))
     ready = manifest and (manifest.get("seed"), manifest.get("size")) == (cfg.data.shapes_seed, cfg.data.shapes_size)
     if cfg.data.generate and not ready and (not Path(cfg.data.root).exists() or manifest):
-        say(f"generating ShapesWorld ({cfg.data.shapes_size} size, seed {cfg.data.shapes_seed}) into {cfg.data.root}"
-            " — once; later runs reuse it")
+        say(
+            f"generating ShapesWorld ({cfg.data.shapes_size} size, seed {cfg.data.shapes_seed}) into {cfg.data.root}"
+            " — once; later runs reuse it"
+        )
         with phase("data generation"):
             manifest = ensure_data(cfg.data)
     else:
@@ -118,11 +134,7 @@ def _check_finite(out: dict[str, torch.Tensor], step: int, ckpt: Path | None) ->
 
 
 def _loggable(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {
-        key: value.detach()
-        for key, value in out.items()
-        if isinstance(value, torch.Tensor) and value.numel() == 1
-    }
+    return {key: value.detach() for key, value in out.items() if isinstance(value, torch.Tensor) and value.numel() == 1}
 
 
 def _state(pretrainer: Pretrainer, optimizer, scheduler, step: int, cfg: RunConfig) -> dict[str, Any]:
@@ -223,7 +235,9 @@ def run(
     ranks, device = distributed.setup(cfg.train.device)
     with contextlib.ExitStack() as session:  # left in reverse order, whatever ends the run
         session.callback(distributed.teardown, ranks, synchronize=False)  # error path; a normal end has left already
-        session.enter_context(progress_settings(bars=progress and ranks.is_main, lines=None if ranks.is_main else False))
+        session.enter_context(
+            progress_settings(bars=progress and ranks.is_main, lines=None if ranks.is_main else False)
+        )
         if cfg.train.compile:
             session.enter_context(compiled_training())
         lease = session.enter_context(_lease(cfg))  # one writer per run; released after the run has ended
@@ -232,8 +246,9 @@ def run(
         parts = _build(cfg, ranks, device, resume_run_id=resume_run_id, progress=progress)
         session.enter_context(in_use(cfg.data.root))  # no one regenerates the data set under this run
         tracker = session.enter_context(  # ends the MLflow run exactly once: FINISHED, FAILED or KILLED
-            _open_run(cfg, ranks, device, parts.manifest, resume_run_id=resume_run_id, parent_run_id=parent_run_id,
-                      tags=tags)
+            _open_run(
+                cfg, ranks, device, parts.manifest, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=tags
+            )
         )
         if not resume_run_id and ranks.is_main:
             lease.acquire(tracker.run_id)
@@ -269,8 +284,12 @@ def _build(
         resume_data.refuse_changed(cfg, resume_run_id, manifest["data_hash"])
     tokenizer = load_tokenizer(cfg.data)
     stream = PretrainStream(  # reads and checks every pre-training entry: bad data fails here
-        cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda",
-        rank=ranks.rank, world_size=ranks.world_size,
+        cfg,
+        tokenizer,
+        seed=cfg.train.seed,
+        pin_memory=device.type == "cuda",
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
     if ranks.is_main:
         check_eval_files(cfg)  # before training, not after it
@@ -295,17 +314,30 @@ def _build(
 
 
 def _open_run(
-    cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, manifest: dict[str, Any], *,
-    resume_run_id: str | None, parent_run_id: str | None, tags: dict[str, str] | None,
+    cfg: RunConfig,
+    ranks: distributed.Ranks,
+    device: torch.device,
+    manifest: dict[str, Any],
+    *,
+    resume_run_id: str | None,
+    parent_run_id: str | None,
+    tags: dict[str, str] | None,
 ) -> tracking.RunTracker:
     """Rank 0 opens (or reopens) the MLflow run; the other ranks get a disabled tracker with the same run id."""
     job = slurm_env.job_tags()  # inside a SLURM job: its id and node (on resume: the job carrying the run on)
-    run_tags = {tag.SEED: str(cfg.train.seed), tag.DATA_HASH: manifest["data_hash"],
-                tag.DEVICES: str(ranks.world_size), tag.DEVICE_KIND: device.type, **job, **(tags or {})}
+    run_tags = {
+        tag.SEED: str(cfg.train.seed),
+        tag.DATA_HASH: manifest["data_hash"],
+        tag.DEVICES: str(ranks.world_size),
+        tag.DEVICE_KIND: device.type,
+        **job,
+        **(tags or {}),
+    }
     tracker = None
     if ranks.is_main:
-        tracker = tracking.start_run(cfg, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags,
-                                     resume_tags=job)
+        tracker = tracking.start_run(
+            cfg, resume_run_id=resume_run_id, parent_run_id=parent_run_id, tags=run_tags, resume_tags=job
+        )
     run_id = distributed.broadcast_object(tracker.run_id if tracker else None)
     return tracker or tracking.RunTracker(None, run_id, enabled=False)
 
@@ -341,8 +373,9 @@ def _start(s: _Session, on_start: Callable[[str, str], None] | None) -> tuple[nn
     return trainer, stream
 
 
-def _pretrain(s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any]], *, stop_after: int | None,
-              progress: bool) -> None:
+def _pretrain(
+    s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any]], *, stop_after: int | None, progress: bool
+) -> None:
     """The pre-training loop with its progress bar, up to `train.steps` (or `stop_after`).
     Signals wait for a step boundary (one process; DDP ranks stop at once, together);
     running out of memory becomes one line naming the step and the settings to lower."""
@@ -360,8 +393,9 @@ def _pretrain(s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any]],
     bar.close()
 
 
-def _train_steps(s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any]], end_step: int,
-                 bar: TrainProgress) -> None:
+def _train_steps(
+    s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any]], end_step: int, bar: TrainProgress
+) -> None:
     """Steps `s.step`..`end_step`: forward, NaN check, update, metrics every `train.log_every`, a checkpoint
     every `train.checkpoint_every`; after a step in which SIGINT/SIGTERM came, a checkpoint and `Interrupted`."""
     cfg, parts = s.cfg, s.parts
@@ -396,11 +430,12 @@ def _train_steps(s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any
     s.step = end_step
 
 
-def _report(s: _Session, reported: dict[str, torch.Tensor], done: int, throughput: float, log: bool,
-            bar: TrainProgress) -> None:
+def _report(
+    s: _Session, reported: dict[str, torch.Tensor], done: int, throughput: float, log: bool, bar: TrainProgress
+) -> None:
     """Losses on the progress bar; with `log`, also to MLflow (`train/...`, 1-based steps)."""
     values = _loggable(reported)
-    numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist()))
+    numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist(), strict=True))
     s.final_loss = numbers["loss"]
     if log and done > s.already_logged:  # a resumed run logs only the steps it had not logged
         metrics = {f"train/{'loss/total' if k == 'loss' else k}": v for k, v in numbers.items()}
@@ -520,7 +555,11 @@ def check_fits_memory(cfg: RunConfig, device: torch.device, world_size: int = 1)
 def estimate_parameters(cfg: RunConfig) -> int:
     """~12 w^2 per transformer layer (attention 4 w^2 + MLP 8 w^2), fusion with cross-attention ~16 w^2."""
     m = cfg.model
-    return 12 * m.vision.width**2 * m.vision.depth + 12 * m.text.width**2 * m.text.depth + 16 * m.fusion.width**2 * m.fusion.layers
+    return (
+        12 * m.vision.width**2 * m.vision.depth
+        + 12 * m.text.width**2 * m.text.depth
+        + 16 * m.fusion.width**2 * m.fusion.layers
+    )
 
 
 def estimate_activations(cfg: RunConfig) -> int:
@@ -529,8 +568,11 @@ def estimate_activations(cfg: RunConfig) -> int:
     m, d = cfg.model, cfg.data
     image_tokens = (d.image_size // m.vision.patch_size) ** 2 + 1
     text_tokens = d.max_text_len
-    per_sample = (image_tokens * m.vision.width * m.vision.depth + text_tokens * m.text.width * m.text.depth
-                  + text_tokens * m.fusion.width * m.fusion.layers)
+    per_sample = (
+        image_tokens * m.vision.width * m.vision.depth
+        + text_tokens * m.text.width * m.text.depth
+        + text_tokens * m.fusion.width * m.fusion.layers
+    )
     return 16 * cfg.train.batch_size * per_sample
 
 
@@ -549,8 +591,16 @@ def available_memory(device: torch.device) -> int:
 
 # What `--resume --set` may change: where things are and how fast they run, never what is computed.
 RESUME_MAY_CHANGE = (
-    "train.device", "train.precision", "train.compile", "train.out_dir", "tracking.uri",
-    "data.root", "data.image_root", "data.tokenizer", "data.num_workers", "data.generate",
+    "train.device",
+    "train.precision",
+    "train.compile",
+    "train.out_dir",
+    "tracking.uri",
+    "data.root",
+    "data.image_root",
+    "data.tokenizer",
+    "data.num_workers",
+    "data.generate",
 )
 
 
@@ -582,8 +632,11 @@ def _recorded_config(
     extra = list(overrides or []) + ([f"tracking.uri={tracking_uri}"] if tracking_uri else [])
     cfg = from_dict(data, extra)
     recorded, wanted = flatten(from_dict(data)), flatten(cfg)
-    changed = {key: (recorded.get(key), wanted[key]) for key in wanted
-               if wanted[key] != recorded.get(key) and key not in RESUME_MAY_CHANGE}
+    changed = {
+        key: (recorded.get(key), wanted[key])
+        for key in wanted
+        if wanted[key] != recorded.get(key) and key not in RESUME_MAY_CHANGE
+    }
     return cfg, changed
 
 
@@ -620,7 +673,9 @@ def evaluate_run(
             lease.acquire(run_id)
             return _evaluate_loaded(loaded, cfg, tracking.RunTracker(tracking.client(cfg.tracking.uri), run_id)), run_id
     settings = " ".join(f"{key.removeprefix('eval.')}={wanted}" for key, (_, wanted) in changed.items())
-    cfg.tracking.run_name = f"eval {settings} of {source.info.run_name or run_id[:tracking.SHORT_ID]}"[:tracking.NAME_MAX]
+    cfg.tracking.run_name = f"eval {settings} of {source.info.run_name or run_id[: tracking.SHORT_ID]}"[
+        : tracking.NAME_MAX
+    ]
     run_tags = {tag.EVALUATED_FROM: run_id, tag.OVERRIDES: " ".join(overrides or []), tag.SEED: str(cfg.train.seed)}
     with tracking.start_run(cfg, tags=run_tags) as tracker:  # FINISHED, or FAILED/KILLED when evaluation stops
         return _evaluate_loaded(loaded, cfg, tracker), tracker.run_id
@@ -647,15 +702,20 @@ def _load_checkpoint(run_id: str, cfg: RunConfig) -> _Loaded:
     local = Path(cfg.train.out_dir) / run_id / checkpoint.LAST
     where = str(local)
     with tempfile.TemporaryDirectory() as scratch:  # a download from a remote store is not kept
-        path = local if local.is_file() else tracking.download_checkpoint(tracking.client(cfg.tracking.uri), run_id, Path(scratch))
+        path = (
+            local
+            if local.is_file()
+            else tracking.download_checkpoint(tracking.client(cfg.tracking.uri), run_id, Path(scratch))
+        )
         if path != local:
             where = str(path) if not path.is_relative_to(scratch) else f"runs:/{run_id}/{tracking.CHECKPOINT_ARTIFACT}"
         try:
             state = checkpoint.load(path, map_location=device)
         except DataError as err:
             raise DataError(str(err).replace(str(path), where)) from None
-    step = checkpoint_fit.load_parts(state, {"model": pretrainer.model, "objectives": pretrainer.objectives},
-                                     f"run {run_id}'s checkpoint {where}")
+    step = checkpoint_fit.load_parts(
+        state, {"model": pretrainer.model, "objectives": pretrainer.objectives}, f"run {run_id}'s checkpoint {where}"
+    )
     return _Loaded(pretrainer, tokenizer, device, step)
 
 

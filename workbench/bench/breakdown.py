@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -47,9 +48,7 @@ class Breakdown:
     @property
     def objectives(self) -> dict[str, float]:
         """Each objective's own compute + an even split of the passes it reads."""
-        shares = {
-            k.removeprefix("objective/"): v for k, v in self.components.items() if k.startswith("objective/")
-        }
+        shares = {k.removeprefix("objective/"): v for k, v in self.components.items() if k.startswith("objective/")}
         for name, share in self.passes.items():
             readers = self.readers.get(name, [])
             for reader in readers:
@@ -69,7 +68,7 @@ class Labels:
         self._hooks: list[Any] = []
         self._saved_recipes: dict | None = None
 
-    def __enter__(self) -> "Labels":
+    def __enter__(self) -> Labels:
         for name in self.objectives.built:
             term = getattr(self.objectives, name)
             self._hooks.append(term.register_forward_pre_hook(partial(self._enter_term, name)))
@@ -136,7 +135,7 @@ def _labels_of(event: Any) -> list[str]:
     node = event
     while node is not None:
         if node.name.startswith(PREFIX):
-            out.append(node.name[len(PREFIX):])
+            out.append(node.name[len(PREFIX) :])
         node = node.cpu_parent
     return out
 
@@ -173,11 +172,11 @@ def attribute(events: list[Any], device_time: bool = False) -> dict[str, float]:
     """Seconds per category; backward ops follow the forward op of their autograd node."""
     categories = [category(_labels_of(e)) for e in events]
     forward_of: dict[int, str] = {}
-    for event, cat in zip(events, categories):
+    for event, cat in zip(events, categories, strict=True):
         if cat != BACKWARD and event.sequence_nr >= 0:
             forward_of.setdefault(event.sequence_nr, cat)
     seconds: dict[str, float] = defaultdict(float)
-    for event, cat in zip(events, categories):
+    for event, cat in zip(events, categories, strict=True):
         if cat == BACKWARD:
             node = _evaluated_node(event)
             cat = forward_of.get(node.sequence_nr, OTHER) if node is not None else OTHER

@@ -18,8 +18,9 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -118,7 +119,7 @@ def run_block(
         out = step(batch)
         if (index + 1) % log_every == 0:
             values = _scalars(out)
-            numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist()))
+            numbers = dict(zip(values, torch.stack(list(values.values())).float().tolist(), strict=True))
             metrics = {f"train/{'loss/total' if k == 'loss' else k}": v for k, v in numbers.items()}
             metrics["train/lr"] = step.scheduler.get_last_lr()[0]
             log_start = time.perf_counter()

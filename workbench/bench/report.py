@@ -17,7 +17,12 @@ def _pct(value: float) -> str:
 
 def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
     return [line(header), line(["-" * w for w in widths]), *[line(r) for r in rows]]
 
 
@@ -42,22 +47,41 @@ def render(result: BenchResult) -> str:
         "(idle machine), MFU median = median step / median peak (as loaded now)",
         "",
     ]
-    header = ["config", "batch", "step s best/median", "spread", "samples/s best/median", "GFLOP/step",
-              "peak GFLOP/s best/median", "MFU best", "MFU median", "fusion passes"]
+    header = [
+        "config",
+        "batch",
+        "step s best/median",
+        "spread",
+        "samples/s best/median",
+        "GFLOP/step",
+        "peak GFLOP/s best/median",
+        "MFU best",
+        "MFU median",
+        "fusion passes",
+    ]
     rows = [
-        [c.name, c.batch_size, f"{c.best_step_s:.3f} / {c.step_s:.3f}", _pct(c.to_dict()["step_spread"]),
-         f"{c.best_samples_per_s:.2f} / {c.samples_per_s:.2f}", f"{c.flops_per_step / 1e9:.2f}",
-         f"{max(c.peak_flops_per_s) / 1e9:.1f} / {c.peak / 1e9:.1f}", _pct(c.best_mfu), _pct(c.mfu), c.fusion_passes]
+        [
+            c.name,
+            c.batch_size,
+            f"{c.best_step_s:.3f} / {c.step_s:.3f}",
+            _pct(c.to_dict()["step_spread"]),
+            f"{c.best_samples_per_s:.2f} / {c.samples_per_s:.2f}",
+            f"{c.flops_per_step / 1e9:.2f}",
+            f"{max(c.peak_flops_per_s) / 1e9:.1f} / {c.peak / 1e9:.1f}",
+            _pct(c.best_mfu),
+            _pct(c.mfu),
+            c.fusion_passes,
+        ]
         for c in result.configs
     ]
     lines += _rows(header, rows)
     if result.configs:
         lines += _shares(result, "fusion pass (fwd+bwd, share of step)", lambda c: c.breakdown.passes)
+        lines += _shares(result, "objective (own + even share of passes read)", lambda c: c.breakdown.objectives)
         lines += _shares(
-            result, "objective (own + even share of passes read)", lambda c: c.breakdown.objectives
-        )
-        lines += _shares(
-            result, "shared", lambda c: {k: v for k, v in c.breakdown.components.items() if k in (ENCODERS, OPTIMIZER, OTHER)}
+            result,
+            "shared",
+            lambda c: {k: v for k, v in c.breakdown.components.items() if k in (ENCODERS, OPTIMIZER, OTHER)},
         )
         readers = "; ".join(f"{p}: {', '.join(r)}" for p, r in result.configs[0].breakdown.readers.items())
         lines.append(f"(pass readers: {readers}; shares from one profiled step)")

@@ -26,8 +26,15 @@ from workbench.bench.breakdown import Breakdown, profile_step
 from workbench.bench.measure import count_flops, matmul_flops_per_s, median, peak_operands, spread, timed
 from workbench.bench.overheads import Overheads, measure_overheads
 from workbench.bench.setup import (
-    CONFIGS, PAPER_VOCABULARY, TrainStep, Vocabulary, bench_config, build_pretrainer,
-    default_batch_size, synthetic_batch, to_device,
+    CONFIGS,
+    PAPER_VOCABULARY,
+    TrainStep,
+    Vocabulary,
+    bench_config,
+    build_pretrainer,
+    default_batch_size,
+    synthetic_batch,
+    to_device,
 )
 from workbench.data import PretrainStream, load_tokenizer
 from workbench.device import resolve_device, seed_everything
@@ -249,8 +256,12 @@ def run_bench(options: BenchOptions) -> BenchResult:
     device = resolve_device(options.device)
     peak_matrix = QUICK_PEAK_SIZE if options.quick else PEAK_SIZE.get(device.type, 2048)
     result = BenchResult(
-        device=str(device), threads=torch.get_num_threads(), torch_version=torch.__version__,
-        quick=options.quick, load_average=(_load(), float("nan")), cores=os.cpu_count() or 0,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        quick=options.quick,
+        load_average=(_load(), float("nan")),
+        cores=os.cpu_count() or 0,
         peak_matrix=peak_matrix,
     )
     compiled = compiled_training() if options.compile else contextlib.nullcontext()  # as train.run trains

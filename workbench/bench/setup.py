@@ -38,10 +38,18 @@ PAPER_RANDOM_INIT = [
     "train.precision=auto",
 ]
 QUICK_MODEL = [
-    "model.vision.width=32", "model.vision.depth=1", "model.vision.heads=2",
-    "model.text.width=32", "model.text.depth=1", "model.text.heads=2",
-    "model.fusion.width=32", "model.fusion.layers=2", "model.fusion.heads=2",
-    "objectives.itc.embed_dim=16", "objectives.softmask.layer=0", "train.log_every=2",
+    "model.vision.width=32",
+    "model.vision.depth=1",
+    "model.vision.heads=2",
+    "model.text.width=32",
+    "model.text.depth=1",
+    "model.text.heads=2",
+    "model.fusion.width=32",
+    "model.fusion.layers=2",
+    "model.fusion.heads=2",
+    "objectives.itc.embed_dim=16",
+    "objectives.softmask.layer=0",
+    "train.log_every=2",
 ]
 # bert-base-uncased's vocabulary size and special ids: the paper config's synthetic captions
 BERT_BASE_VOCAB = 30522
@@ -76,7 +84,7 @@ class Vocabulary:
     special_ids: dict[str, int]
 
     @classmethod
-    def of(cls, tokenizer: Any) -> "Vocabulary":
+    def of(cls, tokenizer: Any) -> Vocabulary:
         return cls(len(tokenizer), tokenizer.pad_token_id, special_ids_of(tokenizer))
 
 
@@ -86,8 +94,11 @@ PAPER_VOCABULARY = Vocabulary(BERT_BASE_VOCAB, BERT_BASE_SPECIAL_IDS["pad"], BER
 def build_pretrainer(cfg: RunConfig, vocab: Vocabulary) -> Pretrainer:
     """The model + the enabled objectives, as `train.build` makes them from a tokenizer."""
     model = VLPModel(
-        cfg.model, vocab_size=vocab.size, pad_token_id=vocab.pad_id,
-        image_size=cfg.data.image_size, max_text_len=cfg.data.max_text_len,
+        cfg.model,
+        vocab_size=vocab.size,
+        pad_token_id=vocab.pad_id,
+        image_size=cfg.data.image_size,
+        max_text_len=cfg.data.max_text_len,
     )
     objectives = build_objectives(cfg.objectives, model.dims, vocab.special_ids, vocab.size, model=model)
     return Pretrainer(model, objectives)

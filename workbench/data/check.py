@@ -27,11 +27,15 @@ _TEXT_KEYS = ("caption", "question", "sentence")
 
 def _expected_files(cfg, pretrain: bool = True) -> list[tuple[str, str]]:
     """(file name, kind) of every file a run with this config reads (`pretrain=False`: the eval files)."""
-    files = [(name, "pretrain") for name in cfg.data.pretrain_files] if pretrain and not cfg.data.pretrain_shards else []
+    files = (
+        [(name, "pretrain") for name in cfg.data.pretrain_files] if pretrain and not cfg.data.pretrain_shards else []
+    )
     files += [(name, "video") for name in cfg.data.video_pretrain_files] if pretrain else []
     for name in cfg.eval.tasks:
         task = TASKS[name]
-        splits = [cfg.eval.split] + (["train"] if task.kind == "finetune" else [])  # a fine-tune trains on its train split
+        splits = [cfg.eval.split] + (
+            ["train"] if task.kind == "finetune" else []
+        )  # a fine-tune trains on its train split
         files += [(f"{name}_{split}.json", task.entries) for split in splits]
     return files
 

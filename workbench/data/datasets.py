@@ -10,19 +10,19 @@ worker count or on what was loaded before (see `stream.PretrainStream`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from workbench.errors import ConfigError
 from workbench.data.media import load_image, load_masks, load_video
 from workbench.data.readers import Entries, caption_key, read_answer_list, read_entries, resolve_media
 from workbench.data.text_augment import mask_words, swap_left_right
 from workbench.data.transforms import FrameTransform, flip_sample
-from workbench.errors import DataError
+from workbench.errors import ConfigError, DataError
 from workbench.tasks import TASKS
 
 VE_LABELS = ("entailment", "neutral", "contradiction")
@@ -31,9 +31,7 @@ NLVR_LABELS = ("False", "True")  # label 1 = the statement is true
 
 def tokenize(tokenizer, texts: Sequence[str], max_text_len: int) -> dict[str, torch.Tensor]:
     """BERT-style ids and mask, padded to the longest text, truncated at `max_text_len`."""
-    encoded = tokenizer(
-        list(texts), padding="longest", truncation=True, max_length=max_text_len, return_tensors="pt"
-    )
+    encoded = tokenizer(list(texts), padding="longest", truncation=True, max_length=max_text_len, return_tensors="pt")
     return {"text_ids": encoded["input_ids"].long(), "text_mask": encoded["attention_mask"].long()}
 
 

@@ -9,6 +9,7 @@ a random frame of each.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,8 @@ def frame_indices(total: int, num_frames: int, rng: np.random.Generator | None) 
         raise ValueError(f"{total} frames < {num_frames}")
     edges = [total * i // num_frames for i in range(num_frames + 1)]
     if rng is None:
-        return [(start + end - 1) // 2 for start, end in zip(edges, edges[1:])]
-    return [int(rng.integers(start, end)) for start, end in zip(edges, edges[1:])]
+        return [(start + end - 1) // 2 for start, end in pairwise(edges)]
+    return [int(rng.integers(start, end)) for start, end in pairwise(edges)]
 
 
 def load_video(path: str | Path, num_frames: int, rng: np.random.Generator | None) -> torch.Tensor:
@@ -66,9 +67,7 @@ def load_video(path: str | Path, num_frames: int, rng: np.random.Generator | Non
     except (OSError, ValueError) as err:
         raise DataError(f"unreadable video {path}: {_one_line(err)}") from None
     if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
-        raise DataError(
-            f"unreadable video {path}: expected uint8 [T, H, W, 3], got {array.dtype} {list(array.shape)}"
-        )
+        raise DataError(f"unreadable video {path}: expected uint8 [T, H, W, 3], got {array.dtype} {list(array.shape)}")
     picked = _pick(path, array.shape[0], num_frames, rng)
     return torch.from_numpy(np.ascontiguousarray(array[picked])).permute(0, 3, 1, 2)
 
@@ -134,7 +133,9 @@ def check_video(path: str | Path) -> int:
     if path.is_dir():
         frames = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not frames:
-            raise DataError(f"unreadable video {path}: a frame directory without frame images ({', '.join(FRAME_SUFFIXES)})")
+            raise DataError(
+                f"unreadable video {path}: a frame directory without frame images ({', '.join(FRAME_SUFFIXES)})"
+            )
         load_image(frames[0])
         return len(frames)
     if path.suffix.lower() in VIDEO_FILE_SUFFIXES:

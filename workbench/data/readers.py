@@ -21,7 +21,6 @@ import numpy as np
 from workbench.errors import DataError
 from workbench.strict_yaml import brief
 
-
 MAX_PROBLEMS = 20  # skip reasons kept for reports
 
 
@@ -56,7 +55,11 @@ SCHEMAS: dict[str, tuple[Field, ...]] = {
         Field("answer", "text"),
         Field("template", "str", required=False),
     ),
-    "nlvr": (Field("images", "paths2", media=True), Field("sentence", "str"), Field("label", "str", choices=("True", "False"))),
+    "nlvr": (
+        Field("images", "paths2", media=True),
+        Field("sentence", "str"),
+        Field("label", "str", choices=("True", "False")),
+    ),
     "ve": (_IMAGE, Field("sentence", "str"), Field("label", "str", choices=("entailment", "neutral", "contradiction"))),
 }
 _EXPECTED = {
@@ -133,7 +136,9 @@ def resolve_media(raw: str, data_cfg, where: str) -> Path:
     if not resolved.exists():
         raise DataError(f"{where}: file not found: {resolved}")
     if not (resolved.is_file() or resolved.is_dir()):  # a FIFO or device: opening it would block or never end
-        raise DataError(f"{where}: {resolved} is not a regular file (a FIFO, socket or device); give an image or video file")
+        raise DataError(
+            f"{where}: {resolved} is not a regular file (a FIFO, socket or device); give an image or video file"
+        )
     if not data_cfg.allow_absolute_paths:  # the rule is about where the bytes are, not the spelling
         real, root = os.path.realpath(resolved), os.path.realpath(media_root(data_cfg))
         if os.path.commonpath([real, root]) != root:

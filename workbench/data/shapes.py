@@ -17,14 +17,14 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from workbench.errors import ConfigError
 from workbench.data import data_guard, shapes_tasks
 from workbench.data.shapes_language import (
     answer_list,
@@ -36,7 +36,7 @@ from workbench.data.shapes_language import (
 )
 from workbench.data.shapes_scene import Obj, mask_box, render, render_video, sample_motion_scene, sample_scene
 from workbench.data.tokenizer import build_tokenizer
-from workbench.errors import DataError
+from workbench.errors import ConfigError, DataError
 
 GENERATOR = "shapesworld"
 VERSION = "2"  # 2: identifying retrieval captions, unique per val/test image and video
@@ -136,8 +136,14 @@ class _Writer:
         if with_masks:
             mask_path = self.file(f"masks/{image_id:06d}.npy", _npy(masks))
             objects = [
-                {"shape": o.shape, "color": o.color, "size": o.size, "bbox": mask_box(masks[k]),
-                 "mask": mask_path, "mask_index": k}
+                {
+                    "shape": o.shape,
+                    "color": o.color,
+                    "size": o.size,
+                    "bbox": mask_box(masks[k]),
+                    "mask": mask_path,
+                    "mask_index": k,
+                }
                 for k, o in enumerate(scene)
             ]
         return path, image_id, objects
@@ -152,8 +158,9 @@ class _Writer:
 UNIQUE_TRIES = 50  # scenes drawn per item before a duplicate description is accepted
 
 
-def _captioned(writer: _Writer, preset: Preset, seed: int, source: str, split: str, count: int,
-               with_objects: bool) -> list[dict]:
+def _captioned(
+    writer: _Writer, preset: Preset, seed: int, source: str, split: str, count: int, with_objects: bool
+) -> list[dict]:
     """Captioned images. Retrieval splits get identifying captions, and a scene whose
     description another image of the split already has is redrawn, so no caption
     string belongs to two images; pre-training keeps generic captions too."""
@@ -187,7 +194,7 @@ def _videos(writer: _Writer, preset: Preset, seed: int, split: str) -> list[dict
             n = int(rng.integers(preset.video_objects[0], preset.video_objects[1] + 1))
             speed = tuple(max(1, round(v * preset.image_px / 64)) for v in preset.video_speed)
             start, motions, velocities = sample_motion_scene(rng, preset.image_px, n, frames, speed)
-            key = frozenset((o.name, motion) for o, motion in zip(start, motions))
+            key = frozenset((o.name, motion) for o, motion in zip(start, motions, strict=True))
             if split == "train" or key not in seen:
                 break
         seen.add(key)
@@ -196,8 +203,14 @@ def _videos(writer: _Writer, preset: Preset, seed: int, split: str) -> list[dict
     return entries
 
 
-def _task(writer: _Writer, preset: Preset, seed: int, source: str, split: str,
-          unit: Callable[[np.random.Generator, int], list[shapes_tasks.TaskSample]]) -> list[dict]:
+def _task(
+    writer: _Writer,
+    preset: Preset,
+    seed: int,
+    source: str,
+    split: str,
+    unit: Callable[[np.random.Generator, int], list[shapes_tasks.TaskSample]],
+) -> list[dict]:
     """Units (balanced groups of samples) until the split's count is reached; groups stay whole."""
     entries: list[dict] = []
     index = 0

@@ -10,7 +10,7 @@ retrieval split whose scenes differ in `scene_key` has no caption shared by two 
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -40,9 +40,15 @@ IDENTIFYING = ("described", "described_count")
 # Where an object is, by the thirds of the image its centre falls in: (row, column) -> phrase.
 # Terse (no "at the"), so four described objects fit in data.max_text_len = 40 tokens.
 GRID_PLACES = {
-    (0, 0): "top left", (0, 1): "top", (0, 2): "top right",
-    (1, 0): "left", (1, 1): "centre", (1, 2): "right",
-    (2, 0): "bottom left", (2, 1): "bottom", (2, 2): "bottom right",
+    (0, 0): "top left",
+    (0, 1): "top",
+    (0, 2): "top right",
+    (1, 0): "left",
+    (1, 1): "centre",
+    (1, 2): "right",
+    (2, 0): "bottom left",
+    (2, 1): "bottom",
+    (2, 2): "bottom right",
 }
 MOTION_CLAUSES = {
     "moving": ["the {a} moves {direction}", "the {a} is moving {direction}"],

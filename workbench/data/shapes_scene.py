@@ -9,8 +9,8 @@ Rendering is PIL without anti-aliasing: an object's mask is exactly its pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -194,16 +194,14 @@ def sample_motion_scene(
             velocities.append((dx * step, dy * step))
         trajectory = [frame_objects(start, velocities, t) for t in range(frames)]
         inside = all(o.r <= o.x < px - o.r and o.r <= o.y < px - o.r for objs in trajectory for o in objs)
-        apart = all(
-            _apart(a, b) for objs in trajectory for i, a in enumerate(objs) for b in objs[i + 1:]
-        )
+        apart = all(_apart(a, b) for objs in trajectory for i, a in enumerate(objs) for b in objs[i + 1 :])
         if inside and apart:
             return start, words, velocities
     raise RuntimeError(f"could not place {n_objects} moving objects after {tries} tries")
 
 
 def frame_objects(start: Sequence[Obj], velocities: Sequence[tuple[int, int]], t: int) -> list[Obj]:
-    return [replace(o, x=o.x + vx * t, y=o.y + vy * t) for o, (vx, vy) in zip(start, velocities)]
+    return [replace(o, x=o.x + vx * t, y=o.y + vy * t) for o, (vx, vy) in zip(start, velocities, strict=True)]
 
 
 def render_video(start: Sequence[Obj], velocities: Sequence[tuple[int, int]], frames: int, px: int) -> np.ndarray:

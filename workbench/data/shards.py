@@ -75,7 +75,9 @@ def shard_paths(data_cfg) -> list[Path]:
     paths = [Path(p) if Path(p).is_absolute() else Path(data_cfg.root) / p for p in expand_braces(pattern)]
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise DataError(f"data.pretrain_shards: {len(missing)} of {len(paths)} shards not found, the first: {missing[0]}")
+        raise DataError(
+            f"data.pretrain_shards: {len(missing)} of {len(paths)} shards not found, the first: {missing[0]}"
+        )
     return paths
 
 
@@ -98,7 +100,9 @@ class ShardIndex:
     paths: list[Path]
     counts: np.ndarray  # samples per shard
     starts: np.ndarray  # global index of each shard's first sample
-    image: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))  # (offset, size, ext) per sample
+    image: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 3), dtype=np.int64)
+    )  # (offset, size, ext) per sample
     caption: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="S1"))
     problems: list[str] = field(default_factory=list)  # samples left out: no image, no caption
@@ -134,7 +138,11 @@ class ShardIndex:
         if isinstance(value, dict):
             value = value.get("caption", value.get("text"))
         captions = [value] if isinstance(value, str) else value
-        if not isinstance(captions, list) or not captions or not all(isinstance(c, str) and c.strip() for c in captions):
+        if (
+            not isinstance(captions, list)
+            or not captions
+            or not all(isinstance(c, str) and c.strip() for c in captions)
+        ):
             raise DataError(f"{where}: no caption (expected text, or JSON with a non-empty 'caption' or 'text')")
         return captions
 
@@ -177,8 +185,15 @@ def index_shards(paths: list[Path]) -> ShardIndex:
         counts[number] = len(images) - starts[number]
     if not images:
         raise DataError(f"no usable samples in {len(paths)} shards ({paths[0]} ...)")
-    return ShardIndex(paths, counts, starts, np.array(images, dtype=np.int64), np.array(captions, dtype=np.int64),
-                      np.array(keys), problems)
+    return ShardIndex(
+        paths,
+        counts,
+        starts,
+        np.array(images, dtype=np.int64),
+        np.array(captions, dtype=np.int64),
+        np.array(keys),
+        problems,
+    )
 
 
 def caption_hash(key: str) -> int:
@@ -209,7 +224,8 @@ class ShardOrder:
             if len(self._cache) > 2:
                 self._cache.clear()
             parts = [
-                self.index.starts[s] + np.random.default_rng([self.seed, 3, epoch, int(s)]).permutation(self.index.counts[s])
+                self.index.starts[s]
+                + np.random.default_rng([self.seed, 3, epoch, int(s)]).permutation(self.index.counts[s])
                 for s in self._shards(epoch)
             ]
             self._cache[epoch] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
@@ -290,7 +306,10 @@ def check_shards(data_cfg, decode: bool = True) -> dict[str, Any]:
                 unreadable += 1
                 bad.append(f"unreadable image {image.name}: {' '.join(str(err).split())}")
     report.update(
-        entries=len(index), shards=len(index.paths), bad_entries=len(bad) - unreadable, unreadable=unreadable,
+        entries=len(index),
+        shards=len(index.paths),
+        bad_entries=len(bad) - unreadable,
+        unreadable=unreadable,
         problems=bad[:20],
     )
     if words:
@@ -322,7 +341,9 @@ class ShardCaptionDataset(CaptionDataset):
         return {"image": image, "text": text, "image_id": index, "caption_id": caption_id}
 
 
-def shard_dataset(src_root: Path, out_dir: Path, per_shard: int, files: list[str], image_root: str = "") -> tuple[list[Path], str]:
+def shard_dataset(
+    src_root: Path, out_dir: Path, per_shard: int, files: list[str], image_root: str = ""
+) -> tuple[list[Path], str]:
     """`workbench data shard`: the ALBEF JSON files `files` under `src_root` (images under
     `image_root` or `src_root`) -> shards in `out_dir`; (shard paths, their brace pattern)."""
     from types import SimpleNamespace
@@ -331,7 +352,9 @@ def shard_dataset(src_root: Path, out_dir: Path, per_shard: int, files: list[str
 
     if per_shard < 1:
         raise ConfigError(f"--per-shard: {per_shard} is not allowed; give a number of samples >= 1 (e.g. 10000)")
-    source = SimpleNamespace(root=str(src_root), image_root=image_root, allow_absolute_paths=False, on_bad_sample="error")
+    source = SimpleNamespace(
+        root=str(src_root), image_root=image_root, allow_absolute_paths=False, on_bad_sample="error"
+    )
     entries = read_entries(source, files, "pretrain").items
     paths = write_shards(entries, out_dir, per_shard)
     return paths, brace_pattern(paths)

@@ -17,7 +17,7 @@ With `data.pretrain_shards` each rank walks its own shards instead (`shards.Shar
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -50,7 +50,7 @@ class _ByKind(Dataset):
 class _StepKeys:
     """Endless batch sampler: the sample keys of step start, start+1, ..."""
 
-    def __init__(self, stream: "PretrainStream", start_step: int):
+    def __init__(self, stream: PretrainStream, start_step: int):
         self.stream, self.start_step = stream, start_step
 
     def __iter__(self) -> Iterator[list[tuple[str, int, int]]]:
@@ -79,7 +79,9 @@ class PretrainStream:
             self.datasets: dict[str, CaptionDataset] = {"image": ShardCaptionDataset(cfg, index, mask)}
             self.shard_order = ShardOrder(index, seed, lane=rank, lanes=world_size)
         else:
-            self.datasets = {"image": CaptionDataset(cfg, read_entries(data, data.pretrain_files, "pretrain"), "image", mask)}
+            self.datasets = {
+                "image": CaptionDataset(cfg, read_entries(data, data.pretrain_files, "pretrain"), "image", mask)
+            }
         if data.video_pretrain_files:
             videos = read_entries(data, data.video_pretrain_files, "video", min_frames=data.num_frames)
             self.datasets["video"] = CaptionDataset(cfg, videos, "video", mask)

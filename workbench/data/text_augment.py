@@ -21,7 +21,7 @@ def mask_words(text: str, ratio: float, mask_token: str, rng: np.random.Generato
     pieces, last = [], 0
     for i in chosen:
         match = words[i]
-        pieces += [text[last:match.start()], mask_token]
+        pieces += [text[last : match.start()], mask_token]
         last = match.end()
     return "".join(pieces) + text[last:]
 

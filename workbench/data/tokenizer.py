@@ -8,8 +8,8 @@ like any Hugging Face tokenizer, so real data only swaps the directory.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from workbench.errors import DataError
 

@@ -35,7 +35,16 @@ from workbench.errors import DataError
 COLOR_FREE_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Sharpness")
 # ALBEF's RandomAugment(2, 7, augs=[...]) op list (ALBEF/dataset/__init__.py), for real photos
 ALBEF_OPS = (
-    "Identity", "AutoContrast", "Equalize", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
+    "Identity",
+    "AutoContrast",
+    "Equalize",
+    "Brightness",
+    "Sharpness",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
 )
 
 
@@ -67,15 +76,19 @@ def build_augment(cfg, train: bool) -> v2.Transform:
     """uint8 -> uint8 resize (eval) or crop + colour-free RandAugment (train with augment.image)."""
     size = cfg.data.image_size
     if train and cfg.augment.image:
-        return v2.Compose([
-            v2.RandomResizedCrop(size, scale=(cfg.augment.crop_scale_min, 1.0), antialias=True),
-            _randaugment(cfg),
-        ])
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(size, scale=(cfg.augment.crop_scale_min, 1.0), antialias=True),
+                _randaugment(cfg),
+            ]
+        )
     return v2.Resize((size, size), antialias=True)
 
 
 def _randaugment(cfg) -> v2.RandAugment:
-    return RANDAUG_SETS[cfg.augment.randaug_set](num_ops=cfg.augment.randaug_ops, magnitude=cfg.augment.randaug_magnitude)
+    return RANDAUG_SETS[cfg.augment.randaug_set](
+        num_ops=cfg.augment.randaug_ops, magnitude=cfg.augment.randaug_magnitude
+    )
 
 
 class FrameTransform:
@@ -83,11 +96,13 @@ class FrameTransform:
 
     def __init__(self, cfg, train: bool):
         mean, std = normalization(cfg)
-        self.pipeline = v2.Compose([
-            build_augment(cfg, train),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ])
+        self.pipeline = v2.Compose(
+            [
+                build_augment(cfg, train),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean=list(mean), std=list(std)),
+            ]
+        )
         self.size = cfg.data.image_size
         self.crop = train and cfg.augment.image
         self.scale, self.ratio = (cfg.augment.crop_scale_min, 1.0), (3 / 4, 4 / 3)  # v2.RandomResizedCrop's
@@ -110,7 +125,9 @@ class FrameTransform:
             with Image.open(source) as image:
                 pixels = self._crop_resize(image)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL: SyntaxError = broken PNG
-            raise DataError(f"unreadable image {_name(source)}: {' '.join(str(err).split()) or type(err).__name__}") from None
+            raise DataError(
+                f"unreadable image {_name(source)}: {' '.join(str(err).split()) or type(err).__name__}"
+            ) from None
         if self.randaugment is not None:  # torchvision's PIL kernels: several times faster than its tensor ones here
             augmented = self.randaugment(Image.fromarray(np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())))
             pixels = torch.from_numpy(np.asarray(augmented).copy()).permute(2, 0, 1)

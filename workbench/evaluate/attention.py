@@ -93,10 +93,7 @@ def named_object(caption: str, objects: list[dict]) -> int | None:
     """
     words = set(re.findall(r"[a-z]+", caption.lower()))
     colours_named = words & {o["color"] for o in objects}
-    hits = [
-        k for k, o in enumerate(objects)
-        if o["shape"] in words and (not colours_named or o["color"] in words)
-    ]
+    hits = [k for k, o in enumerate(objects) if o["shape"] in words and (not colours_named or o["color"] in words)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -189,7 +186,11 @@ def gradcam_in_object(
 
 
 def word_gradcam_maps(
-    model: torch.nn.Module, itm: torch.nn.Module, batch: dict[str, torch.Tensor], words: list[int], layer: int,
+    model: torch.nn.Module,
+    itm: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    words: list[int],
+    layer: int,
     dtype: torch.dtype | None,
 ) -> torch.Tensor:
     """Grad-CAM of the ITM match score at fusion `layer` for word position `words[i]` of row i,
@@ -201,8 +202,13 @@ def word_gradcam_maps(
     with torch.enable_grad(), autocast(device, dtype):
         image = model.encode_image(batch["image"])
         text = model.encode_text(batch["text_ids"], batch["text_mask"])
-        fused = model.fuse(image["image_tokens"], text["text_tokens"], batch["text_mask"],
-                           image["frame_cls_positions"], return_attention=True)
+        fused = model.fuse(
+            image["image_tokens"],
+            text["text_tokens"],
+            batch["text_mask"],
+            image["frame_cls_positions"],
+            return_attention=True,
+        )
         cam = itm_grad_cam(fused, itm.match_logit, layer)
     per_patch = word_cam(cam, torch.tensor(words, device=device), image["patch_positions"])
     return patch_grid(per_patch, frames=len(image["frame_cls_positions"]))

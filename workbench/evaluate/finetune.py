@@ -68,9 +68,14 @@ def joint_features(model: nn.Module, batch: Batch, image_key: str = "image") -> 
     reads nothing else, and the rest of that layer was ~30 % of a fine-tune's CPU time.
     With `fusion_from_layer` in the batch the tokens are fusion stream states (`encode`)."""
     if f"{image_key}_tokens" in batch:
-        return model.fuse(batch[f"{image_key}_tokens"], batch[text_state_key(image_key, batch)], batch["text_mask"],
-                          batch["frame_cls_positions"], pooled_only=True,
-                          from_layer=batch.get("fusion_from_layer"))["joint"]
+        return model.fuse(
+            batch[f"{image_key}_tokens"],
+            batch[text_state_key(image_key, batch)],
+            batch["text_mask"],
+            batch["frame_cls_positions"],
+            pooled_only=True,
+            from_layer=batch.get("fusion_from_layer"),
+        )["joint"]
     return model({**batch, "image": batch[image_key]}, pooled_only=True)["joint"]
 
 
@@ -134,8 +139,9 @@ class PreloadedSplit:
         return out
 
     @torch.no_grad()
-    def encode(self, model: nn.Module, cfg: RunConfig, device: torch.device,
-               fusion_layers: int | None = None) -> dict[str, Tensor]:
+    def encode(
+        self, model: nn.Module, cfg: RunConfig, device: torch.device, fusion_layers: int | None = None
+    ) -> dict[str, Tensor]:
         """The (frozen) encoders' outputs for every row, once: `image_tokens` (and `image2_tokens`),
         `text_tokens`, `frame_cls_positions`; kept on `device`. With `fusion_layers` k the tokens are
         the fusion's stream states after its (frozen) bridges and first k layers instead, each image
@@ -157,7 +163,9 @@ class PreloadedSplit:
                         text, image_tokens = model.fusion.streams(image_tokens, text_tokens, mask, layers=fusion_layers)
                     out.setdefault(f"{key}_tokens", []).append(image_tokens.float())
                     if key == "image" or fusion_layers is not None:
-                        out.setdefault("text_tokens" if key == "image" else f"{key}_text_tokens", []).append(text.float())
+                        out.setdefault("text_tokens" if key == "image" else f"{key}_text_tokens", []).append(
+                            text.float()
+                        )
         encoded: dict = {key: torch.cat(values) for key, values in out.items()}
         encoded["frame_cls_positions"] = positions
         if fusion_layers is not None:
@@ -176,8 +184,18 @@ def preloaded(cfg: RunConfig, tokenizer, task: str, split: str) -> PreloadedSpli
 
     path = data_path(cfg.data, f"{task}_{split}.json")
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, task, split, cfg.data.image_size,
-           cfg.data.max_text_len, cfg.data.image_root, cfg.model.vision.timm_name, id(tokenizer))
+    key = (
+        str(path.resolve()),
+        stat.st_mtime_ns,
+        stat.st_size,
+        task,
+        split,
+        cfg.data.image_size,
+        cfg.data.max_text_len,
+        cfg.data.image_root,
+        cfg.model.vision.timm_name,
+        id(tokenizer),
+    )
     if key not in _PRELOADED:
         if len(_PRELOADED) >= _PRELOADED_MAX:
             _PRELOADED.pop(next(iter(_PRELOADED)))
@@ -227,8 +245,13 @@ def frozen_modules(backbone: nn.Module, layers: str) -> list[nn.Module]:
     frozen = [backbone.vision, backbone.text]
     if layers == "last":
         fusion = backbone.fusion
-        frozen += [fusion.text_bridge, fusion.image_bridge, fusion.token_type,
-                   *fusion.text_layers[:-1], *fusion.image_layers[:-1]]
+        frozen += [
+            fusion.text_bridge,
+            fusion.image_bridge,
+            fusion.token_type,
+            *fusion.text_layers[:-1],
+            *fusion.image_layers[:-1],
+        ]
     return frozen
 
 
@@ -276,7 +299,11 @@ def train_copy(
 
 @torch.no_grad()
 def accuracy(
-    task: FinetuneTask, backbone: nn.Module, head: nn.Module, eval_set: PreloadedSplit, cfg: RunConfig,
+    task: FinetuneTask,
+    backbone: nn.Module,
+    head: nn.Module,
+    eval_set: PreloadedSplit,
+    cfg: RunConfig,
     device: torch.device,
 ) -> float:
     """% of `eval_set` the fine-tuned model gets right."""

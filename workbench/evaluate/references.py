@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
+from itertools import pairwise
 from math import comb
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ def retrieval_chance(txt2img: Sequence[int], n_images: int, texts: Sequence[str]
 # ------------------------------------------------------------- classification
 def ngrams(text: str) -> list[str]:
     words = re.findall(r"\w+", text.lower())
-    return words + [" ".join(pair) for pair in zip(words, words[1:])]
+    return words + [" ".join(pair) for pair in pairwise(words)]
 
 
 def bag_of_ngrams(texts: Sequence[str], vocab: dict[str, int]) -> torch.Tensor:
@@ -69,8 +70,9 @@ def bag_of_ngrams(texts: Sequence[str], vocab: dict[str, int]) -> torch.Tensor:
     return features
 
 
-def blind_predictions(train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str],
-                      classes: int, seed: int = 0) -> np.ndarray:
+def blind_predictions(
+    train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str], classes: int, seed: int = 0
+) -> np.ndarray:
     """Labels a text-only logistic regression (unigrams + bigrams, full-batch Adam) predicts for `test_texts`."""
     vocab: dict[str, int] = {}
     for text in train_texts:
@@ -95,8 +97,9 @@ def blind_predictions(train_texts: Sequence[str], train_labels: Sequence[int], t
         torch.set_num_threads(threads)
 
 
-def label_references(train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str],
-                     test_correct: np.ndarray) -> dict[str, float]:
+def label_references(
+    train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str], test_correct: np.ndarray
+) -> dict[str, float]:
     """{chance_acc, majority_acc, blind_acc} in %; `test_correct` bool [N, classes] = right answers of each test item."""
     classes = test_correct.shape[1]
     counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=classes)
@@ -169,4 +172,6 @@ def task_references(task: str, cfg, dataset=None) -> dict[str, float]:
     train = _file_key(data_path(cfg.data, f"{task}_train.json"))
     held_out = _file_key(data_path(cfg.data, f"{task}_{cfg.eval.split}.json"))
     answers = _file_key(data_path(cfg.data, "vqa_answers.json")) if task == "vqa" else None
-    return {f"{prefix}/{key}": value for key, value in _classification_references(task, train, held_out, answers).items()}
+    return {
+        f"{prefix}/{key}": value for key, value in _classification_references(task, train, held_out, answers).items()
+    }

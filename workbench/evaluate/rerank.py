@@ -29,7 +29,12 @@ def _score_in_chunks(
 
 
 def rerank_rows(
-    similarity: torch.Tensor, k: int, score_pairs: PairScorer, batch_size: int, *, rows_are_images: bool,
+    similarity: torch.Tensor,
+    k: int,
+    score_pairs: PairScorer,
+    batch_size: int,
+    *,
+    rows_are_images: bool,
     plus_similarity: bool = False,
 ) -> torch.Tensor:
     """Each row's top-`k` columns of `similarity` re-scored by `score_pairs` (+ their similarity

@@ -27,9 +27,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from workbench.config import RunConfig
-
-from workbench.errors import ConfigError
 from workbench.device import autocast, autocast_dtype
+from workbench.errors import ConfigError
 from workbench.evaluate.references import task_references
 from workbench.evaluate.rerank import rerank_rows, score_all_pairs
 from workbench.evaluate.retrieval_metrics import retrieval_metrics
@@ -63,8 +62,9 @@ def encode_split(model: nn.Module, dataset, tokenizer, cfg: RunConfig, device: t
     dtype = autocast_dtype(cfg.train, device)
     size = cfg.eval.batch_size
     image_tokens, image_cls, frame_cls_positions, patch_positions = [], [], None, None
-    loader = DataLoader(dataset, batch_size=size, shuffle=False, collate_fn=_images_only,
-                        num_workers=cfg.data.num_workers)
+    loader = DataLoader(
+        dataset, batch_size=size, shuffle=False, collate_fn=_images_only, num_workers=cfg.data.num_workers
+    )
     for images in loader:
         with autocast(device, dtype):
             out = model.encode_image(images.to(device))
@@ -82,8 +82,15 @@ def encode_split(model: nn.Module, dataset, tokenizer, cfg: RunConfig, device: t
         text_tokens.append(out["text_tokens"])
         text_cls.append(out["text_cls"])
         _tick()
-    return Encoded(torch.cat(image_tokens), frame_cls_positions, torch.cat(image_cls),
-                   torch.cat(text_tokens), text_mask, torch.cat(text_cls), patch_positions)
+    return Encoded(
+        torch.cat(image_tokens),
+        frame_cls_positions,
+        torch.cat(image_cls),
+        torch.cat(text_tokens),
+        text_mask,
+        torch.cat(text_cls),
+        patch_positions,
+    )
 
 
 def _images_only(samples: list[dict]) -> Tensor:
@@ -98,8 +105,13 @@ def itm_pair_scorer(model: nn.Module, itm: nn.Module, enc: Encoded, cfg: RunConf
     def score(image_index: Tensor, text_index: Tensor) -> Tensor:
         image_index, text_index = image_index.to(device), text_index.to(device)
         with autocast(device, dtype):
-            fused = model.fuse(enc.image_tokens[image_index], enc.text_tokens[text_index],
-                               enc.text_mask[text_index], enc.frame_cls_positions, pooled_only=True)
+            fused = model.fuse(
+                enc.image_tokens[image_index],
+                enc.text_tokens[text_index],
+                enc.text_mask[text_index],
+                enc.frame_cls_positions,
+                pooled_only=True,
+            )
             logits = itm.match_logit(fused["joint"]).float()
         _tick()
         return logits
@@ -137,7 +149,12 @@ def itc_similarity(itc: nn.Module, enc: Encoded) -> Tensor:
 
 
 def retrieval_scores(
-    model: nn.Module, objectives: nn.Module, dataset, tokenizer, cfg: RunConfig, device: torch.device,
+    model: nn.Module,
+    objectives: nn.Module,
+    dataset,
+    tokenizer,
+    cfg: RunConfig,
+    device: torch.device,
     keep: dict | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """{"itc": (i2t, t2i), "final": (i2t, t2i)} score matrices ("itc" only when ITC is built).
@@ -151,8 +168,16 @@ def retrieval_scores(
     size = cfg.eval.batch_size
     phase = current_phase()
     if phase is not None:
-        phase.set_total(_count_batches(len(dataset), len(dataset.texts), size,
-                                       itc=itc is not None, itm=itm is not None, rerank_k=cfg.eval.rerank_k))
+        phase.set_total(
+            _count_batches(
+                len(dataset),
+                len(dataset.texts),
+                size,
+                itc=itc is not None,
+                itm=itm is not None,
+                rerank_k=cfg.eval.rerank_k,
+            )
+        )
     enc = encode_split(model, dataset, tokenizer, cfg, device)
     if keep is not None:
         keep["encoded"] = enc
@@ -176,7 +201,12 @@ def retrieval_scores(
 
 
 def evaluate_retrieval(
-    model: nn.Module, objectives: nn.Module, cfg: RunConfig, tokenizer, device: torch.device, task: str = "retrieval",
+    model: nn.Module,
+    objectives: nn.Module,
+    cfg: RunConfig,
+    tokenizer,
+    device: torch.device,
+    task: str = "retrieval",
     keep: dict | None = None,
 ) -> dict[str, float]:
     """`eval/<task>/*` (re-ranked), the split's chance levels `eval/<task>/chance_*`, and, when

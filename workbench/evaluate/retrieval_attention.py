@@ -16,7 +16,9 @@ from workbench.evaluate.attention import HEAD_REDUCTIONS, in_object_share, patch
 
 
 @torch.no_grad()
-def attention_in_object_encoded(model: nn.Module, dataset, enc, cfg, device: torch.device, n: int | None = None) -> dict[str, float]:
+def attention_in_object_encoded(
+    model: nn.Module, dataset, enc, cfg, device: torch.device, n: int | None = None
+) -> dict[str, float]:
     """{"eval/attention/in_object": mean share} from `enc` (retrieval.Encoded of `dataset`); {} without masks."""
     pairs = single_object_pairs(dataset, n)
     if not pairs or enc.patch_positions is None:
@@ -29,8 +31,13 @@ def attention_in_object_encoded(model: nn.Module, dataset, enc, cfg, device: tor
         images = torch.tensor([i for i, _, _ in chunk], device=enc.image_tokens.device)
         texts = torch.tensor([t for _, t, _ in chunk], device=enc.text_tokens.device)
         with autocast(device, dtype):
-            fused = model.fuse(enc.image_tokens[images], enc.text_tokens[texts], enc.text_mask[texts],
-                               enc.frame_cls_positions, return_attention=True)
+            fused = model.fuse(
+                enc.image_tokens[images],
+                enc.text_tokens[texts],
+                enc.text_mask[texts],
+                enc.frame_cls_positions,
+                return_attention=True,
+            )
         per_head = HEAD_REDUCTIONS["max"](fused["cross_attn"][-1])  # [B, L, S]
         maps = patch_grid(per_head[:, 0][:, enc.patch_positions].float(), frames=frames)  # text CLS row
         masks = torch.stack([dataset.masks(i)[k] for i, _, k in chunk]).bool()  # [B, H, W]

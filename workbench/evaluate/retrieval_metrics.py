@@ -62,7 +62,7 @@ def correct_pairs(txt2img: Sequence[int], n_images: int, texts: Sequence[str] | 
         raise ValueError(f"texts has {len(texts)} captions; txt2img has {len(txt2img)}")
     images_of: dict[str, set[int]] = {}
     keys = [caption_key(text) for text in texts]
-    for key, image_index in zip(keys, txt2img):
+    for key, image_index in zip(keys, txt2img, strict=True):
         images_of.setdefault(key, set()).add(int(image_index))
     for text_index, key in enumerate(keys):
         correct[sorted(images_of[key]), text_index] = True
@@ -80,7 +80,7 @@ def ranks_from_correct(scores: np.ndarray, correct: np.ndarray) -> np.ndarray:
 def text_retrieval_ranks(scores_i2t: np.ndarray, img2txt: Sequence[Sequence[int]]) -> np.ndarray:
     """[n_images] rank of each image's best caption among all captions (pessimistic ties)."""
     ranks = np.empty(len(img2txt), dtype=np.int64)
-    for image_index, (row, captions) in enumerate(zip(scores_i2t, img2txt)):
+    for image_index, (row, captions) in enumerate(zip(scores_i2t, img2txt, strict=True)):
         if len(captions) == 0:
             raise ValueError(f"image {image_index} has no caption")
         is_true = np.zeros(row.shape[0], dtype=bool)

@@ -20,10 +20,9 @@ except the attention share (a fraction in [0, 1]):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -31,16 +30,16 @@ from torch.nn.modules.module import register_module_forward_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from workbench.config import RunConfig
-from workbench.progress import Phase, phase
-from workbench.tasks import FINETUNES
 from workbench.evaluate.attention import attention_in_object, gradcam_in_object
 from workbench.evaluate.finetune import finetune
 from workbench.evaluate.nlvr import NLVR
+from workbench.evaluate.references import task_references
 from workbench.evaluate.retrieval import built_objective, evaluate_retrieval
 from workbench.evaluate.retrieval_attention import attention_in_object_encoded
-from workbench.evaluate.references import task_references
 from workbench.evaluate.ve import VE
 from workbench.evaluate.vqa import VQA
+from workbench.progress import Phase, phase
+from workbench.tasks import FINETUNES
 
 Task = Callable[[nn.Module, nn.Module, RunConfig, object, torch.device], dict[str, float]]
 
@@ -103,8 +102,11 @@ def evaluate_all(
                 progress("attention")
             with phase("eval attention"):
                 if "encoded" in retrieval_split:
-                    metrics.update(attention_in_object_encoded(
-                        model, retrieval_split["dataset"], retrieval_split["encoded"], cfg, device))
+                    metrics.update(
+                        attention_in_object_encoded(
+                            model, retrieval_split["dataset"], retrieval_split["encoded"], cfg, device
+                        )
+                    )
                 else:
                     metrics.update(attention_in_object(model, cfg, tokenizer, device))
             itm = built_objective(objectives, "itm")

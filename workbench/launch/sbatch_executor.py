@@ -25,7 +25,7 @@ def split_directives(script: str) -> tuple[str, list[str]]:
     kept, arguments = [], []
     for line in script.split("\n"):
         if line.startswith(DIRECTIVE):
-            words = shlex.split(line[len(DIRECTIVE):])
+            words = shlex.split(line[len(DIRECTIVE) :])
             if len(words) != 1 or not words[0].startswith("--"):
                 raise ValueError(f"unexpected sbatch directive in submitit's script: {line!r}")
             check_argument("sbatch option", words[0])

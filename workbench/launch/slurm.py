@@ -26,8 +26,27 @@ from workbench.launch import slurm_options
 
 # filesystems that every node of a cluster may mount (a journal or checkpoint on anything else is node-local)
 SHARED_FILESYSTEMS = {
-    "nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", "glusterfs", "fuse.glusterfs", "pvfs2",
-    "orangefs", "wekafs", "panfs", "fuse.juicefs", "fuse.sshfs", "cifs", "smb3", "9p", "virtiofs", "afs", "fuse.s3fs",
+    "nfs",
+    "nfs4",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "cephfs",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+    "pvfs2",
+    "orangefs",
+    "wekafs",
+    "panfs",
+    "fuse.juicefs",
+    "fuse.sshfs",
+    "cifs",
+    "smb3",
+    "9p",
+    "virtiofs",
+    "afs",
+    "fuse.s3fs",
 }
 SIGNAL_DELAY_S = 120  # SIGUSR2 this long before the time limit: trials stop, their runs are marked KILLED
 
@@ -97,12 +116,15 @@ def partitions() -> list[Partition]:
         if old is None:
             merged[name] = Partition(name, count, gpus_in_gres(gres), limit, default)
         else:
-            merged[name] = Partition(name, old.nodes + count, max(old.gpus_per_node, gpus_in_gres(gres)), limit, default)
+            merged[name] = Partition(
+                name, old.nodes + count, max(old.gpus_per_node, gpus_in_gres(gres)), limit, default
+            )
     return list(merged.values())
 
 
-def check_partition(resources: SlurmResources, gpu_option: str = "--gpus-per-trial",
-                    cpu_option: str = "--cpus-per-trial") -> Partition:
+def check_partition(
+    resources: SlurmResources, gpu_option: str = "--gpus-per-trial", cpu_option: str = "--cpus-per-trial"
+) -> Partition:
     """The partition jobs go to; refuse a malformed option, an unknown partition, or GPUs on one without them."""
     slurm_options.check_resources(resources, gpu_option=gpu_option, cpu_option=cpu_option)
     require_sbatch()
@@ -111,7 +133,9 @@ def check_partition(resources: SlurmResources, gpu_option: str = "--gpus-per-tri
     if resources.partition is None:
         chosen = next((p for p in found if p.default), None)
         if chosen is None:
-            raise ConfigError(f"--partition: this cluster has no default partition; choose one of: {', '.join(names) or 'none'}")
+            raise ConfigError(
+                f"--partition: this cluster has no default partition; choose one of: {', '.join(names) or 'none'}"
+            )
     else:
         chosen = next((p for p in found if p.name == resources.partition), None)
         if chosen is None:

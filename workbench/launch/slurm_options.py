@@ -33,33 +33,93 @@ FEATURES = r"[A-Za-z0-9_.,&|*\[\]:!()-]{1,1024}"  # constraint expressions: a100
 DATE = r"[A-Za-z0-9_:+.-]{1,64}"  # now+1hour, 2026-01-01T10:00:00, midnight
 DEPENDENCY = r"[A-Za-z0-9_:,?+%-]{1,1024}"  # afterok:123:456, singleton, afterany:12_3
 SPEC = r"[A-Za-z0-9_:,.=@%+-]{1,256}"  # gres, licenses, binding and frequency specs
-MAIL_TYPES = ("NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT",
-              "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS")
+MAIL_TYPES = (
+    "NONE",
+    "BEGIN",
+    "END",
+    "FAIL",
+    "REQUEUE",
+    "ALL",
+    "INVALID_DEPEND",
+    "STAGE_OUT",
+    "TIME_LIMIT",
+    "TIME_LIMIT_90",
+    "TIME_LIMIT_80",
+    "TIME_LIMIT_50",
+    "ARRAY_TASKS",
+)
 TEXT = r"[^\x00-\x1f\x7f]{1,1024}"  # free text (a comment): printable, one line
 
 FLAG = None  # an option that takes no value
 # --sbatch-arg: scheduling options only, each with the grammar of its value (FLAG: none)
 ALLOWED: dict[str, str | None] = {
-    "account": NAME, "qos": NAME, "reservation": NAMES, "wckey": NAME, "clusters": NAMES, "mcs-label": NAME,
-    "constraint": FEATURES, "prefer": FEATURES, "cluster-constraint": FEATURES,
-    "nodelist": HOSTS, "exclude": HOSTS,
-    "hold": FLAG, "requeue": FLAG, "no-requeue": FLAG, "contiguous": FLAG, "overcommit": FLAG, "spread-job": FLAG,
-    "use-min-nodes": FLAG, "exclusive": r"user|mcs|topo", "oversubscribe": FLAG,
-    "nice": SIGNED_INT, "priority": r"\d{1,9}|TOP",
-    "mincpus": INT, "cpus-per-gpu": INT, "threads-per-core": INT, "sockets-per-node": INT, "cores-per-socket": INT,
-    "ntasks-per-core": INT, "core-spec": r"\d{1,5}", "thread-spec": r"\d{1,5}", "delay-boot": r"\d{1,6}",
-    "mem-per-cpu": MEM, "mem-per-gpu": MEM, "tmp": MEM, "time-min": TIME,
-    "begin": DATE, "deadline": DATE, "dependency": DEPENDENCY, "kill-on-invalid-dep": r"yes|no",
-    "mail-type": rf"({'|'.join(MAIL_TYPES)})(,({'|'.join(MAIL_TYPES)}))*", "mail-user": r"[A-Za-z0-9_.+-]{1,128}(@[A-Za-z0-9_.-]{1,255})?",
-    "comment": TEXT, "gres": SPEC, "gres-flags": SPEC, "licenses": SPEC, "hint": r"[A-Za-z_]{1,32}",
-    "distribution": r"[A-Za-z0-9_:,*]{1,64}", "gpu-bind": SPEC, "gpu-freq": SPEC, "cpu-freq": SPEC, "mem-bind": SPEC,
-    "network": SPEC, "switches": r"\d{1,6}(@[\d:-]{1,16})?", "acctg-freq": SPEC, "profile": r"[A-Za-z,]{1,64}",
-    "power": r"[A-Za-z_,]{1,64}", "wait-all-nodes": r"0|1",
+    "account": NAME,
+    "qos": NAME,
+    "reservation": NAMES,
+    "wckey": NAME,
+    "clusters": NAMES,
+    "mcs-label": NAME,
+    "constraint": FEATURES,
+    "prefer": FEATURES,
+    "cluster-constraint": FEATURES,
+    "nodelist": HOSTS,
+    "exclude": HOSTS,
+    "hold": FLAG,
+    "requeue": FLAG,
+    "no-requeue": FLAG,
+    "contiguous": FLAG,
+    "overcommit": FLAG,
+    "spread-job": FLAG,
+    "use-min-nodes": FLAG,
+    "exclusive": r"user|mcs|topo",
+    "oversubscribe": FLAG,
+    "nice": SIGNED_INT,
+    "priority": r"\d{1,9}|TOP",
+    "mincpus": INT,
+    "cpus-per-gpu": INT,
+    "threads-per-core": INT,
+    "sockets-per-node": INT,
+    "cores-per-socket": INT,
+    "ntasks-per-core": INT,
+    "core-spec": r"\d{1,5}",
+    "thread-spec": r"\d{1,5}",
+    "delay-boot": r"\d{1,6}",
+    "mem-per-cpu": MEM,
+    "mem-per-gpu": MEM,
+    "tmp": MEM,
+    "time-min": TIME,
+    "begin": DATE,
+    "deadline": DATE,
+    "dependency": DEPENDENCY,
+    "kill-on-invalid-dep": r"yes|no",
+    "mail-type": rf"({'|'.join(MAIL_TYPES)})(,({'|'.join(MAIL_TYPES)}))*",
+    "mail-user": r"[A-Za-z0-9_.+-]{1,128}(@[A-Za-z0-9_.-]{1,255})?",
+    "comment": TEXT,
+    "gres": SPEC,
+    "gres-flags": SPEC,
+    "licenses": SPEC,
+    "hint": r"[A-Za-z_]{1,32}",
+    "distribution": r"[A-Za-z0-9_:,*]{1,64}",
+    "gpu-bind": SPEC,
+    "gpu-freq": SPEC,
+    "cpu-freq": SPEC,
+    "mem-bind": SPEC,
+    "network": SPEC,
+    "switches": r"\d{1,6}(@[\d:-]{1,16})?",
+    "acctg-freq": SPEC,
+    "profile": r"[A-Za-z,]{1,64}",
+    "power": r"[A-Za-z_,]{1,64}",
+    "wait-all-nodes": r"0|1",
 }
 # sbatch options workbench sets itself: the workbench option to use instead
 OWN = {
-    "partition": "--partition", "time": "--time", "mem": "--mem", "cpus-per-task": "--cpus-per-task / --cpus-per-trial",
-    "gpus-per-node": "--gpus-per-node / --gpus-per-trial", "nodes": "--nodes", "ntasks-per-node": "--nproc",
+    "partition": "--partition",
+    "time": "--time",
+    "mem": "--mem",
+    "cpus-per-task": "--cpus-per-task / --cpus-per-trial",
+    "gpus-per-node": "--gpus-per-node / --gpus-per-trial",
+    "nodes": "--nodes",
+    "ntasks-per-node": "--nproc",
 }
 # values may be optional for these (sbatch: --exclusive[=user|mcs], --nice[=adjustment])
 OPTIONAL_VALUE = {"exclusive", "nice"}
@@ -76,11 +136,19 @@ def check_resources(resources: SlurmResources, *, gpu_option: str, cpu_option: s
     if resources.partition is not None:
         check_value("--partition", resources.partition, NAME, "partition name (letters, digits, _ . + -)")
     if resources.mem is not None:
-        check_value("--mem", resources.mem, MEM, "memory size (sbatch --mem: an integer with an optional unit K, M, G "
-                    "or T, e.g. 16G or 16000M)")
+        check_value(
+            "--mem",
+            resources.mem,
+            MEM,
+            "memory size (sbatch --mem: an integer with an optional unit K, M, G or T, e.g. 16G or 16000M)",
+        )
     if resources.time is not None:
-        check_value("--time", resources.time, TIME, "time limit (sbatch --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM "
-                    "or D-HH:MM:SS, e.g. 4:00:00 or 2-00:00:00)")
+        check_value(
+            "--time",
+            resources.time,
+            TIME,
+            "time limit (sbatch --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. 4:00:00 or 2-00:00:00)",
+        )
     if resources.gpus < 0:
         raise ConfigError(f"{gpu_option} {resources.gpus}: must be >= 0")
     if resources.cpus is not None and resources.cpus < 1:
@@ -95,7 +163,9 @@ def sbatch_options(extra: list[str]) -> dict[str, str | bool]:
     for text in extra:
         match = re.fullmatch(r"--([A-Za-z][A-Za-z0-9-]*)(?:=(.*))?", text, flags=re.DOTALL)
         if match is None:
-            raise ConfigError(f"--sbatch-arg {text!r}: give one sbatch option in its long form, e.g. --sbatch-arg=--account=abc")
+            raise ConfigError(
+                f"--sbatch-arg {text!r}: give one sbatch option in its long form, e.g. --sbatch-arg=--account=abc"
+            )
         name, value = match.group(1), match.group(2)
         if name in OWN:
             raise ConfigError(f"--sbatch-arg {text!r}: workbench sets --{name} itself; use workbench's {OWN[name]}")

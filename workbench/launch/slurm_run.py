@@ -15,8 +15,8 @@ from __future__ import annotations
 import pickle
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import submitit
 import typer
@@ -46,10 +46,14 @@ def launch(
     partition = cluster.check_partition(resources, gpu_option="--gpus-per-node", cpu_option="--cpus-per-task")
     if nodes > partition.nodes:
         raise ConfigError(f"--nodes {nodes}: partition {partition.name!r} has {partition.nodes} node(s)")
-    ex = cluster.executor(folder.resolve(), resources, partition, name=JOB_NAME, nodes=nodes, tasks_per_node=tasks_per_node)
+    ex = cluster.executor(
+        folder.resolve(), resources, partition, name=JOB_NAME, nodes=nodes, tasks_per_node=tasks_per_node
+    )
     job = ex.submit(run_rank, cli_args)
     log = folder.resolve() / f"{job.job_id}_0_log.out"
-    echo(f"submitted job {job.job_id}: {nodes} node(s) x {tasks_per_node} rank(s) on partition {partition.name!r}; log: {log}")
+    echo(
+        f"submitted job {job.job_id}: {nodes} node(s) x {tasks_per_node} rank(s) on partition {partition.name!r}; log: {log}"
+    )
     if not wait:
         return 0
     try:

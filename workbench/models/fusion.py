@@ -96,7 +96,9 @@ class CoAttentionBlock(nn.Module):
         if rows is not None:
             x, query = x[:, rows], h[:, rows]
         x = x + self.self_attn(query, h, x_mask)[0]
-        update, cross_probs = self.cross_attn(self.norm_cross(x), self.norm_context(context), context_mask, return_attention)
+        update, cross_probs = self.cross_attn(
+            self.norm_cross(x), self.norm_context(context), context_mask, return_attention
+        )
         x = x + update
         x = x + self.mlp(self.norm_mlp(x))
         return x, cross_probs
@@ -146,12 +148,18 @@ class CoAttentionFusion(nn.Module):
 
     def bridged(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(text, image) encoder outputs mapped to the fusion width, with their token-type embedding."""
-        return (self.text_bridge(text_tokens) + self.token_type.weight[TEXT],
-                self.image_bridge(image_tokens) + self.token_type.weight[IMAGE])
+        return (
+            self.text_bridge(text_tokens) + self.token_type.weight[TEXT],
+            self.image_bridge(image_tokens) + self.token_type.weight[IMAGE],
+        )
 
     def streams(
-        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor,
-        image_mask: torch.Tensor | None = None, layers: int | None = None,
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        image_mask: torch.Tensor | None = None,
+        layers: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(text, image) stream states after the bridges and the first `layers` layers (all by default),
         before the final norms: what `forward(..., from_layer=layers)` continues from. A fine-tune that
@@ -159,8 +167,11 @@ class CoAttentionFusion(nn.Module):
         text_keep = text_mask.bool()
         image_keep = None if image_mask is None else image_mask.bool()
         text, image = self.bridged(image_tokens, text_tokens)
-        for text_layer, image_layer in list(zip(self.text_layers, self.image_layers))[:layers]:
-            text, image = text_layer(text, text_keep, image, image_keep)[0], image_layer(image, image_keep, text, text_keep)[0]
+        for text_layer, image_layer in list(zip(self.text_layers, self.image_layers, strict=True))[:layers]:
+            text, image = (
+                text_layer(text, text_keep, image, image_keep)[0],
+                image_layer(image, image_keep, text, text_keep)[0],
+            )
         return text, image
 
     def forward(
@@ -192,19 +203,20 @@ class CoAttentionFusion(nn.Module):
                 image_rows = torch.cat([frame_cls_positions.new_zeros(1), frame_cls_positions])
         cross_attn = []
         last = len(self.text_layers) - 1
-        for index, (text_layer, image_layer) in enumerate(zip(self.text_layers, self.image_layers)):
+        for index, (text_layer, image_layer) in enumerate(zip(self.text_layers, self.image_layers, strict=True)):
             if index < (from_layer or 0):
                 continue
             pooled_layer = pooled_only and index == last
-            new_text, probs = text_layer(text, text_keep, image, image_keep, return_attention,
-                                         rows=text_rows if pooled_layer else None)
+            new_text, probs = text_layer(
+                text, text_keep, image, image_keep, return_attention, rows=text_rows if pooled_layer else None
+            )
             image, _ = image_layer(image, image_keep, text, text_keep, rows=image_rows if pooled_layer else None)
             text = new_text
             cross_attn.append(probs)
         text, image = self.text_norm(text), self.image_norm(image)
         fused_text_cls = text[:, 0]
         if pooled_only:
-            fused_frame_cls = image[:, image.shape[1] - len(frame_cls_positions):]
+            fused_frame_cls = image[:, image.shape[1] - len(frame_cls_positions) :]
         else:
             fused_frame_cls = image[:, frame_cls_positions]
         fused_image_cls = image[:, 0] if self.image_global_token else fused_frame_cls.mean(1)

@@ -7,7 +7,6 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from workbench.config import TextConfig
-
 from workbench.errors import ConfigError
 
 
@@ -20,10 +19,15 @@ def build_bert(cfg: TextConfig, *, vocab_size: int, pad_token_id: int, max_text_
     """
     if not cfg.hf_name:
         config = BertConfig(
-            vocab_size=vocab_size, pad_token_id=pad_token_id,
-            hidden_size=cfg.width, num_hidden_layers=cfg.depth, num_attention_heads=cfg.heads,
-            intermediate_size=4 * cfg.width, max_position_embeddings=max_text_len,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            vocab_size=vocab_size,
+            pad_token_id=pad_token_id,
+            hidden_size=cfg.width,
+            num_hidden_layers=cfg.depth,
+            num_attention_heads=cfg.heads,
+            intermediate_size=4 * cfg.width,
+            max_position_embeddings=max_text_len,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
             attn_implementation="sdpa",
         )
         return BertModel(config, add_pooling_layer=False)

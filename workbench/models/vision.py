@@ -18,7 +18,6 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import nn
 
 from workbench.config import VisionConfig
-
 from workbench.errors import ConfigError
 
 
@@ -26,8 +25,13 @@ def build_vit(cfg: VisionConfig, image_size: int) -> VisionTransformer:
     """A tiny random ViT from the config fields, or `timm_name` with weights from `checkpoint` (never downloaded)."""
     if not cfg.timm_name:
         return VisionTransformer(
-            img_size=image_size, patch_size=cfg.patch_size, embed_dim=cfg.width,
-            depth=cfg.depth, num_heads=cfg.heads, num_classes=0, global_pool="",
+            img_size=image_size,
+            patch_size=cfg.patch_size,
+            embed_dim=cfg.width,
+            depth=cfg.depth,
+            num_heads=cfg.heads,
+            num_classes=0,
+            global_pool="",
         )
     if not timm.is_model(cfg.timm_name):
         raise ConfigError(
@@ -78,8 +82,7 @@ def load_vit_weights(vit: VisionTransformer, checkpoint: str) -> None:
         problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in unexpected]
         shown = ", ".join(problems[:4]) + (f", ... ({len(problems)} in all)" if len(problems) > 4 else "")
         raise ConfigError(
-            f"model.vision.checkpoint: {checkpoint!r} does not hold the weights of this "
-            f"timm model ({shown})"
+            f"model.vision.checkpoint: {checkpoint!r} does not hold the weights of this timm model ({shown})"
         )
 
 

@@ -14,7 +14,6 @@ import torch._functorch.config as functorch_config
 from torch import nn
 
 from workbench.config import ModelConfig, RunConfig
-
 from workbench.errors import ConfigError
 from workbench.models.fusion import CoAttentionFusion
 from workbench.models.text import TextEncoder
@@ -22,12 +21,18 @@ from workbench.models.vision import VisionEncoder
 
 
 class VLPModel(nn.Module):
-    def __init__(self, model_cfg: ModelConfig, *, vocab_size: int, pad_token_id: int, image_size: int, max_text_len: int):
+    def __init__(
+        self, model_cfg: ModelConfig, *, vocab_size: int, pad_token_id: int, image_size: int, max_text_len: int
+    ):
         super().__init__()
         self.vision = VisionEncoder(model_cfg.vision, image_size)
-        self.text = TextEncoder(model_cfg.text, vocab_size=vocab_size, pad_token_id=pad_token_id, max_text_len=max_text_len)
+        self.text = TextEncoder(
+            model_cfg.text, vocab_size=vocab_size, pad_token_id=pad_token_id, max_text_len=max_text_len
+        )
         self.fusion = CoAttentionFusion(
-            model_cfg.fusion, vision_width=self.vision.width, text_width=self.text.width,
+            model_cfg.fusion,
+            vision_width=self.vision.width,
+            text_width=self.text.width,
             image_global_token=self.vision.has_global_token,
         )
         self.vocab_size = vocab_size
@@ -62,8 +67,16 @@ class VLPModel(nn.Module):
     ) -> dict[str, Any]:
         """The fusion's outputs; `pooled_only`: only the pooled ones, cheaper; `from_layer`: the token
         inputs are fusion stream states after that many layers (models/fusion.py)."""
-        return self.fusion(image_tokens, text_tokens, text_mask, frame_cls_positions, image_mask, return_attention,
-                           pooled_only, from_layer)
+        return self.fusion(
+            image_tokens,
+            text_tokens,
+            text_mask,
+            frame_cls_positions,
+            image_mask,
+            return_attention,
+            pooled_only,
+            from_layer,
+        )
 
     def forward(
         self, batch: dict[str, torch.Tensor], *, return_attention: bool = False, pooled_only: bool = False
@@ -72,8 +85,12 @@ class VLPModel(nn.Module):
         image = self.encode_image(batch["image"])
         text = self.encode_text(batch["text_ids"], batch["text_mask"])
         fused = self.fuse(
-            image["image_tokens"], text["text_tokens"], batch["text_mask"], image["frame_cls_positions"],
-            return_attention=return_attention, pooled_only=pooled_only,
+            image["image_tokens"],
+            text["text_tokens"],
+            batch["text_mask"],
+            image["frame_cls_positions"],
+            return_attention=return_attention,
+            pooled_only=pooled_only,
         )
         return {**image, **text, **fused}
 

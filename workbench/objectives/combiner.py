@@ -119,7 +119,7 @@ class Objectives(nn.Module):
                 total = weighted if total is None else total + weighted
                 prefix = f"{name}_"
                 for key in [k for k in result if k.startswith(prefix)]:
-                    out[f"{name}/{key[len(prefix):]}"] = result.pop(key).detach().float()
+                    out[f"{name}/{key[len(prefix) :]}"] = result.pop(key).detach().float()
             if result:
                 raise KeyError(f"objective {term_name} returned unexpected keys {sorted(result)}")
         if total is None:
@@ -158,7 +158,12 @@ def build_objectives(
     vocab_size = dims.get("vocab_size", 0) if vocab_size is None else vocab_size
     specs = [spec for spec in OBJECTIVES.values() if spec.is_on(getattr(cfg, spec.name))]
     inputs = BuildInputs(
-        dims, vocab_size, special_ids, model=model, content_ids=content_ids, on=frozenset(s.name for s in specs),
+        dims,
+        vocab_size,
+        special_ids,
+        model=model,
+        content_ids=content_ids,
+        on=frozenset(s.name for s in specs),
         fusion_layers=fusion_layers,
     )
     _check(cfg, specs, inputs)

@@ -11,7 +11,8 @@ Random choices go through the helpers at the bottom: they draw from ``generator`
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,9 +53,7 @@ class StepContext:
     @property
     def text(self) -> dict[str, Tensor]:
         """``encode_text`` of the clean captions (computed once)."""
-        return self.memo(
-            "text", lambda: self.encode_text(self.batch["text_ids"], self.batch["text_mask"])
-        )
+        return self.memo("text", lambda: self.encode_text(self.batch["text_ids"], self.batch["text_mask"]))
 
     @property
     def device(self) -> torch.device:
@@ -65,9 +64,7 @@ class StepContext:
         """True where a caption token is special or padding (never masked, never a 'word')."""
         return self.memo(
             "special_mask",
-            lambda: special_token_mask(
-                self.batch["text_ids"], self.batch["text_mask"], self.special_ids
-            ),
+            lambda: special_token_mask(self.batch["text_ids"], self.batch["text_mask"], self.special_ids),
         )
 
     def encode_image(self, image: Tensor, keep_patches: Tensor | None = None) -> dict[str, Tensor]:

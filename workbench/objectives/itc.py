@@ -142,9 +142,7 @@ class ITC(nn.Module):
             "logits_t2i_all": logits_t2i_all,
         }
 
-    def _with_queue(
-        self, ctx: StepContext, sim: dict[str, Tensor], ids: Tensor, ids_all: Tensor
-    ) -> tuple[Tensor, ...]:
+    def _with_queue(self, ctx: StepContext, sim: dict[str, Tensor], ids: Tensor, ids_all: Tensor) -> tuple[Tensor, ...]:
         """Logits against [momentum batch features (every rank's), queue], their distilled targets, the hard ones."""
         momentum = self.momentum
         momentum.update([ctx.model, self.image_proj, self.text_proj])

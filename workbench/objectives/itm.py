@@ -56,9 +56,7 @@ def negative_weights(similarity: Tensor | None, ids: Tensor, hard_mix: float = 1
     """
     size = ids.shape[0]
     if size < 2:
-        raise ConfigError(
-            "objectives.itm: a batch of 1 pair has no in-batch negative — use train.batch_size >= 2"
-        )
+        raise ConfigError("objectives.itm: a batch of 1 pair has no in-batch negative — use train.batch_size >= 2")
     positive = ids if ids.dim() == 2 else ids[:, None] == ids[None, :]
     if similarity is None:
         weights = torch.ones(size, size, device=ids.device)
@@ -74,7 +72,9 @@ def negative_weights(similarity: Tensor | None, ids: Tensor, hard_mix: float = 1
     if similarity is None or hard_mix >= 1.0:
         return weights
     uniform = negative_weights(None, ids)
-    return hard_mix * weights / weights.sum(dim=1, keepdim=True) + (1 - hard_mix) * uniform / uniform.sum(dim=1, keepdim=True)
+    return hard_mix * weights / weights.sum(dim=1, keepdim=True) + (1 - hard_mix) * uniform / uniform.sum(
+        dim=1, keepdim=True
+    )
 
 
 def sample_negatives(
@@ -99,7 +99,13 @@ class ITM(nn.Module):
     names = ("itm",)
 
     def __init__(
-        self, joint_width: int, negatives: str, *, weight: float, product: bool = False, batch_norm: bool = False,
+        self,
+        joint_width: int,
+        negatives: str,
+        *,
+        weight: float,
+        product: bool = False,
+        batch_norm: bool = False,
         hard_mix: float = 1.0,
     ) -> None:
         super().__init__()
@@ -213,12 +219,19 @@ def passes(cfg: ITMConfig, inputs: BuildInputs) -> dict[str, CleanPass]:
 
 def build(cfg: ITMConfig, inputs: BuildInputs) -> ITM:
     return ITM(
-        joint_width(inputs.dims), cfg.negatives, weight=cfg.weight, product=cfg.product, batch_norm=cfg.batch_norm,
+        joint_width(inputs.dims),
+        cfg.negatives,
+        weight=cfg.weight,
+        product=cfg.product,
+        batch_norm=cfg.batch_norm,
         hard_mix=cfg.hard_mix,
     )
 
 
 SPEC = ObjectiveSpec(  # masked_acc, masked: with SoftMask's positive=itm_batch
-    "itm", build=build, passes=passes, check=check,
+    "itm",
+    build=build,
+    passes=passes,
+    check=check,
     metrics=lambda cfg: term_metrics("itm", "acc", "masked_acc", "masked"),
 )

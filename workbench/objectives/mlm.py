@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.config import MLMConfig
+from workbench.errors import ConfigError
 from workbench.objectives.context import StepContext
 from workbench.objectives.masking import BERT_SPLIT, IGNORE
 from workbench.objectives.passes import MaskedTextPass, ReuseMaskedText
-from workbench.errors import ConfigError
 from workbench.objectives.spec import BuildInputs, ObjectiveSpec, term_metrics
 
 OWN_PASS = "mlm"  # BERT-masked caption x clean image
@@ -32,9 +32,7 @@ class MLMHead(nn.Sequential):
     """BERT's prediction head: dense -> GELU -> LayerNorm -> vocabulary logits."""
 
     def __init__(self, width: int, vocab_size: int) -> None:
-        super().__init__(
-            nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size)
-        )
+        super().__init__(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size))
 
 
 def masked_lm_loss(head: nn.Module, fused_text: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

@@ -39,11 +39,11 @@ class MomentumQueue(nn.Module):
     @torch.no_grad()
     def update(self, online: list[nn.Module]) -> None:
         """EMA step: momentum <- m * momentum + (1 - m) * online, for [model, image_proj, text_proj]."""
-        for source, target in zip(online, (self.model, self.image_proj, self.text_proj)):
+        for source, target in zip(online, (self.model, self.image_proj, self.text_proj), strict=True):
             source_params, target_params = list(source.parameters()), list(target.parameters())
             if len(source_params) != len(target_params):
                 raise ValueError("the momentum copy does not match the model it was built from")
-            for online_param, momentum_param in zip(source_params, target_params):
+            for online_param, momentum_param in zip(source_params, target_params, strict=True):
                 momentum_param.lerp_(online_param.detach(), 1.0 - self.momentum)
 
     @torch.no_grad()

@@ -29,8 +29,9 @@ Which objective asks for which, with what ratios, reads in its own module.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Protocol
+from typing import Protocol
 
 from torch import Tensor
 
@@ -91,7 +92,13 @@ class MaskedTextPass:
     def __call__(self, ctx: StepContext) -> dict[str, Tensor]:
         text_ids, text_mask = ctx.batch["text_ids"], ctx.batch["text_mask"]
         corrupted, labels = mask_tokens(
-            text_ids, ctx.special_mask, self.ratio, ctx.generator, self.mask_id, self.vocab_size, self.split,
+            text_ids,
+            ctx.special_mask,
+            self.ratio,
+            ctx.generator,
+            self.mask_id,
+            self.vocab_size,
+            self.split,
             exact=self.exact,
         )
         text = ctx.encode_text(corrupted, text_mask)

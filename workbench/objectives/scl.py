@@ -113,7 +113,11 @@ def passes(cfg: SCLConfig, inputs: BuildInputs) -> dict[str, FusionPass]:
         wanted[MASKED_IMAGE] = MaskedImagePass(cfg.image_mask_ratio)
     if MASKED_TEXT in names:
         wanted[MASKED_TEXT] = MaskedTextPass(
-            cfg.text_mask_ratio, exact=True, split=ALL_MASK, mask_id=inputs.mask_id, vocab_size=inputs.vocab_size,
+            cfg.text_mask_ratio,
+            exact=True,
+            split=ALL_MASK,
+            mask_id=inputs.mask_id,
+            vocab_size=inputs.vocab_size,
             shareable=cfg.mlsc,
         )
     if CLEAN in names:
@@ -126,6 +130,9 @@ def build(cfg: SCLConfig, inputs: BuildInputs) -> SCL:
 
 
 SPEC = ObjectiveSpec(
-    "scl", build=build, passes=passes, is_on=is_on,
+    "scl",
+    build=build,
+    passes=passes,
+    is_on=is_on,
     metrics=lambda cfg: tuple(key for name in losses(cfg) for key in term_metrics(name, "acc")),
 )

@@ -56,9 +56,7 @@ def min_max(values: Tensor) -> Tensor:
     return (values - low) / (high - low).clamp_min(torch.finfo(values.dtype).tiny)
 
 
-def pick_words(
-    special_mask: Tensor, generator: torch.Generator | None, preferred: Tensor | None = None
-) -> Tensor:
+def pick_words(special_mask: Tensor, generator: torch.Generator | None, preferred: Tensor | None = None) -> Tensor:
     """One random word position per caption, long [B]: among the ``preferred`` real words
     (bool [B, L], e.g. content words) when the caption has one, else among its real words;
     0 ([CLS]) when it has none."""
@@ -122,7 +120,6 @@ def random_mask(
 
 
 class SoftMask(nn.Module):
-
     def __init__(self, cfg: SoftMaskConfig, content_ids: list[int] | None = None) -> None:
         super().__init__()
         self.weight = cfg.weight
@@ -220,6 +217,11 @@ def metrics(cfg: SoftMaskConfig) -> tuple[str, ...]:
 
 
 SPEC = ObjectiveSpec(
-    "softmask", build=build, passes=passes, is_on=is_on, check=check, metrics=metrics,
+    "softmask",
+    build=build,
+    passes=passes,
+    is_on=is_on,
+    check=check,
+    metrics=metrics,
     needs={"itm": "its masked pair is an ITM positive"},
 )

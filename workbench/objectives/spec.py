@@ -8,8 +8,9 @@ what it needs from the others is declared (``needs``) or read from ``BuildInputs
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
 

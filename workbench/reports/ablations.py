@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -66,8 +66,13 @@ def sweep_figures(sweep: Sweep, table: AblationTable, folder: Path, curves: pd.D
         header, labels = variant_labels(table.variants)
         metric = figures.figure_metrics(sweep, table, limit=1)
         best = sorted(table.ranked(metric[0])[0]) if metric else []
-        fig = figures.training_curves_figure(stats, table.variants, f"{table.sweep}: training losses" + (f" ({header})" if header != "variant" else ""), labels,
-                                             highlight=[table.baseline, *best])
+        fig = figures.training_curves_figure(
+            stats,
+            table.variants,
+            f"{table.sweep}: training losses" + (f" ({header})" if header != "variant" else ""),
+            labels,
+            highlight=[table.baseline, *best],
+        )
         if fig is not None:
             written += outputs.save_figure(fig, folder / "training_curves", ("png",))  # for the page, not a paper
     return written
@@ -118,11 +123,16 @@ def report_ablations(
             folder = out / outputs.safe_name(table.sweep)
             link = sweep_page.run_link(sweep_page.mlflow_base(uri), sweep.experiment_id)
             render = {**tables.RENDERERS, "html": lambda t, link=link: tables.to_html(t, link)}
-            files = [outputs.write_text(folder / f"ablations.{tables.FORMATS[fmt]}", render[fmt](table)) for fmt in formats]
+            files = [
+                outputs.write_text(folder / f"ablations.{tables.FORMATS[fmt]}", render[fmt](table)) for fmt in formats
+            ]
             made.append((sweep, table, folder, files))
-        drawn = draw_all([(sweep, table, folder, loss_curves(sweep)) for sweep, table, folder, _ in made]) \
-            if with_figures else [[] for _ in made]
-        for (sweep, table, folder, files), figure_files in zip(made, drawn):
+        drawn = (
+            draw_all([(sweep, table, folder, loss_curves(sweep)) for sweep, table, folder, _ in made])
+            if with_figures
+            else [[] for _ in made]
+        )
+        for (sweep, table, folder, files), figure_files in zip(made, drawn, strict=True):
             pages = sweep_page.write_pages(sweep, table, folder, out, files + figure_files, uri)
             report = SweepReport(table, files + figure_files + pages[1:], sweep.parent_run_id, pages[1])
             reports[report.table.sweep] = report

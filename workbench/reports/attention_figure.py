@@ -82,8 +82,9 @@ def display_rgb(cfg, frames: torch.Tensor) -> np.ndarray:
 def _overlay(ax, rgb: np.ndarray, grid: np.ndarray, cmap: str, vmax: float):
     height, width = rgb.shape[:2]
     ax.imshow(rgb, extent=(0, width, height, 0))
-    image = ax.imshow(grid, cmap=cmap, vmin=0.0, vmax=vmax, alpha=OVERLAY_ALPHA, interpolation="nearest",
-                      extent=(0, width, height, 0))
+    image = ax.imshow(
+        grid, cmap=cmap, vmin=0.0, vmax=vmax, alpha=OVERLAY_ALPHA, interpolation="nearest", extent=(0, width, height, 0)
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     return image
@@ -101,10 +102,14 @@ def _vmax(maps: list[torch.Tensor]) -> float:
     return peak if peak > 0 else 1.0
 
 
-def word_figure(rgb: np.ndarray, mask: torch.Tensor, caption: str, runs: list[tuple[str, WordMaps]], frame: int = 0) -> Figure:
+def word_figure(
+    rgb: np.ndarray, mask: torch.Tensor, caption: str, runs: list[tuple[str, WordMaps]], frame: int = 0
+) -> Figure:
     """Rows: per run its cross-attention and Grad-CAM; columns: the image, then one per word."""
     words = max(len(maps.words) for _, maps in runs) or 1
-    rows = [(label, kind, maps) for label, maps in runs for kind in ("cross", "gradcam") if getattr(maps, kind) is not None]
+    rows = [
+        (label, kind, maps) for label, maps in runs for kind in ("cross", "gradcam") if getattr(maps, kind) is not None
+    ]
     cross_vmax = _vmax([maps.cross for _, maps in runs])
     # a fixed grid: constrained layout costs seconds per figure at this many axes
     fig = Figure(figsize=(1.35 * (words + 1) + 1.6, 1.45 * len(rows) + 0.6))
@@ -122,14 +127,23 @@ def word_figure(rgb: np.ndarray, mask: torch.Tensor, caption: str, runs: list[tu
             if w >= len(maps.words):
                 ax.set_visible(False)
                 continue
-            image = _overlay(ax, rgb, values[w, frame].numpy(), CROSS_CMAP if kind == "cross" else GRADCAM_CMAP,
-                             cross_vmax if kind == "cross" else 1.0)
+            image = _overlay(
+                ax,
+                rgb,
+                values[w, frame].numpy(),
+                CROSS_CMAP if kind == "cross" else GRADCAM_CMAP,
+                cross_vmax if kind == "cross" else 1.0,
+            )
             ax.set_title(maps.words[w], fontsize=9)
         if image is not None:
-            fig.colorbar(image, ax=list(grid[r, 1:]), fraction=0.015, pad=0.01,
-                         label="attention" if kind == "cross" else "Grad-CAM")
-    fig.suptitle(f"“{caption}” — text→image cross-attention (last layer, max over heads) and word Grad-CAM",
-                 fontsize=9)
+            fig.colorbar(
+                image,
+                ax=list(grid[r, 1:]),
+                fraction=0.015,
+                pad=0.01,
+                label="attention" if kind == "cross" else "Grad-CAM",
+            )
+    fig.suptitle(f"“{caption}” — text→image cross-attention (last layer, max over heads) and word Grad-CAM", fontsize=9)
     return fig
 
 
@@ -143,8 +157,9 @@ def overview_figure(runs: list[RunMaps], data: HeldOut, rgbs: list[np.ndarray], 
     cross_vmax = _vmax([run.cls for run in runs])
     fig = Figure(figsize=(1.9 * len(columns) + 1.0, 1.8 * len(rgbs) + 1.4))
     grid = fig.subplots(len(rgbs), len(columns), squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.3})
-    fig.subplots_adjust(left=1.0 / fig.get_figwidth(), right=0.98, top=1 - 0.75 / fig.get_figheight(),
-                        bottom=0.2 / fig.get_figheight())
+    fig.subplots_adjust(
+        left=1.0 / fig.get_figwidth(), right=0.98, top=1 - 0.75 / fig.get_figheight(), bottom=0.2 / fig.get_figheight()
+    )
     last = {}
     for i, rgb in enumerate(rgbs):
         for c, (title, run, kind) in enumerate(columns):
@@ -165,8 +180,15 @@ def overview_figure(runs: list[RunMaps], data: HeldOut, rgbs: list[np.ndarray], 
             last[c] = _overlay(ax, rgb, maps.gradcam[rows[0], frame].numpy(), GRADCAM_CMAP, 1.0)
             ax.set_xlabel(maps.words[rows[0]], fontsize=7)
     for c, image in last.items():
-        bar = fig.colorbar(image, ax=list(grid[:, c]), location="bottom", fraction=0.25 / len(rgbs), pad=0.04,
-                           shrink=0.85, label="attention" if columns[c][2] == "cls" else "Grad-CAM")
+        bar = fig.colorbar(
+            image,
+            ax=list(grid[:, c]),
+            location="bottom",
+            fraction=0.25 / len(rgbs),
+            pad=0.04,
+            shrink=0.85,
+            label="attention" if columns[c][2] == "cls" else "Grad-CAM",
+        )
         bar.ax.locator_params(nbins=3)  # room for the tick labels of neighbouring bars
     fig.suptitle("Held-out images (object outlined): where each run looks", fontsize=10)
     return fig
@@ -206,11 +228,13 @@ def compute(run_ids: list[str], n: int, tracking_uri: str = "") -> tuple[list[Ru
         for key in ("image_size", "num_frames"):
             mine, theirs = getattr(loaded[0].cfg.data, key), getattr(other.cfg.data, key)
             if mine != theirs:
-                raise ConfigError(f"--compare {other.run_id}: data.{key}={theirs} differs from run {loaded[0].run_id}'s {mine}")
+                raise ConfigError(
+                    f"--compare {other.run_id}: data.{key}={theirs} differs from run {loaded[0].run_id}'s {mine}"
+                )
     data = held_out(loaded[0], n)
     runs = []
     for run in loaded:
-        words = [word_maps(run, image, caption) for image, caption in zip(data.images, data.captions)]
+        words = [word_maps(run, image, caption) for image, caption in zip(data.images, data.captions, strict=True)]
         cls = cls_maps(run, data)
         runs.append(RunMaps(run, words, cls, in_object_scores(data, cls, words)))
     return runs, data
@@ -236,7 +260,7 @@ def report_attention(
     folder = out / "attention" / outputs.safe_name("_vs_".join(r[:8] for r in run_ids))
     rgbs = [display_rgb(runs[0].loaded.cfg, image) for image in data.images]
     files = outputs.save_figure(overview_figure(runs, data, rgbs), folder / "overview")
-    for k, (rgb, mask, caption) in enumerate(zip(rgbs, data.masks, data.captions)):
+    for k, (rgb, mask, caption) in enumerate(zip(rgbs, data.masks, data.captions, strict=True)):
         fig = word_figure(rgb, mask, caption, [(run.label, run.words[k]) for run in runs])
         files += outputs.save_figure(fig, folder / f"image_{k}")
     table = scores_table(runs, len(data.captions))

@@ -58,7 +58,9 @@ def _checkpoint_path(run_id: str, cfg: RunConfig, tracking_uri: str, scratch: Pa
     try:
         return Path(tracking.client(tracking_uri).download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(scratch)))
     except Exception as err:  # missing artifact, unreachable store
-        raise ConfigError(f"run {run_id!r}: no checkpoint at {local} nor as artifact {CHECKPOINT_ARTIFACT} ({err})") from None
+        raise ConfigError(
+            f"run {run_id!r}: no checkpoint at {local} nor as artifact {CHECKPOINT_ARTIFACT} ({err})"
+        ) from None
 
 
 def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
@@ -81,8 +83,15 @@ def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
     checkpoint_fit.load_parts(state, {"model": model, "objectives": objectives}, f"run {run_id}'s checkpoint")
     model.eval()
     objectives.eval()
-    return LoadedRun(run_id, cfg, model, objectives, tokenizer, run.data.metrics.get("eval/attention/in_object"),
-                     run_name(run_id, run.data.tags))
+    return LoadedRun(
+        run_id,
+        cfg,
+        model,
+        objectives,
+        tokenizer,
+        run.data.metrics.get("eval/attention/in_object"),
+        run_name(run_id, run.data.tags),
+    )
 
 
 @dataclass
@@ -128,11 +137,17 @@ def _tokens(loaded: LoadedRun, caption: str) -> tuple[dict[str, torch.Tensor], l
     text = tokenize(loaded.tokenizer, [caption], loaded.cfg.data.max_text_len)
     ids = text["text_ids"][0].tolist()
     specials = set(special_ids_of(loaded.tokenizer).values())
-    positions = [p for p, (token, on) in enumerate(zip(ids, text["text_mask"][0].tolist())) if on and token not in specials]
+    positions = [
+        p
+        for p, (token, on) in enumerate(zip(ids, text["text_mask"][0].tolist(), strict=True))
+        if on and token not in specials
+    ]
     return text, positions, loaded.tokenizer.convert_ids_to_tokens([ids[p] for p in positions])
 
 
-def word_batch(loaded: LoadedRun, image: torch.Tensor, caption: str) -> tuple[dict[str, torch.Tensor], list[int], list[str]]:
+def word_batch(
+    loaded: LoadedRun, image: torch.Tensor, caption: str
+) -> tuple[dict[str, torch.Tensor], list[int], list[str]]:
     """The pair repeated once per word: batch row w asks about word w."""
     text, positions, words = _tokens(loaded, caption)
     rows = max(1, len(positions))
@@ -153,8 +168,13 @@ def gradcam_maps(loaded: LoadedRun, batch: dict[str, torch.Tensor], positions: t
     with torch.enable_grad():
         image = model.encode_image(batch["image"])
         text = model.encode_text(batch["text_ids"], batch["text_mask"])
-        fused = model.fuse(image["image_tokens"], text["text_tokens"], batch["text_mask"],
-                           image["frame_cls_positions"], return_attention=True)
+        fused = model.fuse(
+            image["image_tokens"],
+            text["text_tokens"],
+            batch["text_mask"],
+            image["frame_cls_positions"],
+            return_attention=True,
+        )
         cam = itm_grad_cam(fused, itm.match_logit, loaded.cfg.objectives.softmask.layer)
     per_patch = word_cam(cam, positions, image["patch_positions"])
     return patch_grid(per_patch, frames=len(image["frame_cls_positions"]))
@@ -186,7 +206,7 @@ def in_object_scores(data: HeldOut, cls: torch.Tensor, maps: list[WordMaps]) -> 
     scores = {"cls_cross": float(in_object_share(cls, data.masks[:, None]).mean())}
     for name in ("cross", "gradcam"):
         shares = []
-        for word_map, obj, mask in zip(maps, data.objects, data.masks):
+        for word_map, obj, mask in zip(maps, data.objects, data.masks, strict=True):
             rows = object_word_rows(word_map.words, obj)
             chosen = getattr(word_map, name)
             if rows and chosen is not None:

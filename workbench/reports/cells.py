@@ -23,9 +23,16 @@ TASK_LABELS = {  # metric group -> label: each task's own, plus the groups a tas
     "attention": "attention",
 }
 METRIC_LABELS = {
-    "tr_r1": "TR@1", "tr_r5": "TR@5", "tr_r10": "TR@10",
-    "ir_r1": "IR@1", "ir_r5": "IR@5", "ir_r10": "IR@10",
-    "r_mean": "R mean", "acc": "acc", "in_object": "in-object", "gradcam_in_object": "Grad-CAM in-object",
+    "tr_r1": "TR@1",
+    "tr_r5": "TR@5",
+    "tr_r10": "TR@10",
+    "ir_r1": "IR@1",
+    "ir_r5": "IR@5",
+    "ir_r10": "IR@10",
+    "r_mean": "R mean",
+    "acc": "acc",
+    "in_object": "in-object",
+    "gradcam_in_object": "Grad-CAM in-object",
 }
 MINUS = "−"  # U+2212: a real minus sign, not a hyphen
 DASH = "—"
@@ -78,7 +85,7 @@ def _common_suffix(words: list[str]) -> str:
     for word in words[1:]:
         while not word.endswith(suffix):
             suffix = suffix[1:]
-    return suffix[suffix.find("_"):] if "_" in suffix else ""
+    return suffix[suffix.find("_") :] if "_" in suffix else ""
 
 
 def variant_labels(variants: list[str]) -> tuple[str, dict[str, str]]:
@@ -182,18 +189,24 @@ def grid(table: AblationTable) -> Grid:
         best, second = table.ranked(metric)
         reference = table.references.get(metric)
         refs[metric] = Reference(number(reference.mean, digits), reference.kind) if reference else Reference("", "")
-        for variant, row in zip(table.variants, column.itertuples(index=False)):
+        for variant, row in zip(table.variants, column.itertuples(index=False), strict=True):
             is_base = variant == table.baseline
             significant = not is_base and row.p_holm < significance.ALPHA
             needed = row.seeds_needed
-            ci = "" if is_base or math.isnan(row.ci_low) else f"[{signed(row.ci_low, digits)}, {signed(row.ci_high, digits)}]"
+            ci = (
+                ""
+                if is_base or math.isnan(row.ci_low)
+                else f"[{signed(row.ci_low, digits)}, {signed(row.ci_high, digits)}]"
+            )
             cells[variant][metric] = Cell(
                 mean=number(row.mean, digits),
                 std="" if math.isnan(row.std) else number(row.std, digits),
                 delta="" if is_base or math.isnan(row.delta) else signed(row.delta, digits),
                 ci=ci,
                 p="" if is_base else p_text(row.p_holm),
-                seeds_needed="" if math.isnan(needed) else (f">{significance.MAX_SEEDS}" if math.isinf(needed) else f"{needed:.0f}"),
+                seeds_needed=""
+                if math.isnan(needed)
+                else (f">{significance.MAX_SEEDS}" if math.isinf(needed) else f"{needed:.0f}"),
                 mark="" if is_base else significance.marks(row.p_holm),
                 rank=1 if variant in best else 2 if variant in second else 0,
                 direction=int(math.copysign(1, row.delta)) if significant and not math.isnan(row.delta) else 0,
@@ -241,10 +254,12 @@ def improvement_lines(table: AblationTable) -> list[str]:
         return []
     labels = ", ".join(metric_label(m) for m in table.improvement_metrics)
     header, names = variant_labels(table.variants)
-    lines = [f"Probability of improvement over the baseline across {len(table.improvement_metrics)} tasks ({labels}): "
-             "the chance that a run of the variant beats a run of the baseline on a task (random seeds, ties half), "
-             "averaged over tasks (rliable, Agarwal et al. 2021); 95% CI: stratified bootstrap over seeds within each "
-             "task. 0.5 = no better than the baseline; a CI above 0.5 = it tends to win across tasks."]
+    lines = [
+        f"Probability of improvement over the baseline across {len(table.improvement_metrics)} tasks ({labels}): "
+        "the chance that a run of the variant beats a run of the baseline on a task (random seeds, ties half), "
+        "averaged over tasks (rliable, Agarwal et al. 2021); 95% CI: stratified bootstrap over seeds within each "
+        "task. 0.5 = no better than the baseline; a CI above 0.5 = it tends to win across tasks."
+    ]
     for variant, found in table.improvements.items():
         lines.append(f"{names[variant]}: {found.probability:.2f} [{found.ci_low:.2f}, {found.ci_high:.2f}]")
     return lines
@@ -256,10 +271,12 @@ def verdict_legend(table: AblationTable) -> str:
         return ""
     label = metric_label(table.verdict_metric)
     interval = "repeated confidence interval (valid at every look)" if table.adaptive else "confidence interval"
-    return (f"Verdict on {label} vs the baseline: better / worse = significant after Holm; equivalent = the CI of Δ "
-            f"inside ±δ; open = more seeds may decide it; unresolved = the seeds ran out (~N: paired seeds a fixed test "
-            f"would need for 80% power at the observed Δ and spread). CI of Δ: the {interval} the verdict used; "
-            f"seeds: finished seeds of the row. Test: {table.design}.")
+    return (
+        f"Verdict on {label} vs the baseline: better / worse = significant after Holm; equivalent = the CI of Δ "
+        f"inside ±δ; open = more seeds may decide it; unresolved = the seeds ran out (~N: paired seeds a fixed test "
+        f"would need for 80% power at the observed Δ and spread). CI of Δ: the {interval} the verdict used; "
+        f"seeds: finished seeds of the row. Test: {table.design}."
+    )
 
 
 def seeds_text(table: AblationTable) -> str:
@@ -280,8 +297,10 @@ def legend(g: Grid) -> str:
         f"† p < 0.05, ‡ p < 0.01: paired t-test, Holm-corrected over {table.comparisons} variant(s).",
     ]
     if g.has_reference:
-        parts.append(f"{BELOW_REF} not significantly above the reference row (one-sided t-test, p ≥ 0.05); "
-                     f"{CONSTANT} constant predictor.")
+        parts.append(
+            f"{BELOW_REF} not significantly above the reference row (one-sided t-test, p ≥ 0.05); "
+            f"{CONSTANT} constant predictor."
+        )
     else:
         parts.append(f"No reference (chance/majority/blind) metric logged; {CONSTANT} constant predictor.")
     parts.append(f"Bold = best, underlined = second. {g.cost_unit} = device-hours summed over seeds.")

@@ -58,8 +58,10 @@ def variant_axes(sweep: Sweep) -> dict[str, dict[str, Any]]:
     else from the mask-ratio params the runs logged (sweeps without a sweep.yaml)."""
     spec = sweep.spec
     if spec.axes and spec.overrides:
-        return {key: {v: spec.overrides[v][key] for v in spec.variants if key in spec.overrides.get(v, {})}
-                for key in spec.axes}
+        return {
+            key: {v: spec.overrides[v][key] for v in spec.variants if key in spec.overrides.get(v, {})}
+            for key in spec.axes
+        }
     found = {}
     for param in MASK_RATIO_PARAMS.values():
         column = f"params.{param}"
@@ -110,10 +112,17 @@ def grid_stats(sweep: Sweep, table: AblationTable, shape: Shape, metric: str) ->
     x_key, y_key = shape.axes
     marks = grid(table).cells
     rows = [
-        {"variant": v, "x": shape.values[x_key][v], "y": shape.values[y_key][v],
-         "mean": table.cell(v, metric, "mean"), "std": table.cell(v, metric, "std"), "n": table.cell(v, metric, "n"),
-         "mark": marks[v][metric].mark}
-        for v in table.variants if v in shape.values[x_key] and v in shape.values[y_key]
+        {
+            "variant": v,
+            "x": shape.values[x_key][v],
+            "y": shape.values[y_key][v],
+            "mean": table.cell(v, metric, "mean"),
+            "std": table.cell(v, metric, "std"),
+            "n": table.cell(v, metric, "n"),
+            "mark": marks[v][metric].mark,
+        }
+        for v in table.variants
+        if v in shape.values[x_key] and v in shape.values[y_key]
     ]
     return pd.DataFrame(rows)
 
@@ -136,8 +145,16 @@ def heatmap_figure(sweep: Sweep, table: AblationTable, shape: Shape, metric: str
             notes.at[y, x] = f"{row['mean']:.{digits}f}{row['mark']}{spread}"
     fig = Figure(figsize=(1.3 * len(means.columns) + 2.6, 0.9 * len(means.index) + 1.6), layout="constrained")
     ax = fig.subplots()
-    sns.heatmap(means, annot=notes.to_numpy(), fmt="", cmap="viridis", ax=ax, annot_kws={"fontsize": 8},
-                cbar_kws={"label": f"{metric_label(metric)} (mean over seeds)"}, linewidths=0.5)
+    sns.heatmap(
+        means,
+        annot=notes.to_numpy(),
+        fmt="",
+        cmap="viridis",
+        ax=ax,
+        annot_kws={"fontsize": 8},
+        cbar_kws={"label": f"{metric_label(metric)} (mean over seeds)"},
+        linewidths=0.5,
+    )
     if table.baseline in set(data["variant"]):
         base = data[data["variant"] == table.baseline].iloc[0]
         col, row = list(means.columns).index(base["x"]), list(means.index).index(base["y"])
@@ -155,19 +172,28 @@ def line_figure(sweep: Sweep, table: AblationTable, shape: Shape, metrics: list[
     panels = fig.subplots(1, len(metrics), squeeze=False)[0]
     _one_row_layout(fig, 3.6 * len(metrics), 3.4, len(metrics))
     cells = grid(table).cells
-    for ax, metric in zip(panels, metrics):
+    for ax, metric in zip(panels, metrics, strict=True):
         points = seed_values(sweep, metric)
         points = points.assign(x=points["variant"].map(shape.values[key]))
-        summary = pd.DataFrame({
-            "x": [shape.values[key][v] for v in table.variants],
-            "mean": [table.cell(v, metric, "mean") for v in table.variants],
-            "std": [table.cell(v, metric, "std") for v in table.variants],
-            "mark": [cells[v][metric].mark for v in table.variants],
-        }).sort_values("x")
-        ax.errorbar(summary["x"], summary["mean"], yerr=summary["std"].fillna(0.0), marker="o", capsize=4,
-                    color="C0", label="mean ± std")
+        summary = pd.DataFrame(
+            {
+                "x": [shape.values[key][v] for v in table.variants],
+                "mean": [table.cell(v, metric, "mean") for v in table.variants],
+                "std": [table.cell(v, metric, "std") for v in table.variants],
+                "mark": [cells[v][metric].mark for v in table.variants],
+            }
+        ).sort_values("x")
+        ax.errorbar(
+            summary["x"],
+            summary["mean"],
+            yerr=summary["std"].fillna(0.0),
+            marker="o",
+            capsize=4,
+            color="C0",
+            label="mean ± std",
+        )
         ax.scatter(points["x"], points["value"], s=12, color="C0", alpha=0.35, label="one seed", zorder=3)
-        for x, mean, mark in zip(summary["x"], summary["mean"], summary["mark"]):
+        for x, mean, mark in zip(summary["x"], summary["mean"], summary["mark"], strict=True):
             if mark and pd.notna(mean):
                 ax.annotate(mark, (x, mean), textcoords="offset points", xytext=(5, 5), fontsize=11)
         _reference_line(ax, table, metric)
@@ -175,8 +201,11 @@ def line_figure(sweep: Sweep, table: AblationTable, shape: Shape, metrics: list[
         ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
     panels[0].legend(fontsize="small")
-    fig.suptitle(f"{table.sweep}: baseline {axis_label(key)} = {shape.values[key].get(table.baseline, '?')}\n"
-                 "† p<0.05, ‡ p<0.01 vs baseline (Holm)", fontsize=10)
+    fig.suptitle(
+        f"{table.sweep}: baseline {axis_label(key)} = {shape.values[key].get(table.baseline, '?')}\n"
+        "† p<0.05, ‡ p<0.01 vs baseline (Holm)",
+        fontsize=10,
+    )
     return fig
 
 
@@ -186,38 +215,53 @@ def bars_figure(sweep: Sweep, table: AblationTable, metrics: list[str]) -> Figur
     width = max(3.6, 0.55 * len(table.variants) + 1.5)
     fig = Figure(figsize=(width * len(metrics), 3.9))
     panels = fig.subplots(1, len(metrics), squeeze=False)[0]
-    _one_row_layout(fig, width * len(metrics), 3.9, len(metrics), bottom_in=0.5 + (0.7 if len(table.variants) > 3 else 0.0))
+    _one_row_layout(
+        fig, width * len(metrics), 3.9, len(metrics), bottom_in=0.5 + (0.7 if len(table.variants) > 3 else 0.0)
+    )
     cells = grid(table).cells
     order = [labels[v] for v in table.variants]
     palette = {labels[v]: ("0.6" if v == table.baseline else "C0") for v in table.variants}
-    for ax, metric in zip(panels, metrics):
+    for ax, metric in zip(panels, metrics, strict=True):
         points = seed_values(sweep, metric)
         points = points.assign(label=points["variant"].map(labels))
         means = pd.DataFrame({"label": order, "mean": [table.cell(v, metric, "mean") for v in table.variants]})
-        sns.barplot(data=means, x="label", y="mean", hue="label", order=order, palette=palette, ax=ax, legend=False,
-                    alpha=0.8)
+        sns.barplot(
+            data=means, x="label", y="mean", hue="label", order=order, palette=palette, ax=ax, legend=False, alpha=0.8
+        )
         sns.stripplot(data=points, x="label", y="value", order=order, color="black", size=4, jitter=0.15, ax=ax)
         tops = points.groupby("variant")["value"].max()
         for i, v in enumerate(table.variants):
             mark, mean = cells[v][metric].mark, table.cell(v, metric, "mean")
             if mark and pd.notna(mean):  # above the bar and its highest seed
-                ax.annotate(mark, (i, max(mean, tops.get(v, mean))), textcoords="offset points", xytext=(0, 5),
-                            ha="center", fontsize=11)
+                ax.annotate(
+                    mark,
+                    (i, max(mean, tops.get(v, mean))),
+                    textcoords="offset points",
+                    xytext=(0, 5),
+                    ha="center",
+                    fontsize=11,
+                )
         _reference_line(ax, table, metric)
         ax.set_xlabel("")
         ax.set_ylabel(metric_label(metric))
         ax.tick_params(axis="x", labelrotation=30 if len(table.variants) > 3 else 0)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{table.sweep}: bars = mean, dots = seeds, grey = baseline\n"
-                 "† p<0.05, ‡ p<0.01 vs baseline (Holm)", fontsize=10)
+    fig.suptitle(
+        f"{table.sweep}: bars = mean, dots = seeds, grey = baseline\n† p<0.05, ‡ p<0.01 vs baseline (Holm)", fontsize=10
+    )
     return fig
 
 
 def _one_row_layout(fig: Figure, width_in: float, height_in: float, panels: int, bottom_in: float = 0.5) -> None:
     """Fixed margins for a row of panels (a two-line title on top): constrained layout would
     double the time to draw the figure, which a 1,000-run report pays per sweep."""
-    fig.subplots_adjust(left=0.75 / width_in, right=1 - 0.15 / width_in, top=1 - 0.65 / height_in,
-                        bottom=bottom_in / height_in, wspace=0.9 / max(1.0, width_in / panels - 0.9))
+    fig.subplots_adjust(
+        left=0.75 / width_in,
+        right=1 - 0.15 / width_in,
+        top=1 - 0.65 / height_in,
+        bottom=bottom_in / height_in,
+        wspace=0.9 / max(1.0, width_in / panels - 0.9),
+    )
 
 
 def _reference_line(ax, table: AblationTable, metric: str) -> None:
@@ -250,8 +294,13 @@ def curve_stats(histories: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return stats.rename(columns={"count": "n"})
 
 
-def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str, labels: dict[str, str] | None = None,
-                           highlight: list[str] | None = None):
+def training_curves_figure(
+    stats: pd.DataFrame,
+    variants: list[str],
+    title: str,
+    labels: dict[str, str] | None = None,
+    highlight: list[str] | None = None,
+):
     """One panel per loss; per variant the mean over seeds with a ± std band. With more than
     MAX_BANDS variants only `highlight` (the baseline and the best) get a colour, band and legend
     entry; the others are thin grey lines (33 coloured lines and bands hide each other). None without data."""
@@ -269,17 +318,24 @@ def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str,
     fig = Figure(figsize=(4.6 * columns, height))
     grid = fig.subplots(rows, columns, squeeze=False)
     # fixed margins (inches -> fractions): constrained layout would double the time to draw the figure
-    fig.subplots_adjust(left=0.6 / (4.6 * columns), right=0.99, top=1 - 0.75 / height,
-                        bottom=(0.55 + 0.22 * legend_rows + 0.45) / height, wspace=0.28, hspace=0.55)
+    fig.subplots_adjust(
+        left=0.6 / (4.6 * columns),
+        right=0.99,
+        top=1 - 0.75 / height,
+        bottom=(0.55 + 0.22 * legend_rows + 0.45) / height,
+        wspace=0.28,
+        hspace=0.55,
+    )
     colours = matplotlib.colormaps["tab10"]
     by_key = {key: part for key, part in stats.groupby("key", sort=False)}
-    for panel, key in zip(grid.flat, keys):
+    for panel, key in zip(grid.flat, keys, strict=True):
         lines = {variant: line.sort_values("step") for variant, line in by_key[key].groupby("variant", sort=False)}
         if many:  # the rest as one grey line collection, drawn first (underneath)
             rest = [lines[v][["step", "mean"]].to_numpy() for v in variants if v in lines and v not in shown]
             if rest:
-                panel.add_collection(LineCollection(rest, colors="0.75", linewidths=0.6,
-                                                    label=f"other variants ({len(rest)})"))
+                panel.add_collection(
+                    LineCollection(rest, colors="0.75", linewidths=0.6, label=f"other variants ({len(rest)})")
+                )
         for i, variant in enumerate(shown):
             line = lines.get(variant)
             if line is None:
@@ -299,7 +355,15 @@ def training_curves_figure(stats: pd.DataFrame, variants: list[str], title: str,
     for panel in list(grid.flat)[len(keys) :]:
         panel.set_visible(False)
     handles, names = grid.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, max(1, len(names))),
-               fontsize="small", title="variant (mean ± std over seeds)", frameon=False)
+    fig.legend(
+        handles,
+        names,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(4, max(1, len(names))),
+        fontsize="small",
+        title="variant (mean ± std over seeds)",
+        frameon=False,
+    )
     fig.suptitle(title)
     return fig

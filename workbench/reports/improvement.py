@@ -46,11 +46,12 @@ def _boot_probability(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, re
     return ((xs[:, :, None] > ys[:, None, :]) + 0.5 * (xs[:, :, None] == ys[:, None, :])).mean(axis=(1, 2))
 
 
-def improvement(variant: list[np.ndarray], baseline: list[np.ndarray], reps: int = BOOTSTRAP,
-                seed: int = SEED) -> Improvement:
+def improvement(
+    variant: list[np.ndarray], baseline: list[np.ndarray], reps: int = BOOTSTRAP, seed: int = SEED
+) -> Improvement:
     """Per task (list position) the variant's and the baseline's values over seeds -> the mean
     probability of improvement and its stratified-bootstrap CI (tasks without values are skipped)."""
-    pairs = [(np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for x, y in zip(variant, baseline)]
+    pairs = [(np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for x, y in zip(variant, baseline, strict=True)]
     pairs = [(x[~np.isnan(x)], y[~np.isnan(y)]) for x, y in pairs]
     pairs = [(x, y) for x, y in pairs if len(x) and len(y)]
     if not pairs:
@@ -73,8 +74,9 @@ def task_metrics(metrics: list[str], lower_is_better) -> list[str]:
     return list(chosen.values())
 
 
-def table_improvements(wide: pd.DataFrame, metrics: list[str], variants: list[str],
-                       baseline: str) -> dict[str, Improvement]:
+def table_improvements(
+    wide: pd.DataFrame, metrics: list[str], variants: list[str], baseline: str
+) -> dict[str, Improvement]:
     """Every variant's probability of improvement over `baseline` across the tasks of `metrics`
     (`wide`: index = seed, columns = (metric, variant)). Empty with fewer than two tasks."""
     if len(metrics) < 2 or baseline not in variants:

@@ -19,12 +19,36 @@ from workbench.reports.stats import AblationTable
 
 COLUMN_METRICS = 4  # at most this many metric columns: one-column `table`
 PACKAGES = ("booktabs",)
-SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-SYMBOLS = {MINUS: "$-$", "±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "<": r"$<$", ">": r"$>$",
-           "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}",
-           BELOW_REF: r"\textsuperscript{$\circ$}", CONSTANT: r"\textsuperscript{\S}"}
-MARKS = {"†": r"\dag", "‡": r"\ddag", BELOW_REF: r"$\circ$", CONSTANT: r"\S"}  # one superscript for all of a cell's marks
+SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+SYMBOLS = {
+    MINUS: "$-$",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "—": "--",
+    "<": r"$<$",
+    ">": r"$>$",
+    "†": r"\textsuperscript{\dag}",
+    "‡": r"\textsuperscript{\ddag}",
+    BELOW_REF: r"\textsuperscript{$\circ$}",
+    CONSTANT: r"\textsuperscript{\S}",
+}
+MARKS = {
+    "†": r"\dag",
+    "‡": r"\ddag",
+    BELOW_REF: r"$\circ$",
+    CONSTANT: r"\S",
+}  # one superscript for all of a cell's marks
 REFERENCE_KINDS = {"blind": "blind", "majority": "maj.", "chance": "chance"}
 HEADER_WRAP = 12  # longer column headers go on two lines
 SHORT_VERDICTS = {"equivalent": "equiv.", "unresolved": "unres.", "baseline": "base"}  # the caption spells them out
@@ -33,8 +57,9 @@ SHORT_VERDICTS = {"equivalent": "equiv.", "unresolved": "unres.", "baseline": "b
 def tex(text: str) -> str:
     """Plain text -> LaTeX: specials escaped, −, ±, Δ, †, ‡ as LaTeX symbols, any other character
     that is not printable ASCII as LaTeX2e core typesets it (`latex_text`: CJK, emoji, newlines ...)."""
-    return "".join(SPECIALS.get(c) or SYMBOLS.get(c) or (c if " " <= c <= "~" else latex_text.typeset(c, tex))
-                   for c in text)
+    return "".join(
+        SPECIALS.get(c) or SYMBOLS.get(c) or (c if " " <= c <= "~" else latex_text.typeset(c, tex)) for c in text
+    )
 
 
 def header(text: str) -> str:
@@ -65,15 +90,19 @@ def delta_cell(cell: Cell) -> str:
 def caption(g: Grid) -> str:
     table = g.table
     base = "" if g.baseline_label == "baseline" else f" ({tex(g.baseline_label)})"
-    text = (rf"{tex(table.sweep)}: mean{{\scriptsize$\pm$sd}} over {tex(seeds_text(table).split(' (')[0])}; "
-            rf"below: $\Delta$ vs.\ baseline{base}, and the {tex(g.cost_unit)} summed over seeds. "
-            rf"\dag/\ddag: $p<0.05/0.01$, paired $t$-test, Holm over {table.comparisons}.")
+    text = (
+        rf"{tex(table.sweep)}: mean{{\scriptsize$\pm$sd}} over {tex(seeds_text(table).split(' (')[0])}; "
+        rf"below: $\Delta$ vs.\ baseline{base}, and the {tex(g.cost_unit)} summed over seeds. "
+        rf"\dag/\ddag: $p<0.05/0.01$, paired $t$-test, Holm over {table.comparisons}."
+    )
     if g.has_reference:
         text += r" $^\circ$: not above the reference; \S: constant."
     if g.verdicts:
-        text += (rf" Verdict on {tex(metric_label(table.verdict_metric))} ($n$ seeds; below: the CI of $\Delta$): "
-                 rf"better/worse: significant after Holm; equiv.: CI inside $\pm\delta$; unres.: the seeds ran out. "
-                 rf"Test: {tex(table.design)}.")
+        text += (
+            rf" Verdict on {tex(metric_label(table.verdict_metric))} ($n$ seeds; below: the CI of $\Delta$): "
+            rf"better/worse: significant after Holm; equiv.: CI inside $\pm\delta$; unres.: the seeds ran out. "
+            rf"Test: {tex(table.design)}."
+        )
     return text
 
 
@@ -83,7 +112,9 @@ def verdict_cells(g: Grid, variant: str) -> tuple[list[str], list[str]]:
         return [], []
     cell = g.verdicts[variant]
     word = SHORT_VERDICTS.get(cell.verdict, cell.verdict)
-    return [rf"{tex(word)}{{\scriptsize~$n{{=}}{cell.seeds}$}}"], [rf"{{\scriptsize {tex(cell.ci)}}}" if cell.ci else ""]
+    return [rf"{tex(word)}{{\scriptsize~$n{{=}}{cell.seeds}$}}"], [
+        rf"{{\scriptsize {tex(cell.ci)}}}" if cell.ci else ""
+    ]
 
 
 def to_latex(table: AblationTable) -> str:
@@ -100,12 +131,18 @@ def to_latex(table: AblationTable) -> str:
         rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]+', '-', table.sweep)}}}",
         rf"\begin{{tabular}}{{@{{}}l{'r' * len(table.metrics)}{'l' if g.verdicts else ''}@{{}}}}",
         r"\toprule",
-        " & ".join([header(g.header), *(header(label) for label in g.metric_labels.values())]
-                   + (["verdict"] if g.verdicts else [])) + r" \\",
+        " & ".join(
+            [header(g.header), *(header(label) for label in g.metric_labels.values())]
+            + (["verdict"] if g.verdicts else [])
+        )
+        + r" \\",
         r"\midrule",
     ]
     if g.has_reference:
-        refs = [rf"{tex(r.value)}{{\scriptsize~{REFERENCE_KINDS[r.kind]}}}" if r.kind else "--" for r in g.references.values()]
+        refs = [
+            rf"{tex(r.value)}{{\scriptsize~{REFERENCE_KINDS[r.kind]}}}" if r.kind else "--"
+            for r in g.references.values()
+        ]
         lines += [" & ".join([r"\textit{reference}", *refs] + ([""] if g.verdicts else [])) + r" \\", r"\midrule"]
     for variant in table.variants:
         cells = [g.cells[variant][m] for m in table.metrics]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import html
 import os
-from datetime import datetime, timezone
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 from workbench.errors import ConfigError
 from workbench.pids import pid_alive
@@ -96,36 +96,50 @@ figcaption { color: #555; font-size: 0.9em; } .files a { margin-right: 0.6em; }
 
 
 def page(title: str, body: str, css: str = "") -> str:
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{PAGE_CSS}{css}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{PAGE_CSS}{css}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 def figure_html(image: str, caption: str, pdf: str | None = None) -> str:
     """An inline figure (image links to itself, pdf linked when there is one)."""
     link = f" (<a href='{html.escape(pdf, quote=True)}'>pdf</a>)" if pdf else ""
     src = html.escape(image, quote=True)
-    return (f"<figure><a href='{src}'><img src='{src}' alt='{html.escape(caption, quote=True)}'></a>"
-            f"<figcaption>{html.escape(caption)}{link}</figcaption></figure>")
+    return (
+        f"<figure><a href='{src}'><img src='{src}' alt='{html.escape(caption, quote=True)}'></a>"
+        f"<figcaption>{html.escape(caption)}{link}</figcaption></figure>"
+    )
 
 
 def _folder_section(folder: Path, root: Path) -> str:
     """A folder the report did not write a section for (attention maps, ...): its figures inline."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    tables = [p for p in files if p.suffix in TABLE_SUFFIXES and p.name not in (INDEX, SECTION, SWEEP_PAGE, "README.md")]
+    tables = [
+        p for p in files if p.suffix in TABLE_SUFFIXES and p.name not in (INDEX, SECTION, SWEEP_PAGE, "README.md")
+    ]
     images = [p for p in files if p.suffix == ".png"]
     if not tables and not images:
         return ""
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
     label_file = folder / LABEL_FILE
-    heading = label_file.read_text(encoding="utf-8").strip() if label_file.is_file() else (
-        rel(folder) if folder != root else "reports")
+    heading = (
+        label_file.read_text(encoding="utf-8").strip()
+        if label_file.is_file()
+        else (rel(folder) if folder != root else "reports")
+    )
     parts = [f"<section><h2>{html.escape(heading)}</h2>"]
     if tables:
-        parts.append("<p class='files'>files: " + "".join(
-            f"<a href='{html.escape(rel(p), quote=True)}'>{html.escape(p.name)}</a>" for p in tables) + "</p>")
+        parts.append(
+            "<p class='files'>files: "
+            + "".join(f"<a href='{html.escape(rel(p), quote=True)}'>{html.escape(p.name)}</a>" for p in tables)
+            + "</p>"
+        )
     for image in images:
         pdf = image.with_suffix(".pdf")
-        parts.append(figure_html(rel(image), f"{heading}: {image.stem.replace('_', ' ')}", rel(pdf) if pdf.exists() else None))
+        parts.append(
+            figure_html(rel(image), f"{heading}: {image.stem.replace('_', ' ')}", rel(pdf) if pdf.exists() else None)
+        )
     return "\n".join(parts) + "</section>"
 
 
@@ -136,11 +150,13 @@ def write_index(root: Path) -> Path:
     sweeps = [f for f in folders if (f / SECTION).is_file()]
     inside_sweeps = lambda f: any(s in f.parents for s in sweeps)  # noqa: E731
     sections = [(f / SECTION).read_text(encoding="utf-8") for f in sweeps]
-    sections += [s for s in (_folder_section(f, root) for f in [root] + folders if f not in sweeps and not inside_sweeps(f)) if s]
+    sections += [
+        s for s in (_folder_section(f, root) for f in [root] + folders if f not in sweeps and not inside_sweeps(f)) if s
+    ]
     body = "\n".join(sections) or "<p>No reports yet: run <code>workbench report ablations</code>.</p>"
     header = (
         "<h1>workbench reports</h1>\n<p class='meta'>Rebuild: <code>workbench report ablations</code> and "
         "<code>workbench report attention RUN_ID --compare RUN_ID</code>; browse runs with <code>workbench ui</code>. "
-        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.</p>"
+        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.</p>"
     )
     return write_text(root / INDEX, page("workbench reports", f"{header}\n{body}", TABLE_CSS))

@@ -49,8 +49,12 @@ def table_frame(table: AblationTable) -> pd.DataFrame:
     """The ablation table as rows for `log_table`: variant, device_hours, flag, `<metric> <stat>`."""
     rows = []
     for variant in table.variants:
-        row = {"variant": variant, "baseline": variant == table.baseline,
-               "device_hours": table.device_hours.get(variant, math.nan), "flag": table.flags.get(variant, "")}
+        row = {
+            "variant": variant,
+            "baseline": variant == table.baseline,
+            "device_hours": table.device_hours.get(variant, math.nan),
+            "flag": table.flags.get(variant, ""),
+        }
         for metric in table.metrics:
             for stat in ("mean", "std", "n", "delta", "ci_low", "ci_high", "p_holm", "seeds_needed"):
                 row[f"{metric} {stat}"] = float(table.cell(variant, metric, stat))

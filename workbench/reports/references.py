@@ -82,7 +82,11 @@ def constant_many(values: np.ndarray, constants: list[np.ndarray]) -> np.ndarray
         return np.zeros(values.shape[1], dtype=bool)
     with np.errstate(invalid="ignore"):
         top = np.where(shown, np.abs(values), 0.0).max(axis=0)
-        spread = np.where(n > 0, np.nanmax(np.where(shown, values, -np.inf), axis=0) - np.nanmin(np.where(shown, values, np.inf), axis=0), np.inf)
+        spread = np.where(
+            n > 0,
+            np.nanmax(np.where(shown, values, -np.inf), axis=0) - np.nanmin(np.where(shown, values, np.inf), axis=0),
+            np.inf,
+        )
         tolerance = 1e-6 * np.maximum(1.0, np.abs(values))
         flat = (n >= 2) & (spread <= 1e-6 * np.maximum(1.0, top))
         at_level = np.zeros(values.shape, dtype=bool)

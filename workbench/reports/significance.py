@@ -119,7 +119,9 @@ def seeds_for_power(diff_mean: float, diff_std: float, power: float = POWER, alp
     return math.inf
 
 
-def seeds_for_power_many(diff_mean: np.ndarray, diff_std: np.ndarray, power: float = POWER, alpha: float = ALPHA) -> np.ndarray:
+def seeds_for_power_many(
+    diff_mean: np.ndarray, diff_std: np.ndarray, power: float = POWER, alpha: float = ALPHA
+) -> np.ndarray:
     """`seeds_for_power` for many cells at once (one non-central t call over a window of n per cell)."""
     diff_mean, diff_std = np.asarray(diff_mean, dtype=float), np.asarray(diff_std, dtype=float)
     out = np.full(diff_mean.shape, math.nan)

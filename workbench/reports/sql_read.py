@@ -11,7 +11,7 @@ returns None and the caller uses `search_runs`; a test checks both give the same
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import mlflow
 import numpy as np
@@ -43,8 +43,8 @@ def read_runs(
     if store is None:
         return None
     try:
-        from sqlalchemy import or_, select  # deferred: SQL stores only (see _sql_store)
         from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlParam, SqlRun, SqlTag
+        from sqlalchemy import or_, select  # deferred: SQL stores only (see _sql_store)
 
         with store.ManagedSessionMaker() as session:
             tagged = select(SqlTag.run_uuid).where(SqlTag.key == sweep_tag)
@@ -53,25 +53,36 @@ def read_runs(
             runs = session.execute(
                 select(SqlRun.run_uuid, SqlRun.status, SqlRun.start_time, SqlRun.end_time, SqlRun.experiment_id)
                 .join(SqlExperiment, SqlExperiment.experiment_id == SqlRun.experiment_id)
-                .where(SqlRun.run_uuid.in_(tagged), SqlRun.lifecycle_stage == ACTIVE,
-                       SqlExperiment.lifecycle_stage == ACTIVE)
+                .where(
+                    SqlRun.run_uuid.in_(tagged),
+                    SqlRun.lifecycle_stage == ACTIVE,
+                    SqlExperiment.lifecycle_stage == ACTIVE,
+                )
             ).all()
             ids = select(SqlRun.run_uuid).where(SqlRun.run_uuid.in_(tagged), SqlRun.lifecycle_stage == ACTIVE)
             tag_rows = session.execute(
-                select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(SqlTag.run_uuid.in_(ids), SqlTag.key.in_(list(tags)))
+                select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(
+                    SqlTag.run_uuid.in_(ids), SqlTag.key.in_(list(tags))
+                )
             ).all()
             param_rows = session.execute(
-                select(SqlParam.run_uuid, SqlParam.key, SqlParam.value)
-                .where(SqlParam.run_uuid.in_(ids), SqlParam.key.in_(list(params)))
+                select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(
+                    SqlParam.run_uuid.in_(ids), SqlParam.key.in_(list(params))
+                )
             ).all()
             metric_rows = session.execute(
-                select(SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.value, SqlLatestMetric.is_nan)
-                .where(SqlLatestMetric.run_uuid.in_(ids),
-                       or_(*[SqlLatestMetric.key.like(f"{prefix}%") for prefix in metric_prefixes]))
+                select(
+                    SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.value, SqlLatestMetric.is_nan
+                ).where(
+                    SqlLatestMetric.run_uuid.in_(ids),
+                    or_(*[SqlLatestMetric.key.like(f"{prefix}%") for prefix in metric_prefixes]),
+                )
             ).all()
     except Exception:  # an unexpected schema or driver: the caller falls back to search_runs
         return None
-    runs, tag_rows, param_rows, metric_rows = ([tuple(r) for r in rows] for rows in (runs, tag_rows, param_rows, metric_rows))
+    runs, tag_rows, param_rows, metric_rows = (
+        [tuple(r) for r in rows] for rows in (runs, tag_rows, param_rows, metric_rows)
+    )
     frame = pd.DataFrame(runs, columns=["run_id", "status", "start_time", "end_time", "experiment_id"])
     frame["start_time"], frame["end_time"] = _time(frame["start_time"]), _time(frame["end_time"])
     frame["experiment_id"] = frame["experiment_id"].astype(str)
@@ -99,17 +110,21 @@ def read_histories(run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame 
     if store is None:
         return None
     try:
-        from sqlalchemy import select  # deferred: SQL stores only (see _sql_store)
         from mlflow.store.tracking.dbmodels.models import SqlMetric
+        from sqlalchemy import select  # deferred: SQL stores only (see _sql_store)
 
         rows = []
         with store.ManagedSessionMaker() as session:
             for start in range(0, len(run_ids), 500):
                 chunk = list(run_ids[start : start + 500])
-                rows += map(tuple, session.execute(  # plain tuples: pandas probes Row objects field by field
-                    select(SqlMetric.run_uuid, SqlMetric.key, SqlMetric.step, SqlMetric.value, SqlMetric.is_nan)
-                    .where(SqlMetric.run_uuid.in_(chunk), SqlMetric.key.in_(list(keys)))
-                ).all())
+                rows += map(
+                    tuple,
+                    session.execute(  # plain tuples: pandas probes Row objects field by field
+                        select(
+                            SqlMetric.run_uuid, SqlMetric.key, SqlMetric.step, SqlMetric.value, SqlMetric.is_nan
+                        ).where(SqlMetric.run_uuid.in_(chunk), SqlMetric.key.in_(list(keys)))
+                    ).all(),
+                )
     except Exception:
         return None
     frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "is_nan"])

@@ -28,8 +28,20 @@ from workbench.reports.references import Reference
 from workbench.reports.store import EVAL_PREFIX, FINISHED, Sweep
 from workbench.sequential import Comparison
 
-STATS = ("mean", "std", "n", "delta", "ci_low", "ci_high", "p_value", "p_holm", "n_pairs", "seeds_needed",
-         "p_above_ref", "constant")
+STATS = (
+    "mean",
+    "std",
+    "n",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "n_pairs",
+    "seeds_needed",
+    "p_above_ref",
+    "constant",
+)
 TEST_NAME = "two-sided paired t-test over seeds shared with the baseline (scipy.stats.ttest_rel), Holm-corrected"
 # What the table shows when neither the user nor the sweep names metrics (those logged are kept).
 DEFAULT_METRICS = (
@@ -180,8 +192,10 @@ def seed_flags(runs: pd.DataFrame, variants: list[str], seeds: list[int], metric
     complete = runs[present].notna().all(axis=1) & (len(present) == len(metric_columns))
     state = runs["status"].str.lower().where(runs["status"] != FINISHED, "")
     state = state.where(~(runs["status"].eq(FINISHED) & ~complete), "incomplete metrics")
-    by_variant = {variant: dict(zip(group["seed"], group["state"]))
-                  for variant, group in runs.assign(state=state).groupby("variant", sort=False)}
+    by_variant = {
+        variant: dict(zip(group["seed"], group["state"], strict=True))
+        for variant, group in runs.assign(state=state).groupby("variant", sort=False)
+    }
     flags = {}
     for variant in variants:
         mine = by_variant.get(variant, {})
@@ -214,8 +228,11 @@ def reference_columns(values: pd.DataFrame, metric: str, reference: Reference | 
     references' per-seed values, index = seed, columns = (key, variant) in the table's variant order)."""
     shown = values[metric].to_numpy(dtype=float)
     missing = np.full(shown.shape, math.nan)
-    constants = [values[k].to_numpy(dtype=float) if k in values else missing
-                 for kind, k in references.reference_keys(metric).items() if kind in references.CONSTANT_KINDS]
+    constants = [
+        values[k].to_numpy(dtype=float) if k in values else missing
+        for kind, k in references.reference_keys(metric).items()
+        if kind in references.CONSTANT_KINDS
+    ]
     out = {"constant": references.constant_many(shown, constants), "p_above_ref": np.full(shown.shape[1], math.nan)}
     if reference is not None:
         ref = values[reference.key].to_numpy(dtype=float) if reference.key in values else missing
@@ -238,9 +255,15 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
     ref_keys = [k for m in keys for k in references.reference_keys(m).values() if f"metrics.{k}" in runs]
     values = metric_values(runs, keys + [k for k in ref_keys if k not in keys])
     ref_means = {k: float(values[k].mean()) for k in ref_keys if values[k].notna().any()}
-    refs = {m: r for m in keys if (r := references.strongest(m, ref_means)) is not None and not LOWER_IS_BETTER.search(m)}
+    refs = {
+        m: r for m in keys if (r := references.strongest(m, ref_means)) is not None and not LOWER_IS_BETTER.search(m)
+    }
     # index = seed, columns = (key, variant): every metric and reference as a [seeds, variants] matrix
-    wide = values.unstack("variant") if len(values) else pd.DataFrame(columns=pd.MultiIndex.from_tuples([], names=[None, "variant"]))
+    wide = (
+        values.unstack("variant")
+        if len(values)
+        else pd.DataFrame(columns=pd.MultiIndex.from_tuples([], names=[None, "variant"]))
+    )
     wide = wide.reindex(columns=pd.MultiIndex.from_product([list(values.columns), list(spec.variants)]))
     columns = {}
     for key in keys:
@@ -252,7 +275,7 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
     stats_frame.index.name = "variant"
     finished = runs[runs["status"] == FINISHED].dropna(subset=["seed"])
     run_ids: dict[str, dict[int, str]] = {}
-    for variant, seed, run_id in zip(finished["variant"], finished["seed"], finished["run_id"]):
+    for variant, seed, run_id in zip(finished["variant"], finished["seed"], finished["run_id"], strict=True):
         run_ids.setdefault(variant, {})[int(seed)] = run_id
     per_task = task_metrics(keys, LOWER_IS_BETTER.search)
     improvements = table_improvements(wide, per_task, list(spec.variants), spec.baseline)
@@ -264,7 +287,8 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
         variants=list(spec.variants),
         metrics=keys,
         stats=stats_frame,
-        flags=_adaptive_flags(runs, spec.variants, keys) if design and design.sequential
+        flags=_adaptive_flags(runs, spec.variants, keys)
+        if design and design.sequential
         else seed_flags(runs, spec.variants, spec.seeds, keys),
         expected_seeds=list(spec.seeds),
         notes=notes + _no_finished_note(runs),

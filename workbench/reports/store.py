@@ -12,9 +12,10 @@ from __future__ import annotations
 import gc
 import os
 import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -22,8 +23,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from workbench import tags
-from workbench.errors import ConfigError
-from workbench.errors import DataError
+from workbench.errors import ConfigError, DataError
 from workbench.reports import sql_read
 from workbench.reports.cost import DEVICE_KIND_TAG, DEVICES_TAG
 from workbench.tracking import check_store, resolve_uri
@@ -125,7 +125,9 @@ def search(filter_string: str) -> pd.DataFrame:
 
 def _check_selector(selector: str) -> str:
     if not SELECTOR.match(selector):
-        raise ConfigError(f"SWEEP {selector!r}: not a sweep name or run id (allowed characters: letters, digits, _ . : / + -)")
+        raise ConfigError(
+            f"SWEEP {selector!r}: not a sweep name or run id (allowed characters: letters, digits, _ . : / + -)"
+        )
     return selector
 
 
@@ -140,7 +142,9 @@ def read_sweep_runs(selectors: Sequence[str] = ()) -> pd.DataFrame:
     """Parent and child runs of the selected sweeps (names or parent run ids); all sweeps when empty."""
     selectors = [_check_selector(selector) for selector in selectors]
     with gc_paused():
-        fast = sql_read.read_runs(SWEEP_TAG, selectors, KEEP_TAGS, KEEP_PARAMS, [p.removeprefix("metrics.") for p in KEEP_PREFIXES])
+        fast = sql_read.read_runs(
+            SWEEP_TAG, selectors, KEEP_TAGS, KEEP_PARAMS, [p.removeprefix("metrics.") for p in KEEP_PREFIXES]
+        )
     if fast is not None and not fast.empty and set(selectors) <= set(fast[f"tags.{SWEEP_TAG}"].dropna()):
         return fast  # SQL store: only the kept columns (a parent run id as selector takes the search below)
     if not selectors:
@@ -153,7 +157,9 @@ def read_sweep_runs(selectors: Sequence[str] = ()) -> pd.DataFrame:
             parent = search(f"attributes.run_id = '{selector}'") if not children.empty else children
             found = pd.concat([parent, children], ignore_index=True)
         if found.empty:
-            raise ConfigError(f"SWEEP {selector!r}: no sweep of that name and no parent run of that id in {mlflow.get_tracking_uri()}")
+            raise ConfigError(
+                f"SWEEP {selector!r}: no sweep of that name and no parent run of that id in {mlflow.get_tracking_uri()}"
+            )
         frames.append(found)
     runs = pd.concat([slim(frame) for frame in frames], ignore_index=True)
     return runs.drop_duplicates("run_id", ignore_index=True)
@@ -224,8 +230,12 @@ def parse_spec(data: Any, where: str, fallback_name: str) -> SweepSpec:
         source=SPEC_ARTIFACT,
         description=str(data.get("description") or ""),
         overrides=_variant_overrides(data.get("variants", [])),
-        objective=str((data.get("objective") or {}).get("metric", "")) if isinstance(data.get("objective"), dict) else "",
-        direction=str((data.get("objective") or {}).get("direction", "maximize")) if isinstance(data.get("objective"), dict) else "maximize",
+        objective=str((data.get("objective") or {}).get("metric", ""))
+        if isinstance(data.get("objective"), dict)
+        else "",
+        direction=str((data.get("objective") or {}).get("direction", "maximize"))
+        if isinstance(data.get("objective"), dict)
+        else "maximize",
         sequential=dict(data["sequential"]) if isinstance(data.get("sequential"), dict) else {},
         delta={str(k): float(v) for k, v in data["delta"].items()} if isinstance(data.get("delta"), dict) else {},
     )
@@ -279,9 +289,7 @@ def tidy_children(children: pd.DataFrame) -> pd.DataFrame:
 
 def one_run_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
     """Of repeated (variant, seed) runs keep the latest FINISHED one, else the latest."""
-    order = runs.assign(_finished=runs["status"].eq(FINISHED)).sort_values(
-        ["_finished", "start_time"], kind="stable"
-    )
+    order = runs.assign(_finished=runs["status"].eq(FINISHED)).sort_values(["_finished", "start_time"], kind="stable")
     kept = order.drop_duplicates(["variant", "seed"], keep="last").drop(columns="_finished")
     return kept.sort_values("start_time", kind="stable", ignore_index=True)
 
@@ -332,7 +340,11 @@ def split_sweeps(runs: pd.DataFrame) -> list[Sweep]:
     sweeps = []
     for name, pids in by_name.items():
         pid = pids[-1]
-        notes = [f"{len(pids) - 1} older parent run(s) of sweep {name!r} ignored; the latest is {pid}"] if len(pids) > 1 else []
+        notes = (
+            [f"{len(pids) - 1} older parent run(s) of sweep {name!r} ignored; the latest is {pid}"]
+            if len(pids) > 1
+            else []
+        )
         group = one_run_per_seed(groups.get(pid, tidy_children(runs.iloc[0:0])))
         has_parent = pid in set(parents["run_id"])
         raw = load_spec_artifact(pid) if has_parent else None
@@ -340,18 +352,34 @@ def split_sweeps(runs: pd.DataFrame) -> list[Sweep]:
             spec = parse_spec(raw, f"runs:/{pid}/{SPEC_ARTIFACT}", name)
         else:
             spec = spec_from_runs(name, group)
-            tagged = parents.loc[parents["run_id"] == pid, f"tags.{BASELINE_TAG}"] if f"tags.{BASELINE_TAG}" in parents else []
+            tagged = (
+                parents.loc[parents["run_id"] == pid, f"tags.{BASELINE_TAG}"]
+                if f"tags.{BASELINE_TAG}" in parents
+                else []
+            )
             if len(tagged) and isinstance(tagged.iloc[0], str) and tagged.iloc[0]:
                 spec.baseline = tagged.iloc[0]
             notes.append(f"no {SPEC_ARTIFACT} on the parent run: variants, seeds and baseline read from run tags")
         row = parents[parents["run_id"] == pid]
-        if len(row) and not spec.description and f"tags.{DESCRIPTION_TAG}" in row and isinstance(row[f"tags.{DESCRIPTION_TAG}"].iloc[0], str):
+        if (
+            len(row)
+            and not spec.description
+            and f"tags.{DESCRIPTION_TAG}" in row
+            and isinstance(row[f"tags.{DESCRIPTION_TAG}"].iloc[0], str)
+        ):
             spec.description = row[f"tags.{DESCRIPTION_TAG}"].iloc[0]
-        sweeps.append(Sweep(
-            _complete_spec(spec, group, notes), pid if has_parent else None, group, notes,
-            experiment_id=str(row["experiment_id"].iloc[0]) if len(row) else (str(group["experiment_id"].iloc[0]) if len(group) else None),
-            started=row["start_time"].iloc[0] if len(row) else None,
-        ))
+        sweeps.append(
+            Sweep(
+                _complete_spec(spec, group, notes),
+                pid if has_parent else None,
+                group,
+                notes,
+                experiment_id=str(row["experiment_id"].iloc[0])
+                if len(row)
+                else (str(group["experiment_id"].iloc[0]) if len(group) else None),
+                started=row["start_time"].iloc[0] if len(row) else None,
+            )
+        )
     return sweeps
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote
 
 import pandas as pd
@@ -63,11 +63,16 @@ def budget(runs: pd.DataFrame) -> str:
 
 
 def when(sweep: Sweep) -> str:
-    started = sweep.started if sweep.started is not None else (sweep.runs["start_time"].min() if len(sweep.runs) else None)
+    started = (
+        sweep.started if sweep.started is not None else (sweep.runs["start_time"].min() if len(sweep.runs) else None)
+    )
     if started is None or pd.isna(started):
         return "unknown"
-    return pd.Timestamp(started).tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC") if pd.Timestamp(started).tzinfo \
+    return (
+        pd.Timestamp(started).tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC")
+        if pd.Timestamp(started).tzinfo
         else pd.Timestamp(started).strftime("%Y-%m-%d %H:%M")
+    )
 
 
 def section(sweep: Sweep, table: AblationTable, files: list[Path], prefix: str, tracking_uri: str) -> str:
@@ -78,8 +83,14 @@ def section(sweep: Sweep, table: AblationTable, files: list[Path], prefix: str, 
     finished = int((runs["status"] == FINISHED).sum()) if len(runs) else 0
     planned = len(table.variants) * len(table.expected_seeds)
     total_cost = sum(v for v in table.device_hours.values() if not math.isnan(v))
-    parent = (f" · MLflow parent run <a href='{html.escape(link(sweep.parent_run_id), quote=True)}'>"
-              f"{html.escape(sweep.parent_run_id[:8])}</a>") if sweep.parent_run_id else ""
+    parent = (
+        (
+            f" · MLflow parent run <a href='{html.escape(link(sweep.parent_run_id), quote=True)}'>"
+            f"{html.escape(sweep.parent_run_id[:8])}</a>"
+        )
+        if sweep.parent_run_id
+        else ""
+    )
     meta = [
         f"<b>{html.escape(sweep.spec.description)}</b>" if sweep.spec.description else "",
         f"budget: {html.escape(budget(runs))} · seeds: {html.escape(', '.join(map(str, table.expected_seeds)) or 'none')} "
@@ -89,13 +100,18 @@ def section(sweep: Sweep, table: AblationTable, files: list[Path], prefix: str, 
     rel = lambda p: f"{prefix}{p.name}"  # noqa: E731
     tables = [p for p in files if p.suffix in outputs.TABLE_SUFFIXES]
     figures = [p for p in files if p.suffix == ".png"]
-    parts = [f"<section class='sweep' id='{html.escape(outputs.safe_name(table.sweep), quote=True)}'>",
-             f"<h2>sweep {html.escape(table.sweep)}</h2>"]
+    parts = [
+        f"<section class='sweep' id='{html.escape(outputs.safe_name(table.sweep), quote=True)}'>",
+        f"<h2>sweep {html.escape(table.sweep)}</h2>",
+    ]
     parts += [f"<p class='meta'>{m}</p>" for m in meta if m]
     parts.append(html_table(table, link))
     if tables:
-        parts.append("<p class='files'>tables: " + "".join(
-            f"<a href='{html.escape(rel(p), quote=True)}'>{html.escape(p.name)}</a>" for p in tables) + "</p>")
+        parts.append(
+            "<p class='files'>tables: "
+            + "".join(f"<a href='{html.escape(rel(p), quote=True)}'>{html.escape(p.name)}</a>" for p in tables)
+            + "</p>"
+        )
     for image in figures:
         pdf = image.with_suffix(".pdf")
         caption = f"{table.sweep}: {FIGURE_CAPTIONS.get(image.stem, image.stem.replace('_', ' '))}"
@@ -104,7 +120,9 @@ def section(sweep: Sweep, table: AblationTable, files: list[Path], prefix: str, 
     return "\n".join(parts)
 
 
-def write_pages(sweep: Sweep, table: AblationTable, folder: Path, root: Path, files: list[Path], tracking_uri: str) -> list[Path]:
+def write_pages(
+    sweep: Sweep, table: AblationTable, folder: Path, root: Path, files: list[Path], tracking_uri: str
+) -> list[Path]:
     """`<folder>/section.html` (for the index) and `<folder>/report.html` (the sweep's own page)."""
     prefix = folder.relative_to(root).as_posix() + "/"
     fragment = outputs.write_text(folder / outputs.SECTION, section(sweep, table, files, prefix, tracking_uri))

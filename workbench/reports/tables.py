@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -85,8 +85,8 @@ def md_cell(cell: Cell) -> str:
 
 def _pipe(rows: list[list[str]], align: list[str]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    rule = ["-" * (w + 1) + ":" if a == "r" else ":" + "-" * (w + 1) for a, w in zip(align, widths)]
-    pad = lambda r: [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)]  # noqa: E731
+    rule = ["-" * (w + 1) + ":" if a == "r" else ":" + "-" * (w + 1) for a, w in zip(align, widths, strict=True)]
+    pad = lambda r: [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align, strict=True)]  # noqa: E731
     return ["| " + " | ".join(pad(rows[0])) + " |", "|" + "|".join(rule) + "|"] + [
         "| " + " | ".join(pad(r)) + " |" for r in rows[1:]
     ]
@@ -115,8 +115,10 @@ def markdown_rows(g: Grid) -> tuple[list[list[str]], list[str]]:
         rows.append([f"_{REFERENCE_LABEL}_", *refs, *[""] * len(verdicts), ""] + ([""] if flagged else []))
     for variant in table.variants:
         cells = [md_cell(g.cells[variant][m]) for m in table.metrics]
-        rows.append([row_label(g, variant), *cells, *verdict_row(g, variant), g.cost[variant]]
-                    + ([table.flags.get(variant, "")] if flagged else []))
+        rows.append(
+            [row_label(g, variant), *cells, *verdict_row(g, variant), g.cost[variant]]
+            + ([table.flags.get(variant, "")] if flagged else [])
+        )
     align = ["l"] + ["r"] * len(table.metrics) + ["l", "r", "r"][: len(verdicts)] + ["r"] + (["l"] if flagged else [])
     return rows, align
 
@@ -130,8 +132,16 @@ def details_rows(g: Grid) -> list[list[str]]:
         for metric in g.table.metrics:
             cell = g.cells[variant][metric]
             p = cell.p or "no test (< 2 paired seeds or no spread)"
-            rows.append([g.labels[variant], g.metric_labels[metric], cell.delta or "—", cell.ci or "—", p,
-                         cell.seeds_needed or ("—" if cell.p else "")])
+            rows.append(
+                [
+                    g.labels[variant],
+                    g.metric_labels[metric],
+                    cell.delta or "—",
+                    cell.ci or "—",
+                    p,
+                    cell.seeds_needed or ("—" if cell.p else ""),
+                ]
+            )
     return rows
 
 
@@ -145,9 +155,14 @@ def to_markdown(table: AblationTable, details: bool = True) -> str:
     if aggregate:
         parts += ["", aggregate[0], "", *[f"* {line}" for line in aggregate[1:]]]
     if details and len(table.variants) > 1 and table.metrics:
-        parts += ["", "Δ vs baseline: 95% CI (t-based, paired seeds), Holm-adjusted p, and for a "
-                      "non-significant Δ the paired seeds a two-sided test at α = 0.05 needs for 80% power "
-                      "(from the observed spread).", "", *_pipe(details_rows(g), ["l", "l", "r", "r", "r", "r"])]
+        parts += [
+            "",
+            "Δ vs baseline: 95% CI (t-based, paired seeds), Holm-adjusted p, and for a "
+            "non-significant Δ the paired seeds a two-sided test at α = 0.05 needs for 80% power "
+            "(from the observed spread).",
+            "",
+            *_pipe(details_rows(g), ["l", "l", "r", "r", "r", "r"]),
+        ]
     parts += [f"> note: {note}" for note in table.notes]
     return "\n".join(parts) + "\n"
 
@@ -186,8 +201,10 @@ def html_cell(cell: Cell, title: str) -> str:
     delta = f" <span class='delta'>({html.escape(cell.delta)})</span>" if cell.delta else ""
     short = f" <small>n={cell.n}</small>" if cell.short else ""
     cls = " ".join(c for c in classes if c)
-    return (f"<td{f' class={chr(39)}{cls}{chr(39)}' if cls else ''} title='{html.escape(title, quote=True)}'>"
-            f"<span{rank}>{cell.mean}{std}</span>{delta}{cell.mark}{cell.flags}{short}</td>")
+    return (
+        f"<td{f' class={chr(39)}{cls}{chr(39)}' if cls else ''} title='{html.escape(title, quote=True)}'>"
+        f"<span{rank}>{cell.mean}{std}</span>{delta}{cell.mark}{cell.flags}{short}</td>"
+    )
 
 
 def _tooltip(g: Grid, variant: str, metric: str) -> str:
@@ -206,23 +223,40 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
     g = grid(table)
     flagged = any(table.flags.get(v) for v in table.variants)
     verdicts = verdict_header(g)
-    head = [g.header, *g.metric_labels.values(), *verdicts, g.cost_unit] + (["runs"] if run_link else []) + (["flag"] if flagged else [])
-    out = ["<table class='ablation'><thead><tr>"
-           + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    head = (
+        [g.header, *g.metric_labels.values(), *verdicts, g.cost_unit]
+        + (["runs"] if run_link else [])
+        + (["flag"] if flagged else [])
+    )
+    out = [
+        "<table class='ablation'><thead><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+    ]
     extra = (1 if run_link else 0) + (1 if flagged else 0)
     if g.has_reference:
-        refs = "".join(f"<td>{html.escape(r.value)} <small>({r.kind})</small></td>" if r.kind else "<td>—</td>"
-                       for r in g.references.values())
-        out.append(f"<tr class='reference'><td>{REFERENCE_LABEL}</td>{refs}{'<td></td>' * len(verdicts)}<td></td>{'<td></td>' * extra}</tr>")
+        refs = "".join(
+            f"<td>{html.escape(r.value)} <small>({r.kind})</small></td>" if r.kind else "<td>—</td>"
+            for r in g.references.values()
+        )
+        out.append(
+            f"<tr class='reference'><td>{REFERENCE_LABEL}</td>{refs}{'<td></td>' * len(verdicts)}<td></td>{'<td></td>' * extra}</tr>"
+        )
     for variant in table.variants:
         cls = " class='baseline'" if variant == table.baseline else ""
         cells = "".join(html_cell(g.cells[variant][m], _tooltip(g, variant, m)) for m in table.metrics)
-        said = "".join(f"<td class='verdict {html.escape(g.verdicts[variant].verdict)}'>{html.escape(c)}</td>" if i == 0
-                       else f"<td>{html.escape(c)}</td>" for i, c in enumerate(verdict_row(g, variant)))
+        said = "".join(
+            f"<td class='verdict {html.escape(g.verdicts[variant].verdict)}'>{html.escape(c)}</td>"
+            if i == 0
+            else f"<td>{html.escape(c)}</td>"
+            for i, c in enumerate(verdict_row(g, variant))
+        )
         row = f"<tr{cls}><td>{html.escape(row_label(g, variant))}</td>{cells}{said}<td>{g.cost[variant]}</td>"
         if run_link:
             seeds = table.run_ids.get(variant, {})
-            links = "".join(f"<a href='{html.escape(run_link(run), quote=True)}'>s{seed}</a>" for seed, run in seeds.items())
+            links = "".join(
+                f"<a href='{html.escape(run_link(run), quote=True)}'>s{seed}</a>" for seed, run in seeds.items()
+            )
             row += f"<td class='runs'>{links}</td>"
         if flagged:
             row += f"<td class='flag'>{html.escape(table.flags.get(variant, ''))}</td>"
@@ -231,22 +265,30 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
     out.append(f"<p class='legend'>{html.escape(legend(g))}</p>")
     aggregate = improvement_lines(table)
     if aggregate:
-        out.append(f"<p class='legend'>{html.escape(aggregate[0])}</p><ul class='legend'>"
-                   + "".join(f"<li>{html.escape(line)}</li>" for line in aggregate[1:]) + "</ul>")
+        out.append(
+            f"<p class='legend'>{html.escape(aggregate[0])}</p><ul class='legend'>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in aggregate[1:])
+            + "</ul>"
+        )
     notes = "".join(f"<p class='note'>note: {html.escape(note)}</p>" for note in table.notes)
     details = details_rows(g)
     if len(details) > 1:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in details[1:])
-        out.append("<details><summary>Δ vs baseline: 95% CI, Holm p, seeds for 80% power</summary>"
-                   "<table class='ablation details'><thead><tr>"
-                   + "".join(f"<th>{html.escape(h)}</th>" for h in details[0]) + f"</tr></thead><tbody>{body}</tbody></table></details>")
+        out.append(
+            "<details><summary>Δ vs baseline: 95% CI, Holm p, seeds for 80% power</summary>"
+            "<table class='ablation details'><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in details[0])
+            + f"</tr></thead><tbody>{body}</tbody></table></details>"
+        )
     return "".join(out) + notes
 
 
 def to_html(table: AblationTable, run_link: Callable[[str], str] | None = None) -> str:
     name = html.escape(table.sweep)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{name}</title><style>{TABLE_CSS}</style></head>"
-            f"<body>\n<h2>{name}</h2>\n{html_table(table, run_link)}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{name}</title><style>{TABLE_CSS}</style></head>"
+        f"<body>\n<h2>{name}</h2>\n{html_table(table, run_link)}\n</body></html>\n"
+    )
 
 
 RENDERERS: dict[str, Callable[[AblationTable], str]] = {

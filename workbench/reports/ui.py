@@ -21,8 +21,7 @@ import urllib.request
 import webbrowser
 
 from workbench import tracking
-from workbench.errors import ConfigError
-from workbench.errors import RunError
+from workbench.errors import ConfigError, RunError
 from workbench.tracking import redact, resolve_uri
 
 LOCAL_HOST = "127.0.0.1"
@@ -38,10 +37,16 @@ def ui_command(tracking_uri: str = "", host: str = LOCAL_HOST, port: int = DEFAU
     if not host or any(c.isspace() for c in host):
         raise ConfigError(f"--host: {host!r} is not a host name or address")
     return [
-        sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", resolve_uri(tracking_uri),
-        "--host", host,
-        "--port", str(port),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        resolve_uri(tracking_uri),
+        "--host",
+        host,
+        "--port",
+        str(port),
     ]
 
 
@@ -59,7 +64,9 @@ def latest_experiment(tracking_uri: str = "") -> str | None:
     ids = [e.experiment_id for e in experiments]
     latest = []
     for start in range(0, len(ids), 100):  # search_runs takes a bounded list of experiments
-        latest += mlflow_client.search_runs(ids[start:start + 100], order_by=["attributes.start_time DESC"], max_results=1)
+        latest += mlflow_client.search_runs(
+            ids[start : start + 100], order_by=["attributes.start_time DESC"], max_results=1
+        )
     if latest:
         return max(latest, key=lambda run: run.info.start_time or 0).info.experiment_id
     named = [e for e in experiments if e.name != "Default"]
@@ -84,8 +91,10 @@ def is_local(host: str) -> bool:
 def exposure_warning(host: str) -> str | None:
     if is_local(host):
         return None
-    return (f"warning: --host {host} serves the MLflow UI (no login) to every machine that can reach "
-            f"this one; use --host {LOCAL_HOST} to keep it local")
+    return (
+        f"warning: --host {host} serves the MLflow UI (no login) to every machine that can reach "
+        f"this one; use --host {LOCAL_HOST} to keep it local"
+    )
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -96,8 +105,10 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as err:
             if err.errno in (98, 48):  # EADDRINUSE (Linux, macOS)
-                raise RunError(f"--port {port}: {host}:{port} is already in use (another `workbench ui`?); "
-                               f"choose another port with --port") from None
+                raise RunError(
+                    f"--port {port}: {host}:{port} is already in use (another `workbench ui`?); "
+                    f"choose another port with --port"
+                ) from None
             raise RunError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from None
 
 
@@ -143,8 +154,12 @@ class _Stop(Exception):
 
 
 def serve(
-    tracking_uri: str = "", host: str = LOCAL_HOST, port: int = DEFAULT_PORT, echo=print,
-    start_timeout_s: float = START_TIMEOUT_S, open_browser: bool = False,
+    tracking_uri: str = "",
+    host: str = LOCAL_HOST,
+    port: int = DEFAULT_PORT,
+    echo=print,
+    start_timeout_s: float = START_TIMEOUT_S,
+    open_browser: bool = False,
 ) -> int:
     """Start the UI in the foreground until Ctrl-C/SIGTERM; returns the exit code (0 after a stop).
     Prints the latest experiment's runs URL once it answers; `open_browser` opens it too."""

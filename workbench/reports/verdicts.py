@@ -23,8 +23,12 @@ def design_of(spec: SweepSpec, pairs: int) -> Design | None:
     """The sweep's design: its sequential one, else one look at the most pairs any variant has."""
     seq = spec.sequential
     if seq.get("min_seeds") and seq.get("max_seeds"):
-        return Design(int(seq["min_seeds"]), int(seq["max_seeds"]), float(seq.get("alpha", 0.05)),
-                      str(seq.get("spending", "obrien-fleming")))
+        return Design(
+            int(seq["min_seeds"]),
+            int(seq["max_seeds"]),
+            float(seq.get("alpha", 0.05)),
+            str(seq.get("spending", "obrien-fleming")),
+        )
     return Design(pairs, pairs) if pairs >= 2 else None
 
 

@@ -28,12 +28,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from workbench.pids import pid_alive
 from workbench import tags as tag
+from workbench.pids import pid_alive
 
 PRELOAD = ["workbench.sweeps.preload"]
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -54,7 +55,9 @@ class TrialJob:
     trainer: Callable[..., Any] | None = None  # None: workbench.train.run (pickled by reference: importable)
     parent_run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
-    earlier_runs: list[dict[str, str]] = field(default_factory=list)  # unfinished attempts [{"run_id", "status"}], newest first
+    earlier_runs: list[dict[str, str]] = field(
+        default_factory=list
+    )  # unfinished attempts [{"run_id", "status"}], newest first
     threads: int = 0  # torch intra-op threads (0 = leave as is)
 
 
@@ -155,10 +158,19 @@ def _run(job: TrialJob) -> tuple[int, dict[str, Any]]:
         if killed:
             print(f"earlier attempts marked KILLED: {', '.join(killed)}", flush=True)
         trainer = job.trainer or _train_run()
-        result = trainer(cfg, resume_run_id=resume_run_id, parent_run_id=job.parent_run_id, tags=job.tags, progress=False)
+        result = trainer(
+            cfg, resume_run_id=resume_run_id, parent_run_id=job.parent_run_id, tags=job.tags, progress=False
+        )
         _log_result(result)
-        report = {"status": result.status, "run_id": result.run_id, "metrics": dict(result.metrics),
-                  "final_loss": result.final_loss, "steps": result.steps, "resumed": resume_run_id, "killed_runs": killed}
+        report = {
+            "status": result.status,
+            "run_id": result.run_id,
+            "metrics": dict(result.metrics),
+            "final_loss": result.final_loss,
+            "steps": result.steps,
+            "resumed": resume_run_id,
+            "killed_runs": killed,
+        }
         return (EXIT_OK if result.status == "FINISHED" else EXIT_FAILED), report
     except USER_ERRORS as err:
         return EXIT_USER_ERROR, {"status": "USER_ERROR", "error": one_line(err).removeprefix("error: ")}
@@ -175,15 +187,21 @@ def _run(job: TrialJob) -> tuple[int, dict[str, Any]]:
 def _log_start(job: TrialJob) -> None:
     """The trial log (referenced from the study) says what ran, not only what crashed."""
     tags = job.tags
-    print(f"workbench sweep {tags.get(tag.SWEEP, '?')}: trial {tags.get(tag.TRIAL, '?')}, "
-          f"variant {tags.get(tag.VARIANT, '?')}, seed {tags.get(tag.SEED, '?')}", flush=True)
+    print(
+        f"workbench sweep {tags.get(tag.SWEEP, '?')}: trial {tags.get(tag.TRIAL, '?')}, "
+        f"variant {tags.get(tag.VARIANT, '?')}, seed {tags.get(tag.SEED, '?')}",
+        flush=True,
+    )
     print(f"base {job.base}; overrides: " + ", ".join(f"{k}={v}" for k, v in job.overrides.items()), flush=True)
 
 
 def _log_result(result: Any) -> None:
     number = lambda x: f"{x:.4g}" if isinstance(x, (int, float)) else str(x)  # noqa: E731
-    print(f"MLflow run {result.run_id}: {result.status} after {result.steps} steps, "
-          f"final loss {number(result.final_loss)}", flush=True)
+    print(
+        f"MLflow run {result.run_id}: {result.status} after {result.steps} steps, "
+        f"final loss {number(result.final_loss)}",
+        flush=True,
+    )
     for key, value in sorted(dict(result.metrics).items()):
         print(f"  {key} = {number(value)}", flush=True)
 

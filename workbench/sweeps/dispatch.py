@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from workbench.errors import ConfigError, did_you_mean
 from workbench.sweeps import slurm as on_slurm
@@ -13,8 +13,12 @@ from workbench.sweeps.study import quiet_optuna
 from workbench.sweeps.sweep import SweepOptions
 
 LAUNCHERS = ("local", "slurm")
-LOCAL_ONLY = {"--slots": lambda o: o.slots is not None, "--gpus": lambda o: o.gpus is not None,
-              "--per-gpu": lambda o: o.per_gpu != 1, "--worker": lambda o: o.worker}
+LOCAL_ONLY = {
+    "--slots": lambda o: o.slots is not None,
+    "--gpus": lambda o: o.gpus is not None,
+    "--per-gpu": lambda o: o.per_gpu != 1,
+    "--worker": lambda o: o.worker,
+}
 
 
 def sweep_command(

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -48,9 +49,15 @@ class TrialOutcome:
     seconds: float = 0.0
 
 
-def run_trial(sweep: Sweep, slot: Slot, trial: optuna.Trial, on_plan: Callable[[TrialPlan], None] | None = None) -> TrialOutcome:
+def run_trial(
+    sweep: Sweep, slot: Slot, trial: optuna.Trial, on_plan: Callable[[TrialPlan], None] | None = None
+) -> TrialOutcome:
     started = time.monotonic()
-    frozen = None if sweep.spec.is_grid else next(t for t in sweep.study.get_trials(deepcopy=False) if t.number == trial.number)
+    frozen = (
+        None
+        if sweep.spec.is_grid
+        else next(t for t in sweep.study.get_trials(deepcopy=False) if t.number == trial.number)
+    )
     lineage = None if frozen is None else lineage_root(frozen)  # names a TPE trial's runs after its first attempt
     plan = space(sweep.spec, trial, lineage=lineage)
     if on_plan is not None:
@@ -82,8 +89,12 @@ def _run(sweep: Sweep, slot: Slot, trial: optuna.Trial, plan: TrialPlan) -> Tria
     name = f"trial-{trial.number:04d}"
     job = child.TrialJob(
         base=sweep.spec.base,
-        overrides={**sweep.spec.overrides, **plan.overrides, "tracking.uri": sweep.uri,
-                   "tracking.run_name": f"{sweep.study_name}/{plan.variant}/seed{plan.seed}"},
+        overrides={
+            **sweep.spec.overrides,
+            **plan.overrides,
+            "tracking.uri": sweep.uri,
+            "tracking.run_name": f"{sweep.study_name}/{plan.variant}/seed{plan.seed}",
+        },
         result_path=str(sweep.out_dir / f"{name}.json"),
         log_path=str(sweep.out_dir / f"{name}.log"),
         cwd=sweep.cwd,
@@ -92,8 +103,11 @@ def _run(sweep: Sweep, slot: Slot, trial: optuna.Trial, plan: TrialPlan) -> Tria
         trainer=sweep.trainer,
         parent_run_id=sweep.parent_run_id,
         tags=runs.trial_tags(sweep.study_name, plan, trial.number),
-        earlier_runs=[{"run_id": r.info.run_id, "status": r.info.status} for r in earlier
-                      if r.info.status in ("RUNNING", "KILLED", "FAILED")],
+        earlier_runs=[
+            {"run_id": r.info.run_id, "status": r.info.status}
+            for r in earlier
+            if r.info.status in ("RUNNING", "KILLED", "FAILED")
+        ],
         threads=slot.threads,
     )
     trial.set_user_attr(LOG_ATTR, job.log_path)
@@ -169,8 +183,9 @@ def _tell(sweep: Sweep, trial: optuna.Trial, plan: TrialPlan, result: dict[str, 
     if sweep.interrupted.is_set():
         error = "interrupted (Ctrl-C)"
     fail(sweep.study, trial, error, retry=None if user_error else sweep.retry)
-    return TrialOutcome(trial.number, plan.variant, plan.seed, "FAIL", run_id=result.get("run_id"), error=error,
-                        user_error=user_error)
+    return TrialOutcome(
+        trial.number, plan.variant, plan.seed, "FAIL", run_id=result.get("run_id"), error=error, user_error=user_error
+    )
 
 
 def _logged(sweep: Sweep, run_id: str) -> dict[str, float]:
@@ -182,11 +197,14 @@ def _logged(sweep: Sweep, run_id: str) -> dict[str, float]:
         return {}
 
 
-def _complete(sweep: Sweep, trial: optuna.Trial, plan: TrialPlan, run_id: str, metrics: dict[str, float],
-              final_loss: float | None) -> TrialOutcome:
+def _complete(
+    sweep: Sweep, trial: optuna.Trial, plan: TrialPlan, run_id: str, metrics: dict[str, float], final_loss: float | None
+) -> TrialOutcome:
     value = objective_value(sweep.spec, metrics, final_loss)
     trial.set_user_attr(RUN_ATTR, run_id)
-    for key in dict.fromkeys([sweep.spec.objective, *sweep.spec.metrics]):  # one attribute per metric: sortable, plottable
+    for key in dict.fromkeys(
+        [sweep.spec.objective, *sweep.spec.metrics]
+    ):  # one attribute per metric: sortable, plottable
         if key in metrics:
             trial.set_user_attr(key, float(metrics[key]))
     if value is None:

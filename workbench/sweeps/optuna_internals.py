@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled

@@ -38,7 +38,9 @@ def check_grid_size(axes: dict[str, list[Any]], seeds: Any, where: str) -> None:
         )
     count = seeds.get("max") if isinstance(seeds, dict) else seeds  # a count (or an adaptive sweep's most)
     if isinstance(count, int) and not isinstance(count, bool) and count > MAX_TRIALS:
-        raise ConfigError(f"{where}: seeds: {count:,} seeds, more than the {MAX_TRIALS:,} trials a sweep may run (MAX_TRIALS)")
+        raise ConfigError(
+            f"{where}: seeds: {count:,} seeds, more than the {MAX_TRIALS:,} trials a sweep may run (MAX_TRIALS)"
+        )
 
 
 def check(spec: SweepSpec) -> None:
@@ -55,13 +57,17 @@ def check(spec: SweepSpec) -> None:
             problems.append((label, str(err)))
             continue
         if not cfg.tracking.enabled:
-            raise ConfigError(f"sweep {spec.name!r}: tracking.enabled is false in its base; a sweep records every trial in MLflow")
+            raise ConfigError(
+                f"sweep {spec.name!r}: tracking.enabled is false in its base; a sweep records every trial in MLflow"
+            )
         configs.append((label, cfg))
         problems += [(label, text) for text in _preflight().problems(cfg, data=False)]
         problems += [(label, text) for text in _preflight().data_problems(cfg) if text not in shared]
         task = _objective_task(spec, cfg)
         if task is not None:
-            problems.append((label, f"objective {spec.objective!r} needs eval task {task!r}, but eval.tasks is {cfg.eval.tasks}"))
+            problems.append(
+                (label, f"objective {spec.objective!r} needs eval task {task!r}, but eval.tasks is {cfg.eval.tasks}")
+            )
     task_problems = any(what.startswith("objective ") for _, what in problems)
     problems += _metric_problems(spec, configs, check_objective=not task_problems)
     if problems:
@@ -85,16 +91,21 @@ def _check_size(spec: SweepSpec) -> None:
     trials = len(spec.variants) * len(spec.seeds) if spec.is_grid else spec.search.trials
     if trials > MAX_TRIALS:
         shape = f"{len(spec.variants):,} variants x {len(spec.seeds):,} seeds" if spec.is_grid else "search.trials"
-        raise ConfigError(f"sweep {spec.name!r}: {trials:,} trials ({shape}), more than the {MAX_TRIALS:,} "
-                          "a sweep may run (MAX_TRIALS)")
+        raise ConfigError(
+            f"sweep {spec.name!r}: {trials:,} trials ({shape}), more than the {MAX_TRIALS:,} "
+            "a sweep may run (MAX_TRIALS)"
+        )
 
 
 def _name_problems(spec: SweepSpec) -> list[tuple[str, str]]:
     """Two variants under one name (a grid whose values print alike): their trials would be
     taken for one variant's."""
     names = Counter(variant.name for variant in spec.variants)
-    return [(f"variant {name!r}", f"{count} variants have this name (give each its own)")
-            for name, count in names.items() if count > 1]
+    return [
+        (f"variant {name!r}", f"{count} variants have this name (give each its own)")
+        for name, count in names.items()
+        if count > 1
+    ]
 
 
 def _shared_data_problems(base: dict[str, Any], spec: SweepSpec) -> set[str]:
@@ -123,8 +134,9 @@ def _preflight() -> Any:
     return preflight
 
 
-def _metric_problems(spec: SweepSpec, configs: list[tuple[str, RunConfig]], *, check_objective: bool = True
-                     ) -> list[tuple[str, str]]:
+def _metric_problems(
+    spec: SweepSpec, configs: list[tuple[str, RunConfig]], *, check_objective: bool = True
+) -> list[tuple[str, str]]:
     """`metrics` and the pruner's metric: a key workbench logs at all (else a typo: did-you-mean);
     the objective, a key every variant logs (else that variant's trials fail after training)."""
     if not configs:
@@ -138,8 +150,11 @@ def _metric_problems(spec: SweepSpec, configs: list[tuple[str, RunConfig]], *, c
         if metric not in known:
             problems.append((field, f"{metric!r} is no metric workbench logs{did_you_mean(metric, sorted(known))}"))
         elif field == "objective":
-            problems += [(label, f"objective {metric!r} is not logged by this variant ({_why_not(metric)})")
-                         for label, cfg in configs if metric not in _preflight().logged_metrics(cfg)]
+            problems += [
+                (label, f"objective {metric!r} is not logged by this variant ({_why_not(metric)})")
+                for label, cfg in configs
+                if metric not in _preflight().logged_metrics(cfg)
+            ]
     return problems
 
 

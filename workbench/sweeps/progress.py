@@ -78,7 +78,7 @@ class SweepProgress:
         self.enabled = enabled
         self.live: Live | None = None
 
-    def __enter__(self) -> "SweepProgress":
+    def __enter__(self) -> SweepProgress:
         if self.enabled and self.console.is_terminal:
             self.live = Live(console=self.console, refresh_per_second=4, transient=False)
             self.live.start()

@@ -28,9 +28,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from workbench import tags, tracking
 from workbench.sequential import BASELINE, MAX_SEEDS_TO_RESOLVE, Comparison, decide, next_round
+from workbench.sweeps.space import SEED_ATTR, VARIANT_ATTR
 from workbench.sweeps.spec import SweepSpec
 from workbench.sweeps.study import HOST, OPEN, WORKER_ATTR, claim_is_stale, grid_key, tally
-from workbench.sweeps.space import SEED_ATTR, VARIANT_ATTR
 from workbench.sweeps.sweep import Sweep
 
 ROUND_SUFFIX = ".round-"
@@ -121,10 +121,16 @@ def _why(found: dict[str, Comparison], still: list[str]) -> str:
     for variant in still:
         c = found[variant]
         if math.isnan(c.t):
-            why = "the same Δ on every seed: no spread to test" if c.n >= 2 and math.isfinite(c.critical) else "no test yet"
+            why = (
+                "the same Δ on every seed: no spread to test"
+                if c.n >= 2 and math.isfinite(c.critical)
+                else "no test yet"
+            )
             parts.append(f"{variant} open ({c.n} paired seeds, Δ {c.delta:+.4g}, {why})")
         else:
-            parts.append(f"{variant} open (Δ {c.delta:+.4g}, |t| {abs(c.t):.2f} < {c.critical:.2f} needed at {c.n} seeds)")
+            parts.append(
+                f"{variant} open (Δ {c.delta:+.4g}, |t| {abs(c.t):.2f} < {c.critical:.2f} needed at {c.n} seeds)"
+            )
     return "; ".join(parts)
 
 

@@ -28,7 +28,7 @@ from workbench.sweeps.progress import SweepProgress, format_seconds
 from workbench.sweeps.scheduler import Scheduler
 from workbench.sweeps.slots import plan_slots
 from workbench.sweeps.spec import SweepSpec, variant_config
-from workbench.sweeps.study import ERROR_ATTR, redacted, enqueue_missing, grid_key, quiet_optuna, reap_orphans
+from workbench.sweeps.study import ERROR_ATTR, enqueue_missing, grid_key, quiet_optuna, reap_orphans, redacted
 from workbench.sweeps.sweep import Sweep, SweepOptions, open_sweep
 
 __all__ = ["SweepOptions", "SweepResult", "compute_estimate", "run_sweep"]
@@ -49,10 +49,18 @@ class SweepResult:
     seconds: float = 0.0
 
     @classmethod
-    def of(cls, sweep: Sweep, started: float, **how: object) -> "SweepResult":
+    def of(cls, sweep: Sweep, started: float, **how: object) -> SweepResult:
         """The sweep's state now; `how`: outcomes, interrupted, crashes."""
-        return cls(sweep.spec, sweep.study_name, sweep.location, sweep.parent_run_id, sweep.uri,
-                   sweep.study.get_trials(deepcopy=False), seconds=time.monotonic() - started, **how)
+        return cls(
+            sweep.spec,
+            sweep.study_name,
+            sweep.location,
+            sweep.parent_run_id,
+            sweep.uri,
+            sweep.study.get_trials(deepcopy=False),
+            seconds=time.monotonic() - started,
+            **how,
+        )
 
     @property
     def complete(self) -> list[FrozenTrial]:
@@ -115,8 +123,10 @@ def compute_estimate(spec: SweepSpec) -> str:
     runs_each = len(spec.seeds) if spec.is_grid else spec.search.trials
     seeds = f"{spec.min_seeds}..{len(spec.seeds)}" if spec.adaptive else str(len(spec.seeds))  # adaptive: at most
     shape = f"{len(spec.variants)} variants x {seeds} seeds" if spec.is_grid else f"{spec.search.trials} trials"
-    return (f"sweep {spec.name!r}: {spec.total_trials} trials ({shape}), {runs_each * steps:,} training steps, "
-            f"{runs_each * samples:,} samples")
+    return (
+        f"sweep {spec.name!r}: {spec.total_trials} trials ({shape}), {runs_each * steps:,} training steps, "
+        f"{runs_each * samples:,} samples"
+    )
 
 
 def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepResult:
@@ -169,14 +179,18 @@ def _grid_table(result: SweepResult) -> list[str]:
         said = "" if name not in found else f"  {found[name].verdict} ({found[name].delta:+.4g})"
         planned = f"{spec.min_seeds}..{len(spec.seeds)}" if spec.adaptive else str(len(spec.seeds))
         lines.append(f"{name + mark:<{width}} {len(values)}/{planned:<4} {_mean_std(values):<16}{said}")
-    lines.append("(* = baseline; mean ± std over seeds" + (f"; verdicts: {spec.design.name(spec.objective_delta)})" if found else ")"))
+    lines.append(
+        "(* = baseline; mean ± std over seeds"
+        + (f"; verdicts: {spec.design.name(spec.objective_delta)})" if found else ")")
+    )
     return lines
 
 
 def _search_table(result: SweepResult) -> list[str]:
     spec = result.spec
-    done = sorted((t for t in result.complete if t.value is not None), key=lambda t: t.value,
-                  reverse=spec.direction == "maximize")
+    done = sorted(
+        (t for t in result.complete if t.value is not None), key=lambda t: t.value, reverse=spec.direction == "maximize"
+    )
     lines = [f"best trials by {spec.objective} ({spec.direction}):"]
     for trial in done[:5]:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())

@@ -13,11 +13,10 @@ import mlflow
 import yaml
 from mlflow.entities import Run
 
-from workbench import tracking
+from workbench import tags, tracking
 from workbench.errors import ConfigError
 from workbench.sweeps.space import TrialPlan
 from workbench.sweeps.spec import SweepSpec
-from workbench import tags
 
 
 def trial_tags(study_name: str, plan: TrialPlan, number: int) -> dict[str, str]:
@@ -82,7 +81,11 @@ def child_runs(
     token = None
     while True:
         page = client.search_runs(
-            [experiment_id], " and ".join(terms), max_results=1000, order_by=["attributes.start_time DESC"], page_token=token
+            [experiment_id],
+            " and ".join(terms),
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
         )
         runs += list(page)
         token = page.token

@@ -43,8 +43,10 @@ class Scheduler:
 
     # -------------------------------------------------------------- main thread
     def run(self) -> list[TrialOutcome]:
-        threads = [threading.Thread(target=self._slot_loop, args=(slot,), name=f"slot-{slot.name}", daemon=True)
-                   for slot in self.slots]
+        threads = [
+            threading.Thread(target=self._slot_loop, args=(slot,), name=f"slot-{slot.name}", daemon=True)
+            for slot in self.slots
+        ]
         for thread in threads:
             thread.start()
         counted_at, counted_outcomes, counts = 0.0, 0, (0, 0)
@@ -98,7 +100,10 @@ class Scheduler:
             if trial is not None:
                 self._run(slot, trial)
             elif open_trials(self.sweep.spec, self.sweep.study.get_trials(deepcopy=False)) == 0:
-                if not self._advance() and open_trials(self.sweep.spec, self.sweep.study.get_trials(deepcopy=False)) == 0:
+                if (
+                    not self._advance()
+                    and open_trials(self.sweep.spec, self.sweep.study.get_trials(deepcopy=False)) == 0
+                ):
                     return  # nothing queued, running or left to decide (another slot may just have queued a round)
             else:
                 with self._changed:

@@ -69,7 +69,9 @@ def plan_slots(
     if slots is not None and slots < 1:
         raise ConfigError(f"--slots {slots}: must be >= 1")
     if slots is not None and (gpus is not None or per_gpu != 1):
-        raise ConfigError("--slots excludes --gpus and --per-gpu: --slots runs CPU processes, --gpus/--per-gpu GPU ones")
+        raise ConfigError(
+            "--slots excludes --gpus and --per-gpu: --slots runs CPU processes, --gpus/--per-gpu GPU ones"
+        )
     cores = cpu_count if cpu_count is not None else usable_cpu_count()
     if slots is not None:
         return [_slot(f"cpu{i}", "", max(1, cores // slots)) for i in range(slots)]
@@ -87,9 +89,15 @@ def plan_slots(
         return [_slot("cpu0", "", cores)]
     physical = _physical_ids()
     threads = max(1, cores // (len(indices) * per_gpu))
-    return [_slot(f"gpu{i}" if per_gpu == 1 else f"gpu{i}.{k}",
-                  physical[i] if physical is not None and i < len(physical) else str(i), threads)
-            for i in indices for k in range(per_gpu)]
+    return [
+        _slot(
+            f"gpu{i}" if per_gpu == 1 else f"gpu{i}.{k}",
+            physical[i] if physical is not None and i < len(physical) else str(i),
+            threads,
+        )
+        for i in indices
+        for k in range(per_gpu)
+    ]
 
 
 def _slot(name: str, device: str, threads: int) -> Slot:

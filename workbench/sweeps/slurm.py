@@ -34,9 +34,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -50,7 +50,15 @@ from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress
 from workbench.sweeps.runner import SweepResult, run_sweep
 from workbench.sweeps.spec import SweepSpec, load_spec, resolve_spec_path
 from workbench.sweeps.study import (
-    ERROR_ATTR, WORKER_ATTR, redacted, enqueue_missing, grid_key, open_optuna, open_trials, quiet_optuna, reap,
+    ERROR_ATTR,
+    WORKER_ATTR,
+    enqueue_missing,
+    grid_key,
+    open_optuna,
+    open_trials,
+    quiet_optuna,
+    reap,
+    redacted,
     tally,
 )
 from workbench.sweeps.sweep import Sweep, SweepOptions, Trainer, open_sweep
@@ -78,8 +86,13 @@ def _active_jobs(sweep: Sweep) -> dict[str, cluster.QueuedJob]:
 
 
 # ------------------------------------------------------------------ the coordinator
-def launch(spec: SweepSpec, sets: list[str], options: SweepOptions, slurm: SlurmSweepOptions,
-           echo: Callable[[str], None] = print) -> SweepResult | None:
+def launch(
+    spec: SweepSpec,
+    sets: list[str],
+    options: SweepOptions,
+    slurm: SlurmSweepOptions,
+    echo: Callable[[str], None] = print,
+) -> SweepResult | None:
     """Submit the sweep's missing worker jobs; wait for the sweep to end unless `slurm.wait` is off."""
     if slurm.max_parallel < 1:
         raise ConfigError(f"--max-parallel {slurm.max_parallel}: must be >= 1")
@@ -113,7 +126,10 @@ def launch(spec: SweepSpec, sets: list[str], options: SweepOptions, slurm: Slurm
 
 
 def _shared_paths(sweep: Sweep) -> dict[str, Path]:
-    paths = {"the submitit folder": sweep.out_dir / "slurm", "the checkpoints (train.out_dir)": sweep.out_dir.parents[1]}
+    paths = {
+        "the submitit folder": sweep.out_dir / "slurm",
+        "the checkpoints (train.out_dir)": sweep.out_dir.parents[1],
+    }
     if "://" not in sweep.location:
         paths["the Optuna journal (--storage)"] = Path(sweep.location)
     if sweep.uri.startswith("sqlite:///"):
@@ -121,16 +137,29 @@ def _shared_paths(sweep: Sweep) -> dict[str, Path]:
     return paths
 
 
-def _submit_missing(sweep: Sweep, sets: list[str], options: SweepOptions, slurm: SlurmSweepOptions,
-                    partition: cluster.Partition, active: dict[str, cluster.QueuedJob]) -> list[str]:
+def _submit_missing(
+    sweep: Sweep,
+    sets: list[str],
+    options: SweepOptions,
+    slurm: SlurmSweepOptions,
+    partition: cluster.Partition,
+    active: dict[str, cluster.QueuedJob],
+) -> list[str]:
     missing = min(slurm.max_parallel, open_trials(sweep.spec, sweep.study.get_trials(deepcopy=False))) - len(active)
     if missing <= 0:
         return []
     ex = cluster.executor(sweep.out_dir / "slurm", slurm.resources, partition, name=job_name(sweep.study_name))
     worker = WorkerArgs(
-        spec_path=str(resolve_spec_path(sweep.spec.ref or sweep.spec.name).resolve()), sets=sets,
-        storage=sweep.location, study_name=sweep.study_name, tracking_uri=sweep.uri, heartbeat_s=options.heartbeat_s,
-        trainer=options.trainer, gpus=slurm.resources.gpus, cpus=slurm.resources.cpus, max_seeds=options.max_seeds,
+        spec_path=str(resolve_spec_path(sweep.spec.ref or sweep.spec.name).resolve()),
+        sets=sets,
+        storage=sweep.location,
+        study_name=sweep.study_name,
+        tracking_uri=sweep.uri,
+        heartbeat_s=options.heartbeat_s,
+        trainer=options.trainer,
+        gpus=slurm.resources.gpus,
+        cpus=slurm.resources.cpus,
+        max_seeds=options.max_seeds,
     )
     ids = []
     try:
@@ -142,8 +171,14 @@ def _submit_missing(sweep: Sweep, sets: list[str], options: SweepOptions, slurm:
     return ids
 
 
-def _watch(sweep: Sweep, sets: list[str], options: SweepOptions, slurm: SlurmSweepOptions,
-           partition: cluster.Partition, started: float) -> SweepResult:
+def _watch(
+    sweep: Sweep,
+    sets: list[str],
+    options: SweepOptions,
+    slurm: SlurmSweepOptions,
+    partition: cluster.Partition,
+    started: float,
+) -> SweepResult:
     """Show the jobs until the sweep ends; replace jobs that ended while trials are left."""
     replacements = slurm.max_parallel * (sweep.spec.retries + 1)
     seen = {t.number for t in sweep.study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -167,7 +202,9 @@ def _watch(sweep: Sweep, sets: list[str], options: SweepOptions, slurm: SlurmSwe
                     break
                 if len(active) < min(slurm.max_parallel, left):
                     if replacements <= 0:
-                        crashes.append(f"worker jobs kept ending with trials left; see the job logs in {sweep.out_dir / 'slurm'}")
+                        crashes.append(
+                            f"worker jobs kept ending with trials left; see the job logs in {sweep.out_dir / 'slurm'}"
+                        )
                         break
                     replacements -= len(_submit_missing(sweep, sets, options, slurm, partition, active))
                 time.sleep(slurm.poll_s)
@@ -184,11 +221,15 @@ def _snapshot(sweep: Sweep, trials: list[FrozenTrial], active: dict[str, cluster
     for job_id, job in sorted(active.items()):
         trial = running.get(job_id)
         if trial is None:
-            views.append(SlotView(f"{job_id} {job.state.lower()}" + (f" ({job.reason})" if job.state == "PENDING" else "")))
+            views.append(
+                SlotView(f"{job_id} {job.state.lower()}" + (f" ({job.reason})" if job.state == "PENDING" else ""))
+            )
             continue
         variant, seed = grid_key(trial) or ("", None)
         start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-        views.append(SlotView(f"{job_id}@{job.node}", trial.number, variant, seed, time.monotonic() - (time.time() - start)))
+        views.append(
+            SlotView(f"{job_id}@{job.node}", trial.number, variant, seed, time.monotonic() - (time.time() - start))
+        )
     done, failed = tally(sweep.spec, trials)
     return Snapshot(title=sweep.study_name, done=done, total=sweep.spec.total_trials, failed=failed, slots=views)
 
@@ -224,10 +265,12 @@ def status(spec: SweepSpec, options: SweepOptions) -> str:
         variant, seed = grid_key(trial) or ("-", "-")
         node = owner.get("slurm_node", owner.get("host", "-")) if trial.state != TrialState.WAITING else "-"
         value = f"{trial.value:.4g}" if trial.value is not None else "-"
-        rows.append((str(trial.number), str(variant), str(seed), trial.state.name, value, owner.get("slurm_job_id", "-"), node))
+        rows.append(
+            (str(trial.number), str(variant), str(seed), trial.state.name, value, owner.get("slurm_job_id", "-"), node)
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"sweep {spec.name}: study {sweep.study_name!r} in {redacted(sweep.location)}"]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     recorded = sweep.study.user_attrs.get(JOBS_ATTR) or []
     if unreachable:
         lines.append(f"jobs: unknown ({unreachable})")
@@ -238,7 +281,9 @@ def status(spec: SweepSpec, options: SweepOptions) -> str:
         )
         lines.append(f"jobs in the queue: {jobs}")
     elif recorded:
-        lines.append(f"no job of this sweep is queued ({len(recorded)} submitted in all; logs in {sweep.out_dir / 'slurm'})")
+        lines.append(
+            f"no job of this sweep is queued ({len(recorded)} submitted in all; logs in {sweep.out_dir / 'slurm'})"
+        )
     lines += rounds.verdict_lines(spec, sweep.study.get_trials(deepcopy=False))  # the verdicts so far
     return "\n".join(lines)
 
@@ -268,8 +313,9 @@ def _has_slurm() -> bool:
 
 
 # ------------------------------------------------------------------ reaping
-def reap_lost_jobs(study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback, active: set[str] | None, *,
-                   own_job: str | None = None) -> list[int]:
+def reap_lost_jobs(
+    study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback, active: set[str] | None, *, own_job: str | None = None
+) -> list[int]:
     """FAIL (and re-queue) RUNNING trials claimed by a SLURM job that squeue no longer lists (`active`,
     read from squeue *before* this call, so a job missing from it had told its trial before exiting);
     or, with `own_job` (a requeued job starting again, which has claimed nothing yet), only those
@@ -330,13 +376,21 @@ def work(args: WorkerArgs) -> str:
         if me:
             reap_lost_jobs(study, retry, None, own_job=me)
         done = threading.Event()
-        reaper = threading.Thread(target=_reap_loop, args=(study, retry, job_name(args.study_name), done),
-                                  name="slurm-reaper", daemon=True)
+        reaper = threading.Thread(
+            target=_reap_loop, args=(study, retry, job_name(args.study_name), done), name="slurm-reaper", daemon=True
+        )
         reaper.start()
         cpus = args.cpus or _int(os.environ.get("SLURM_CPUS_PER_TASK"))
         options = SweepOptions(
-            storage=args.storage, study_name=args.study_name, worker=True, slots=None if args.gpus else 1,
-            tracking_uri=args.tracking_uri, heartbeat_s=args.heartbeat_s, progress=False, trainer=args.trainer, cpus=cpus,
+            storage=args.storage,
+            study_name=args.study_name,
+            worker=True,
+            slots=None if args.gpus else 1,
+            tracking_uri=args.tracking_uri,
+            heartbeat_s=args.heartbeat_s,
+            progress=False,
+            trainer=args.trainer,
+            cpus=cpus,
             max_seeds=args.max_seeds,
         )
         try:

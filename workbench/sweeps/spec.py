@@ -24,21 +24,38 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import (
-    EXPERIMENTS_DIR, RunConfig, all_keys, flatten, load_config, parse_override, read_yaml,
-    resolve_experiment, resolve_named_yaml,
+    EXPERIMENTS_DIR,
+    RunConfig,
+    all_keys,
+    flatten,
+    load_config,
+    parse_override,
+    read_yaml,
+    resolve_experiment,
+    resolve_named_yaml,
 )
 from workbench.errors import ConfigError, did_you_mean
-from workbench.sweeps import prechecks
 from workbench.sequential import Design
 from workbench.strict_yaml import brief
+from workbench.sweeps import prechecks
 from workbench.tasks import EVAL_TASKS, RETRIEVALS
 
 MAX_SEED = 2**32 - 1
 MAX_ADAPTIVE_SEEDS = 30  # the boundaries' calibration simulates this many seeds (memory, time)
 SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
 SPEC_FIELDS = (
-    "description", "base", "overrides", "axes", "variants", "search",
-    "baseline", "seeds", "metrics", "objective", "retries", "delta",
+    "description",
+    "base",
+    "overrides",
+    "axes",
+    "variants",
+    "search",
+    "baseline",
+    "seeds",
+    "metrics",
+    "objective",
+    "retries",
+    "delta",
 )
 SEED_RANGE_FIELDS = ("min", "max")  # `seeds: {min: 3, max: 10}`: adaptive seeds (workbench/sequential.py)
 SEARCH_FIELDS = ("sampler", "trials", "ranges", "pruner", "seed")
@@ -169,13 +186,23 @@ class SweepSpec:
     def resolved(self) -> dict[str, Any]:
         """The spec as the sweep runs it (variants expanded): the parent run's `sweep.yaml`."""
         out: dict[str, Any] = {
-            "name": self.name, "description": self.description, "base": self.base, "overrides": self.overrides,
-            "baseline": self.baseline, "seeds": list(self.seeds), "metrics": list(self.metrics),
-            "objective": {"metric": self.objective, "direction": self.direction}, "retries": self.retries,
+            "name": self.name,
+            "description": self.description,
+            "base": self.base,
+            "overrides": self.overrides,
+            "baseline": self.baseline,
+            "seeds": list(self.seeds),
+            "metrics": list(self.metrics),
+            "objective": {"metric": self.objective, "direction": self.direction},
+            "retries": self.retries,
         }
         if self.adaptive:  # `seeds` stays the list of every seed it may run: reports read it as before
-            out["sequential"] = {"min_seeds": self.min_seeds, "max_seeds": len(self.seeds), "alpha": self.design.alpha,
-                                 "spending": self.design.spending}
+            out["sequential"] = {
+                "min_seeds": self.min_seeds,
+                "max_seeds": len(self.seeds),
+                "alpha": self.design.alpha,
+                "spending": self.design.spending,
+            }
         if self.delta:
             out["delta"] = dict(self.delta)
         if self.is_grid:
@@ -238,18 +265,31 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, max_
     unsafe = [v.name for v in variants if not _SAFE_NAME.match(v.name)]
     if unsafe:
         raise ConfigError(f"{where}: variant name {unsafe[0]!r} may only use letters, digits and _ . = , + - : / space")
-    varied = {key for variant in variants for key in variant.overrides} | {r.key for r in (search.ranges if search else ())}
+    varied = {key for variant in variants for key in variant.overrides} | {
+        r.key for r in (search.ranges if search else ())
+    }
     clash = sorted(varied & set(cli))
     if clash:
         raise ConfigError(f"--set {clash[0]}: it is varied by sweep {path.stem!r}; it cannot be overridden")
     seeds, min_seeds = _seed_design(data.get("seeds", 3), max_seeds, "search" in shapes, where)
     spec = SweepSpec(
-        name=path.stem, path=path, description=str(data.get("description") or "").strip(), base=str(base),
-        overrides={**common, **cli}, variants=variants, axes=axes,
-        baseline=_baseline(data.get("baseline"), variants, axes, where), seeds=seeds,
-        metrics=metrics, objective=objective, direction=direction,
-        retries=_int_at_least(data.get("retries", 2), 0, f"{where}: retries"), search=search, raw=data,
-        min_seeds=min_seeds, delta=_delta(data.get("delta"), metrics, objective, where),
+        name=path.stem,
+        path=path,
+        description=str(data.get("description") or "").strip(),
+        base=str(base),
+        overrides={**common, **cli},
+        variants=variants,
+        axes=axes,
+        baseline=_baseline(data.get("baseline"), variants, axes, where),
+        seeds=seeds,
+        metrics=metrics,
+        objective=objective,
+        direction=direction,
+        retries=_int_at_least(data.get("retries", 2), 0, f"{where}: retries"),
+        search=search,
+        raw=data,
+        min_seeds=min_seeds,
+        delta=_delta(data.get("delta"), metrics, objective, where),
         ref=str(name_or_path),
     )
     check_configs(spec)
@@ -259,10 +299,10 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, max_
 def grid_variants(axes: dict[str, list[Any]]) -> tuple[Variant, ...]:
     """Cartesian product of the axes, in file order; names like 'image_mask_ratio=0.2,text_mask_ratio=0.4'."""
     last = [k.rsplit(".", 1)[-1] for k in axes]  # an axis is named by its last key part when that is unique
-    labels = {k: (s if last.count(s) == 1 else k) for k, s in zip(axes, last)}
+    labels = {k: (s if last.count(s) == 1 else k) for k, s in zip(axes, last, strict=True)}
     variants = []
     for values in itertools.product(*axes.values()):
-        overrides = dict(zip(axes, values))
+        overrides = dict(zip(axes, values, strict=True))
         variants.append(Variant(",".join(f"{labels[k]}={format_value(v)}" for k, v in overrides.items()), overrides))
     return tuple(variants)
 
@@ -292,7 +332,9 @@ def check_configs(spec: SweepSpec) -> None:
 def _check_fields(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     for name in data:
         if name not in allowed:
-            raise ConfigError(f"{where}: unknown field {name!r}{did_you_mean(str(name), allowed)} (allowed: {', '.join(allowed)})")
+            raise ConfigError(
+                f"{where}: unknown field {name!r}{did_you_mean(str(name), allowed)} (allowed: {', '.join(allowed)})"
+            )
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -334,7 +376,10 @@ def _axes(value: Any, where: str) -> dict[str, list[Any]]:
 def _named_variants(value: Any, where: str) -> tuple[Variant, ...]:
     if not isinstance(value, dict) or not value:
         raise ConfigError(f"{where}: variants: expected a mapping of variant name -> overrides")
-    return tuple(Variant(str(name), _overrides(overrides or {}, f"{where}: variants.{name}")) for name, overrides in value.items())
+    return tuple(
+        Variant(str(name), _overrides(overrides or {}, f"{where}: variants.{name}"))
+        for name, overrides in value.items()
+    )
 
 
 def _baseline(value: Any, variants: tuple[Variant, ...], axes: dict[str, list[Any]], where: str) -> str | None:
@@ -348,7 +393,9 @@ def _baseline(value: Any, variants: tuple[Variant, ...], axes: dict[str, list[An
                 return variant.name
         raise ConfigError(f"{where}: baseline {brief(value)} is not a point of the grid (axes: {', '.join(axes)})")
     if str(value) not in names:
-        raise ConfigError(f"{where}: baseline {brief(value)} is not a variant{did_you_mean(str(value), names)} (variants: {', '.join(names)})")
+        raise ConfigError(
+            f"{where}: baseline {brief(value)} is not a variant{did_you_mean(str(value), names)} (variants: {', '.join(names)})"
+        )
     return str(value)
 
 
@@ -360,7 +407,9 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
         raise ConfigError(f"{where}: seeds: {brief(value)} is not a count >= 1 or a list of distinct integers")
     for seed in value:
         if not 0 <= seed <= MAX_SEED:  # train.seed's range: torch and numpy refuse others mid-run
-            raise ConfigError(f"{where}: seeds: {brief(seed)} is out of range — allowed: integers in [0, {MAX_SEED}] (train.seed)")
+            raise ConfigError(
+                f"{where}: seeds: {brief(seed)} is out of range — allowed: integers in [0, {MAX_SEED}] (train.seed)"
+            )
     return tuple(value)
 
 
@@ -368,12 +417,16 @@ def _seed_design(value: Any, max_seeds: int | None, search: bool, where: str) ->
     """`seeds: N` or a list: a fixed design; `seeds: {min, max}`: seeds 0..max-1, added while open."""
     if not isinstance(value, dict):
         if max_seeds is not None:
-            raise ConfigError(f"--max-seeds {max_seeds}: {where} has a fixed number of seeds ({brief(value)}); "
-                              "give it seeds: {min: 3, max: 10} to add seeds while a comparison is open")
+            raise ConfigError(
+                f"--max-seeds {max_seeds}: {where} has a fixed number of seeds ({brief(value)}); "
+                "give it seeds: {min: 3, max: 10} to add seeds while a comparison is open"
+            )
         return _seeds(value, where), None
     _check_fields(value, SEED_RANGE_FIELDS, f"{where}: seeds")
     if search:
-        raise ConfigError(f"{where}: seeds: {{min, max}} adds seeds to grid comparisons; a search runs one seed per trial")
+        raise ConfigError(
+            f"{where}: seeds: {{min, max}} adds seeds to grid comparisons; a search runs one seed per trial"
+        )
     low = value.get("min", 3)
     if isinstance(low, bool) or not isinstance(low, int) or low < 2:
         raise ConfigError(f"{where}: seeds.min: {brief(low)} is not an integer >= 2 (a paired test needs 2 seeds)")
@@ -382,8 +435,10 @@ def _seed_design(value: Any, max_seeds: int | None, search: bool, where: str) ->
     if isinstance(high, bool) or not isinstance(high, int) or high < low:
         raise ConfigError(f"{name}: {brief(high)} is not an integer >= seeds.min ({low})")
     if high > MAX_ADAPTIVE_SEEDS:
-        raise ConfigError(f"{name}: {brief(high)} is above {MAX_ADAPTIVE_SEEDS} (the sequential design's boundaries are "
-                          "calibrated for up to that many looks)")
+        raise ConfigError(
+            f"{name}: {brief(high)} is above {MAX_ADAPTIVE_SEEDS} (the sequential design's boundaries are "
+            "calibrated for up to that many looks)"
+        )
     return tuple(range(high)), low
 
 
@@ -396,10 +451,14 @@ def _delta(value: Any, metrics: tuple[str, ...], objective: str, where: str) -> 
     out = {}
     for metric, size in data.items():
         if metric not in known:
-            raise ConfigError(f"{where}: delta.{metric}: not a metric of this sweep{did_you_mean(metric, known)} "
-                              f"(metrics: {', '.join(known)})")
+            raise ConfigError(
+                f"{where}: delta.{metric}: not a metric of this sweep{did_you_mean(metric, known)} "
+                f"(metrics: {', '.join(known)})"
+            )
         if isinstance(size, bool) or not isinstance(size, (int, float)) or not math.isfinite(size) or size <= 0:
-            raise ConfigError(f"{where}: delta.{metric}: {brief(size)} is not a number > 0 (the smallest effect of interest)")
+            raise ConfigError(
+                f"{where}: delta.{metric}: {brief(size)} is not a number > 0 (the smallest effect of interest)"
+            )
         out[metric] = float(size)
     return out
 
@@ -412,7 +471,9 @@ def _int_at_least(value: Any, low: int, where: str) -> int:
 
 def _one_of(value: Any, allowed: tuple[str, ...], where: str) -> str:
     if value not in allowed:
-        raise ConfigError(f"{where}: {brief(value)} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+        raise ConfigError(
+            f"{where}: {brief(value)} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}"
+        )
     return value
 
 
@@ -436,8 +497,10 @@ def _objective(value: Any, metrics: tuple[str, ...], where: str) -> tuple[str, s
         return metrics[0], "maximize"
     obj = _mapping({"metric": value} if isinstance(value, str) else value, f"{where}: objective")
     _check_fields(obj, OBJECTIVE_FIELDS, f"{where}: objective")
-    return (_metric_key(obj.get("metric", metrics[0]), f"{where}: objective.metric"),
-            _one_of(obj.get("direction", "maximize"), DIRECTIONS, f"{where}: objective.direction"))
+    return (
+        _metric_key(obj.get("metric", metrics[0]), f"{where}: objective.metric"),
+        _one_of(obj.get("direction", "maximize"), DIRECTIONS, f"{where}: objective.direction"),
+    )
 
 
 def _search(value: Any, where: str) -> Search:
@@ -445,7 +508,9 @@ def _search(value: Any, where: str) -> Search:
     _check_fields(data, SEARCH_FIELDS, f"{where}: search")
     ranges = _mapping(data.get("ranges") or {}, f"{where}: search.ranges")
     if not ranges:
-        raise ConfigError(f"{where}: search.ranges: give at least one range, e.g. train.lr: {{low: 1e-5, high: 1e-3, log: true}}")
+        raise ConfigError(
+            f"{where}: search.ranges: give at least one range, e.g. train.lr: {{low: 1e-5, high: 1e-3, log: true}}"
+        )
     seed = data.get("seed")
     return Search(
         sampler=_one_of(data.get("sampler", "tpe"), SAMPLERS, f"{where}: search.sampler"),
@@ -520,6 +585,10 @@ def spec_table(specs: list[SweepSpec]) -> str:
     for spec in specs:
         seeds = f"{spec.min_seeds}..{len(spec.seeds)}" if spec.adaptive else f"{len(spec.seeds)}"
         shape = f"{len(spec.variants)}x{seeds}" if spec.is_grid else f"tpe {spec.search.trials}"
-        rows.append((spec.name, f"{spec.total_trials} ({shape})", Path(spec.base).stem, spec.baseline or "-", spec.description))
+        rows.append(
+            (spec.name, f"{spec.total_trials} ({shape})", Path(spec.base).stem, spec.baseline or "-", spec.description)
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4] for row in rows
+    )

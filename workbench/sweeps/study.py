@@ -27,9 +27,10 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import optuna
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning, UpdateFinishedTrialError
@@ -93,13 +94,21 @@ def open_optuna(location: str, *, heartbeat_s: int, retries: int) -> BaseStorage
         raise ConfigError(f"--heartbeat {heartbeat_s}: must be >= 1 second")
     shown = redacted(location)
     try:
-        return open_rdb(location, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-                                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
+        return open_rdb(
+            location,
+            heartbeat_interval=heartbeat_s,
+            grace_period=2 * heartbeat_s,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
+        )
     except ImportError as err:
-        raise ConfigError(f"--storage {shown!r}: missing database driver ({err}); install it, e.g. psycopg2-binary") from None
+        raise ConfigError(
+            f"--storage {shown!r}: missing database driver ({err}); install it, e.g. psycopg2-binary"
+        ) from None
     except Exception as err:  # bad URL, refused connection, permissions
         line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"--storage {shown!r}: cannot open the Optuna storage: {line.replace(location, shown)}") from None
+        raise ConfigError(
+            f"--storage {shown!r}: cannot open the Optuna storage: {line.replace(location, shown)}"
+        ) from None
 
 
 def redacted(location: str) -> str:
@@ -112,8 +121,9 @@ def redacted(location: str) -> str:
 
 # -------------------------------------------------------------------- study
 def missing_study(spec: SweepSpec, study_name: str, location: str) -> ConfigError:
-    return ConfigError(f"no study {study_name!r} in {redacted(location)} to join or resume; "
-                       f"start it first: workbench sweep {spec.ref}")
+    return ConfigError(
+        f"no study {study_name!r} in {redacted(location)} to join or resume; start it first: workbench sweep {spec.ref}"
+    )
 
 
 def open_study(spec: SweepSpec, storage: BaseStorage, study_name: str, *, create: bool, location: str) -> optuna.Study:
@@ -125,7 +135,11 @@ def open_study(spec: SweepSpec, storage: BaseStorage, study_name: str, *, create
         if not create:
             raise missing_study(spec, study_name, location) from None
         study = optuna.create_study(  # load_if_exists: another coordinator may have created it meanwhile
-            storage=storage, study_name=study_name, direction=spec.direction, sampler=sampler, pruner=pruner,
+            storage=storage,
+            study_name=study_name,
+            direction=spec.direction,
+            sampler=sampler,
+            pruner=pruner,
             load_if_exists=True,
         )
         if study.metric_names is None:
@@ -257,16 +271,24 @@ def claim(trial: optuna.Trial) -> None:
     owner: dict[str, Any] = {"host": HOST, "pid": os.getpid(), "trial": trial.number}
     job = slurm_env.job_tags()  # inside a SLURM job: which one (reaped by its id when it vanishes)
     if job:
-        owner.update(slurm_job_id=job[slurm_env.JOB_TAG], slurm_node=job.get(slurm_env.NODE_TAG, HOST),
-                     slurm_restart=job[slurm_env.RESTART_TAG])
+        owner.update(
+            slurm_job_id=job[slurm_env.JOB_TAG],
+            slurm_node=job.get(slurm_env.NODE_TAG, HOST),
+            slurm_restart=job[slurm_env.RESTART_TAG],
+        )
     trial.set_user_attr(WORKER_ATTR, owner)
     if trial.user_attrs.get(ERROR_ATTR) is not None:  # inherited from the failed attempt this one retries
         trial.set_user_attr(ERROR_ATTR, None)
 
 
 # ------------------------------------------------------------------ failures
-def fail(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str, *,
-         retry: RetryHeartbeatStaleTrialCallback | None) -> bool:
+def fail(
+    study: optuna.Study,
+    trial: FrozenTrial | optuna.Trial,
+    reason: str,
+    *,
+    retry: RetryHeartbeatStaleTrialCallback | None,
+) -> bool:
     """FAIL a running trial, saying why, and re-queue it through `retry`. False when it was
     finished already: of several processes failing one trial, exactly one re-queues it."""
     try:
@@ -279,8 +301,9 @@ def fail(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str, *,
     return True
 
 
-def reap(study: optuna.Study, lost: Callable[[dict | None, FrozenTrial], str | None],
-         retry: RetryHeartbeatStaleTrialCallback) -> list[int]:
+def reap(
+    study: optuna.Study, lost: Callable[[dict | None, FrozenTrial], str | None], retry: RetryHeartbeatStaleTrialCallback
+) -> list[int]:
     """FAIL (and re-queue) the RUNNING trials whose owner is gone; return their numbers.
     `lost(owner, trial)` says why the owner is gone, or None; `owner` is None when the trial
     was never claimed (a retry inherits its failed attempt's owner, which does not count)."""
@@ -294,7 +317,9 @@ def reap(study: optuna.Study, lost: Callable[[dict | None, FrozenTrial], str | N
     return reaped
 
 
-def reap_orphans(study: optuna.Study, running_here: Iterable[int], retry: RetryHeartbeatStaleTrialCallback) -> list[int]:
+def reap_orphans(
+    study: optuna.Study, running_here: Iterable[int], retry: RetryHeartbeatStaleTrialCallback
+) -> list[int]:
     """FAIL (and re-queue) running trials whose owner is gone; return their numbers.
 
     Same host: the owner's pid is dead (or is this process, which is not running it).

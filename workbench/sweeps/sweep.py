@@ -15,9 +15,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
@@ -28,13 +29,23 @@ from workbench.strict_yaml import brief
 from workbench.sweeps import runs
 from workbench.sweeps.spec import SweepSpec, variant_config
 from workbench.sweeps.study import (
-    PARENT_ATTR, QUEUED_ATTR, REPORT_ATTR, TRACKING_ATTR, claim_parent_run, default_journal, redacted,
-    missing_study, open_optuna, open_study,
+    PARENT_ATTR,
+    QUEUED_ATTR,
+    REPORT_ATTR,
+    TRACKING_ATTR,
+    claim_parent_run,
+    default_journal,
+    missing_study,
+    open_optuna,
+    open_study,
+    redacted,
 )
 
 COORDINATOR_WAIT_S = 120.0
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=,+-]{0,99}")  # also a folder name: no '/', no leading '.'
-Trainer = Callable[..., Any]  # `workbench.train.run`'s signature: (cfg, *, resume_run_id, parent_run_id, tags, progress)
+Trainer = Callable[
+    ..., Any
+]  # `workbench.train.run`'s signature: (cfg, *, resume_run_id, parent_run_id, tags, progress)
 
 
 @dataclass
@@ -124,14 +135,16 @@ def open_sweep(spec: SweepSpec, options: SweepOptions, *, look_only: bool = Fals
     return Sweep(spec, storage, study, location, uri, parent, out_dir, trainer=options.trainer)
 
 
-def _open_parent_run(spec: SweepSpec, study: optuna.Study, storage: BaseStorage, uri: str, experiment: str,
-                     location: str) -> str:
+def _open_parent_run(
+    spec: SweepSpec, study: optuna.Study, storage: BaseStorage, uri: str, experiment: str, location: str
+) -> str:
     """The sweep's MLflow parent run: created by exactly one of any number of coordinators
     (local or SLURM-submitting), reopened by the others and on resume."""
 
     def create() -> str:
-        run_id = runs.create_parent_run(spec, study.study_name, uri=uri, experiment=experiment,
-                                        storage=redacted(location))
+        run_id = runs.create_parent_run(
+            spec, study.study_name, uri=uri, experiment=experiment, storage=redacted(location)
+        )
         study.set_user_attr(TRACKING_ATTR, uri)
         study.set_user_attr(REPORT_ATTR, f"runs:/{run_id}/reports/report.html")  # `workbench report ablations` logs it
         study.set_user_attr(PARENT_ATTR, run_id)  # last: waiting coordinators and workers read it
@@ -143,16 +156,19 @@ def _open_parent_run(spec: SweepSpec, study: optuna.Study, storage: BaseStorage,
     return parent_run_id
 
 
-def _join_when_ready(spec: SweepSpec, storage: BaseStorage, study_name: str, location: str,
-                     timeout_s: float = COORDINATOR_WAIT_S) -> optuna.Study:
+def _join_when_ready(
+    spec: SweepSpec, storage: BaseStorage, study_name: str, location: str, timeout_s: float = COORDINATOR_WAIT_S
+) -> optuna.Study:
     """A worker may start before the coordinator (hosts started together): wait for its
     study, then for its MLflow parent run and its trial queue."""
     deadline = time.monotonic() + timeout_s
 
     def wait(missing: str) -> None:
         if time.monotonic() > deadline:
-            raise ConfigError(f"{missing} after {timeout_s:.0f} s; start the sweep first (same --storage, no --worker): "
-                              f"workbench sweep {spec.ref}")
+            raise ConfigError(
+                f"{missing} after {timeout_s:.0f} s; start the sweep first (same --storage, no --worker): "
+                f"workbench sweep {spec.ref}"
+            )
         time.sleep(1.0)
 
     while study_name not in optuna.get_all_study_names(storage):

@@ -42,10 +42,21 @@ def cache_key(cfg: RunConfig, part: str, vocab_size: int | None = None) -> str:
     settings = asdict(cfg.warmstart)
     settings.pop("text_steps" if part == "vision" else "vision_steps")
     encoder = {k: v for k, v in asdict(getattr(cfg.model, part)).items() if k != "init"}
-    key = {"format": FORMAT, "recipe": RECIPE[part], "part": part, "encoder": encoder, "warmstart": settings, "image_size": cfg.data.image_size}
+    key = {
+        "format": FORMAT,
+        "recipe": RECIPE[part],
+        "part": part,
+        "encoder": encoder,
+        "warmstart": settings,
+        "image_size": cfg.data.image_size,
+    }
     if part == "text":
-        key |= {"data": data_hash(cfg.data), "files": cfg.data.pretrain_files, "vocab": vocab_size,
-                "max_text_len": cfg.data.max_text_len}
+        key |= {
+            "data": data_hash(cfg.data),
+            "files": cfg.data.pretrain_files,
+            "vocab": vocab_size,
+            "max_text_len": cfg.data.max_text_len,
+        }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return digest[:12]
 
@@ -95,26 +106,49 @@ def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True
         bar.update(step, {"loss": loss}, None)
         if step == min(ESTIMATE_AFTER, steps) and progress:  # once, from this machine's own speed
             per_step = (time.perf_counter() - started) / step
-            say(f"warm start ({part}): about {format_seconds(per_step * steps)} for {steps} steps "
-                f"({per_step:.2f} s/step over the first {step}; made once, then cached)")
+            say(
+                f"warm start ({part}): about {format_seconds(per_step * steps)} for {steps} steps "
+                f"({per_step:.2f} s/step over the first {step}; made once, then cached)"
+            )
 
     try:
         if part == "vision":
             encoder = VisionEncoder(cfg.model.vision, cfg.data.image_size)
             mean, std = normalization(cfg)
             metrics = train_vision(
-                encoder, steps=steps, batch_size=ws.batch_size, lr=ws.lr, seed=ws.seed,
-                image_size=cfg.data.image_size, mean=mean, std=std, on_step=on_step,
+                encoder,
+                steps=steps,
+                batch_size=ws.batch_size,
+                lr=ws.lr,
+                seed=ws.seed,
+                image_size=cfg.data.image_size,
+                mean=mean,
+                std=std,
+                on_step=on_step,
             )
             state = encoder.vit.state_dict()
         else:
-            encoder = TextEncoder(cfg.model.text, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                  max_text_len=cfg.data.max_text_len)
+            encoder = TextEncoder(
+                cfg.model.text,
+                vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+                max_text_len=cfg.data.max_text_len,
+            )
             entries = read_entries(cfg.data, cfg.data.pretrain_files, "pretrain")
-            captions = [c for e in entries.items for c in ([e["caption"]] if isinstance(e["caption"], str) else e["caption"])]
+            captions = [
+                c for e in entries.items for c in ([e["caption"]] if isinstance(e["caption"], str) else e["caption"])
+            ]
             metrics = train_text(
-                encoder, captions, tokenizer, steps=steps, batch_size=ws.batch_size, lr=ws.lr, seed=ws.seed,
-                mask_prob=ws.mask_prob, max_text_len=cfg.data.max_text_len, special_ids=special_ids_of(tokenizer),
+                encoder,
+                captions,
+                tokenizer,
+                steps=steps,
+                batch_size=ws.batch_size,
+                lr=ws.lr,
+                seed=ws.seed,
+                mask_prob=ws.mask_prob,
+                max_text_len=cfg.data.max_text_len,
+                special_ids=special_ids_of(tokenizer),
                 on_step=on_step,
             )
             state = encoder.bert.state_dict()
@@ -137,12 +171,16 @@ def ensure(cfg: RunConfig, tokenizer, progress: bool = True, announce=print) -> 
             try:
                 with locked(path):  # concurrent sweep trials: one makes it, the others wait and reuse it
                     if path.is_file() and not _usable(path, part):  # workbench made it: made again
-                        announce(f"warm start: the cached {part} weights at {path} cannot be read (truncated?) "
-                                 "— making them again")
+                        announce(
+                            f"warm start: the cached {part} weights at {path} cannot be read (truncated?) "
+                            "— making them again"
+                        )
                         path.unlink()
                     if not path.is_file():
-                        announce(f"warm start: no {part} weights at {path} — training them once "
-                                 f"({getattr(cfg.warmstart, part + '_steps')} steps, cached for later runs)")
+                        announce(
+                            f"warm start: no {part} weights at {path} — training them once "
+                            f"({getattr(cfg.warmstart, part + '_steps')} steps, cached for later runs)"
+                        )
                         make(cfg, tokenizer, part, path, progress)
             except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
                 why = getattr(err, "strerror", None) or " ".join(str(err).split())[:120] or type(err).__name__

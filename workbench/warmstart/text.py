@@ -12,7 +12,7 @@ also predicts the caption's bag of words (multi-label), a text-only summary targ
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,8 +55,12 @@ def train_text(
         length = int(mask.sum(1).max())
         ids, mask = encoded["text_ids"][rows, :length], mask[:, :length]
         corrupted, labels = mask_tokens(
-            ids, special_token_mask(ids, mask, special_ids), mask_prob, generator,
-            special_ids["mask"], len(tokenizer),
+            ids,
+            special_token_mask(ids, mask, special_ids),
+            mask_prob,
+            generator,
+            special_ids["mask"],
+            len(tokenizer),
         )
         loss, accuracy = masked_lm_loss(head, encoder(corrupted, mask)["text_tokens"], labels)
         words = torch.zeros(len(rows), len(tokenizer)).scatter_(1, ids, 1.0)

@@ -8,7 +8,7 @@ the ViT's weights are kept: the heads are thrown away, as an ImageNet classifier
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ def train_vision(
     """Train `encoder` (a `VisionEncoder`) in place; returns the last step's losses."""
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 1])
-    patch = image_size // int(encoder.num_patches ** 0.5)
+    patch = image_size // int(encoder.num_patches**0.5)
     heads = AttributeHeads(encoder.width)
     params = list(encoder.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -65,7 +65,9 @@ def train_vision(
     encoder.train()
     last: dict[str, float] = {}
     for step in range(steps):
-        batch = labelled_scenes(rng, batch_size, px=image_size, patch=patch, max_objects=MAX_OBJECTS, mean=mean, std=std)
+        batch = labelled_scenes(
+            rng, batch_size, px=image_size, patch=patch, max_objects=MAX_OBJECTS, mean=mean, std=std
+        )
         out = encoder(batch["image"])
         losses = heads.losses(out["image_tokens"], out["patch_positions"], batch)
         loss = sum(value for key, value in losses.items() if not key.endswith("_acc"))

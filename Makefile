@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test setup system-packages bench clean lock
+.PHONY: demo test lint format setup system-packages bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,18 @@ demo: setup
 system-packages:
 	@.ci/system-packages
 
-test: system-packages setup
+# ruff first: a lint or format finding fails in a second, before the suite's minutes.
+test: system-packages setup lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Apply ruff's fixes and formatting (then review the diff).
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: setup
 	$(BIN)/workbench bench

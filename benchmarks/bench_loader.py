@@ -118,7 +118,8 @@ def main() -> None:
         f"{'ratio':>18}: {result['ratio']:.3f} pipeline / decode (target >= 0.75; before: {result['before_ratio']:.3f})"
     )
     print(
-        f"{'augmented_ratio':>18}: {result['augmented_ratio']:.3f} augmented / decode (before: {result['augmented_before_ratio']:.3f})"
+        f"{'augmented_ratio':>18}: {result['augmented_ratio']:.3f} augmented / decode (before: "
+        f"{result['augmented_before_ratio']:.3f})"
     )
 
 

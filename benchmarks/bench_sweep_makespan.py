@@ -149,12 +149,14 @@ def main() -> None:
     threads = args.slot_threads or max(1, usable_cpu_count() // args.slots)
     print(f"{len(durations)} trials ({trainer}) on {args.slots} slots, {threads} thread(s) per slot")
     print(
-        f"trial time: mean {sum(durations) / len(durations):.2f} s, min {min(durations):.2f}, max {max(durations):.2f}, total {sum(durations):.1f} s"
+        f"trial time: mean {sum(durations) / len(durations):.2f} s, min {min(durations):.2f}, max "
+        f"{max(durations):.2f}, total {sum(durations):.1f} s"
     )
     print(f"ideal (total / slots): {ideal:.2f} s")
     print(f"makespan (run_sweep wall): {makespan:.2f} s  -> ratio {makespan / ideal:.3f}  (target <= 1.05)")
     print(
-        f"first trial start -> last trial end: {(last - first).total_seconds():.2f} s  -> ratio {(last - first).total_seconds() / ideal:.3f}"
+        f"first trial start -> last trial end: {(last - first).total_seconds():.2f} s  -> ratio "
+        f"{(last - first).total_seconds() / ideal:.3f}"
     )
 
 

@@ -317,12 +317,16 @@ def verdict(results: dict[str, Any], dry_run: bool) -> str:
     if failed:
         return f"GPU CHECK FAILED: {', '.join(failed)} (see the JSON's error and trace fields)"
     if dry_run:
-        return "GPU CHECK DRY RUN OK: imports, paper config (meta device), slot plan, tiny configs; run it on a GPU for the rest"
+        return (
+            "GPU CHECK DRY RUN OK: imports, paper config (meta device), slot plan, tiny configs; run it on a "
+            "GPU for the rest"
+        )
     step, compiled = results["paper_step"], results.get("paper_step_compiled", {})
     speedup = f", compiled {step['step_s'] / compiled['step_s']:.2f}x" if compiled.get("ok") else ""
     return (
         f"GPU CHECK OK: paper step {step['pairs_per_s']} pairs/s at MFU {100 * step['mfu']:.1f} % of a "
-        f"{step['peak_bf16_tflops']} TFLOP/s bf16 peak{speedup}; memory high-water {step['memory_high_water_gib']} GiB; "
+        f"{step['peak_bf16_tflops']} TFLOP/s bf16 peak{speedup}; memory high-water "
+        f"{step['memory_high_water_gib']} GiB; "
         f"2 trials per GPU ran at once; NCCL; run + eval on the GPU"
     )
 

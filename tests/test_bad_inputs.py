@@ -264,7 +264,8 @@ CASES = [
         "unknown-eval-task",
         lambda e: e.run("eval.tasks=[retreival]"),
         _text(
-            "eval.tasks: 'retreival' is not one of retrieval, video_retrieval, vqa, nlvr, ve — did you mean 'retrieval'?"
+            "eval.tasks: 'retreival' is not one of retrieval, video_retrieval, vqa, nlvr, ve — did you mean "
+            "'retrieval'?"
         ),
     ),
     Case(
@@ -313,7 +314,8 @@ CASES = [
         "absolute-path",
         lambda e: e.run(data=e.data("absolute_path.json")),
         lambda e: (
-            f"{e.root / 'pretrain.json'}[0].image: absolute path '/etc/hostname' refused — set data.allow_absolute_paths=true"
+            f"{e.root / 'pretrain.json'}[0].image: absolute path '/etc/hostname' refused — set "
+            "data.allow_absolute_paths=true"
         ),
         uses=("absolute_path.json",),
     ),
@@ -853,7 +855,8 @@ CASES = [
         "store-under-a-file-run",
         lambda e: e.run(f"tracking.uri=sqlite:///{e.blocked('x.db')}"),
         lambda e: (
-            f"tracking.uri: cannot use the SQLite store '{e.blocked('x.db')}': {e.tmp / 'a_file'} is a file, not a directory"
+            f"tracking.uri: cannot use the SQLite store '{e.blocked('x.db')}': {e.tmp / 'a_file'} is a file, not "
+            "a directory"
         ),
     ),
     Case(

@@ -64,7 +64,8 @@ def test_override_values_are_typed():
         ("objectives.scl.mvsc=maybe", "objectives.scl.mvsc: 'maybe' is not a bool"),
         (
             "eval.tasks=[retreival]",
-            "eval.tasks: 'retreival' is not one of retrieval, video_retrieval, vqa, nlvr, ve — did you mean 'retrieval'?",
+            "eval.tasks: 'retreival' is not one of retrieval, video_retrieval, vqa, nlvr, ve — did you mean "
+            "'retrieval'?",
         ),
         ("objectives.softmask.layer=5", "objectives.softmask.layer: 5 is out of range"),
         ("model.vision.heads=5", "model.vision.heads: 5 must divide model.vision.width=192"),

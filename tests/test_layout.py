@@ -74,7 +74,8 @@ def missing_from_layout(package: Path, readme: str) -> list[str]:
     for package_dir in sorted({m.rpartition("/")[0] for m in modules(package) if "/" in m}):
         if f"{package_dir}/" not in listed:
             problems.append(
-                f"README.md '## Layout' does not list the package workbench/{package_dir}/: add `  {package_dir}/  <what it is for>` "
+                f"README.md '## Layout' does not list the package workbench/{package_dir}/: add `  {package_dir}/ "
+                " <what it is for>` "
                 f"under `workbench/`, then its modules one per line under it (indented 4 spaces)"
             )
     return problems
@@ -108,10 +109,14 @@ def test_layout_check_names_the_missing_module_and_where_it_goes(tmp_path):
         "objectives/masking.py",
     ):
         (package / name).write_text("")
-    readme = "# x\n\n## Layout\n\n```\nworkbench/   pkg\n  cli.py   app\n  objectives/   losses\n    itc.py   itc\n  gone.py   old\ntests/\n```\n"
+    readme = (
+        "# x\n\n## Layout\n\n```\nworkbench/   pkg\n  cli.py   app\n  objectives/   losses\n    itc.py   "
+        "itc\n  gone.py   old\ntests/\n```\n"
+    )
     problems = missing_from_layout(package, readme)
     assert problems == [
-        "README.md '## Layout' does not list workbench/objectives/masking.py: add a line `masking.py  <what it is for>` "
+        "README.md '## Layout' does not list workbench/objectives/masking.py: add a line `masking.py  <what it "
+        "is for>` "
         "under `  objectives/` (indented 4 spaces)",
         "README.md '## Layout' does not list workbench/session.py: add a line `session.py  <what it is for>` "
         "under `workbench/` (indented 2 spaces)",

@@ -221,7 +221,8 @@ def _finished_run(shapes, uri: str, out: Path, *extra: str) -> str:
 
 
 def _killed_run(shapes, uri: str, out: Path, checkpoint_file: Path | None, *extra: str) -> str:
-    """A run left KILLED (as by a pre-emption) whose local last checkpoint is `checkpoint_file` (None: no checkpoint)."""
+    """A run left KILLED (as by a pre-emption) whose local last checkpoint is `checkpoint_file`
+    (None: no checkpoint)."""
     import shutil
 
     from tiny_config import tiny_run

@@ -203,7 +203,8 @@ def test_unknown_axis_key_fails_before_any_trial_with_did_you_mean(tmp_path, mon
     [
         (
             {"axes": {"objectives.scl.image_mask_ratio": [0.4, 1.5]}, "variants": None},
-            "variant 'image_mask_ratio=1.5': objectives.scl.image_mask_ratio: 1.5 is out of range — allowed: in [0.0, 1.0)",
+            "variant 'image_mask_ratio=1.5': objectives.scl.image_mask_ratio: 1.5 is out of range — allowed: in "
+            "[0.0, 1.0)",
         ),
         ({"baseline": "mvcs"}, "baseline 'mvcs' is not a variant — did you mean 'mvsc'?"),
         ({"seeds": 0}, "seeds: 0 is not a count >= 1 or a list of distinct integers"),
@@ -217,7 +218,8 @@ def test_unknown_axis_key_fails_before_any_trial_with_did_you_mean(tmp_path, mon
         ),
         (
             {"objective": "eval/video_retrieval_itc/r_mean", "overrides": {"eval.tasks": ["retrieval"]}},
-            "objective 'eval/video_retrieval_itc/r_mean' needs eval task 'video_retrieval', but eval.tasks is ['retrieval']",
+            "objective 'eval/video_retrieval_itc/r_mean' needs eval task 'video_retrieval', but eval.tasks is "
+            "['retrieval']",
         ),
         (
             {"objective": "eval/attention/in_object", "overrides": {"eval.tasks": ["vqa"]}},
@@ -225,7 +227,8 @@ def test_unknown_axis_key_fails_before_any_trial_with_did_you_mean(tmp_path, mon
         ),
         (
             {"metrics": ["retrieval/r_mean"]},
-            "'retrieval/r_mean' is not an MLflow metric key (eval/... or train/...) — did you mean 'eval/retrieval/r_mean'?",
+            "'retrieval/r_mean' is not an MLflow metric key (eval/... or train/...) — did you mean "
+            "'eval/retrieval/r_mean'?",
         ),
         ({"seed": 3}, "unknown field 'seed' — did you mean 'seeds'?"),
     ],

@@ -136,7 +136,8 @@ def test_cli_run_exit_codes(shapes_tiny, store, tmp_path):
 
 
 def test_the_tracker_context_ends_its_run_exactly_once(store, tmp_path):
-    """FINISHED when the block completes, FAILED on an error, KILLED on Ctrl-C / SIGTERM; leave_running keeps RUNNING."""
+    """FINISHED when the block completes, FAILED on an error, KILLED on Ctrl-C / SIGTERM;
+    leave_running keeps RUNNING."""
     from workbench import interrupts, tracking
 
     client = MlflowClient(store)

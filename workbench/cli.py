@@ -361,14 +361,20 @@ def run(
         int,
         typer.Option(
             "--nproc",
-            help="Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; train.batch_size stays the global batch.",
+            help=(
+                "Train on N local processes with DDP (one per GPU, or CPU processes) via torchrun; "
+                "train.batch_size stays the global batch."
+            ),
         ),
     ] = 1,
     quick: Annotated[
         bool,
         typer.Option(
             "--quick",
-            help="A run of minutes: 20 steps, ITC retrieval + a 10-step VQA fine-tune, a cached warm start or none (plumbing check, not results).",
+            help=(
+                "A run of minutes: 20 steps, ITC retrieval + a 10-step VQA fine-tune, a cached warm start or "
+                "none (plumbing check, not results)."
+            ),
         ),
     ] = False,
     no_eval: Annotated[
@@ -378,7 +384,10 @@ def run(
         str,
         typer.Option(
             "--launcher",
-            help="local: this machine; slurm: one SLURM job of --nodes x --gpus-per-node ranks (CPU nodes: --nproc ranks each).",
+            help=(
+                "local: this machine; slurm: one SLURM job of --nodes x --gpus-per-node ranks (CPU nodes: "
+                "--nproc ranks each)."
+            ),
         ),
     ] = "local",
     nodes: Annotated[int, typer.Option("--nodes", help="Nodes of the SLURM job.", rich_help_panel="SLURM")] = 1,
@@ -477,7 +486,10 @@ def evaluate(
         typer.Option(
             "--set",
             "-s",
-            help="Change an evaluation setting, e.g. --set eval.rerank_k=16 (only eval.*, the device and paths; repeatable).",
+            help=(
+                "Change an evaluation setting, e.g. --set eval.rerank_k=16 (only eval.*, the device and paths; "
+                "repeatable)."
+            ),
         ),
     ] = None,
     tracking_uri: TrackingUri = None,
@@ -517,7 +529,10 @@ def sweep(
         str | None,
         typer.Option(
             "--storage",
-            help="Optuna storage: an RDB URL (postgresql://..., mysql://...) shared by hosts, or a journal file (default: <train.out_dir>/sweeps/optuna-journal.log).",
+            help=(
+                "Optuna storage: an RDB URL (postgresql://..., mysql://...) shared by hosts, or a journal file "
+                "(default: <train.out_dir>/sweeps/optuna-journal.log)."
+            ),
         ),
     ] = None,
     worker: Annotated[
@@ -531,7 +546,10 @@ def sweep(
         bool,
         typer.Option(
             "--resume",
-            help="Finish an existing study (running the sweep again does the same, but --resume refuses to start a new one).",
+            help=(
+                "Finish an existing study (running the sweep again does the same, but --resume refuses to start "
+                "a new one)."
+            ),
         ),
     ] = False,
     study_name: Annotated[
@@ -555,7 +573,10 @@ def sweep(
         str,
         typer.Option(
             "--launcher",
-            help="local: trials run on this machine; slurm: in SLURM worker jobs (see README, Running on a SLURM cluster).",
+            help=(
+                "local: trials run on this machine; slurm: in SLURM worker jobs (see README, Running on a SLURM "
+                "cluster)."
+            ),
         ),
     ] = "local",
     partition: Annotated[
@@ -701,7 +722,8 @@ def report_ablations(
     ] = True,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Ablation tables (mean ± std over seeds, Δ vs baseline, Holm-corrected paired t-test, reference row) and figures."""
+    """Ablation tables (mean ± std over seeds, Δ vs baseline, Holm-corrected paired t-test, reference row)
+    and figures."""
     from workbench.reports.ablations import report_ablations as build
     from workbench.reports.tables import FORMATS, to_markdown
 
@@ -764,7 +786,10 @@ def runs_prune(
         int,
         typer.Option(
             "--keep",
-            help="Keep the checkpoints of the newest N ended runs of each experiment and config (-e experiment, sweep variant); runs made by `workbench eval` have none and do not count.",
+            help=(
+                "Keep the checkpoints of the newest N ended runs of each experiment and config (-e experiment, "
+                "sweep variant); runs made by `workbench eval` have none and do not count."
+            ),
         ),
     ] = 0,
     experiment: Annotated[

@@ -62,7 +62,9 @@ class DataConfig:
     video_pretrain_files: list[str] = field(
         default_factory=list
     )  # video-caption JSON files under `root` mixed into pre-training
-    pretrain_shards: str = ""  # tar shards (webdataset layout) instead of pretrain_files, e.g. /data/cc3m/{000000..000331}.tar; relative = under `root`
+    # tar shards (webdataset layout) instead of pretrain_files, e.g. /data/cc3m/{000000..000331}.tar; relative = under
+    # `root`
+    pretrain_shards: str = ""
     image_size: int = positive(64, 4096)  # images are resized to this square side (pixels)
     max_text_len: int = positive(40, 8192)  # captions are cut/padded to this many tokens
     num_frames: int = positive(4, 1024)  # frames sampled per video
@@ -86,7 +88,8 @@ class VisionConfig:
         "frame_cls"  # how frames see each other and what the global feature is (models/vision.py)
     )
     max_frames: int = positive(8, 1024)  # longest video the position table holds
-    init: str = "random"  # ViT weights before VLP: random (as built), warmstart (cached under data.root, made when missing) or a file
+    # ViT weights before VLP: random (as built), warmstart (cached under data.root, made when missing) or a file
+    init: str = "random"
 
 
 @dataclass
@@ -147,7 +150,8 @@ class ITCConfig:
     )  # 0 = no momentum encoder / queue (SCL code)
     momentum: float = ratio(0.995)  # momentum encoder EMA rate
     distill_alpha: float = ratio(0.4, closed=True)  # weight of the momentum model's soft targets
-    batch_norm: bool = False  # standardise projected features over the batch: from-scratch encoders learn ITC (see objectives/projection.py)
+    # standardise projected features over the batch: from-scratch encoders learn ITC (see objectives/projection.py)
+    batch_norm: bool = False
 
 
 @dataclass
@@ -221,7 +225,8 @@ class AugmentConfig:
     randaug_ops: int = at_least(2, 0)  # RandAugment operations per image
     randaug_magnitude: int = field(default=7, metadata={"min": 0, "max": 30})  # RandAugment magnitude
     randaug_set: Literal["color_free", "albef"] = (
-        "color_free"  # RandAugment ops: geometric + sharpness only (ShapesWorld: colours are labels) or ALBEF's list (real photos)
+        # RandAugment ops: geometric + sharpness only (ShapesWorld: colours are labels) or ALBEF's list (real photos)
+        "color_free"
     )
 
 
@@ -259,14 +264,17 @@ class EvalConfig:
     batch_size: int = positive(64, BATCH_MAX)  # batch size of evaluation passes
     rerank_k: int = at_least(16, 0)  # 0 = ITC only
     rerank_score: Literal["itm", "itm+itc", "itm+itc_logit"] = (
-        "itm"  # a re-ranked candidate's score: its ITM logit (ALBEF), + ITC cosine (BLIP), or + ITC logit = cosine / temperature (evaluate/retrieval.py)
+        # a re-ranked candidate's score: its ITM logit (ALBEF), + ITC cosine (BLIP), or + ITC logit = cosine /
+        # temperature (evaluate/retrieval.py)
+        "itm"
     )
     finetune_steps: int = at_least(100, 0)  # optimiser steps of each task fine-tune (vqa, nlvr, ve)
     finetune_lr: float = at_least(1e-4, 0.0)  # fine-tune learning rate
     finetune_batch_size: int = positive(32, BATCH_MAX)  # fine-tune batch size
     head_lr_mult: float = at_least(10.0, 0.0)  # lr multiplier for fusion and task head in fine-tunes
     finetune_layers: Literal["all", "fusion", "last"] = (
-        "all"  # fusion: encoders frozen (outputs computed once per split); last: only the last fusion layer + head train
+        # fusion: encoders frozen (outputs computed once per split); last: only the last fusion layer + head train
+        "all"
     )
     finetune_group_size: int = at_least(
         6, 0
@@ -548,7 +556,8 @@ def resolve_experiment(experiment: str | Path) -> Path:
 
 
 def read_yaml(path: Path, contents: str = "config sections") -> dict[str, Any]:
-    """A YAML mapping (strict: no aliases, no duplicate keys; see strict_yaml); bad YAML or another type is one line naming the file (and line)."""
+    """A YAML mapping (strict: no aliases, no duplicate keys; see strict_yaml); bad YAML or another type is one line
+    naming the file (and line)."""
     try:
         data = load_yaml(path.read_text())
     except YamlError as err:

@@ -56,7 +56,10 @@ class Interrupted(KeyboardInterrupt):
             return f"interrupted ({name})"
         where = f" at step {self.step}/{self.steps}" if self.step is not None else ""
         kept = f", checkpoint {self.checkpoint}" if self.checkpoint else ", no checkpoint yet"
-        return f"interrupted ({name}){where}: run {self.run_id} marked KILLED{kept}; resume: {resume_command(self.run_id, self.tracking_uri)}"
+        return (
+            f"interrupted ({name}){where}: run {self.run_id} marked KILLED{kept}; resume: "
+            f"{resume_command(self.run_id, self.tracking_uri)}"
+        )
 
 
 def resume_command(run_id: str, tracking_uri: str = "") -> str:

@@ -81,7 +81,8 @@ class _StrictLoader(yaml.SafeLoader):
                     continue
                 if first is not None:
                     raise YamlError(
-                        f"duplicate key {brief(key)} (first on line {first}); the second would silently replace the first",
+                        f"duplicate key {brief(key)} (first on line {first}); the second would silently replace "
+                        "the first",
                         line,
                     )
                 seen[key] = line

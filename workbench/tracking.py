@@ -344,7 +344,8 @@ def get_run_or_refuse(mlflow_client: MlflowClient, run_id: str, uri: str, option
         raise ConfigError(f"{prefix}no MLflow run {run_id!r} in {redact(resolve_uri(uri))}") from None
     if run.info.lifecycle_stage == "deleted":
         raise ConfigError(
-            f"{prefix}MLflow run {run_id!r} is deleted; restore it first (mlflow runs restore --run-id {run_id}) or pick another run"
+            f"{prefix}MLflow run {run_id!r} is deleted; restore it first (mlflow runs restore --run-id {run_id}) "
+            "or pick another run"
         )
     return run
 
@@ -356,7 +357,8 @@ def refuse_if_pruned(run: Any, option: str = "") -> None:
     if date is not None:
         prefix = f"{option}: " if option else ""
         raise ConfigError(
-            f"{prefix}run {run.info.run_id}: its checkpoint was pruned on {date} by `workbench runs prune`, so it cannot "
+            f"{prefix}run {run.info.run_id}: its checkpoint was pruned on {date} by `workbench runs prune`, so it "
+            "cannot "
             f"be resumed, evaluated or drawn; its metrics and config stay — a new run from its config: "
             f"workbench run --from {run.info.run_id}"
         )
@@ -369,7 +371,8 @@ def check_resumable(run_id: str, uri: str = "") -> None:
     if run.info.status == "FINISHED":
         raise ConfigError(
             f"--resume: run {run_id} is FINISHED and stays as it is (a finished result is never changed); "
-            f"to train longer or differently start a new run from its config: workbench run --from {run_id} --set train.steps=N"
+            f"to train longer or differently start a new run from its config: workbench run --from {run_id} --set "
+            "train.steps=N"
         )
 
 

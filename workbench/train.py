@@ -546,8 +546,10 @@ def check_fits_memory(cfg: RunConfig, device: torch.device, world_size: int = 1)
     activations = estimate_activations(cfg) // world_size  # each rank holds its slice of the batch
     if have and weights + activations > have:
         raise ConfigError(
-            f"train.batch_size: {cfg.train.batch_size} needs at least {activations / 2**30:.1f} GiB of activations per step "
-            f"(a lower bound), more than the {max(have - weights, 0) / 2**30:.1f} GiB left on {device} beside the model; "
+            f"train.batch_size: {cfg.train.batch_size} needs at least {activations / 2**30:.1f} GiB of "
+            "activations per step "
+            f"(a lower bound), more than the {max(have - weights, 0) / 2**30:.1f} GiB left on {device} beside the "
+            "model; "
             "lower train.batch_size"
         )
 

@@ -91,9 +91,11 @@ def render(result: BenchResult) -> str:
             "",
             f"training loop, base config on its data, {len(o.blocks)} blocks of {result.loop_steps} steps "
             f"(tracking on/off alternating):",
-            f"  data loading            {_pct(o.data_loading_share)} of loop time   (target <= {_pct(DATA_LOADING_TARGET).strip()})",
+            f"  data loading            {_pct(o.data_loading_share)} of loop time   (target <= "
+            f"{_pct(DATA_LOADING_TARGET).strip()})",
             f"  tracking overhead, A/B  {_pct(o.tracking_ab)}   (untracked step spread {_pct(o.noise).strip()})",
-            f"  tracking overhead, direct {_pct(o.tracking_direct)} of loop time (target <= {_pct(TRACKING_TARGET).strip()})",
+            f"  tracking overhead, direct {_pct(o.tracking_direct)} of loop time (target <= "
+            f"{_pct(TRACKING_TARGET).strip()})",
             f"  MLflow run start        {o.run_start_s:.2f} s once per run",
         ]
     return "\n".join(lines)

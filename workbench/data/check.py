@@ -134,7 +134,8 @@ def _stats(values: list[int]) -> dict[str, float]:
 
 def check_dataset(cfg, tokenizer=None, decode_media: bool = True) -> dict[str, Any]:
     """Summary: per file entries, bad entries (with the first reasons), unreadable media,
-    caption lengths, the duplicate-caption rate of retrieval files; plus missing files and `ok` (nothing wrong at all)."""
+    caption lengths, the duplicate-caption rate of retrieval files; plus missing files and `ok`
+    (nothing wrong at all)."""
     data = dataclasses.replace(cfg.data, on_bad_sample="skip")
     summary: dict[str, Any] = {"root": str(Path(data.root)), "files": {}, "missing_files": []}
     for name, kind in _expected_files(cfg):

@@ -92,7 +92,10 @@ def replacing(root: Path, seed: int, size: str) -> Iterator[None]:
     if not manifest:  # nothing there yet (or an empty folder): nothing to protect
         yield
         return
-    what = f"regenerating ShapesWorld in {root} (seed {manifest.get('seed')}, size {manifest.get('size')} -> seed {seed}, size {size})"
+    what = (
+        f"regenerating ShapesWorld in {root} (seed {manifest.get('seed')}, size {manifest.get('size')} -> seed "
+        f"{seed}, size {size})"
+    )
     extra = foreign(root, manifest)
     if extra:
         named = ", ".join(extra[:SHOWN]) + (f" and {len(extra) - SHOWN} more" if len(extra) > SHOWN else "")

@@ -100,7 +100,8 @@ def blind_predictions(
 def label_references(
     train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str], test_correct: np.ndarray
 ) -> dict[str, float]:
-    """{chance_acc, majority_acc, blind_acc} in %; `test_correct` bool [N, classes] = right answers of each test item."""
+    """{chance_acc, majority_acc, blind_acc} in %; `test_correct` bool [N, classes] = right answers
+    of each test item."""
     classes = test_correct.shape[1]
     counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=classes)
     majority = int(counts.argmax())

@@ -75,7 +75,8 @@ class SlurmResources:
 def require_sbatch(option: str = "--launcher slurm") -> None:
     if shutil.which("sbatch") is None:
         raise ConfigError(
-            f"{option}: sbatch is not on PATH — run this on a SLURM login node (or drop {option} to run on this machine)"
+            f"{option}: sbatch is not on PATH — run this on a SLURM login node (or drop {option} to run on this "
+            "machine)"
         )
 
 
@@ -141,7 +142,8 @@ def check_partition(
         if chosen is None:
             hint = did_you_mean(resources.partition, names)
             raise ConfigError(
-                f"--partition {resources.partition!r}: no such partition{hint}; sinfo lists: {', '.join(names) or 'none'}"
+                f"--partition {resources.partition!r}: no such partition{hint}; sinfo lists: "
+                f"{', '.join(names) or 'none'}"
             )
     if resources.gpus > 0 and chosen.gpus_per_node == 0:
         with_gpus = [p.name for p in found if p.gpus_per_node > 0]
@@ -149,7 +151,8 @@ def check_partition(
         raise ConfigError(f"{gpu_option} {resources.gpus}: partition {chosen.name!r} has no GPUs ({where})")
     if resources.gpus > chosen.gpus_per_node > 0:
         raise ConfigError(
-            f"{gpu_option} {resources.gpus}: the nodes of partition {chosen.name!r} have at most {chosen.gpus_per_node} GPUs"
+            f"{gpu_option} {resources.gpus}: the nodes of partition {chosen.name!r} have at most "
+            f"{chosen.gpus_per_node} GPUs"
         )
     return chosen
 
@@ -262,6 +265,7 @@ def unshared_paths(paths: dict[str, Path], partition: Partition) -> list[str]:
         if kind not in SHARED_FILESYSTEMS:
             warnings.append(
                 f"warning: {what} {path} is on a {kind} filesystem, which the other nodes of partition "
-                f"{partition.name!r} may not see; put it on a shared filesystem (NFS, Lustre, ...) or use an RDB --storage"
+                f"{partition.name!r} may not see; put it on a shared filesystem (NFS, Lustre, ...) or use an RDB "
+                "--storage"
             )
     return warnings

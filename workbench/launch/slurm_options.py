@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # the dataclass lives with the cluster it is checked against
 
 # grammars (full matches), from sbatch(1)
 MEM = r"(0|[1-9]\d{0,12})([KMGTkmgt][Bb]?)?"  # --mem=<size>[units]; 0 = all of a node's memory
-TIME = r"\d{1,9}(:\d{1,2}){0,2}|\d{1,5}-\d{1,2}(:\d{1,2}){0,2}|(?i:unlimited|infinite)"  # MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
+# MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
+TIME = r"\d{1,9}(:\d{1,2}){0,2}|\d{1,5}-\d{1,2}(:\d{1,2}){0,2}|(?i:unlimited|infinite)"
 NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}"  # a partition, account, QOS, reservation, wckey
 NAMES = rf"{NAME}(,{NAME})*"
 INT = r"[1-9]\d{0,5}"

@@ -52,7 +52,8 @@ def launch(
     job = ex.submit(run_rank, cli_args)
     log = folder.resolve() / f"{job.job_id}_0_log.out"
     echo(
-        f"submitted job {job.job_id}: {nodes} node(s) x {tasks_per_node} rank(s) on partition {partition.name!r}; log: {log}"
+        f"submitted job {job.job_id}: {nodes} node(s) x {tasks_per_node} rank(s) on partition {partition.name!r}; "
+        f"log: {log}"
     )
     if not wait:
         return 0

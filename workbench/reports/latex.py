@@ -122,7 +122,8 @@ def to_latex(table: AblationTable) -> str:
     wide = len(table.metrics) + 2 * bool(g.verdicts) > COLUMN_METRICS  # the verdict column is about two wide
     env = "table*" if wide else "table"
     lines = [
-        f"% {env} from `workbench report ablations` (sweep {latex_text.comment(table.sweep)}); needs \\usepackage{{{','.join(PACKAGES)}}}",
+        f"% {env} from `workbench report ablations` (sweep {latex_text.comment(table.sweep)}); needs "
+        f"\\usepackage{{{','.join(PACKAGES)}}}",
         rf"\begin{{{env}}}[t]",
         r"\centering",
         r"\footnotesize",

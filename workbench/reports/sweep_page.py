@@ -93,7 +93,8 @@ def section(sweep: Sweep, table: AblationTable, files: list[Path], prefix: str, 
     )
     meta = [
         f"<b>{html.escape(sweep.spec.description)}</b>" if sweep.spec.description else "",
-        f"budget: {html.escape(budget(runs))} · seeds: {html.escape(', '.join(map(str, table.expected_seeds)) or 'none')} "
+        f"budget: {html.escape(budget(runs))} · seeds: "
+        f"{html.escape(', '.join(map(str, table.expected_seeds)) or 'none')} "
         f"· {len(table.variants)} variants · {finished}/{planned or '?'} runs finished "
         f"· {hours(total_cost)} {table.device_kind}-h · started {html.escape(when(sweep))}{parent}",
     ]

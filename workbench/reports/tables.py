@@ -240,7 +240,8 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
             for r in g.references.values()
         )
         out.append(
-            f"<tr class='reference'><td>{REFERENCE_LABEL}</td>{refs}{'<td></td>' * len(verdicts)}<td></td>{'<td></td>' * extra}</tr>"
+            f"<tr class='reference'><td>{REFERENCE_LABEL}</td>{refs}"
+            f"{'<td></td>' * len(verdicts)}<td></td>{'<td></td>' * extra}</tr>"
         )
     for variant in table.variants:
         cls = " class='baseline'" if variant == table.baseline else ""

@@ -2,9 +2,10 @@
 
 The server runs in its own process group. Its URL is printed only once it answers
 HTTP: the runs table of the experiment that ran last (`#/experiments/<id>/runs`), so
-the first page is the runs, not an empty experiment list (`--open` opens it); Ctrl-C or SIGTERM to `workbench ui` is passed on to that whole group (the
-server and its workers) and waited for, so no server is left serving the port. A
-busy port is refused before anything starts.
+the first page is the runs, not an empty experiment list (`--open` opens it); Ctrl-C or
+SIGTERM to `workbench ui` is passed on to that whole group (the server and its workers)
+and waited for, so no server is left serving the port. A busy port is refused before
+anything starts.
 """
 
 from __future__ import annotations

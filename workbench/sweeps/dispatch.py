@@ -42,7 +42,8 @@ def sweep_command(
         local = [flag for flag, used in LOCAL_ONLY.items() if used(options)]
         if local:
             raise ConfigError(
-                f"{local[0]} is for trials on this machine; with --launcher slurm use --max-parallel and --gpus-per-trial"
+                f"{local[0]} is for trials on this machine; with --launcher slurm use --max-parallel and "
+                "--gpus-per-trial"
             )
     with quiet_optuna():
         if show_status or cancel_jobs:

@@ -47,7 +47,10 @@ class Round:
     why: str
 
     def line(self) -> str:
-        return f"adding seed {self.seed} (round {self.index + 1}) for the baseline and {', '.join(self.variants)}: {self.why}"
+        return (
+            f"adding seed {self.seed} (round {self.index + 1}) for the baseline and "
+            f"{', '.join(self.variants)}: {self.why}"
+        )
 
 
 def objective_values(spec: SweepSpec, trials: list[FrozenTrial]) -> dict[str, dict[int, float]]:

@@ -394,7 +394,8 @@ def _baseline(value: Any, variants: tuple[Variant, ...], axes: dict[str, list[An
         raise ConfigError(f"{where}: baseline {brief(value)} is not a point of the grid (axes: {', '.join(axes)})")
     if str(value) not in names:
         raise ConfigError(
-            f"{where}: baseline {brief(value)} is not a variant{did_you_mean(str(value), names)} (variants: {', '.join(names)})"
+            f"{where}: baseline {brief(value)} is not a variant{did_you_mean(str(value), names)} (variants: "
+            f"{', '.join(names)})"
         )
     return str(value)
 

@@ -8,10 +8,12 @@ field's line (`steps: int = positive(300)  # the help`).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import fnmatch
 import inspect
 import io
+import textwrap
 import tokenize
 import typing
 from dataclasses import dataclass
@@ -48,20 +50,32 @@ def _range(meta: typing.Mapping[str, Any]) -> str:
 
 @cache
 def field_comments(cls: type) -> dict[str, str]:
-    """{field name: the comment on its line} from the class's source ({} without source)."""
+    """{field name: the comment on its declaration} from the class's source ({} without source).
+
+    The comment may sit on any line of the declaration (`ruff format` moves it to the closing
+    parenthesis of a wrapped `field(...)`), or, when it is too long for one line, just above it."""
     try:
-        source = inspect.getsource(cls)
+        source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
         return {}
-    comments: dict[str, str] = {}
+    by_line = {
+        token.start[0]: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
     lines = source.splitlines()
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type != tokenize.COMMENT:
+    comments: dict[str, str] = {}
+    for node in ast.parse(source).body[0].body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
-        code = lines[token.start[0] - 1][: token.start[1]].strip()
-        name = code.split(":", 1)[0].strip()
-        if code and name.isidentifier():
-            comments[name] = token.string.lstrip("#").strip()
+        found = [by_line[n] for n in range(node.lineno, node.end_lineno + 1) if n in by_line]
+        if not found:  # the comment block just above the declaration
+            top = node.lineno - 1
+            while top >= 1 and lines[top - 1].lstrip().startswith("#"):
+                top -= 1
+            found = [by_line[n] for n in range(top + 1, node.lineno)]
+        if found:
+            comments[node.target.id] = " ".join(found)
     return comments
 
 

@@ -13,13 +13,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # requirements.lock holds the exact versions CI tested; pyproject.toml the compatible ranges.
-$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
+# The demo needs only the package; the suite adds the dev extras (pytest, ruff, PostgreSQL).
+$(VENV)/.installed-run: pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-run
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@
 
 setup: $(VENV)/.installed
 
-demo: setup
+demo: $(VENV)/.installed-run
 	$(BIN)/workbench demo
 
 # The Debian packages the suite needs (SLURM + munge, pdflatex, chromium, pdftoppm): installed

@@ -1,4 +1,4 @@
-"""The docs that describe the code's shape stay true: README's layout lists every module, and
+"""The docs that describe the code's shape stay true: workbench/LAYOUT.md lists every module, and
 the imports follow the layers INTERFACES.md states (its ```layers block is read here)."""
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "workbench"
-README = ROOT / "README.md"
+LAYOUT = PACKAGE / "LAYOUT.md"  # the developers' module list (the README is for users)
 INTERFACES = PACKAGE / "INTERFACES.md"
 
 
-# --------------------------------------------------------------------------- README layout
+# --------------------------------------------------------------------------- module layout (LAYOUT.md)
 def modules(package: Path = PACKAGE) -> list[str]:
     """Every module of the package as a path under it (`data/shapes.py`); a package's
     `__init__.py` is its own line (`data/`), so it is not listed separately."""
     return sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py") if p.name != "__init__.py")
 
 
-def layout_block(readme: str) -> list[str]:
-    """The lines of the code block under README's `## Layout` heading."""
-    match = re.search(r"^## Layout\n.*?^```\n(.*?)^```", readme, re.M | re.S)
-    assert match, "README.md: no '## Layout' section with a ``` block"
+def layout_block(text: str) -> list[str]:
+    """The lines of the code block under LAYOUT.md's `## Layout` heading."""
+    match = re.search(r"^## Layout\n.*?^```\n(.*?)^```", text, re.M | re.S)
+    assert match, "workbench/LAYOUT.md: no '## Layout' section with a ``` block"
     return match.group(1).splitlines()
 
 
@@ -57,9 +57,9 @@ def layout_entries(lines: list[str]) -> set[str]:
     return entries
 
 
-def missing_from_layout(package: Path, readme: str) -> list[str]:
-    """One line per module (or package) README's layout does not list, saying where to add it."""
-    listed = layout_entries(layout_block(readme))
+def missing_from_layout(package: Path, layout: str) -> list[str]:
+    """One line per module (or package) LAYOUT.md does not list, saying where to add it."""
+    listed = layout_entries(layout_block(layout))
     problems = []
     for module in modules(package):
         folder, _, name = module.rpartition("/")
@@ -69,31 +69,40 @@ def missing_from_layout(package: Path, readme: str) -> list[str]:
             continue  # reported once, as its package
         where = f"under `  {folder}/` (indented 4 spaces)" if folder else "under `workbench/` (indented 2 spaces)"
         problems.append(
-            f"README.md '## Layout' does not list workbench/{module}: add a line `{name}  <what it is for>` {where}"
+            f"workbench/LAYOUT.md '## Layout' does not list workbench/{module}: "
+            f"add a line `{name}  <what it is for>` {where}"
         )
     for package_dir in sorted({m.rpartition("/")[0] for m in modules(package) if "/" in m}):
         if f"{package_dir}/" not in listed:
             problems.append(
-                f"README.md '## Layout' does not list the package workbench/{package_dir}/: add `  {package_dir}/ "
-                " <what it is for>` "
+                f"workbench/LAYOUT.md '## Layout' does not list the package workbench/{package_dir}/: "
+                f"add `  {package_dir}/  <what it is for>` "
                 f"under `workbench/`, then its modules one per line under it (indented 4 spaces)"
             )
     return problems
 
 
-def stale_in_layout(package: Path, readme: str) -> list[str]:
+def stale_in_layout(package: Path, layout: str) -> list[str]:
     """Layout lines naming a module or package that no longer exists."""
     real = set(modules(package)) | {m.rpartition("/")[0] + "/" for m in modules(package) if "/" in m}
     return [
-        f"README.md '## Layout' lists workbench/{entry}, which does not exist: remove or rename that line"
-        for entry in sorted(layout_entries(layout_block(readme)) - real)
+        f"workbench/LAYOUT.md '## Layout' lists workbench/{entry}, which does not exist: remove or rename that line"
+        for entry in sorted(layout_entries(layout_block(layout)) - real)
     ]
 
 
-def test_readme_layout_lists_every_module():
-    readme = README.read_text(encoding="utf-8")
-    problems = missing_from_layout(PACKAGE, readme) + stale_in_layout(PACKAGE, readme)
+def test_layout_md_lists_every_module():
+    layout = LAYOUT.read_text(encoding="utf-8")
+    problems = missing_from_layout(PACKAGE, layout) + stale_in_layout(PACKAGE, layout)
     assert not problems, "\n".join(problems)
+
+
+def test_the_module_list_lives_only_in_layout_md():
+    """The README is for users: a `## Layout` block there would be a second list that drifts."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert not re.search(r"^## Layout", readme, re.M), (
+        "README.md has a '## Layout' section: move its module lines into workbench/LAYOUT.md's '## Layout' block"
+    )
 
 
 def test_layout_check_names_the_missing_module_and_where_it_goes(tmp_path):
@@ -109,24 +118,23 @@ def test_layout_check_names_the_missing_module_and_where_it_goes(tmp_path):
         "objectives/masking.py",
     ):
         (package / name).write_text("")
-    readme = (
+    layout = (
         "# x\n\n## Layout\n\n```\nworkbench/   pkg\n  cli.py   app\n  objectives/   losses\n    itc.py   "
         "itc\n  gone.py   old\ntests/\n```\n"
     )
-    problems = missing_from_layout(package, readme)
+    problems = missing_from_layout(package, layout)
     assert problems == [
-        "README.md '## Layout' does not list workbench/objectives/masking.py: add a line `masking.py  <what it "
-        "is for>` "
-        "under `  objectives/` (indented 4 spaces)",
-        "README.md '## Layout' does not list workbench/session.py: add a line `session.py  <what it is for>` "
+        "workbench/LAYOUT.md '## Layout' does not list workbench/objectives/masking.py: "
+        "add a line `masking.py  <what it is for>` under `  objectives/` (indented 4 spaces)",
+        "workbench/LAYOUT.md '## Layout' does not list workbench/session.py: add a line `session.py  <what it is for>` "
         "under `workbench/` (indented 2 spaces)",
     ]
-    assert stale_in_layout(package, readme) == [
-        "README.md '## Layout' lists workbench/gone.py, which does not exist: remove or rename that line"
+    assert stale_in_layout(package, layout) == [
+        "workbench/LAYOUT.md '## Layout' lists workbench/gone.py, which does not exist: remove or rename that line"
     ]
     (package / "sweeps").mkdir()
     (package / "sweeps" / "storage.py").write_text("")
-    assert "the package workbench/sweeps/" in missing_from_layout(package, readme)[-1]
+    assert "the package workbench/sweeps/" in missing_from_layout(package, layout)[-1]
 
 
 def test_layout_reads_modules_only_under_the_package_line():

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from workbench import sweeps
+from workbench.errors import EXIT_INTERRUPTED, EXIT_OK
 from workbench.sweeps import dispatch, slurm
-
-INTERRUPTED_EXIT = 130  # as after Ctrl-C: the shell's 128 + SIGINT
 
 
 def execute(
@@ -31,7 +30,7 @@ def execute(
     `echo(text, err=True)` writes to stderr. A sweep whose trials failed raises its error."""
     if name == "list":
         echo(sweeps.spec_table(sweeps.list_specs()))
-        return 0
+        return EXIT_OK
     spec = sweeps.load_spec(name, overrides, options.max_seeds)
     if options.yes:
         echo(sweeps.compute_estimate(spec), err=True)
@@ -46,12 +45,12 @@ def execute(
         echo=echo,
     )
     if result is None:  # --status, --cancel, --no-wait
-        return 0
+        return EXIT_OK
     echo(result.summary())
     if result.interrupted:
         echo(f"interrupted: `workbench sweep {name}` finishes the missing trials", err=True)
-        return INTERRUPTED_EXIT
+        return EXIT_INTERRUPTED
     problem = result.problem()
     if problem is not None:
         raise problem
-    return 0
+    return EXIT_OK

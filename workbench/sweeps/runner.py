@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench.errors import ConfigError, RunError
+from workbench.progress import format_seconds
 from workbench.sweeps import child, rounds, runs
 from workbench.sweeps.execute import TrialOutcome
-from workbench.sweeps.progress import SweepProgress, format_seconds
+from workbench.sweeps.progress import SweepProgress
 from workbench.sweeps.scheduler import Scheduler
 from workbench.sweeps.slots import plan_slots
 from workbench.sweeps.spec import SweepSpec, variant_config

@@ -26,9 +26,9 @@ from workbench.cli import app
 from workbench.config import load_config
 from workbench.launch import slurm as cluster
 from workbench.launch.slurm_env import JOB_TAG, NODE_TAG
-from workbench.sweeps.execute import PID_ATTR
 from workbench.sweeps.slurm import JOBS_ATTR
 from workbench.sweeps.study import ERROR_ATTR, WORKER_ATTR
+from workbench.sweeps.trial import PID_ATTR
 
 
 def squeue(name: str) -> dict[str, str]:

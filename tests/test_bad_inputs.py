@@ -1207,6 +1207,16 @@ CASES = [
         _text(f"model.vision.init: cannot read '{CORPUS / 'truncated_checkpoint.pt'}'"),
         uses=("truncated_checkpoint.pt",),
     ),
+    Case(
+        "launcher-typo-run",
+        lambda e: ["run", "--launcher", "slrum", *e.sets()],
+        _text("--launcher: 'slrum' is not one of local, slurm — did you mean 'slurm'?"),
+    ),
+    Case(
+        "launcher-unknown-sweep",
+        lambda e: ["sweep", "scl", "--launcher", "k8s", "--tracking-uri", e.store],
+        _text("--launcher: 'k8s' is not one of local, slurm"),
+    ),
 ]
 
 

@@ -33,7 +33,7 @@ from test_sweeps import tiny_sets, trial_errors, write_spec
 
 from workbench.sweeps import optuna_internals
 from workbench.sweeps import study as sweep_study
-from workbench.sweeps.execute import RUN_ATTR
+from workbench.sweeps.trial import RUN_ATTR
 
 BACKENDS = ["sqlite", "postgresql"]
 SERVER_START_S = 120  # mlflow server runs its schema migrations before it answers /health

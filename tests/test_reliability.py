@@ -374,7 +374,7 @@ def _commands(shapes: Path, store: str, tmp: Path, run_id: str) -> dict[str, tup
         "config show": ("workbench.config.validate", ["config", "show"]),
         "config keys": ("workbench.config_keys.matching", ["config", "keys"]),
         "data shapes": ("workbench.data.shapes.generate", ["data", "shapes", "--out", str(tmp / "shapes")]),
-        "data check": ("workbench.data.check_dataset", ["data", "check", "--set", f"data.root={shapes}"]),
+        "data check": ("workbench.data.check_report.check_dataset", ["data", "check", "--set", f"data.root={shapes}"]),
         "data shard": ("workbench.data.shards.shard_dataset", ["data", "shard", str(shapes), str(tmp / "shards")]),
         "data warmstart": ("workbench.data.ensure_data", ["data", "warmstart", "--set", f"data.root={shapes}"]),
         "runs prune": ("workbench.prune.plan_prune", ["runs", "prune", "--tracking-uri", store, "--dry-run"]),

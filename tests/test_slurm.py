@@ -26,9 +26,9 @@ from workbench.cli import app
 from workbench.config import load_config
 from workbench.launch import slurm as cluster
 from workbench.launch.slurm_env import JOB_TAG, NODE_TAG
-from workbench.sweeps.execute import PID_ATTR
 from workbench.sweeps.slurm import JOBS_ATTR
 from workbench.sweeps.study import ERROR_ATTR, WORKER_ATTR
+from workbench.sweeps.trial import PID_ATTR
 
 
 def squeue(name: str) -> dict[str, str]:
@@ -216,7 +216,7 @@ def test_bad_slurm_input_is_one_line_naming_the_option(slurm_cluster, tmp_path, 
         "run", "--launcher", "slurm", "--mem", "1G\ntouch pwned"
     )
     assert not (tmp_path / "pwned").exists() and squeue("wb-sweep-bad") == {} and squeue("wb-run") == {}
-    assert "--launcher 'slrum': unknown launcher — did you mean 'slurm'?" in error(
+    assert "--launcher: 'slrum' is not one of local, slurm — did you mean 'slurm'?" in error(
         "sweep", str(spec_path), "--launcher", "slrum", *sets
     )
     assert "--slots is for trials on this machine; with --launcher slurm use --max-parallel" in error(

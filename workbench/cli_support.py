@@ -1,16 +1,23 @@
 """Small pieces of CLI behaviour kept out of cli.py: versions, argument hints, presets.
 
 cli.py only parses and delegates; what these compute (the `--version` text, the
-hint for `--set key value`, the `--quick` overrides, options as overrides) is plain
-data and tested here.
+hint for `--set key value`, the line for a refused enum value, the `--quick`
+overrides, options as overrides) is plain data and tested here.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import logging
+import os
 import platform
+import re
+from enum import Enum
+
+import typer
 
 from workbench import __version__
+from workbench.errors import did_you_mean
 
 # `workbench run --quick`: the same model and objectives, a budget that shows the whole
 # run (pre-training, retrieval, one fine-tune, the attention score) in a few minutes on
@@ -40,6 +47,21 @@ def version_text() -> str:
             parts.append(f"{name} missing")
     parts.append(f"python {platform.python_version()}")
     return ", ".join(parts)
+
+
+def print_version(value: bool) -> None:
+    """`--version` (an eager option's callback): the versions, then stop."""
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our progress and errors: no MLflow INFO lines or download bars."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 SET_OPTIONS = ("--set", "-s")
@@ -80,3 +102,18 @@ def option_overrides(
     if tracking_uri:
         out.append(f"tracking.uri={tracking_uri}")
     return out
+
+
+def enum_choice_error(err: typer.BadParameter) -> str | None:
+    """The one-line error for a value an enum option (`--launcher`) does not allow, or None for
+    any other refusal. Typer's own is a boxed block with the values quoted; this one reads like
+    every other bad input: `error: --launcher: 'slrum' is not one of local, slurm — did you mean 'slurm'?`."""
+    descriptor = getattr(err.param, "type_descriptor", None)
+    kind = getattr(descriptor, "annotation", None)
+    found = re.search(r"'(.*)' is not one of", err.message)
+    if not (isinstance(kind, type) and issubclass(kind, Enum) and found):
+        return None
+    allowed = [str(member.value) for member in kind]
+    value = found.group(1)
+    option = err.param.opts[0] if err.param.opts else err.param.name
+    return f"error: {option}: {value!r} is not one of {', '.join(allowed)}{did_you_mean(value, allowed)}"

@@ -12,6 +12,12 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+# Exit codes of every workbench command and process (a shell, a scheduler or a sweep reads them).
+EXIT_OK = 0
+EXIT_FAILED = 1  # something failed while running (a NaN loss, a crashed trial, the system refused)
+EXIT_USER_ERROR = 2  # the user's input is wrong; Click's own usage errors exit 2 too
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C: the shell's 128 + SIGINT
+
 
 class ConfigError(ValueError):
     """A user-facing configuration problem; its message is one line. Exit code 2."""
@@ -39,7 +45,7 @@ RUNTIME_ERRORS = (RunError,)
 
 
 def exit_code(err: BaseException) -> int:
-    return 2 if isinstance(err, USER_ERRORS) else 1
+    return EXIT_USER_ERROR if isinstance(err, USER_ERRORS) else EXIT_FAILED
 
 
 def one_line(err: BaseException) -> str:

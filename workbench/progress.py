@@ -83,7 +83,11 @@ def _bars_shown() -> bool:
     return _bars and console().is_terminal
 
 
-def format_seconds(seconds: float) -> str:
+def format_seconds(seconds: float | None) -> str:
+    """A duration as people read it: `42.0 s` under a minute, then `m:ss` and `h:mm:ss`; `?` when unknown
+    (no ETA yet). The one format of every elapsed time and ETA the workbench prints."""
+    if seconds is None:
+        return "?"
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -251,10 +255,6 @@ def read_status(path: Path) -> str:
         return path.read_text().strip()
     except OSError:
         return ""
-
-
-def rate_text(samples: int, seconds: float) -> str:
-    return f"{samples / seconds:.1f}" if seconds > 0 else "-"
 
 
 class TrainProgress:

@@ -1,6 +1,6 @@
 """`workbench run` below the CLI: which config a run gets and where it runs.
 
-cli.py parses the options into a `RunRequest` and calls `execute`; here the
+cli.py parses the options into a `RunRequest` and calls `run_training_command`; here the
 options are checked against each other, the run is started on more processes
 (torchrun for `--nproc`, one SLURM job for `--launcher slurm`) or trained in this
 process with the config of an experiment or of a recorded run (`--resume`, `--from`).
@@ -16,11 +16,9 @@ from workbench import distributed, interrupts, preflight, tracking, train
 from workbench import tags as tag
 from workbench.cli_support import option_overrides, quick_overrides
 from workbench.config import RunConfig, load_config
-from workbench.errors import ConfigError
-from workbench.launch import slurm_run
+from workbench.errors import EXIT_OK, ConfigError
+from workbench.launch import Launcher, slurm_run
 from workbench.launch.slurm import SlurmResources
-
-LAUNCHERS = ("local", "slurm")
 
 
 @dataclass
@@ -36,7 +34,7 @@ class RunRequest:
     nproc: int = 1
     quick: bool = False
     no_eval: bool = False
-    launcher: str = "local"
+    launcher: Launcher = Launcher.local
     nodes: int = 1
     slurm: SlurmResources = field(default_factory=SlurmResources)  # gpus: per node
     wait: bool = True
@@ -52,13 +50,13 @@ class RunRequest:
         return [name for name, on in (("quick", self.quick), ("no-eval", self.no_eval)) if on]
 
 
-def execute(request: RunRequest, *, echo: Callable[[str], None], on_start: Callable[[str, str], None]) -> int:
+def run_training_command(
+    request: RunRequest, *, echo: Callable[[str], None], on_start: Callable[[str, str], None]
+) -> int:
     """Run it; the exit code (0 after a run in this process, else that of the processes started)."""
     distributed.check_nproc(request.nproc)
     check_options(request)
     overrides = quick_overrides(request.quick, request.no_eval, request.overrides)
-    if request.launcher not in LAUNCHERS:
-        raise ConfigError(f"--launcher {request.launcher!r}: unknown launcher; allowed: {', '.join(LAUNCHERS)}")
     ranks = request.nodes * (request.slurm.gpus or request.nproc) if request.launcher == "slurm" else request.nproc
     if (ranks != 1 or request.launcher == "slurm") and not distributed.ranks_from_env().active:
         return launch(request, overrides, ranks, echo=echo)
@@ -69,7 +67,7 @@ def execute(request: RunRequest, *, echo: Callable[[str], None], on_start: Calla
         result = train.run(cfg, resume_run_id=request.resume, tags=tags, on_start=on_start)
     if distributed.ranks_from_env().is_main:
         echo(result.summary())
-    return 0
+    return EXIT_OK
 
 
 def skip_missing_warm_start(cfg: RunConfig, user_overrides: list[str], echo: Callable[[str], None]) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 import submitit
 import typer
 
-from workbench.errors import ConfigError
+from workbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from workbench.launch import slurm as cluster
 
 JOB_NAME = "wb-run"
@@ -56,17 +56,17 @@ def launch(
         f"log: {log}"
     )
     if not wait:
-        return 0
+        return EXIT_OK
     try:
         while str(job.job_id) in cluster.active_jobs(JOB_NAME):
             time.sleep(poll_s)
     except KeyboardInterrupt:
         echo(f"stopped watching; the job keeps running (scancel {job.job_id} stops it)")
-        return 130
+        return EXIT_INTERRUPTED
     code = _exit_code(folder.resolve() / f"{job.job_id}_0_result.pkl")
     tail = log.read_text(errors="replace").strip().splitlines()[-12:] if log.is_file() else []
     echo("\n".join(line for line in tail if not line.startswith("submitit ")))
-    if code != 0:
+    if code != EXIT_OK:
         echo(f"job {job.job_id} failed (rank 0 exit code {code}); log: {log}")
     return code
 
@@ -74,10 +74,10 @@ def launch(
 def _exit_code(result_pickle: Path) -> int:
     """Rank 0's exit code from submitit's result file; 1 when the job died without one (cancelled, killed)."""
     if not result_pickle.is_file():
-        return 1
+        return EXIT_FAILED
     with result_pickle.open("rb") as handle:
         outcome, value = pickle.load(handle)
-    return int(value) if outcome == "success" and isinstance(value, int) else 1
+    return int(value) if outcome == "success" and isinstance(value, int) else EXIT_FAILED
 
 
 def run_rank(cli_args: list[str]) -> int:
@@ -92,4 +92,4 @@ def run_rank(cli_args: list[str]) -> int:
         code = typer.main.get_command(app).main(args=cli_args, prog_name="workbench", standalone_mode=False)
     except SystemExit as done:
         code = done.code
-    return int(code or 0)
+    return int(code or EXIT_OK)

@@ -17,6 +17,8 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
 
+from workbench.errors import EXIT_OK
+
 
 def main(argv: list[str]) -> int:
     logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # its shutdown notes are not ours to show
@@ -27,7 +29,7 @@ def main(argv: list[str]) -> int:
     except ChildFailedError as err:
         code = err.get_first_failure()[1].exitcode
         return code if code > 0 else 128 - code  # negative: the rank died of that signal
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover - run by `workbench run --nproc N`

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench import tags as tag
+from workbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR
 from workbench.pids import pid_alive
 
 PRELOAD = ["workbench.sweeps.preload"]
-EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 ORPHAN_GRACE_S = 20.0  # after the sweep died: time to mark the run KILLED before a hard exit
 
 

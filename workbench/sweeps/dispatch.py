@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from workbench.errors import ConfigError, did_you_mean
+from workbench.errors import ConfigError
+from workbench.launch import Launcher
 from workbench.sweeps import slurm as on_slurm
 from workbench.sweeps.runner import SweepResult, run_sweep
 from workbench.sweeps.spec import SweepSpec
 from workbench.sweeps.study import quiet_optuna
 from workbench.sweeps.sweep import SweepOptions
 
-LAUNCHERS = ("local", "slurm")
 LOCAL_ONLY = {
     "--slots": lambda o: o.slots is not None,
     "--gpus": lambda o: o.gpus is not None,
@@ -26,16 +26,13 @@ def sweep_command(
     sets: list[str],
     options: SweepOptions,
     *,
-    launcher: str,
+    launcher: Launcher,
     slurm: on_slurm.SlurmSweepOptions,
     show_status: bool = False,
     cancel_jobs: bool = False,
     echo: Callable[[str], None] = print,
 ) -> SweepResult | None:
     """Run the sweep (None for --status, --cancel and --no-wait, which only print)."""
-    if launcher not in LAUNCHERS:
-        hint = did_you_mean(launcher, LAUNCHERS)
-        raise ConfigError(f"--launcher {launcher!r}: unknown launcher{hint}; allowed: {', '.join(LAUNCHERS)}")
     if show_status and cancel_jobs:
         raise ConfigError("--status and --cancel exclude each other: --status shows the sweep, --cancel stops its jobs")
     if launcher == "slurm" and not (show_status or cancel_jobs):

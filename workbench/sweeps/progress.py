@@ -13,6 +13,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from workbench.progress import format_seconds
+
 
 @dataclass
 class SlotView:
@@ -32,15 +34,6 @@ class Snapshot:
     failed: int
     slots: list[SlotView] = field(default_factory=list)
     eta_s: float | None = None
-
-
-def format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def render(snapshot: Snapshot, now: float | None = None) -> Group:

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench.errors import ConfigError, RunError
+from workbench.progress import format_seconds
 from workbench.sweeps import child, rounds, runs
-from workbench.sweeps.execute import TrialOutcome
-from workbench.sweeps.progress import SweepProgress, format_seconds
+from workbench.sweeps.progress import SweepProgress
 from workbench.sweeps.scheduler import Scheduler
 from workbench.sweeps.slots import plan_slots
 from workbench.sweeps.spec import SweepSpec, variant_config
 from workbench.sweeps.study import ERROR_ATTR, enqueue_missing, grid_key, quiet_optuna, reap_orphans, redacted
 from workbench.sweeps.sweep import Sweep, SweepOptions, open_sweep
+from workbench.sweeps.trial import TrialOutcome
 
 __all__ = ["SweepOptions", "SweepResult", "compute_estimate", "run_sweep"]
 CONFIRM_ABOVE_TRIALS = 200  # a bigger sweep starts only with --yes (SweepOptions.yes)

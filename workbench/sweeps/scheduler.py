@@ -18,12 +18,12 @@ import optuna
 
 from workbench.progress import read_status
 from workbench.sweeps import child, rounds
-from workbench.sweeps.execute import TrialOutcome, run_trial
 from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress, eta
 from workbench.sweeps.slots import Slot
 from workbench.sweeps.space import TrialPlan
 from workbench.sweeps.study import fail, open_trials, reap_orphans, take, tally
 from workbench.sweeps.sweep import Sweep
+from workbench.sweeps.trial import TrialOutcome, run_trial
 
 COUNT_EVERY_S = 2.0  # how often the display re-counts the study (other workers finish trials too)
 

@@ -378,8 +378,8 @@ def _commands(shapes: Path, store: str, tmp: Path, run_id: str) -> dict[str, tup
         "data shard": ("workbench.data.shards.shard_dataset", ["data", "shard", str(shapes), str(tmp / "shards")]),
         "data warmstart": ("workbench.data.ensure_data", ["data", "warmstart", "--set", f"data.root={shapes}"]),
         "runs prune": ("workbench.prune.plan_prune", ["runs", "prune", "--tracking-uri", store, "--dry-run"]),
-        "run": ("workbench.train.evaluate", ["run", *_sets(shapes, store, tmp / "out", "boom-run", steps=2)]),
-        "eval": ("workbench.train.evaluate", ["eval", run_id, "--tracking-uri", store]),
+        "run": ("workbench.recorded_run.evaluate", ["run", *_sets(shapes, store, tmp / "out", "boom-run", steps=2)]),
+        "eval": ("workbench.recorded_run.evaluate", ["eval", run_id, "--tracking-uri", store]),
         "sweep": (
             "workbench.sweeps.runner.enqueue_missing",
             [

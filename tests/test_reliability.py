@@ -299,7 +299,8 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused_and_the_run_stays_
     result = CliRunner().invoke(app, ["run", "--resume", run_id, "--tracking-uri", store])
     assert result.exit_code == 2 and "Traceback" not in result.output
     (line,) = result.stderr.strip().splitlines()
-    assert f"--resume: the checkpoint of run {run_id} does not fit the configured model" in line
+    assert line.startswith(f"error: --resume: run {run_id}'s checkpoint {tmp_path / run_id / checkpoint.LAST}: ")
+    assert "its model does not fit the model of the run's recorded config (" in line  # as `workbench eval` says it
     assert _snapshot(store, run_id, tmp_path) == before
 
 

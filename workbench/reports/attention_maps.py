@@ -178,11 +178,11 @@ def cls_maps(loaded: LoadedRun, data: HeldOut) -> torch.Tensor:
 def in_object_scores(data: HeldOut, cls: torch.Tensor, maps: list[WordMaps]) -> dict[str, float]:
     """Share of attention mass inside the named object, averaged over the images:
     `cls_cross` = [CLS] query (eval/attention/in_object's definition, on these images),
-    `word_cross` / `word_gradcam` = the object's own words."""
+    `word_cross` / `word_gradcam` = the object's own words (`maps`: one per image, or none for [CLS] only)."""
     scores = {"cls_cross": float(in_object_share(cls, data.masks[:, None]).mean())}
     for name in ("cross", "gradcam"):
         shares = []
-        for word_map, obj, mask in zip(maps, data.objects, data.masks, strict=True):
+        for word_map, obj, mask in zip(maps, data.objects, data.masks, strict=bool(maps)):
             rows = object_word_rows(word_map.words, obj)
             chosen = getattr(word_map, name)
             if rows and chosen is not None:

@@ -43,8 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from workbench import train
+    from workbench import recorded_run, train
     from workbench.config import load_config
+    from workbench.data import prepare_data
     from workbench.evaluate import runner
 
     timings: dict[str, float] = {}
@@ -66,7 +67,7 @@ def main() -> None:
     runner.attention_in_object = timed("eval attention", runner.attention_in_object)
     if hasattr(runner, "attention_in_object_encoded"):  # from the retrieval encodings (newer trees)
         runner.attention_in_object_encoded = timed("eval attention", runner.attention_in_object_encoded)
-    train.evaluate = timed("evaluation", train.evaluate)
+    recorded_run.evaluate = timed("evaluation", recorded_run.evaluate)
     step_times: list[float] = []
     step_cpu_times: list[float] = []
     optimizer_step = train.optimizer_step
@@ -91,7 +92,7 @@ def main() -> None:
     ]
     cfg = load_config(args.experiment, overrides)
     full_steps = args.full_steps or load_config(args.experiment, [f"data.root={args.data}"]).train.steps
-    train.prepare_data(cfg)  # generation is a one-off, not part of a run's share
+    prepare_data(cfg.data)  # generation is a one-off, not part of a run's share
     start, cpu_start = time.perf_counter(), time.process_time()
     result = train.run(cfg, progress=False)
     total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start

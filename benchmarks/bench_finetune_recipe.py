@@ -37,35 +37,21 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    import tempfile
-
     import torch
 
-    from workbench import checkpoint, tracking, train
-    from workbench.data import load_tokenizer
+    from workbench import recorded_run
     from workbench.evaluate.finetune import finetuned
     from workbench.evaluate.nlvr import NLVR
     from workbench.evaluate.ve import VE
     from workbench.evaluate.vqa import VQA
-    from workbench.pretrainer import build
 
     tasks = {"vqa": VQA, "nlvr": NLVR, "ve": VE}
-    cfg = train.load_run_config(args.run_id, args.tracking_uri, ["train.device=cpu", *args.overrides])
+    cfg = recorded_run.load_run_config(args.run_id, args.tracking_uri, ["train.device=cpu", *args.overrides])
     recipes = args.recipe or [f"{cfg.eval.finetune_steps}:{cfg.eval.finetune_lr}"]
-    tokenizer = load_tokenizer(cfg.data)
-    pretrainer = build(cfg, tokenizer)
-    local = Path(cfg.train.out_dir) / args.run_id / checkpoint.LAST
-    with tempfile.TemporaryDirectory() as scratch:  # in place from a local store; a download is not kept
-        path = (
-            local
-            if local.is_file()
-            else tracking.download_checkpoint(tracking.client(cfg.tracking.uri), args.run_id, Path(scratch))
-        )
-        state = checkpoint.load(path)
-    pretrainer.model.load_state_dict(state["model"])
-    model = pretrainer.model.eval()
     device = torch.device("cpu")
-    print(f"run {args.run_id}: step {state['step']}; fine-tune seeds {args.seeds}")
+    rebuilt = recorded_run.rebuild(args.run_id, cfg, device)  # as `workbench eval` restores it
+    model, tokenizer = rebuilt.pretrainer.model.eval(), rebuilt.tokenizer
+    print(f"run {args.run_id}: step {rebuilt.step}; fine-tune seeds {args.seeds}")
 
     results: dict[str, dict] = {}
     for recipe in recipes:

@@ -15,9 +15,10 @@ import tempfile
 
 from workbench import train
 from workbench.config import load_config
-from workbench.data import load_tokenizer
+from workbench.data import load_tokenizer, prepare_data
 from workbench.device import resolve_device, seed_everything
 from workbench.evaluate.retrieval import evaluate_retrieval
+from workbench.pretrainer import build
 
 KEYS = ("tr_r1", "ir_r1", "r_mean")
 
@@ -25,9 +26,9 @@ KEYS = ("tr_r1", "ir_r1", "r_mean")
 def random_init_metrics(cfg) -> dict[str, float]:
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
-    train.prepare_data(cfg)
+    prepare_data(cfg.data)
     tokenizer = load_tokenizer(cfg.data)
-    pretrainer = train.build(cfg, tokenizer).to(device)
+    pretrainer = build(cfg, tokenizer).to(device)
     return evaluate_retrieval(pretrainer.model, pretrainer.objectives, cfg, tokenizer, device)
 
 

@@ -34,13 +34,12 @@ from workbench.models.vlp import compiled_training
 
 
 def _base_step(batch_size: int, root: Path, quick: bool, compile_: bool = False) -> tuple[TrainStep, dict]:
-    from workbench.data import PretrainStream, load_tokenizer
-    from workbench.train import prepare_data
+    from workbench.data import PretrainStream, load_tokenizer, prepare_data
 
     overrides = [f"data.root={root}", "data.shapes_size=tiny", f"train.compile={str(compile_).lower()}"]
     cfg = bench_config("base", quick=quick, overrides=overrides)
     cfg.train.batch_size = batch_size
-    prepare_data(cfg)
+    prepare_data(cfg.data)
     tokenizer = load_tokenizer(cfg.data)
     torch.manual_seed(0)  # the same weights in every step built here
     step = TrainStep(build_pretrainer(cfg, Vocabulary.of(tokenizer)), cfg, torch.device("cpu"))

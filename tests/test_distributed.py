@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from tiny_config import tiny_run
 from typer.testing import CliRunner
 
-from workbench import distributed, train
+from workbench import distributed, recorded_run, train
 from workbench.cli import app
 from workbench.config import ITCConfig, load_config
 from workbench.data import PretrainStream, load_tokenizer
@@ -189,7 +189,7 @@ def _run_worker(rank: int, port: int, cfg, store: str, run_id_file, resume: bool
     os.environ.update(_torchrun_env(rank, port))
     run_id = run_id_file.read_text() if resume else None
     if resume:
-        cfg = train.load_run_config(run_id, store)
+        cfg = recorded_run.load_run_config(run_id, store)
     result = train.run(cfg, resume_run_id=run_id, progress=False, stop_after=None if resume else 2)
     assert result.steps == (4 if resume else 2) and not dist.is_initialized()  # every rank left the group
     if rank == 0:

@@ -299,7 +299,8 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused_and_the_run_stays_
     result = CliRunner().invoke(app, ["run", "--resume", run_id, "--tracking-uri", store])
     assert result.exit_code == 2 and "Traceback" not in result.output
     (line,) = result.stderr.strip().splitlines()
-    assert f"--resume: the checkpoint of run {run_id} does not fit the configured model" in line
+    assert line.startswith(f"error: --resume: run {run_id}'s checkpoint {tmp_path / run_id / checkpoint.LAST}: ")
+    assert "its model does not fit the model of the run's recorded config (" in line  # as `workbench eval` says it
     assert _snapshot(store, run_id, tmp_path) == before
 
 
@@ -378,8 +379,8 @@ def _commands(shapes: Path, store: str, tmp: Path, run_id: str) -> dict[str, tup
         "data shard": ("workbench.data.shards.shard_dataset", ["data", "shard", str(shapes), str(tmp / "shards")]),
         "data warmstart": ("workbench.data.ensure_data", ["data", "warmstart", "--set", f"data.root={shapes}"]),
         "runs prune": ("workbench.prune.plan_prune", ["runs", "prune", "--tracking-uri", store, "--dry-run"]),
-        "run": ("workbench.train.evaluate", ["run", *_sets(shapes, store, tmp / "out", "boom-run", steps=2)]),
-        "eval": ("workbench.train.evaluate", ["eval", run_id, "--tracking-uri", store]),
+        "run": ("workbench.recorded_run.evaluate", ["run", *_sets(shapes, store, tmp / "out", "boom-run", steps=2)]),
+        "eval": ("workbench.recorded_run.evaluate", ["eval", run_id, "--tracking-uri", store]),
         "sweep": (
             "workbench.sweeps.runner.enqueue_missing",
             [

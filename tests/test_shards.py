@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from tiny_config import tiny_run
 from typer.testing import CliRunner
 
-from workbench import train
+from workbench import recorded_run, train
 from workbench.cli import app
 from workbench.config import load_config
 from workbench.data.shards import ShardOrder, expand_braces, index_shards, shard_paths
@@ -100,7 +100,7 @@ def test_a_run_from_shards_killed_and_resumed_ends_like_an_uninterrupted_one(sha
     straight = train.run(cfg(), progress=False)
     killed = train.run(cfg(), progress=False, stop_after=10)
     assert killed.status == "RUNNING" and killed.steps == 10
-    resumed = train.run(train.load_run_config(killed.run_id, store), resume_run_id=killed.run_id, progress=False)
+    resumed = train.run(recorded_run.load_run_config(killed.run_id, store), resume_run_id=killed.run_id, progress=False)
     assert resumed.status == "FINISHED" and resumed.final_loss == straight.final_loss
 
     client = MlflowClient(store)

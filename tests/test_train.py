@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from tiny_config import tiny_run
 from typer.testing import CliRunner
 
-from workbench import train
+from workbench import recorded_run, train
 from workbench.cli import app
 from workbench.config import load_config
 from workbench.errors import RunError
@@ -106,7 +106,7 @@ def test_resume_reaches_the_same_result_as_a_straight_run(shapes_tiny, store, tm
     cfg = _cfg(shapes_tiny, store, tmp_path, *extra, steps=40)
     killed = train.run(cfg, progress=False, stop_after=20)
     assert killed.status == "RUNNING" and killed.steps == 20
-    resumed = train.run(train.load_run_config(killed.run_id, store), resume_run_id=killed.run_id, progress=False)
+    resumed = train.run(recorded_run.load_run_config(killed.run_id, store), resume_run_id=killed.run_id, progress=False)
 
     assert resumed.run_id == killed.run_id and resumed.status == "FINISHED"
     assert resumed.final_loss == straight.final_loss
@@ -197,7 +197,7 @@ def test_a_resumed_run_is_tagged_with_the_slurm_job_carrying_it_on(shapes_tiny, 
     monkeypatch.setenv("SLURM_JOB_ID", "102")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     monkeypatch.setenv("SLURMD_NODENAME", "node-b")
-    resumed = train.run(train.load_run_config(killed.run_id, store), resume_run_id=killed.run_id, progress=False)
+    resumed = train.run(recorded_run.load_run_config(killed.run_id, store), resume_run_id=killed.run_id, progress=False)
     run = client.get_run(resumed.run_id)
     assert run.info.status == "FINISHED"
     assert (run.data.tags[tag.SLURM_JOB_ID], run.data.tags[tag.SLURM_NODE], run.data.tags[tag.SLURM_RESTART]) == (

@@ -241,9 +241,9 @@ def evaluate(
     With --set eval.*=... (another re-ranking, fine-tune recipe, split) they go to a
     new run tagged workbench.evaluated_from=RUN_ID; the source run stays as it was.
     """
-    from workbench import train
+    from workbench import recorded_run
 
-    metrics, logged_to = train.evaluate_run(run_id, tasks=task, tracking_uri=tracking_uri, overrides=overrides)
+    metrics, logged_to = recorded_run.evaluate_run(run_id, tasks=task, tracking_uri=tracking_uri, overrides=overrides)
     for name, value in sorted(metrics.items()):
         typer.echo(f"{name}\t{value:.4f}")
     if logged_to != run_id:

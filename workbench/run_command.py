@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench import distributed, interrupts, preflight, tracking, train
+from workbench import distributed, interrupts, preflight, recorded_run, tracking, train
 from workbench import tags as tag
 from workbench.cli_support import option_overrides, quick_overrides
 from workbench.config import RunConfig, load_config
@@ -151,7 +151,7 @@ def run_config(request: RunRequest, overrides: list[str]) -> tuple[RunConfig, di
         return cfg, tracking.run_tags(experiment, request.overrides, request.presets)
     option = "--resume" if request.resume else "--from"
     try:  # the run's own config; --set may still change e.g. train.device
-        cfg = train.load_run_config(
+        cfg = recorded_run.load_run_config(
             request.recorded,
             request.tracking_uri or "",
             option_overrides(overrides, request.device),

@@ -11,6 +11,10 @@ once, by the tracker's context -- FINISHED, FAILED or KILLED -- whatever happens
 inside; the steps (`_build`, `_open_run`, `_start`, `_pretrain`, `_finish`) only do
 their work and raise.
 
+A resumed run's checkpoint is read back by `recorded_run.restore` (the one way every
+command restores a run); memory checks live in `workbench.device`, data preparation in
+`workbench.data.prepare`.
+
 Under torchrun each process runs `run` as one rank of a DDP run (see
 `workbench.distributed`): it trains on its slice of every global batch; rank 0
 alone logs to MLflow, writes checkpoints and evaluates.
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,34 +31,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from workbench import (
     checkpoint,
-    checkpoint_fit,
     distributed,
     interrupts,
     preflight,
+    recorded_run,
     resume_data,
-    run_lease,
     tracking,
     warmstart,
 )
 from workbench import tags as tag
-from workbench.config import RunConfig, flatten, from_dict, to_yaml, validate
-from workbench.data import PretrainStream, data_hash, ensure_data, load_tokenizer
+from workbench.config import RunConfig
+from workbench.data import PretrainStream, load_tokenizer, prepare_data
 from workbench.data.check import check_eval_files
 from workbench.data.data_guard import in_use
-from workbench.data.shapes import read_manifest
-from workbench.device import autocast, autocast_dtype, resolve_device, seed_everything
-from workbench.errors import ConfigError, DataError, RunError, check_writable
-from workbench.evaluate import evaluate_all
+from workbench.device import autocast, autocast_dtype, check_fits_memory, is_oom, out_of_memory, seed_everything
+from workbench.errors import RunError, check_writable
 from workbench.launch import slurm_env
 from workbench.models.vlp import compile_model, compiled_training
 from workbench.optim import build_optimizer, build_scheduler, optimizer_step
 from workbench.pretrainer import Pretrainer, build
-from workbench.progress import TrainProgress, phase, say
+from workbench.progress import TrainProgress
 from workbench.progress import settings as progress_settings
 
 
@@ -78,24 +77,6 @@ class RunResult:
         elif self.checkpoint:
             lines.append(f"  checkpoint: {self.checkpoint}")
         return "\n".join(lines)
-
-
-def prepare_data(cfg: RunConfig) -> dict[str, Any]:
-    """Make sure the data set exists (generating ShapesWorld if configured); its manifest."""
-    manifest = read_manifest(Path(cfg.data.root))
-    ready = manifest and (manifest.get("seed"), manifest.get("size")) == (cfg.data.shapes_seed, cfg.data.shapes_size)
-    if cfg.data.generate and not ready and (not Path(cfg.data.root).exists() or manifest):
-        say(
-            f"generating ShapesWorld ({cfg.data.shapes_size} size, seed {cfg.data.shapes_seed}) into {cfg.data.root}"
-            " — once; later runs reuse it"
-        )
-        with phase("data generation"):
-            manifest = ensure_data(cfg.data)
-    else:
-        manifest = ensure_data(cfg.data)
-    manifest = manifest or {"generator": Path(cfg.data.root).name}
-    manifest.setdefault("data_hash", data_hash(cfg.data))
-    return manifest
 
 
 def check_destinations(cfg: RunConfig) -> None:
@@ -137,36 +118,6 @@ def _loggable(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach() for key, value in out.items() if isinstance(value, torch.Tensor) and value.numel() == 1}
 
 
-def _state(pretrainer: Pretrainer, optimizer, scheduler, step: int, cfg: RunConfig) -> dict[str, Any]:
-    state = {
-        "model": pretrainer.model.state_dict(),
-        "objectives": pretrainer.objectives.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "step": step,
-        "rng": checkpoint.rng_state(),
-        "config": to_yaml(cfg),
-    }
-    if distributed.is_active():  # collective: every rank's RNG, so each rank's stream resumes exactly
-        state["rng_ranks"] = distributed.all_objects(checkpoint.rng_state())
-    return state
-
-
-def _save(path: Path, state: dict[str, Any], ranks: distributed.Ranks) -> Path:
-    """Rank 0 writes the checkpoint (every rank builds `state`: `_state` is collective under DDP)."""
-    if ranks.is_main:
-        checkpoint.save(path, state)
-    return path
-
-
-def _restore_rng(state: dict[str, Any], ranks: distributed.Ranks, seed: int) -> None:
-    saved = state.get("rng_ranks") or [state["rng"]]
-    if ranks.rank < len(saved):
-        checkpoint.set_rng_state(saved[ranks.rank])
-    else:  # resumed on more ranks than were saved: a fresh stream of its own
-        torch.manual_seed(distributed.rank_seed(seed + state["step"], ranks.rank))
-
-
 def _over_ranks(out: dict[str, torch.Tensor], ranks: distributed.Ranks) -> dict[str, torch.Tensor]:
     """Under DDP every reported scalar averaged over ranks: the global batch's losses, a NaN seen by all."""
     return distributed.mean_over_ranks(_loggable(out)) if ranks.active else out
@@ -184,7 +135,7 @@ class _Parts:
     scheduler: Any
     scaler: torch.amp.GradScaler
     dtype: torch.dtype | None
-    resumed: dict[str, Any] | None = None  # a resumed run's checkpoint (already loaded into the modules)
+    resumed: recorded_run.Restored | None = None  # a resumed run's checkpoint (already loaded into the modules)
 
 
 @dataclass
@@ -206,10 +157,12 @@ class _Session:
         return Path(self.cfg.train.out_dir) / self.tracker.run_id / checkpoint.LAST
 
     def save(self, step: int) -> Path:
-        """Checkpoint at `step` (collective under DDP; rank 0 writes it)."""
+        """Checkpoint at `step` (collective under DDP: every rank builds the state; rank 0 writes it)."""
         parts = self.parts
-        state = _state(parts.pretrainer, parts.optimizer, parts.scheduler, step, self.cfg)
-        return _save(self.checkpoint_path, state, self.ranks)
+        state = recorded_run.checkpoint_state(parts.pretrainer, parts.optimizer, parts.scheduler, step, self.cfg)
+        if self.ranks.is_main:
+            checkpoint.save(self.checkpoint_path, state)
+        return self.checkpoint_path
 
 
 def run(
@@ -240,7 +193,7 @@ def run(
         )
         if cfg.train.compile:
             session.enter_context(compiled_training())
-        lease = session.enter_context(_lease(cfg))  # one writer per run; released after the run has ended
+        lease = session.enter_context(recorded_run.lease(cfg))  # one writer per run; released after the run has ended
         if resume_run_id and ranks.is_main:
             lease.acquire(resume_run_id)  # a run another live process trains is refused before anything
         parts = _build(cfg, ranks, device, resume_run_id=resume_run_id, progress=progress)
@@ -254,16 +207,11 @@ def run(
             lease.acquire(tracker.run_id)
         s = _Session(cfg, ranks, device, parts, tracker)
         if parts.resumed is not None:
-            s.step, s.last_checkpoint = parts.resumed["step"], s.checkpoint_path
+            s.step, s.last_checkpoint = parts.resumed.step, s.checkpoint_path
         session.enter_context(_telling_where(s))
         trainer, stream = _start(s, on_start)
         _pretrain(s, trainer, stream, stop_after=stop_after, progress=progress)
         return _finish(s)
-
-
-def _lease(cfg: RunConfig, doing: str = "--resume") -> run_lease.RunLease:
-    store = (lambda: tracking.client(cfg.tracking.uri)) if cfg.tracking.enabled else None  # opened when taken
-    return run_lease.RunLease(cfg.train.out_dir, store, doing)
 
 
 def _build(
@@ -279,7 +227,7 @@ def _build(
     seed_everything(cfg.train.seed)
     if resume_run_id and ranks.is_main:
         resume_data.refuse_changed(cfg, resume_run_id)  # before anything could regenerate it
-    manifest = prepare_data(cfg)
+    manifest = prepare_data(cfg.data)
     if resume_run_id and ranks.is_main:
         resume_data.refuse_changed(cfg, resume_run_id, manifest["data_hash"])
     tokenizer = load_tokenizer(cfg.data)
@@ -300,16 +248,24 @@ def _build(
     try:
         pretrainer = build(cfg, tokenizer, warm_start=fresh).to(device)
     except (MemoryError, RuntimeError) as err:
-        if not _is_oom(err):
+        if not is_oom(err):
             raise
-        raise _out_of_memory(cfg, "building the model") from None
+        raise out_of_memory(cfg, "building the model") from None
     optimizer = build_optimizer(pretrainer.model, pretrainer.objectives, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     parts = _Parts(manifest, tokenizer, stream, pretrainer, optimizer, scheduler, scaler, dtype)
     if resume_run_id:  # the checkpoint must fit this model before the run is touched (refused: it stays as it was)
-        parts.resumed = _load_resume_state(cfg, resume_run_id, ranks, device)
-        _restore_modules(parts.resumed, pretrainer, optimizer, scheduler, resume_run_id)
+        parts.resumed = recorded_run.restore(
+            resume_run_id,
+            cfg,
+            pretrainer,
+            device,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            ranks=ranks,
+            doing="--resume: ",
+        )
     return parts
 
 
@@ -367,7 +323,7 @@ def _start(s: _Session, on_start: Callable[[str, str], None] | None) -> tuple[nn
     trainer = distributed.wrap(parts.pretrainer, s.device, ranks)
     stream = parts.stream.batches(s.step)
     if parts.resumed is not None:  # after everything else that draws random numbers at start-up
-        _restore_rng(parts.resumed, ranks, cfg.train.seed)
+        parts.resumed.restore_rng(ranks, cfg.train.seed)
     elif ranks.rank:  # each rank its own masks, negatives and dropout (rank 0 keeps the one-process stream)
         torch.manual_seed(distributed.rank_seed(cfg.train.seed, ranks.rank))
     return trainer, stream
@@ -387,8 +343,8 @@ def _pretrain(
             _train_steps(s, trainer, stream, end_step, bar)
     except BaseException as err:
         bar.close(err)
-        if _is_oom(err):
-            raise _out_of_memory(s.cfg, f"step {s.step}") from None
+        if is_oom(err):
+            raise out_of_memory(s.cfg, f"step {s.step}") from None
         raise
     bar.close()
 
@@ -456,45 +412,10 @@ def _finish(s: _Session) -> RunResult:
         return RunResult(run_id, "RUNNING", final_loss=s.final_loss, steps=s.step, checkpoint=s.checkpoint_path)
     if not s.ranks.is_main:
         return RunResult(run_id, "FINISHED", final_loss=s.final_loss, steps=s.step)
-    metrics = evaluate(s.parts.pretrainer, s.cfg, s.parts.tokenizer, s.device)
+    metrics = recorded_run.evaluate(s.parts.pretrainer, s.cfg, s.parts.tokenizer, s.device)
     s.tracker.log_final(metrics, step=s.step)
     stored = tracking.store_checkpoint(s.tracker, s.checkpoint_path)  # one copy: MLflow's; locally a reference
     return RunResult(run_id, "FINISHED", metrics, s.final_loss, s.step, stored)
-
-
-def evaluate(pretrainer: Pretrainer, cfg: RunConfig, tokenizer, device: torch.device) -> dict[str, float]:
-    if not cfg.eval.tasks:
-        return {}
-    with phase("evaluation", summary=lambda _: ", ".join(cfg.eval.tasks)):
-        return evaluate_all(pretrainer.model, pretrainer.objectives, cfg, tokenizer, device)
-
-
-def _local_or_downloaded(ckpt_path: Path, cfg: RunConfig, run_id: str) -> Path:
-    if ckpt_path.is_file() or not cfg.tracking.enabled:
-        return ckpt_path
-    return tracking.download_checkpoint(tracking.client(cfg.tracking.uri), run_id, ckpt_path.parent)
-
-
-def _load_resume_state(cfg: RunConfig, run_id: str, ranks: distributed.Ranks, device: torch.device) -> dict[str, Any]:
-    """The run's last checkpoint (local, else its MLflow artifact); other hosts: train.out_dir must be shared."""
-    ckpt_path = Path(cfg.train.out_dir) / run_id / checkpoint.LAST
-    path = distributed.broadcast_object(_local_or_downloaded(ckpt_path, cfg, run_id) if ranks.is_main else None)
-    return checkpoint.load(path, map_location=device)
-
-
-def _restore_modules(state: dict[str, Any], pretrainer: Pretrainer, optimizer, scheduler, run_id: str) -> None:
-    """Load a checkpoint into the built model; one line naming the run if it was made for another model."""
-    try:
-        pretrainer.model.load_state_dict(state["model"])
-        pretrainer.objectives.load_state_dict(state["objectives"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as err:
-        first = " ".join(str(err).split())[:200] or type(err).__name__
-        raise ConfigError(
-            f"--resume: the checkpoint of run {run_id} does not fit the configured model ({first}); "
-            "the run is left as it was"
-        ) from None
 
 
 def _url(cfg: RunConfig, tracker: tracking.RunTracker) -> str:
@@ -511,219 +432,3 @@ def _say_where(err: BaseException, cfg: RunConfig, run_id: str, step: int, last_
         err.run_id, err.step, err.steps = run_id, step, cfg.train.steps
         err.checkpoint = str(last_ckpt) if last_ckpt is not None and last_ckpt.is_file() else None
         err.tracking_uri = cfg.tracking.uri
-
-
-def _is_oom(err: BaseException) -> bool:
-    """Out of memory: MemoryError, torch's OutOfMemoryError, or a RuntimeError saying so (not our RunError)."""
-    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
-        return True
-    if not isinstance(err, RuntimeError) or isinstance(err, RunError):
-        return False
-    text = str(err)
-    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
-
-
-def _out_of_memory(cfg: RunConfig, when: str) -> RunError:
-    return RunError(
-        f"out of memory while {when} with train.batch_size={cfg.train.batch_size}, model widths "
-        f"{cfg.model.vision.width}/{cfg.model.text.width}/{cfg.model.fusion.width} (vision/text/fusion); "
-        "lower train.batch_size or the model.*.width / depth settings"
-    )
-
-
-def check_fits_memory(cfg: RunConfig, device: torch.device, world_size: int = 1) -> None:
-    """Refuse, before building anything, a model whose weights and AdamW state alone exceed the
-    memory there is (a huge width or depth would otherwise die mid-run with an allocator error)."""
-    weights = 16 * estimate_parameters(cfg)  # fp32 weights + grads + two AdamW moments
-    have = available_memory(device)
-    if have and weights > have:
-        raise ConfigError(
-            f"model.*.width/depth: the model needs about {weights / 2**30:.1f} GiB for weights and optimizer state "
-            f"(widths {cfg.model.vision.width}/{cfg.model.text.width}/{cfg.model.fusion.width}, depths "
-            f"{cfg.model.vision.depth}/{cfg.model.text.depth}/{cfg.model.fusion.layers}), "
-            f"more than the {have / 2**30:.1f} GiB available on {device}"
-        )
-    activations = estimate_activations(cfg) // world_size  # each rank holds its slice of the batch
-    if have and weights + activations > have:
-        raise ConfigError(
-            f"train.batch_size: {cfg.train.batch_size} needs at least {activations / 2**30:.1f} GiB of "
-            "activations per step "
-            f"(a lower bound), more than the {max(have - weights, 0) / 2**30:.1f} GiB left on {device} beside the "
-            "model; "
-            "lower train.batch_size"
-        )
-
-
-def estimate_parameters(cfg: RunConfig) -> int:
-    """~12 w^2 per transformer layer (attention 4 w^2 + MLP 8 w^2), fusion with cross-attention ~16 w^2."""
-    m = cfg.model
-    return (
-        12 * m.vision.width**2 * m.vision.depth
-        + 12 * m.text.width**2 * m.text.depth
-        + 16 * m.fusion.width**2 * m.fusion.layers
-    )
-
-
-def estimate_activations(cfg: RunConfig) -> int:
-    """A lower bound on one step's saved activations (bytes): 4 fp32 values per token, width unit
-    and layer, one pass (real steps keep several times this; only what surely cannot fit is refused)."""
-    m, d = cfg.model, cfg.data
-    image_tokens = (d.image_size // m.vision.patch_size) ** 2 + 1
-    text_tokens = d.max_text_len
-    per_sample = (
-        image_tokens * m.vision.width * m.vision.depth
-        + text_tokens * m.text.width * m.text.depth
-        + text_tokens * m.fusion.width * m.fusion.layers
-    )
-    return 16 * cfg.train.batch_size * per_sample
-
-
-def available_memory(device: torch.device) -> int:
-    """Free bytes on `device` (0 when unknown)."""
-    try:
-        if device.type == "cuda":
-            return int(torch.cuda.mem_get_info(device)[0])
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, RuntimeError, ValueError):
-        pass
-    return 0
-
-
-# What `--resume --set` may change: where things are and how fast they run, never what is computed.
-RESUME_MAY_CHANGE = (
-    "train.device",
-    "train.precision",
-    "train.compile",
-    "train.out_dir",
-    "tracking.uri",
-    "data.root",
-    "data.image_root",
-    "data.tokenizer",
-    "data.num_workers",
-    "data.generate",
-)
-
-
-def load_run_config(
-    run_id: str, tracking_uri: str = "", overrides: list[str] | None = None, *, resume: bool = False
-) -> RunConfig:
-    """The resolved config a run was started with (its config.yaml artifact), plus overrides.
-    For `resume`, an override that changes what the run computes (the model, objectives,
-    steps, ...) is refused before the run is touched: a resumed run keeps its recorded config."""
-    if resume:
-        tracking.check_resumable(run_id, tracking_uri)  # FINISHED is refused whatever --set says
-    cfg, changed = _recorded_config(run_id, tracking_uri, overrides)
-    if resume and changed:
-        key, (recorded, wanted) = next(iter(changed.items()))
-        raise ConfigError(
-            f"{key}={wanted} differs from run {run_id}'s recorded {key}={recorded}; a resumed run keeps "
-            "its recorded config (--set may change only the device, precision, compile and paths) and the run is left "
-            f"as it was; a new run from its config: workbench run --from {run_id} --set {key}={wanted}"
-        )
-    return cfg
-
-
-def _recorded_config(
-    run_id: str, tracking_uri: str, overrides: list[str] | None
-) -> tuple[RunConfig, dict[str, tuple[Any, Any]]]:
-    """(recorded config + overrides, {key: (recorded, now)} for each key the overrides change
-    beyond the device, precision, compile and paths)."""
-    data = yaml.safe_load(tracking.read_run_config(run_id, tracking_uri))
-    extra = list(overrides or []) + ([f"tracking.uri={tracking_uri}"] if tracking_uri else [])
-    cfg = from_dict(data, extra)
-    recorded, wanted = flatten(from_dict(data)), flatten(cfg)
-    changed = {
-        key: (recorded.get(key), wanted[key])
-        for key in wanted
-        if wanted[key] != recorded.get(key) and key not in RESUME_MAY_CHANGE
-    }
-    return cfg, changed
-
-
-def evaluate_run(
-    run_id: str, tasks: list[str] | None = None, tracking_uri: str | None = None, overrides: list[str] | None = None
-) -> tuple[dict[str, float], str]:
-    """`workbench eval RUN_ID`: evaluate a run's final checkpoint. Returns (metrics, the run they went to).
-
-    With the recorded evaluation settings (or only other `--task`s) the metrics are logged
-    into the run itself. `overrides` may change `eval.*` (e.g. `eval.rerank_k`, a fine-tune
-    recipe): those numbers mean something else than the run's own, whose params say how
-    they were made, so they go to a new run tagged `workbench.evaluated_from` (with its
-    own params), and the source run stays as it was. Any other key would not describe
-    the checkpoint and is refused.
-    """
-    cfg, changed = _recorded_config(run_id, tracking_uri or "", overrides)
-    trained = [key for key in changed if not key.startswith("eval.")]
-    if trained:
-        key, (recorded, wanted) = trained[0], changed[trained[0]]
-        raise ConfigError(
-            f"{key}={wanted}: `workbench eval` may change only eval.* (and the device and paths) — run {run_id}'s "
-            f"checkpoint was trained with {key}={recorded}; a new run with it: workbench run --from {run_id} "
-            f"--set {key}={wanted}"
-        )
-    if tasks:
-        cfg.eval.tasks = list(tasks)
-        validate(cfg)
-    changed.pop("eval.tasks", None)  # which tasks run does not change what a task's number means
-    source = tracking.get_run_or_refuse(tracking.client(cfg.tracking.uri), run_id, cfg.tracking.uri)
-    tracking.refuse_if_pruned(source)
-    loaded = _load_checkpoint(run_id, cfg)  # a missing, garbage or other-model checkpoint: refused before any run
-    if not changed:
-        with _lease(cfg, "`workbench eval` into it") as lease:  # never into a run another process writes
-            lease.acquire(run_id)
-            return _evaluate_loaded(loaded, cfg, tracking.RunTracker(tracking.client(cfg.tracking.uri), run_id)), run_id
-    settings = " ".join(f"{key.removeprefix('eval.')}={wanted}" for key, (_, wanted) in changed.items())
-    cfg.tracking.run_name = f"eval {settings} of {source.info.run_name or run_id[: tracking.SHORT_ID]}"[
-        : tracking.NAME_MAX
-    ]
-    run_tags = {tag.EVALUATED_FROM: run_id, tag.OVERRIDES: " ".join(overrides or []), tag.SEED: str(cfg.train.seed)}
-    with tracking.start_run(cfg, tags=run_tags) as tracker:  # FINISHED, or FAILED/KILLED when evaluation stops
-        return _evaluate_loaded(loaded, cfg, tracker), tracker.run_id
-
-
-@dataclass
-class _Loaded:
-    """A run's checkpoint loaded into a model built from its config: ready to evaluate."""
-
-    pretrainer: Pretrainer
-    tokenizer: Any
-    device: torch.device
-    step: int
-
-
-def _load_checkpoint(run_id: str, cfg: RunConfig) -> _Loaded:
-    """Run `run_id`'s last checkpoint in a model built from `cfg`; one line (naming the checkpoint, never
-    a scratch path) when it is missing, unreadable or made for another model."""
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    prepare_data(cfg)
-    tokenizer = load_tokenizer(cfg.data)
-    pretrainer = build(cfg, tokenizer).to(device)
-    local = Path(cfg.train.out_dir) / run_id / checkpoint.LAST
-    where = str(local)
-    with tempfile.TemporaryDirectory() as scratch:  # a download from a remote store is not kept
-        path = (
-            local
-            if local.is_file()
-            else tracking.download_checkpoint(tracking.client(cfg.tracking.uri), run_id, Path(scratch))
-        )
-        if path != local:
-            where = str(path) if not path.is_relative_to(scratch) else f"runs:/{run_id}/{tracking.CHECKPOINT_ARTIFACT}"
-        try:
-            state = checkpoint.load(path, map_location=device)
-        except DataError as err:
-            raise DataError(str(err).replace(str(path), where)) from None
-    step = checkpoint_fit.load_parts(
-        state, {"model": pretrainer.model, "objectives": pretrainer.objectives}, f"run {run_id}'s checkpoint {where}"
-    )
-    return _Loaded(pretrainer, tokenizer, device, step)
-
-
-def _evaluate_loaded(loaded: _Loaded, cfg: RunConfig, tracker: tracking.RunTracker) -> dict[str, float]:
-    """Evaluate a loaded checkpoint; log the metrics to `tracker` at the checkpoint's step."""
-    metrics = evaluate(loaded.pretrainer, cfg, loaded.tokenizer, loaded.device)
-    tracker.log_final(metrics, step=loaded.step)
-    tracker.close_metrics()
-    return metrics

@@ -36,11 +36,10 @@ from workbench.bench.setup import (
     synthetic_batch,
     to_device,
 )
-from workbench.data import PretrainStream, load_tokenizer
+from workbench.data import PretrainStream, load_tokenizer, prepare_data
 from workbench.device import resolve_device, seed_everything
 from workbench.errors import ConfigError
 from workbench.models.vlp import compiled_training
-from workbench.train import prepare_data
 
 PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
 QUICK_PEAK_SIZE = 256
@@ -213,7 +212,7 @@ def bench_one(name: str, options: BenchOptions, device: torch.device, scratch: P
     seed_everything(cfg.train.seed)
     stream = tokenizer = None
     if name == "base":
-        prepare_data(cfg)
+        prepare_data(cfg.data)
         tokenizer = load_tokenizer(cfg.data)
         vocab = Vocabulary.of(tokenizer)
         stream = PretrainStream(cfg, tokenizer, seed=cfg.train.seed, pin_memory=device.type == "cuda").batches(0)

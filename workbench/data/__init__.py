@@ -19,6 +19,7 @@ _EXPORTS = {
     "task_dataset": "datasets",
     "PretrainStream": "stream",
     "ensure_data": "prepare",
+    "prepare_data": "prepare",
     "data_hash": "prepare",
     "check_dataset": "check",
 }

@@ -1,4 +1,5 @@
-"""Make sure the configured data set exists, and fingerprint it for the tracker."""
+"""Make sure the configured data set exists (generating ShapesWorld once, announced), and fingerprint it
+for the tracker."""
 
 from __future__ import annotations
 
@@ -7,6 +8,26 @@ from pathlib import Path
 
 from workbench.data.shapes import GENERATOR, generate, read_manifest
 from workbench.errors import DataError
+from workbench.progress import phase, say
+
+
+def prepare_data(data_cfg) -> dict:
+    """`ensure_data`, announced and timed when it generates ShapesWorld; the manifest, with its `data_hash`
+    (a name-only manifest for real data)."""
+    manifest = read_manifest(Path(data_cfg.root))
+    ready = manifest and (manifest.get("seed"), manifest.get("size")) == (data_cfg.shapes_seed, data_cfg.shapes_size)
+    if data_cfg.generate and not ready and (not Path(data_cfg.root).exists() or manifest):
+        say(
+            f"generating ShapesWorld ({data_cfg.shapes_size} size, seed {data_cfg.shapes_seed}) into {data_cfg.root}"
+            " — once; later runs reuse it"
+        )
+        with phase("data generation"):
+            manifest = ensure_data(data_cfg)
+    else:
+        manifest = ensure_data(data_cfg)
+    manifest = manifest or {"generator": Path(data_cfg.root).name}
+    manifest.setdefault("data_hash", data_hash(data_cfg))
+    return manifest
 
 
 def ensure_data(data_cfg) -> dict | None:

@@ -1,35 +1,29 @@
 """Rebuild a trained run from MLflow and compute its per-word attention maps.
 
-A run is rebuilt from its `config.yaml` artifact and its `checkpoints/last.pt`
-(local `train.out_dir/<run_id>/` first, else downloaded from MLflow; loaded with
-`weights_only=True`). Maps reuse the evaluation code: `cross_attention_maps`
-(text->image attention, last fusion layer, max over heads: SCL's figures) and
-SoftMask's word-conditional Grad-CAM (`itm_grad_cam` + `word_cam`, fusion layer
-`objectives.softmask.layer`). Scores use `in_object_share`, the definition behind
-`eval/attention/in_object`.
+A run is rebuilt from its `config.yaml` artifact and its last checkpoint by
+`recorded_run` (as `workbench eval` rebuilds it: local `train.out_dir/<run_id>/`
+first, else the MLflow artifact, read in place from a local store). Maps reuse
+the evaluation code: `cross_attention_maps` (text->image attention, last fusion
+layer, max over heads: SCL's figures) and SoftMask's word-conditional Grad-CAM
+(`itm_grad_cam` + `word_cam`, fusion layer `objectives.softmask.layer`). Scores
+use `in_object_share`, the definition behind `eval/attention/in_object`.
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import yaml
 
-from workbench import checkpoint, checkpoint_fit, tracking
+from workbench import recorded_run, tracking
 from workbench import tags as tag
-from workbench.config import RunConfig, from_dict
-from workbench.data import ensure_data, load_tokenizer, task_dataset, tokenize
+from workbench.config import RunConfig
+from workbench.data import task_dataset, tokenize
 from workbench.errors import ConfigError
 from workbench.evaluate.attention import cross_attention_maps, in_object_share, patch_grid, single_object_pairs
 from workbench.objectives import special_ids_of
 from workbench.objectives.softmask import itm_grad_cam, word_cam
-from workbench.pretrainer import build
 from workbench.reports.store import quiet_downloads
-
-CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
 
 
 @dataclass
@@ -51,20 +45,8 @@ def run_name(run_id: str, tags: dict[str, str]) -> str:
     return f"run {run_id[:8]}"
 
 
-def _checkpoint_path(run_id: str, cfg: RunConfig, tracking_uri: str, scratch: Path) -> Path:
-    local = Path(cfg.train.out_dir) / run_id / checkpoint.LAST
-    if local.is_file():
-        return local
-    try:
-        return Path(tracking.client(tracking_uri).download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(scratch)))
-    except Exception as err:  # missing artifact, unreachable store
-        raise ConfigError(
-            f"run {run_id!r}: no checkpoint at {local} nor as artifact {CHECKPOINT_ARTIFACT} ({err})"
-        ) from None
-
-
 def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
-    """Model + objectives of a finished run, in eval mode on CPU."""
+    """Model + objectives of a finished run, in eval mode on CPU (restored as `workbench eval` restores it)."""
     client = tracking.client(tracking_uri)
     try:
         run = client.get_run(run_id)
@@ -72,15 +54,9 @@ def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
         raise ConfigError(f"RUN_ID {run_id!r}: no such run in {tracking.resolve_uri(tracking_uri)}") from None
     tracking.refuse_if_pruned(run, "RUN_ID")
     with quiet_downloads():
-        text = tracking.read_run_config(run_id, tracking_uri)
-    cfg = from_dict(yaml.safe_load(text), [f"tracking.uri={tracking_uri}"] if tracking_uri else None)
-    ensure_data(cfg.data)
-    tokenizer = load_tokenizer(cfg.data)
-    pretrainer = build(cfg, tokenizer)
-    model, objectives = pretrainer.model, pretrainer.objectives
-    with tempfile.TemporaryDirectory() as scratch, quiet_downloads():
-        state = checkpoint.load(_checkpoint_path(run_id, cfg, tracking_uri, Path(scratch)))
-    checkpoint_fit.load_parts(state, {"model": model, "objectives": objectives}, f"run {run_id}'s checkpoint")
+        cfg = recorded_run.load_run_config(run_id, tracking_uri)
+        rebuilt = recorded_run.rebuild(run_id, cfg, torch.device("cpu"))
+    model, objectives = rebuilt.pretrainer.model, rebuilt.pretrainer.objectives
     model.eval()
     objectives.eval()
     return LoadedRun(
@@ -88,7 +64,7 @@ def load_run(run_id: str, tracking_uri: str = "") -> LoadedRun:
         cfg,
         model,
         objectives,
-        tokenizer,
+        rebuilt.tokenizer,
         run.data.metrics.get("eval/attention/in_object"),
         run_name(run_id, run.data.tags),
     )
@@ -202,11 +178,11 @@ def cls_maps(loaded: LoadedRun, data: HeldOut) -> torch.Tensor:
 def in_object_scores(data: HeldOut, cls: torch.Tensor, maps: list[WordMaps]) -> dict[str, float]:
     """Share of attention mass inside the named object, averaged over the images:
     `cls_cross` = [CLS] query (eval/attention/in_object's definition, on these images),
-    `word_cross` / `word_gradcam` = the object's own words."""
+    `word_cross` / `word_gradcam` = the object's own words (`maps`: one per image, or none for [CLS] only)."""
     scores = {"cls_cross": float(in_object_share(cls, data.masks[:, None]).mean())}
     for name in ("cross", "gradcam"):
         shares = []
-        for word_map, obj, mask in zip(maps, data.objects, data.masks, strict=True):
+        for word_map, obj, mask in zip(maps, data.objects, data.masks, strict=bool(maps)):
             rows = object_word_rows(word_map.words, obj)
             chosen = getattr(word_map, name)
             if rows and chosen is not None:

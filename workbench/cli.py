@@ -184,7 +184,7 @@ def run(
     \b
     A full `base` run pre-trains 300 steps, then fine-tunes and scores five tasks.
     Quicker:  workbench run --quick          (minutes: shortened training and evaluation)
-              workbench run -e demo          (the demo's small model, 100 steps)
+              workbench run -e demo          (the demo's small model, 200 steps)
               workbench run --no-eval        (pre-training only; or --set eval.tasks=[])
     Keys and defaults: workbench config keys [PATTERN]
     \b

@@ -34,7 +34,7 @@ system-packages:
 
 # ruff first: a lint or format finding fails in a second, before the suite's minutes.
 test: system-packages setup lint
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadgroup --durations 15
 
 lint: setup
 	$(BIN)/ruff check .

@@ -35,6 +35,9 @@ from workbench.sweeps import optuna_internals
 from workbench.sweeps import study as sweep_study
 from workbench.sweeps.trial import RUN_ATTR
 
+# `make test` runs the suite on several workers (pytest-xdist): this file's postgres server starts once, on one of them
+pytestmark = pytest.mark.xdist_group("postgres")
+
 BACKENDS = ["sqlite", "postgresql"]
 SERVER_START_S = 120  # mlflow server runs its schema migrations before it answers /health
 SWEEP_S = 240

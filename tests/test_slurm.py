@@ -30,6 +30,9 @@ from workbench.sweeps.slurm import JOBS_ATTR
 from workbench.sweeps.study import ERROR_ATTR, WORKER_ATTR
 from workbench.sweeps.trial import PID_ATTR
 
+# `make test` runs the suite on several workers (pytest-xdist): this file's slurm server starts once, on one of them
+pytestmark = pytest.mark.xdist_group("slurm")
+
 
 def squeue(name: str) -> dict[str, str]:
     out = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i|%T"], capture_output=True, text=True, check=True)

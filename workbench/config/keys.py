@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-from workbench.config import RunConfig
+from workbench.config.schema import RunConfig
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,12 @@ field's line (`steps: int = positive(300)  # the help`).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import fnmatch
 import inspect
 import io
+import textwrap
 import tokenize
 import typing
 from dataclasses import dataclass
@@ -48,20 +50,29 @@ def _range(meta: typing.Mapping[str, Any]) -> str:
 
 @cache
 def field_comments(cls: type) -> dict[str, str]:
-    """{field name: the comment on its line} from the class's source ({} without source)."""
+    """{field name: its help} from the class's source ({} without source): the comments inside the
+    field's statement (on its line, or where a formatter moved them: after the closing `)`), else
+    the comment lines right above it."""
     try:
-        source = inspect.getsource(cls)
+        source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
         return {}
-    comments: dict[str, str] = {}
-    lines = source.splitlines()
+    notes: dict[int, str] = {}  # line -> comment text
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type != tokenize.COMMENT:
+        if token.type == tokenize.COMMENT:
+            notes[token.start[0]] = token.string.lstrip("#").strip()
+    lines = source.splitlines()
+    comments: dict[str, str] = {}
+    for node in ast.parse(source).body[0].body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
-        code = lines[token.start[0] - 1][: token.start[1]].strip()
-        name = code.split(":", 1)[0].strip()
-        if code and name.isidentifier():
-            comments[name] = token.string.lstrip("#").strip()
+        inside = [notes[n] for n in range(node.lineno, node.end_lineno + 1) if n in notes]
+        above, n = [], node.lineno - 1
+        while n in notes and lines[n - 1].lstrip().startswith("#"):
+            above.insert(0, notes[n])
+            n -= 1
+        if inside or above:
+            comments[node.target.id] = " ".join(inside or above)
     return comments
 
 

@@ -148,7 +148,7 @@ class RunTracker:
                 raise
             closed(self.run_id)  # left RUNNING on purpose: resumable, not a crash to clean up
             return
-        self.finish("FINISHED" if exc is None else "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        self.finish(ending(exc))
 
     def leave_running(self) -> None:
         """End the session without ending the run: it stays RUNNING, to be resumed."""
@@ -235,25 +235,48 @@ def start_run(
     if resume_run_id:
         check_resumable(resume_run_id, cfg.tracking.uri)
         mlflow_client.update_run(resume_run_id, status="RUNNING")
-        opened(resume_run_id, cfg.tracking.uri)
-        if resume_tags:
-            mlflow_client.log_batch(resume_run_id, tags=[RunTag(k, str(v)) for k, v in resume_tags.items()])
-        return _watched(RunTracker(mlflow_client, resume_run_id), cfg)
+        run_id, all_tags = resume_run_id, {}
+    else:
+        run_id, all_tags = _create_run(mlflow_client, cfg, parent_run_id, tags)
+    opened(run_id, cfg.tracking.uri)
+    tracker = RunTracker(mlflow_client, run_id)
+    try:  # the run is RUNNING now: an error or a signal before it is handed over ends it, never leaves it so
+        if resume_run_id and resume_tags:
+            mlflow_client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in resume_tags.items()])
+        if not resume_run_id:
+            _name_and_record_config(mlflow_client, run_id, cfg, all_tags)
+        return _watched(tracker, cfg)
+    except BaseException as err:
+        tracker.finish(ending(err))
+        raise
+
+
+def _create_run(
+    mlflow_client: MlflowClient, cfg: RunConfig, parent_run_id: str | None, tags: dict[str, str] | None
+) -> tuple[str, dict[str, str]]:
+    """A new RUNNING run tagged with the code, the package versions and `tags`: its id and tags."""
     exp_id = experiment_id(cfg.tracking.experiment, cfg.tracking.uri)
     all_tags = {tag.GIT_COMMIT: git_commit(), **(tags or {})}
     all_tags.update({f"{tag.VERSION}{k}": v for k, v in package_versions().items()})
     if parent_run_id:
         all_tags[tag.PARENT_RUN_ID] = parent_run_id
     run = mlflow_client.create_run(exp_id, run_name=cfg.tracking.run_name or None, tags=all_tags)
-    opened(run.info.run_id, cfg.tracking.uri)
+    return run.info.run_id, all_tags
+
+
+def _name_and_record_config(mlflow_client: MlflowClient, run_id: str, cfg: RunConfig, tags: dict[str, str]) -> None:
+    """A new run's default name, every config value as a param (100 per call), the config as config.yaml."""
     if not cfg.tracking.run_name:
-        mlflow_client.update_run(run.info.run_id, name=default_run_name(run.info.run_id, all_tags))
-    tracker = RunTracker(mlflow_client, run.info.run_id)
+        mlflow_client.update_run(run_id, name=default_run_name(run_id, tags))
     items = [Param(k, v) for k, v in _params(cfg).items()]
     for start in range(0, len(items), 100):
-        mlflow_client.log_batch(run.info.run_id, params=items[start : start + 100])
-    mlflow_client.log_text(run.info.run_id, to_yaml(cfg), "config.yaml")
-    return _watched(tracker, cfg)
+        mlflow_client.log_batch(run_id, params=items[start : start + 100])
+    mlflow_client.log_text(run_id, to_yaml(cfg), "config.yaml")
+
+
+def ending(exc: BaseException | None) -> str:
+    """The status a run ends with when `exc` ends it: FINISHED (none), KILLED (Ctrl-C, SIGTERM) or FAILED."""
+    return "FINISHED" if exc is None else "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
 
 
 def _watched(tracker: RunTracker, cfg: RunConfig) -> RunTracker:

@@ -118,26 +118,3 @@ def test_cli_config_show_and_one_line_errors():
         "error: unknown config key 'objectives.scl.image_mask_ratoi' — did you mean 'objectives.scl.image_mask_ratio'?"
     ]
     assert "Traceback" not in bad.output
-
-
-def test_a_fields_help_is_its_comment_wherever_ruff_put_it():
-    from dataclasses import dataclass, field
-
-    from workbench.config_keys import field_comments
-
-    @dataclass
-    class Section:
-        plain: int = 1  # on the line
-        wrapped: int = field(
-            default=2,
-        )  # on the closing parenthesis
-        # too long for one line,
-        # so just above
-        above: int = 3
-        bare: int = 4
-
-    assert field_comments(Section) == {
-        "plain": "on the line",
-        "wrapped": "on the closing parenthesis",
-        "above": "too long for one line, so just above",
-    }

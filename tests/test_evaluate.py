@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_config import TINY_MODEL
 
-from workbench.config import EVAL_TASKS, load_config
+from workbench.config import load_config
 from workbench.errors import ConfigError
 from workbench.evaluate import TASKS, evaluate_all
 from workbench.evaluate.attention import cross_attention_maps, in_object_share, named_object
@@ -18,6 +18,7 @@ from workbench.evaluate.rerank import rerank_rows, score_all_pairs
 from workbench.evaluate.retrieval import built_objective, retrieval_scores
 from workbench.evaluate.retrieval_metrics import retrieval_metrics
 from workbench.evaluate.ve import VE
+from workbench.tasks import EVAL_TASKS
 
 # --------------------------------------------------------------- retrieval metrics
 # 3 images x 15 captions; captions 0-4 describe image 0, 5-9 image 1, 10-14 image 2.

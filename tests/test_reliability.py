@@ -372,8 +372,8 @@ def _commands(shapes: Path, store: str, tmp: Path, run_id: str) -> dict[str, tup
     """command -> (a workbench-internal function it calls, its arguments)."""
     sweep = write_spec(tmp, "boom", seeds=1)
     return {
-        "config show": ("workbench.config.validate", ["config", "show"]),
-        "config keys": ("workbench.config_keys.matching", ["config", "keys"]),
+        "config show": ("workbench.config.loader.validate", ["config", "show"]),
+        "config keys": ("workbench.config.keys.matching", ["config", "keys"]),
         "data shapes": ("workbench.data.shapes.generate", ["data", "shapes", "--out", str(tmp / "shapes")]),
         "data check": ("workbench.data.check_report.check_dataset", ["data", "check", "--set", f"data.root={shapes}"]),
         "data shard": ("workbench.data.shards.shard_dataset", ["data", "shard", str(shapes), str(tmp / "shards")]),

@@ -60,7 +60,7 @@ def config_keys(
     pattern: opt.KeyPattern = None,
 ) -> None:
     """List the config keys --set accepts: type, default and what each does."""
-    from workbench.config_keys import matching, render
+    from workbench.config.keys import matching, render
 
     found = matching(pattern)
     if not found:

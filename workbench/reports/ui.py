@@ -23,7 +23,8 @@ import webbrowser
 
 from workbench import tracking
 from workbench.errors import ConfigError, RunError
-from workbench.tracking import redact, resolve_uri
+from workbench.tracking import resolve_uri
+from workbench.urls import redacted
 
 LOCAL_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -193,7 +194,7 @@ def serve(
         if process.poll() is not None:  # something else answered there (it took the port meanwhile)
             raise RunError(f"mlflow ui exited with code {process.returncode}; {url} is served by another process")
         page = runs_url(ui_url(host, port), latest_experiment(tracking_uri))
-        echo(f"MLflow UI for {redact(resolve_uri(tracking_uri))} at {page} (Ctrl-C to stop)")
+        echo(f"MLflow UI for {redacted(resolve_uri(tracking_uri))} at {page} (Ctrl-C to stop)")
         if open_browser:
             webbrowser.open(runs_url(url, latest_experiment(tracking_uri)))
         code = process.wait()  # the server ended by itself

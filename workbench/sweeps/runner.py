@@ -28,9 +28,10 @@ from workbench.sweeps.progress import SweepProgress
 from workbench.sweeps.scheduler import Scheduler
 from workbench.sweeps.slots import plan_slots
 from workbench.sweeps.spec import SweepSpec, variant_config
-from workbench.sweeps.study import ERROR_ATTR, enqueue_missing, grid_key, quiet_optuna, reap_orphans, redacted
+from workbench.sweeps.study import ERROR_ATTR, enqueue_missing, grid_key, quiet_optuna, reap_orphans
 from workbench.sweeps.sweep import Sweep, SweepOptions, open_sweep
 from workbench.sweeps.trial import TrialOutcome
+from workbench.urls import redacted
 
 __all__ = ["SweepOptions", "SweepResult", "compute_estimate", "run_sweep"]
 CONFIRM_ABOVE_TRIALS = 200  # a bigger sweep starts only with --yes (SweepOptions.yes)

@@ -58,10 +58,10 @@ from workbench.sweeps.study import (
     open_trials,
     quiet_optuna,
     reap,
-    redacted,
     tally,
 )
 from workbench.sweeps.sweep import Sweep, SweepOptions, Trainer, open_sweep
+from workbench.urls import redacted
 
 JOBS_ATTR = "workbench.slurm_jobs"  # study: ids of the worker jobs submitted for it, in order
 REAP_EVERY_S = 15.0  # how often a worker looks for trials of vanished jobs

@@ -46,6 +46,7 @@ from workbench.sweeps.pruning import build_pruner, build_sampler
 from workbench.sweeps.rdb import open_rdb
 from workbench.sweeps.space import SEED_ATTR, VARIANT_ATTR
 from workbench.sweeps.spec import SweepSpec
+from workbench.urls import redacted
 
 JOURNAL_NAME = "optuna-journal.log"
 WORKER_ATTR = "workbench.worker"  # {"host", "pid", "trial"} of the process running the trial
@@ -109,14 +110,6 @@ def open_optuna(location: str, *, heartbeat_s: int, retries: int) -> BaseStorage
         raise ConfigError(
             f"--storage {shown!r}: cannot open the Optuna storage: {line.replace(location, shown)}"
         ) from None
-
-
-def redacted(location: str) -> str:
-    """The storage location without a password, for messages and tags."""
-    if "://" in location and "@" in location:
-        scheme, rest = location.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return location
 
 
 # -------------------------------------------------------------------- study

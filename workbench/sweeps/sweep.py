@@ -38,8 +38,8 @@ from workbench.sweeps.study import (
     missing_study,
     open_optuna,
     open_study,
-    redacted,
 )
+from workbench.urls import redacted
 
 COORDINATOR_WAIT_S = 120.0
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=,+-]{0,99}")  # also a folder name: no '/', no leading '.'

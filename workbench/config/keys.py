@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-from workbench.config import RunConfig
+from workbench.config.schema import RunConfig
 
 
 @dataclass(frozen=True)
@@ -50,32 +50,29 @@ def _range(meta: typing.Mapping[str, Any]) -> str:
 
 @cache
 def field_comments(cls: type) -> dict[str, str]:
-    """{field name: the comment on its declaration} from the class's source ({} without source).
-
-    The comment may sit on any line of the declaration (`ruff format` moves it to the closing
-    parenthesis of a wrapped `field(...)`), or, when it is too long for one line, just above it."""
+    """{field name: its help} from the class's source ({} without source): the comments inside the
+    field's statement (on its line, or where a formatter moved them: after the closing `)`), else
+    the comment lines right above it."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
         return {}
-    by_line = {
-        token.start[0]: token.string.lstrip("#").strip()
-        for token in tokenize.generate_tokens(io.StringIO(source).readline)
-        if token.type == tokenize.COMMENT
-    }
+    notes: dict[int, str] = {}  # line -> comment text
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            notes[token.start[0]] = token.string.lstrip("#").strip()
     lines = source.splitlines()
     comments: dict[str, str] = {}
     for node in ast.parse(source).body[0].body:
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
-        found = [by_line[n] for n in range(node.lineno, node.end_lineno + 1) if n in by_line]
-        if not found:  # the comment block just above the declaration
-            top = node.lineno - 1
-            while top >= 1 and lines[top - 1].lstrip().startswith("#"):
-                top -= 1
-            found = [by_line[n] for n in range(top + 1, node.lineno)]
-        if found:
-            comments[node.target.id] = " ".join(found)
+        inside = [notes[n] for n in range(node.lineno, node.end_lineno + 1) if n in notes]
+        above, n = [], node.lineno - 1
+        while n in notes and lines[n - 1].lstrip().startswith("#"):
+            above.insert(0, notes[n])
+            n -= 1
+        if inside or above:
+            comments[node.target.id] = " ".join(inside or above)
     return comments
 
 

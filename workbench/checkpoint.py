@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,19 @@ def save(path: Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)` without torch's warnings about the file (e.g. its pickle
+    protocol): a file it cannot read is reported in one line by the caller, not after a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     if not Path(path).is_file():
         raise DataError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch_load(path, map_location)
     except Exception as err:  # truncated file, not a checkpoint, unsafe pickle
         raise DataError(f"cannot load checkpoint {path}: {str(err).splitlines()[0]}") from None
 

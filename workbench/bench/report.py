@@ -6,7 +6,6 @@ from workbench.bench.breakdown import ENCODERS, OPTIMIZER, OTHER
 from workbench.bench.runner import BenchResult
 
 # targets of the performance issue (benchmark numbers, not tests)
-MFU_TARGET_CPU = 0.35
 DATA_LOADING_TARGET = 0.05
 TRACKING_TARGET = 0.02
 

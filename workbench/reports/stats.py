@@ -42,7 +42,6 @@ STATS = (
     "p_above_ref",
     "constant",
 )
-TEST_NAME = "two-sided paired t-test over seeds shared with the baseline (scipy.stats.ttest_rel), Holm-corrected"
 # What the table shows when neither the user nor the sweep names metrics (those logged are kept).
 DEFAULT_METRICS = (
     "eval/retrieval/tr_r1",

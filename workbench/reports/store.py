@@ -37,11 +37,10 @@ SEED_PARAM = "train.seed"
 EVAL_PREFIX = "eval/"
 FINISHED = "FINISHED"
 PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-# Params the figures read (mask-ratio axes, whether SCL ran) and the seed fallback.
+# Params the reports read: mask-ratio axes (figures), the seed fallback, the budget (the page).
 MASK_RATIO_PARAMS = {"image": "objectives.scl.image_mask_ratio", "text": "objectives.scl.text_mask_ratio"}
-SCL_ENABLED_PARAM = "objectives.scl.enabled"
 BUDGET_PARAMS = ("train.steps", "train.batch_size", "data.root", "data.shapes_size")
-KEEP_PARAMS = (*MASK_RATIO_PARAMS.values(), SCL_ENABLED_PARAM, SEED_PARAM, *BUDGET_PARAMS)
+KEEP_PARAMS = (*MASK_RATIO_PARAMS.values(), SEED_PARAM, *BUDGET_PARAMS)
 BASELINE_TAG = tags.BASELINE
 DESCRIPTION_TAG = tags.DESCRIPTION  # the sweep's description, on its parent run
 KEEP_COLUMNS = {"run_id", "status", "start_time", "end_time", "experiment_id"}

@@ -25,7 +25,9 @@ VARIANT_ATTR = "variant"  # a grid trial's variant, also as a user attribute (se
 class TrialPlan:
     variant: str
     seed: int
-    overrides: dict[str, Any]  # the variant's own overrides + train.seed (spec overrides come on top in the child)
+    # the variant's own overrides + train.seed; the sweep process lays them over the spec's common
+    # overrides (a variant's value wins: `sweeps/execute.py`) and hands the merged dict to the child
+    overrides: dict[str, Any]
 
     @property
     def key(self) -> tuple[str, int]:

@@ -8,8 +8,8 @@ plus a dict of dotted config overrides. Three shapes, exactly one per file:
 * ``search``   -- TPE over ranges (optionally with a pruner), ``search.trials`` trials.
 
 Everything is checked here, before any trial starts: unknown spec fields and
-config keys ("did you mean"), and every variant's full config is resolved with
-``load_config`` so a bad value fails now, not an hour into the sweep.
+config keys ("did you mean"), and every variant's full config is resolved from the
+base YAML (``sweeps/prechecks.py``) so a bad value fails now, not an hour into the sweep.
 """
 
 from __future__ import annotations

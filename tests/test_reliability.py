@@ -75,7 +75,8 @@ CLAIMER = textwrap.dedent("""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from mlflow.tracking import MlflowClient
-    from workbench.sweeps.study import PARENT_ATTR, claim_parent_run
+    from workbench.study_attrs import PARENT_ATTR
+    from workbench.sweeps.study import claim_parent_run
 
     journal, uri, go, out = sys.argv[1:5]
     storage = JournalStorage(JournalFileBackend(journal))

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench.errors import ConfigError, RunError
+from workbench.study_attrs import ERROR_ATTR
 from workbench.sweeps import child, rounds, runs
 from workbench.sweeps.execute import TrialOutcome
 from workbench.sweeps.progress import SweepProgress, format_seconds
 from workbench.sweeps.scheduler import Scheduler
 from workbench.sweeps.slots import plan_slots
 from workbench.sweeps.spec import SweepSpec, variant_config
-from workbench.sweeps.study import ERROR_ATTR, enqueue_missing, grid_key, quiet_optuna, reap_orphans, redacted
+from workbench.sweeps.study import enqueue_missing, grid_key, quiet_optuna, reap_orphans, redacted
 from workbench.sweeps.sweep import Sweep, SweepOptions, open_sweep
 
 __all__ = ["SweepOptions", "SweepResult", "compute_estimate", "run_sweep"]

@@ -15,10 +15,8 @@ from typing import Any
 
 import optuna
 
+from workbench.study_attrs import SEED_ATTR
 from workbench.sweeps.spec import Range, SweepSpec
-
-SEED_ATTR = "seed"  # a trial's seed: a fixed user attribute (set when queued), not a searched parameter
-VARIANT_ATTR = "variant"  # a grid trial's variant, also as a user attribute (set when queued)
 
 
 @dataclass(frozen=True)

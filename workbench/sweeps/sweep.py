@@ -26,13 +26,10 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from workbench import tracking
 from workbench.errors import ConfigError
 from workbench.strict_yaml import brief
+from workbench.study_attrs import PARENT_ATTR, QUEUED_ATTR, REPORT_ATTR, TRACKING_ATTR
 from workbench.sweeps import runs
 from workbench.sweeps.spec import SweepSpec, variant_config
 from workbench.sweeps.study import (
-    PARENT_ATTR,
-    QUEUED_ATTR,
-    REPORT_ATTR,
-    TRACKING_ATTR,
     claim_parent_run,
     default_journal,
     missing_study,

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from workbench import errors, interrupts, progress
+from workbench import errors, interrupts, progress, report_paths
 from workbench.cli_support import missing_equals, option_overrides, version_text
 
 # The layers below (torch, mlflow, optuna, ...) are imported inside each command, not here:
@@ -713,7 +713,7 @@ def report_ablations(
     fmt: Annotated[
         list[str] | None, typer.Option("--format", "-f", help="md | csv | latex | html (repeatable; default: all).")
     ] = None,
-    out: ReportOut = Path("reports"),
+    out: ReportOut = report_paths.OUT_DIR,
     figures: Annotated[
         bool,
         typer.Option(
@@ -747,7 +747,7 @@ def report_attention(
     run_id: Annotated[str, typer.Argument(help="MLflow run id of a finished pre-training run.")],
     compare: Annotated[str | None, typer.Option("--compare", help="A second run id, drawn side by side.")] = None,
     n: Annotated[int, typer.Option("--n", help="Number of held-out images.")] = 8,
-    out: ReportOut = Path("reports"),
+    out: ReportOut = report_paths.OUT_DIR,
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Cross-attention and Grad-CAM maps per word for held-out images, plus in-object scores."""
@@ -820,7 +820,7 @@ def runs_prune(
 @app.command()
 @friendly
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Where the report goes.")] = Path("reports"),
+    out: Annotated[Path, typer.Option("--out", help="Where the report goes.")] = report_paths.OUT_DIR,
     slots: Annotated[int, typer.Option("--slots", min=1, help="Trials run at once (CPU processes).")] = 2,
     tracking_uri: TrackingUri = None,
 ) -> None:

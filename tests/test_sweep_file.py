@@ -53,6 +53,7 @@ def test_what_the_sweep_writes_reads_back_the_same(tmp_path):
         ({"seeds": 3}, "here: seeds: expected a list of integers, got 3"),
         ({"objective": {"metric": "m", "direction": "up"}}, "here: objective: direction 'up' is not one of"),
         ({"delta": {"m": -1}}, "here: delta.m: -1 is not a number > 0"),
+        ({"retries": "2"}, "here: retries: expected an integer >= 0, got '2'"),
         ({"baselines": "a"}, "here: unknown key 'baselines' — did you mean 'baseline'?"),
         (["a"], "here: expected a mapping, got list"),
     ],

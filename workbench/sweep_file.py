@@ -126,7 +126,7 @@ def parse(data: Any, where: str) -> SweepFile:
         metrics=_metrics(data.get("metrics"), f"{where}: metrics"),
         objective=objective[0],
         direction=objective[1],
-        retries=data.get("retries"),
+        retries=_retries(data.get("retries"), f"{where}: retries"),
         sequential=_sequential(data.get("sequential"), f"{where}: sequential"),
         delta=_delta(data.get("delta"), f"{where}: delta"),
         axes=_axes(data.get("axes"), f"{where}: axes"),
@@ -147,6 +147,12 @@ def _text(value: Any, where: str) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise DataError(f"{where}: expected text, got {type(value).__name__}")
     return str(value)
+
+
+def _retries(value: Any, where: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise DataError(f"{where}: expected an integer >= 0, got {value!r}")
+    return value
 
 
 def _variants(value: Any, where: str) -> dict[str, dict[str, Any]]:

@@ -31,9 +31,10 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from test_sweeps import tiny_sets, trial_errors, write_spec
 
+from workbench import study_attrs
+from workbench.study_attrs import RUN_ATTR
 from workbench.sweeps import optuna_internals
 from workbench.sweeps import study as sweep_study
-from workbench.sweeps.trial import RUN_ATTR
 
 # `make test` runs the suite on several workers (pytest-xdist): this file's postgres server starts once, on one of them
 pytestmark = pytest.mark.xdist_group("postgres")
@@ -335,12 +336,12 @@ def test_coordinator_and_worker_run_every_trial_exactly_once(storage_url, mlflow
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4, trial_errors(study)
     keys = sorted((t.params["variant"], t.user_attrs["seed"]) for t in study.trials)
     assert keys == [("mlsc", 0), ("mlsc", 1), ("mvsc", 0), ("mvsc", 1)]
-    ran_by = {t.number: t.user_attrs[sweep_study.WORKER_ATTR]["pid"] for t in study.trials}
+    ran_by = {t.number: t.user_attrs[study_attrs.WORKER_ATTR]["pid"] for t in study.trials}
     assert set(ran_by.values()) == {coordinator.pid, worker.pid}, ran_by  # both hosts did work
 
     client = MlflowClient(mlflow_server.url)
-    parent_id = study.user_attrs[sweep_study.PARENT_ATTR]
-    assert study.user_attrs[sweep_study.TRACKING_ATTR] == mlflow_server.url
+    parent_id = study.user_attrs[study_attrs.PARENT_ATTR]
+    assert study.user_attrs[study_attrs.TRACKING_ATTR] == mlflow_server.url
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["workbench.sweep"] == "tiny"
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")

@@ -75,7 +75,8 @@ CLAIMER = textwrap.dedent("""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from mlflow.tracking import MlflowClient
-    from workbench.sweeps.study import PARENT_ATTR, claim_parent_run
+    from workbench.study_attrs import PARENT_ATTR
+    from workbench.sweeps.study import claim_parent_run
 
     journal, uri, go, out = sys.argv[1:5]
     storage = JournalStorage(JournalFileBackend(journal))
@@ -537,12 +538,12 @@ def slow_train(cfg, *, resume_run_id=None, parent_run_id=None, tags=None, progre
 
 SWEEP_CLI = textwrap.dedent("""
     import functools, sys
-    import workbench.sweeps.runner as runner
+    import workbench.sweeps.sweep as sweep  # where SweepOptions lives (the CLI reads `workbench.sweeps.SweepOptions`)
     from test_reliability import slow_train
     from workbench.cli import app
 
     if __name__ == "__main__":
-        runner.SweepOptions = functools.partial(runner.SweepOptions, trainer=slow_train)
+        sweep.SweepOptions = functools.partial(sweep.SweepOptions, trainer=slow_train)
         sys.exit(app())
 """)
 

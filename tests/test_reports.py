@@ -840,13 +840,13 @@ def test_heatmap_of_a_real_2x2_grid_sweep(real_sweep):
 def test_optuna_study_reads_right(real_sweep):
     """Seed is not a searched param; the objective is named; one attr per metric; the study points
     to its MLflow parent run and report; trial logs hold the trial's output."""
-    from workbench.sweeps import study as sweep_study
+    from workbench import study_attrs
 
     result = real_sweep["result"]
     study = optuna.load_study(study_name=result.study_name, storage=JournalStorage(JournalFileBackend(result.storage)))
     assert study.metric_names == ["eval/retrieval/r_mean"]
-    assert study.user_attrs[sweep_study.PARENT_ATTR] == real_sweep["parent"]
-    assert study.user_attrs[sweep_study.REPORT_ATTR] == f"runs:/{real_sweep['parent']}/reports/report.html"
+    assert study.user_attrs[study_attrs.PARENT_ATTR] == real_sweep["parent"]
+    assert study.user_attrs[study_attrs.REPORT_ATTR] == f"runs:/{real_sweep['parent']}/reports/report.html"
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 8
     for trial in complete:

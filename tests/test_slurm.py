@@ -26,9 +26,7 @@ from workbench.cli import app
 from workbench.config import load_config
 from workbench.launch import slurm as cluster
 from workbench.launch.slurm_env import JOB_TAG, NODE_TAG
-from workbench.sweeps.slurm import JOBS_ATTR
-from workbench.sweeps.study import ERROR_ATTR, WORKER_ATTR
-from workbench.sweeps.trial import PID_ATTR
+from workbench.study_attrs import ERROR_ATTR, JOBS_ATTR, PID_ATTR, RUN_ATTR, WORKER_ATTR
 
 # `make test` runs the suite on several workers (pytest-xdist): this file's slurm server starts once, on one of them
 pytestmark = pytest.mark.xdist_group("slurm")
@@ -110,7 +108,7 @@ def test_sweep_through_slurm_resubmits_nothing_and_survives_scancel_and_requeue(
     for number, run_id in midway.values():
         steps = [m.step for m in client.get_metric_history(run_id, "train/loss/total")]
         assert sorted(steps) == [2, 4, 6], (number, steps)  # each step logged once across the resume
-        assert study.trials[number].user_attrs.get("workbench.mlflow_run_id") is None  # finished by its retry
+        assert study.trials[number].user_attrs.get(RUN_ATTR) is None  # finished by its retry
     submitted = study.user_attrs[JOBS_ATTR]
     by_run = {t.user_attrs["workbench.mlflow_run_id"]: t for t in complete}
     for run in children:

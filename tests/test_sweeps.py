@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from tiny_config import tiny_run
 from typer.testing import CliRunner
 
+from workbench import study_attrs
 from workbench.cli import app
 from workbench.errors import ConfigError
 from workbench.sweeps import child, optuna_internals
@@ -135,10 +136,10 @@ def trial_errors(study: optuna.Study) -> str:
     lines = []
     for trial in study.trials:
         if trial.state != TrialState.COMPLETE:
-            log = Path(trial.user_attrs.get("workbench.log", "/nonexistent"))
+            log = Path(trial.user_attrs.get(study_attrs.LOG_ATTR, "/nonexistent"))
             tail = log.read_text()[-1500:] if log.is_file() else ""
             lines.append(
-                f"trial {trial.number} {trial.state.name}: {trial.user_attrs.get(sweep_study.ERROR_ATTR)}\n{tail}"
+                f"trial {trial.number} {trial.state.name}: {trial.user_attrs.get(study_attrs.ERROR_ATTR)}\n{tail}"
             )
     return "\n".join(lines)
 
@@ -320,18 +321,18 @@ def test_trial_of_a_dead_sweep_process_is_failed_and_requeued_with_its_params(tm
     dead = subprocess.Popen(["true"])
     dead.wait()  # its pid is now free: the owner of the trial below is dead
     trial = optuna_internals.take_queued(study)
-    trial.set_user_attr(sweep_study.WORKER_ATTR, {"host": sweep_study.HOST, "pid": dead.pid, "trial": trial.number})
+    trial.set_user_attr(study_attrs.WORKER_ATTR, {"host": sweep_study.HOST, "pid": dead.pid, "trial": trial.number})
     alive = sweep_study.take(study, spec)  # taken and claimed by this process, and running: must be left alone
 
     retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
     assert sweep_study.reap_orphans(study, {alive.number}, retry) == [trial.number]
     frozen = study.trials[trial.number]
     assert frozen.state == TrialState.FAIL
-    assert frozen.user_attrs[sweep_study.ERROR_ATTR] == f"its sweep process (pid {dead.pid} on {sweep_study.HOST}) died"
+    assert frozen.user_attrs[study_attrs.ERROR_ATTR] == f"its sweep process (pid {dead.pid} on {sweep_study.HOST}) died"
     (requeued,) = study.get_trials(states=(TrialState.WAITING,))
     assert sweep_study.grid_key(requeued) == sweep_study.grid_key(frozen) == ("mvsc", 0)
     assert RetryHeartbeatStaleTrialCallback.retry_history(requeued) == [trial.number]
-    assert study.trials[alive.number].user_attrs[sweep_study.WORKER_ATTR]["pid"] == os.getpid()
+    assert study.trials[alive.number].user_attrs[study_attrs.WORKER_ATTR]["pid"] == os.getpid()
     assert study.trials[alive.number].state == TrialState.RUNNING
     assert space(spec, optuna_internals.take_queued(study)).key == ("mvsc", 0)  # the retry runs the same variant x seed
 
@@ -343,11 +344,11 @@ def test_optuna_internals_set_user_attr_writes_on_a_trial_another_process_runs(t
         study_name="o", storage=JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
     )
     (running,) = reaper.get_trials(states=(TrialState.RUNNING,))
-    optuna_internals.set_user_attr(reaper, running, sweep_study.ERROR_ATTR, "its owner died")
-    assert owner.study.trials[owner.number].user_attrs == {sweep_study.ERROR_ATTR: "its owner died"}
+    optuna_internals.set_user_attr(reaper, running, study_attrs.ERROR_ATTR, "its owner died")
+    assert owner.study.trials[owner.number].user_attrs == {study_attrs.ERROR_ATTR: "its owner died"}
     assert sweep_study.fail(reaper, running, "twice", retry=None) is True
     assert sweep_study.fail(reaper, running, "twice", retry=None) is False  # finished: failed (and re-queued) once
-    assert owner.study.trials[owner.number].user_attrs[sweep_study.ERROR_ATTR] == "twice"
+    assert owner.study.trials[owner.number].user_attrs[study_attrs.ERROR_ATTR] == "twice"
 
 
 def test_optuna_internals_heartbeat_keeps_a_trial_alive_and_its_silence_requeues_it(tmp_path):
@@ -357,7 +358,7 @@ def test_optuna_internals_heartbeat_keeps_a_trial_alive_and_its_silence_requeues
     spec = load_spec(write_spec(tmp_path, seeds=1))
     study, _ = _grid_study(storage, spec)
     trial = sweep_study.take(study, spec)
-    trial.set_user_attr(sweep_study.WORKER_ATTR, {"host": "elsewhere", "pid": 1, "trial": trial.number})
+    trial.set_user_attr(study_attrs.WORKER_ATTR, {"host": "elsewhere", "pid": 1, "trial": trial.number})
     retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
     with optuna_internals.heartbeat(trial):
         time.sleep(3.5)  # one beat alone would be stale by now: > grace period (2 s) + 1 s (SQLite's clock resolution)
@@ -417,7 +418,7 @@ def test_killed_trial_is_retried_and_its_half_run_marked_killed(tmp_path, store)
     states = sorted((t.params["variant"], t.state.name) for t in study.trials)
     assert states == [("ok", "COMPLETE"), ("oom", "COMPLETE"), ("oom", "FAIL")]
     failed = study.get_trials(states=(TrialState.FAIL,))[0]
-    assert failed.user_attrs[sweep_study.ERROR_ATTR].startswith(
+    assert failed.user_attrs[study_attrs.ERROR_ATTR].startswith(
         "the trial process was killed by SIGKILL (out of memory?)"
     )
     assert {t.params["variant"]: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))} == {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from workbench import cli_errors, errors, progress
+from workbench import cli_errors, errors, progress, report_paths
 from workbench import cli_options as opt
 from workbench.cli_errors import OneLineErrorsGroup, friendly
 from workbench.cli_support import option_overrides, quiet_libraries
@@ -306,7 +306,7 @@ def report_ablations(
     sweeps: opt.SweepRefs = None,
     metric: opt.Metrics = None,
     fmt: opt.Formats = None,
-    out: opt.ReportOut = Path("reports"),
+    out: opt.ReportOut = report_paths.OUT_DIR,
     figures: opt.Figures = True,
     tracking_uri: opt.TrackingUri = None,
 ) -> None:
@@ -335,7 +335,7 @@ def report_attention(
     run_id: opt.FinishedRun,
     compare: opt.CompareRun = None,
     n: opt.HeldOutImages = 8,
-    out: opt.ReportOut = Path("reports"),
+    out: opt.ReportOut = report_paths.OUT_DIR,
     tracking_uri: opt.TrackingUri = None,
 ) -> None:
     """Cross-attention and Grad-CAM maps per word for held-out images, plus in-object scores."""
@@ -393,7 +393,7 @@ def runs_prune(
 @app.command()
 @friendly
 def demo(
-    out: opt.DemoOut = Path("reports"),
+    out: opt.DemoOut = report_paths.OUT_DIR,
     slots: opt.DemoSlots = 2,
     tracking_uri: opt.TrackingUri = None,
 ) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from workbench import tracking
+from workbench import report_paths, tracking
 from workbench.config import load_config
 from workbench.errors import RunError, check_writable
 
@@ -49,7 +49,7 @@ def _warm_start(cfg) -> dict:
     return ensure(cfg, load_tokenizer(cfg.data), progress=True, announce=lambda text: typer.echo(f"      {text}"))
 
 
-def run_demo(out: Path = Path("reports"), slots: int = 2, tracking_uri: str = "") -> DemoResult:
+def run_demo(out: Path = report_paths.OUT_DIR, slots: int = 2, tracking_uri: str = "") -> DemoResult:
     from workbench import sweeps
     from workbench.data import ensure_data
     from workbench.reports.ablations import report_ablations

@@ -1,7 +1,7 @@
 """MLflow run tag names: written by training, sweeps and launchers, read by reports.
 
 One spelling per tag, so a writer and its readers cannot drift apart. (Optuna study
-and trial attributes are the sweeps' own business: `sweeps/study.py`.)
+and trial attributes are spelled once the same way, in `study_attrs.py`.)
 """
 
 import hashlib

@@ -6,7 +6,6 @@ from workbench.bench.breakdown import ENCODERS, OPTIMIZER, OTHER
 from workbench.bench.runner import BenchResult
 
 # targets of the performance issue (benchmark numbers, not tests)
-MFU_TARGET_CPU = 0.35
 DATA_LOADING_TARGET = 0.05
 TRACKING_TARGET = 0.02
 
@@ -75,6 +74,12 @@ def render(result: BenchResult) -> str:
         for c in result.configs
     ]
     lines += _rows(header, rows)
+    return "\n".join(lines + _breakdown_lines(result) + _overhead_lines(result))
+
+
+def _breakdown_lines(result: BenchResult) -> list[str]:
+    """Where a step's time goes (fusion passes, objectives, shared parts), from one profiled step."""
+    lines: list[str] = []
     if result.configs:
         lines += _shares(result, "fusion pass (fwd+bwd, share of step)", lambda c: c.breakdown.passes)
         lines += _shares(result, "objective (own + even share of passes read)", lambda c: c.breakdown.objectives)
@@ -85,6 +90,12 @@ def render(result: BenchResult) -> str:
         )
         readers = "; ".join(f"{p}: {', '.join(r)}" for p, r in result.configs[0].breakdown.readers.items())
         lines.append(f"(pass readers: {readers}; shares from one profiled step)")
+    return lines
+
+
+def _overhead_lines(result: BenchResult) -> list[str]:
+    """The training loop's data-loading and tracking overheads (none when not measured)."""
+    lines: list[str] = []
     if result.overheads is not None:
         o = result.overheads
         lines += [
@@ -98,4 +109,4 @@ def render(result: BenchResult) -> str:
             f"{_pct(TRACKING_TARGET).strip()})",
             f"  MLflow run start        {o.run_start_s:.2f} s once per run",
         ]
-    return "\n".join(lines)
+    return lines

@@ -62,7 +62,6 @@ VQA_QUESTIONS: dict[str, list[str]] = {
     "count": ["how many shapes are there?", "how many objects are in the image?"],
     "count_color": ["how many {color} shapes are there?", "how many {color} objects are there?"],
 }
-YES_NO_TEMPLATES = ("exists", "relation")
 NLVR_STATEMENTS: dict[str, list[str]] = {
     "more": [
         "the {side} image has more shapes than the {other} image.",

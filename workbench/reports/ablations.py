@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench import report_paths
 from workbench.reports import figures, history, outputs, parent_summary, sweep_page, tables
 from workbench.reports.cells import variant_labels
 from workbench.reports.stats import AblationTable, ablation_table
 from workbench.reports.store import Sweep, load_sweeps, using_store
 from workbench.tracking import resolve_uri
-
-REPORT_ARTIFACT_DIR = parent_summary.REPORT_ARTIFACT_DIR
 
 
 @dataclass
@@ -105,7 +104,7 @@ def report_ablations(
     *,
     metrics: Sequence[str] = (),
     formats: Sequence[str] = tuple(tables.FORMATS),
-    out: Path | str = Path("reports"),
+    out: Path | str = report_paths.OUT_DIR,
     tracking_uri: str = "",
     with_figures: bool = True,
     log_to_mlflow: bool = True,

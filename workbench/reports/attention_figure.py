@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from workbench import tracking
+from workbench import report_paths, tracking
 from workbench.data.transforms import normalization
 from workbench.errors import ConfigError
 from workbench.reports import outputs
@@ -250,14 +250,14 @@ def report_attention(
     compare: str | None = None,
     *,
     n: int = 8,
-    out: Path | str = Path("reports"),
+    out: Path | str = report_paths.OUT_DIR,
     tracking_uri: str = "",
     log_to_mlflow: bool = True,
 ) -> AttentionReport:
     run_ids = [run_id] + ([compare] if compare else [])
     runs, data = compute(run_ids, n, tracking_uri)
     out = Path(out)
-    folder = out / "attention" / outputs.safe_name("_vs_".join(r[:8] for r in run_ids))
+    folder = out / report_paths.ATTENTION_DIR / outputs.safe_name("_vs_".join(r[:8] for r in run_ids))
     rgbs = [display_rgb(runs[0].loaded.cfg, image) for image in data.images]
     files = outputs.save_figure(overview_figure(runs, data, rgbs), folder / "overview")
     for k, (rgb, mask, caption) in enumerate(zip(rgbs, data.masks, data.captions, strict=True)):
@@ -270,6 +270,7 @@ def report_attention(
     if log_to_mlflow:
         client = tracking.client(tracking_uri)
         target = _log_target(run_id, tracking_uri)
+        artifact_dir = f"{report_paths.ARTIFACT_DIR}/{report_paths.ATTENTION_DIR}/{folder.name}"
         for path in files:
-            client.log_artifact(target, str(path), f"reports/attention/{folder.name}")
+            client.log_artifact(target, str(path), artifact_dir)
     return AttentionReport(runs, data, table, files, outputs.write_index(out))

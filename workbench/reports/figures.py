@@ -326,32 +326,9 @@ def training_curves_figure(
         wspace=0.28,
         hspace=0.55,
     )
-    colours = matplotlib.colormaps["tab10"]
     by_key = {key: part for key, part in stats.groupby("key", sort=False)}
     for panel, key in zip(grid.flat, keys, strict=True):
-        lines = {variant: line.sort_values("step") for variant, line in by_key[key].groupby("variant", sort=False)}
-        if many:  # the rest as one grey line collection, drawn first (underneath)
-            rest = [lines[v][["step", "mean"]].to_numpy() for v in variants if v in lines and v not in shown]
-            if rest:
-                panel.add_collection(
-                    LineCollection(rest, colors="0.75", linewidths=0.6, label=f"other variants ({len(rest)})")
-                )
-        for i, variant in enumerate(shown):
-            line = lines.get(variant)
-            if line is None:
-                continue
-            colour = colours(i % colours.N)
-            seeds = int(line["n"].max())
-            name = (labels or {}).get(variant, variant)
-            panel.plot(line["step"], line["mean"], color=colour, label=f"{name} (n={seeds})", linewidth=1.2)
-            band = line["std"].fillna(0.0).to_numpy()
-            panel.fill_between(line["step"], line["mean"] - band, line["mean"] + band, color=colour, alpha=0.2)
-        panel.autoscale_view()
-        panel.set_title(key.removeprefix("train/loss/"))
-        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
-        panel.set_xlabel("step")
-        panel.set_ylabel("loss")
-        panel.grid(alpha=0.3)
+        _curve_panel(panel, key, by_key[key], variants, shown, many, labels or {})
     for panel in list(grid.flat)[len(keys) :]:
         panel.set_visible(False)
     handles, names = grid.flat[0].get_legend_handles_labels()
@@ -367,3 +344,33 @@ def training_curves_figure(
     )
     fig.suptitle(title)
     return fig
+
+
+def _curve_panel(
+    panel, key: str, part: pd.DataFrame, variants: list[str], shown: list[str], many: bool, labels: dict[str, str]
+) -> None:
+    """One loss's panel: the `shown` variants' mean ± std, the rest (when `many`) as grey lines."""
+    colours = matplotlib.colormaps["tab10"]
+    lines = {variant: line.sort_values("step") for variant, line in part.groupby("variant", sort=False)}
+    if many:  # the rest as one grey line collection, drawn first (underneath)
+        rest = [lines[v][["step", "mean"]].to_numpy() for v in variants if v in lines and v not in shown]
+        if rest:
+            panel.add_collection(
+                LineCollection(rest, colors="0.75", linewidths=0.6, label=f"other variants ({len(rest)})")
+            )
+    for i, variant in enumerate(shown):
+        line = lines.get(variant)
+        if line is None:
+            continue
+        colour = colours(i % colours.N)
+        seeds = int(line["n"].max())
+        name = labels.get(variant, variant)
+        panel.plot(line["step"], line["mean"], color=colour, label=f"{name} (n={seeds})", linewidth=1.2)
+        band = line["std"].fillna(0.0).to_numpy()
+        panel.fill_between(line["step"], line["mean"] - band, line["mean"] + band, color=colour, alpha=0.2)
+    panel.autoscale_view()
+    panel.set_title(key.removeprefix("train/loss/"))
+    panel.xaxis.set_major_locator(MaxNLocator(integer=True))
+    panel.set_xlabel("step")
+    panel.set_ylabel("loss")
+    panel.grid(alpha=0.3)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from workbench import report_paths
 from workbench.errors import ConfigError
 from workbench.pids import pid_alive
 from workbench.reports.tables import TABLE_CSS
@@ -84,7 +85,7 @@ def save_figure(fig, stem: Path, formats: tuple[str, ...] = FIGURE_FORMATS) -> l
 
 
 SECTION = "section.html"  # a sweep's part of the index, written by the report (paths relative to the root)
-SWEEP_PAGE = "report.html"  # the same section as a page of its own (paths relative to its folder)
+SWEEP_PAGE = report_paths.PAGE  # the same section as a page of its own (paths relative to its folder)
 LABEL_FILE = "label.txt"  # a folder's heading in the index (attention: "baseline/seed0 vs +scl/seed0")
 PAGE_CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 1.5em auto; padding: 0 1em; color: #222; }

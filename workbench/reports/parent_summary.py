@@ -18,11 +18,10 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Metric
 
-from workbench import tags
+from workbench import report_paths, tags
 from workbench.reports.stats import AblationTable
 
-REPORT_ARTIFACT_DIR = "reports"
-TABLE_ARTIFACT = f"{REPORT_ARTIFACT_DIR}/ablation_table.json"
+TABLE_ARTIFACT = f"{report_paths.ARTIFACT_DIR}/ablation_table.json"
 SUMMARY_PREFIX = "summary/"
 REPORT_TAG = tags.REPORT  # local path of the sweep's report page
 
@@ -85,6 +84,6 @@ def log_summary(parent_run_id: str, table: AblationTable, files: list[Path], pag
         client.log_batch(parent_run_id, metrics=metrics[start : start + 1000])
     log_table(client, parent_run_id, table_frame(table))
     for path in files:
-        client.log_artifact(parent_run_id, str(path), REPORT_ARTIFACT_DIR)
+        client.log_artifact(parent_run_id, str(path), report_paths.ARTIFACT_DIR)
     if page is not None:
         client.set_tag(parent_run_id, REPORT_TAG, str(page.resolve()))

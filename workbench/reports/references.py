@@ -52,29 +52,11 @@ def strongest(metric: str, means: dict[str, float]) -> Reference | None:
     return best
 
 
-def is_constant(values: np.ndarray, constants: np.ndarray) -> bool:
-    """A variant's seeds look like a constant predictor: they do not vary over >= 2 seeds, or
-    every seed scores exactly a majority/chance level logged by its own run.
-
-    `values` [seeds]; `constants` [seeds, kinds] (NaN = not logged)."""
-    values = np.asarray(values, dtype=float)
-    keep = ~np.isnan(values)
-    if not keep.any():
-        return False
-    shown = values[keep]
-    tolerance = 1e-6 * np.maximum(1.0, np.abs(shown))
-    if len(shown) >= 2 and np.ptp(shown) <= tolerance.min():
-        return True
-    constants = np.asarray(constants, dtype=float).reshape(len(values), -1)[keep]
-    if constants.size == 0:
-        return False
-    equal = np.abs(constants - shown[:, None]) <= tolerance[:, None]
-    return bool(equal.any(axis=1).all())
-
-
 def constant_many(values: np.ndarray, constants: list[np.ndarray]) -> np.ndarray:
-    """`is_constant` for every column of `values` [seeds, V]; `constants`: per majority/chance kind a
-    [seeds, V] matrix of the runs' logged levels (NaN = not logged)."""
+    """Per column of `values` [seeds, V] (a variant's seeds): does it look like a constant predictor?
+    Yes when it does not vary over >= 2 seeds, or every seed scores exactly a majority/chance level
+    logged by its own run. `constants`: per majority/chance kind a [seeds, V] matrix of the runs'
+    logged levels (NaN = not logged)."""
     values = np.asarray(values, dtype=float)
     shown = ~np.isnan(values)
     n = shown.sum(axis=0)

@@ -149,7 +149,12 @@ def seeds_for_power_many(
 
 
 def above_reference_many(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """`above_reference` for every column of `values` [seeds, V] vs `reference` [seeds, V] at once."""
+    """Per column of `values` [seeds, V] vs `reference` [seeds, V]: the one-sided p-value that the
+    values exceed the reference (paired per run; NaN pairs dropped).
+
+    Fewer than 2 pairs: NaN (not shown to be above). Differences without spread: 0 when all
+    are above, 1 otherwise (a deterministic gap needs no test, and a t statistic is undefined).
+    """
     values, reference = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
     diff = values - reference
     n = (~np.isnan(diff)).sum(axis=0)
@@ -168,22 +173,6 @@ def above_reference_many(values: np.ndarray, reference: np.ndarray) -> np.ndarra
         p = stats.t.sf(t, n[tested] - 1)
     out[tested] = np.where(flat, np.where(mean > 0, 0.0, 1.0), p)
     return out
-
-
-def above_reference(values: np.ndarray, reference: np.ndarray) -> float:
-    """One-sided p-value that the values exceed the reference (paired per run; NaN pairs dropped).
-
-    Fewer than 2 pairs: NaN (not shown to be above). Differences without spread: 0 when all
-    are above, 1 otherwise (a deterministic gap needs no test, and a t statistic is undefined).
-    """
-    values, reference = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
-    keep = ~np.isnan(values) & ~np.isnan(reference)
-    diff = values[keep] - reference[keep]
-    if len(diff) < 2:
-        return math.nan
-    if not _varies(diff[:, None])[0]:
-        return 0.0 if diff.mean() > 0 else 1.0
-    return float(stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue)
 
 
 def marks(p_adjusted: float) -> str:

@@ -12,6 +12,7 @@ returns None and the caller uses `search_runs`; a test checks both give the same
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -43,46 +44,59 @@ def read_runs(
     if store is None:
         return None
     try:
-        from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlParam, SqlRun, SqlTag
-        from sqlalchemy import or_, select  # deferred: SQL stores only (see _sql_store)
-
-        with store.ManagedSessionMaker() as session:
-            tagged = select(SqlTag.run_uuid).where(SqlTag.key == sweep_tag)
-            if selectors:
-                tagged = tagged.where(SqlTag.value.in_(list(selectors)))
-            runs = session.execute(
-                select(SqlRun.run_uuid, SqlRun.status, SqlRun.start_time, SqlRun.end_time, SqlRun.experiment_id)
-                .join(SqlExperiment, SqlExperiment.experiment_id == SqlRun.experiment_id)
-                .where(
-                    SqlRun.run_uuid.in_(tagged),
-                    SqlRun.lifecycle_stage == ACTIVE,
-                    SqlExperiment.lifecycle_stage == ACTIVE,
-                )
-            ).all()
-            ids = select(SqlRun.run_uuid).where(SqlRun.run_uuid.in_(tagged), SqlRun.lifecycle_stage == ACTIVE)
-            tag_rows = session.execute(
-                select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(
-                    SqlTag.run_uuid.in_(ids), SqlTag.key.in_(list(tags))
-                )
-            ).all()
-            param_rows = session.execute(
-                select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(
-                    SqlParam.run_uuid.in_(ids), SqlParam.key.in_(list(params))
-                )
-            ).all()
-            metric_rows = session.execute(
-                select(
-                    SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.value, SqlLatestMetric.is_nan
-                ).where(
-                    SqlLatestMetric.run_uuid.in_(ids),
-                    or_(*[SqlLatestMetric.key.like(f"{prefix}%") for prefix in metric_prefixes]),
-                )
-            ).all()
+        rows = _query_runs(store, sweep_tag, selectors, tags, params, metric_prefixes)
     except Exception:  # an unexpected schema or driver: the caller falls back to search_runs
         return None
-    runs, tag_rows, param_rows, metric_rows = (
-        [tuple(r) for r in rows] for rows in (runs, tag_rows, param_rows, metric_rows)
-    )
+    return _runs_frame(*([tuple(r) for r in found] for found in rows))
+
+
+def _query_runs(
+    store: Any,
+    sweep_tag: str,
+    selectors: Sequence[str],
+    tags: Sequence[str],
+    params: Sequence[str],
+    metric_prefixes: Sequence[str],
+) -> tuple[list, list, list, list]:
+    """(runs, tag rows, param rows, latest-metric rows) of the active runs tagged `sweep_tag`."""
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlParam, SqlRun, SqlTag
+    from sqlalchemy import or_, select  # deferred: SQL stores only (see _sql_store)
+
+    with store.ManagedSessionMaker() as session:
+        tagged = select(SqlTag.run_uuid).where(SqlTag.key == sweep_tag)
+        if selectors:
+            tagged = tagged.where(SqlTag.value.in_(list(selectors)))
+        runs = session.execute(
+            select(SqlRun.run_uuid, SqlRun.status, SqlRun.start_time, SqlRun.end_time, SqlRun.experiment_id)
+            .join(SqlExperiment, SqlExperiment.experiment_id == SqlRun.experiment_id)
+            .where(
+                SqlRun.run_uuid.in_(tagged),
+                SqlRun.lifecycle_stage == ACTIVE,
+                SqlExperiment.lifecycle_stage == ACTIVE,
+            )
+        ).all()
+        ids = select(SqlRun.run_uuid).where(SqlRun.run_uuid.in_(tagged), SqlRun.lifecycle_stage == ACTIVE)
+        tag_rows = session.execute(
+            select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(
+                SqlTag.run_uuid.in_(ids), SqlTag.key.in_(list(tags))
+            )
+        ).all()
+        param_rows = session.execute(
+            select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(
+                SqlParam.run_uuid.in_(ids), SqlParam.key.in_(list(params))
+            )
+        ).all()
+        metric_rows = session.execute(
+            select(SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.value, SqlLatestMetric.is_nan).where(
+                SqlLatestMetric.run_uuid.in_(ids),
+                or_(*[SqlLatestMetric.key.like(f"{prefix}%") for prefix in metric_prefixes]),
+            )
+        ).all()
+    return runs, tag_rows, param_rows, metric_rows
+
+
+def _runs_frame(runs: list, tag_rows: list, param_rows: list, metric_rows: list) -> pd.DataFrame:
+    """The rows as `search_runs` would give them: one row per run, newest first."""
     frame = pd.DataFrame(runs, columns=["run_id", "status", "start_time", "end_time", "experiment_id"])
     frame["start_time"], frame["end_time"] = _time(frame["start_time"]), _time(frame["end_time"])
     frame["experiment_id"] = frame["experiment_id"].astype(str)

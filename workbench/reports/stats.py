@@ -42,7 +42,6 @@ STATS = (
     "p_above_ref",
     "constant",
 )
-TEST_NAME = "two-sided paired t-test over seeds shared with the baseline (scipy.stats.ttest_rel), Holm-corrected"
 # What the table shows when neither the user nor the sweep names metrics (those logged are kept).
 DEFAULT_METRICS = (
     "eval/retrieval/tr_r1",
@@ -245,13 +244,8 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
     """Summarise one sweep: rows = variants (baseline first), per metric STATS, plus flags,
     the reference row, cost per variant and the run ids behind each cell."""
     spec, runs = sweep.spec, sweep.runs
-    keys = resolve_metrics(list(metrics or spec.metrics), runs, strict=bool(metrics))
     notes = list(sweep.notes)
-    if not metrics:  # the sweep's own list: a metric no run logged is a note, not a column of dashes
-        unlogged = [k for k in keys if f"metrics.{k}" not in runs or runs[f"metrics.{k}"].isna().all()]
-        if unlogged and len(unlogged) < len(keys):
-            notes.append(f"not logged by any run, left out: {', '.join(unlogged)}")
-            keys = [k for k in keys if k not in unlogged]
+    keys = _shown_metrics(sweep, metrics, notes)
     ref_keys = [k for m in keys for k in references.reference_keys(m).values() if f"metrics.{k}" in runs]
     values = metric_values(runs, keys + [k for k in ref_keys if k not in keys])
     ref_means = {k: float(values[k].mean()) for k in ref_keys if values[k].notna().any()}
@@ -273,10 +267,6 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
         columns[key] = summary.reindex(spec.variants)
     stats_frame = pd.concat(columns, axis=1) if columns else pd.DataFrame(index=spec.variants)
     stats_frame.index.name = "variant"
-    finished = runs[runs["status"] == FINISHED].dropna(subset=["seed"])
-    run_ids: dict[str, dict[int, str]] = {}
-    for variant, seed, run_id in zip(finished["variant"], finished["seed"], finished["run_id"], strict=True):
-        run_ids.setdefault(variant, {})[int(seed)] = run_id
     per_task = task_metrics(keys, LOWER_IS_BETTER.search)
     improvements = table_improvements(wide, per_task, list(spec.variants), spec.baseline)
     judged = verdicts.objective_of(spec, keys)
@@ -295,7 +285,7 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
         references=refs,
         device_hours=cost.device_hours(runs, list(spec.variants)),
         device_kind=cost.device_kind(runs),
-        run_ids={v: dict(sorted(s.items())) for v, s in run_ids.items()},
+        run_ids=_finished_run_ids(runs),
         verdict_metric=judged if found else "",
         verdicts=found,
         design=design.name(verdicts.objective_delta(spec)) if design else "",
@@ -303,6 +293,28 @@ def ablation_table(sweep: Sweep, metrics: list[str] | None = None) -> AblationTa
         improvements=improvements,
         improvement_metrics=per_task if improvements else [],
     )
+
+
+def _shown_metrics(sweep: Sweep, metrics: list[str] | None, notes: list[str]) -> list[str]:
+    """The metric keys the table shows: those asked for (an unknown one is an error), else the
+    sweep's own, less those no run logged (a note, not a column of dashes)."""
+    runs = sweep.runs
+    keys = resolve_metrics(list(metrics or sweep.spec.metrics), runs, strict=bool(metrics))
+    if not metrics:
+        unlogged = [k for k in keys if f"metrics.{k}" not in runs or runs[f"metrics.{k}"].isna().all()]
+        if unlogged and len(unlogged) < len(keys):
+            notes.append(f"not logged by any run, left out: {', '.join(unlogged)}")
+            keys = [k for k in keys if k not in unlogged]
+    return keys
+
+
+def _finished_run_ids(runs: pd.DataFrame) -> dict[str, dict[int, str]]:
+    """variant -> seed -> run id of its finished runs (seeds in order)."""
+    finished = runs[runs["status"] == FINISHED].dropna(subset=["seed"])
+    run_ids: dict[str, dict[int, str]] = {}
+    for variant, seed, run_id in zip(finished["variant"], finished["seed"], finished["run_id"], strict=True):
+        run_ids.setdefault(variant, {})[int(seed)] = run_id
+    return {v: dict(sorted(s.items())) for v, s in run_ids.items()}
 
 
 def _adaptive_flags(runs: pd.DataFrame, variants: list[str], metrics: list[str]) -> dict[str, str]:

@@ -3,8 +3,9 @@
 A sweep is a parent run (tag `workbench.sweep`, artifact `sweep.yaml`) and its
 child runs (tags `mlflow.parentRunId`, `workbench.variant`, `workbench.seed`).
 The spec (variant order, baseline, seeds, metrics) comes from `sweep.yaml` when
-the parent has one, else it is rebuilt from the child tags. Ablation reports never
-import the training or sweep code: MLflow is the only contract (INTERFACES.md).
+the parent has one (read by `workbench/sweep_file.py`, the format's one definition), else
+it is rebuilt from the child tags. Ablation reports never import the training or sweep code:
+MLflow and `sweep_file` are the only contract (INTERFACES.md).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-import yaml
 from mlflow.exceptions import MlflowException
 
-from workbench import tags
+from workbench import sweep_file, tags
 from workbench.errors import ConfigError, DataError
 from workbench.reports import sql_read
 from workbench.reports.cost import DEVICE_KIND_TAG, DEVICES_TAG
@@ -32,16 +32,15 @@ SWEEP_TAG = tags.SWEEP
 VARIANT_TAG = tags.VARIANT
 SEED_TAG = tags.SEED
 PARENT_TAG = tags.PARENT_RUN_ID
-SPEC_ARTIFACT = "sweep.yaml"
+SPEC_ARTIFACT = sweep_file.ARTIFACT
 SEED_PARAM = "train.seed"
 EVAL_PREFIX = "eval/"
 FINISHED = "FINISHED"
 PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-# Params the figures read (mask-ratio axes, whether SCL ran) and the seed fallback.
+# Params the reports read: mask-ratio axes (figures), the seed fallback, the budget (the page).
 MASK_RATIO_PARAMS = {"image": "objectives.scl.image_mask_ratio", "text": "objectives.scl.text_mask_ratio"}
-SCL_ENABLED_PARAM = "objectives.scl.enabled"
 BUDGET_PARAMS = ("train.steps", "train.batch_size", "data.root", "data.shapes_size")
-KEEP_PARAMS = (*MASK_RATIO_PARAMS.values(), SCL_ENABLED_PARAM, SEED_PARAM, *BUDGET_PARAMS)
+KEEP_PARAMS = (*MASK_RATIO_PARAMS.values(), SEED_PARAM, *BUDGET_PARAMS)
 BASELINE_TAG = tags.BASELINE
 DESCRIPTION_TAG = tags.DESCRIPTION  # the sweep's description, on its parent run
 KEEP_COLUMNS = {"run_id", "status", "start_time", "end_time", "experiment_id"}
@@ -166,78 +165,23 @@ def read_sweep_runs(selectors: Sequence[str] = ()) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ spec
-def _variant_names(raw: Any, where: str) -> list[str]:
-    """`variants` as a list of names, a list of {name: ..} dicts, or a mapping name -> overrides."""
-    if isinstance(raw, dict):
-        return [str(name) for name in raw]
-    if not isinstance(raw, list):
-        raise DataError(f"{where}: variants: expected a list or a mapping, got {type(raw).__name__}")
-    names = []
-    for i, item in enumerate(raw):
-        if isinstance(item, (str, int, float)):
-            names.append(str(item))
-        elif isinstance(item, dict) and "name" in item:
-            names.append(str(item["name"]))
-        elif isinstance(item, dict) and len(item) == 1:
-            names.append(str(next(iter(item))))
-        else:
-            raise DataError(f"{where}: variants[{i}]: cannot read a variant name from {item!r}")
-    return names
-
-
-def _seeds(raw: Any, where: str) -> list[int]:
-    """`seeds` as a list of ints or a count."""
-    if isinstance(raw, bool):
-        raise DataError(f"{where}: seeds: {raw!r} is not a list of integers or a count")
-    if isinstance(raw, int):
-        return list(range(raw))
-    try:
-        return [int(seed) for seed in raw]
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: seeds: {raw!r} is not a list of integers or a count") from None
-
-
-def _variant_overrides(raw: Any) -> dict[str, dict[str, Any]]:
-    """variant -> overrides, from the resolved `variants: [{name, overrides}]` (else a mapping)."""
-    if isinstance(raw, dict):
-        return {str(k): dict(v) for k, v in raw.items() if isinstance(v, dict)}
-    found = {}
-    for item in raw if isinstance(raw, list) else []:
-        if isinstance(item, dict) and "name" in item and isinstance(item.get("overrides"), dict):
-            found[str(item["name"])] = dict(item["overrides"])
-    return found
-
-
-def parse_spec(data: Any, where: str, fallback_name: str) -> SweepSpec:
-    """A SweepSpec from a loaded `sweep.yaml` (unknown keys are ignored: the sweep owns its format)."""
-    if not isinstance(data, dict):
-        raise DataError(f"{where}: expected a mapping, got {type(data).__name__}")
-    variants = _variant_names(data.get("variants", []), where)
-    baseline = data.get("baseline")
-    if isinstance(baseline, dict):
-        baseline = baseline.get("name")
-    baseline = str(baseline) if baseline is not None else _default_baseline(variants)
-    metrics = data.get("metrics") or []
-    if isinstance(metrics, str):
-        metrics = [metrics]
+def spec_from_file(found: sweep_file.SweepFile, fallback_name: str) -> SweepSpec:
+    """The report's view of a parent run's `sweep.yaml` (`workbench/sweep_file.py` reads it)."""
+    variants = list(found.variants)
     return SweepSpec(
-        name=str(data.get("name") or fallback_name),
+        name=found.name or fallback_name,
         variants=variants,
-        baseline=baseline,
-        seeds=_seeds(data["seeds"], where) if data.get("seeds") is not None else [],
-        metrics=[str(m) for m in metrics],
-        axes=data.get("axes") or {},
+        baseline=found.baseline if found.baseline is not None else _default_baseline(variants),
+        seeds=list(found.seeds),
+        metrics=list(found.metrics),
+        axes=found.axes,
         source=SPEC_ARTIFACT,
-        description=str(data.get("description") or ""),
-        overrides=_variant_overrides(data.get("variants", [])),
-        objective=str((data.get("objective") or {}).get("metric", ""))
-        if isinstance(data.get("objective"), dict)
-        else "",
-        direction=str((data.get("objective") or {}).get("direction", "maximize"))
-        if isinstance(data.get("objective"), dict)
-        else "maximize",
-        sequential=dict(data["sequential"]) if isinstance(data.get("sequential"), dict) else {},
-        delta={str(k): float(v) for k, v in data["delta"].items()} if isinstance(data.get("delta"), dict) else {},
+        description=found.description,
+        overrides=dict(found.variants),
+        objective=found.objective,
+        direction=found.direction,
+        sequential=found.sequential,
+        delta=found.delta,
     )
 
 
@@ -261,18 +205,15 @@ def quiet_downloads() -> Iterator[None]:
             os.environ[PROGRESS_ENV] = before
 
 
-def load_spec_artifact(parent_run_id: str) -> Any | None:
-    """The parent's `sweep.yaml` as loaded YAML, or None when it has none."""
+def load_spec_artifact(parent_run_id: str) -> sweep_file.SweepFile | None:
+    """The parent's `sweep.yaml`, or None when it has none; DataError (one line) when unreadable."""
     where = f"runs:/{parent_run_id}/{SPEC_ARTIFACT}"
     try:
         with quiet_downloads():
             text = mlflow.artifacts.load_text(where)
     except (MlflowException, OSError):
         return None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise DataError(f"{where}: invalid YAML: {' '.join(str(err).split())}") from None
+    return sweep_file.load(text, where)
 
 
 # ------------------------------------------------------------- children
@@ -328,59 +269,71 @@ def split_sweeps(runs: pd.DataFrame) -> list[Sweep]:
     parents = runs[~is_child].sort_values("start_time", kind="stable")
     children = tidy_children(runs[is_child])
     groups = {pid: group for pid, group in children.groupby(f"tags.{PARENT_TAG}", sort=False)}
+    no_children = tidy_children(runs.iloc[0:0])
+    return [
+        _one_sweep(name, pids, parents, groups.get(pids[-1], no_children))
+        for name, pids in _parents_by_name(parents, groups).items()
+    ]
 
-    by_name: dict[str, list[str]] = {}  # sweep name -> parent ids, oldest first
+
+def _parents_by_name(parents: pd.DataFrame, groups: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """Sweep name -> its parent run ids, oldest first (children whose parent run is gone included)."""
+    by_name: dict[str, list[str]] = {}
     for _, parent in parents.iterrows():
         by_name.setdefault(str(parent.get(f"tags.{SWEEP_TAG}") or parent["run_id"]), []).append(parent["run_id"])
     for pid, group in groups.items():  # children whose parent run is gone
         if pid not in set(parents["run_id"]):
             name = str(group[f"tags.{SWEEP_TAG}"].dropna().iloc[0]) if f"tags.{SWEEP_TAG}" in group else pid
             by_name.setdefault(name, []).append(pid)
+    return by_name
 
-    sweeps = []
-    for name, pids in by_name.items():
-        pid = pids[-1]
-        notes = (
-            [f"{len(pids) - 1} older parent run(s) of sweep {name!r} ignored; the latest is {pid}"]
-            if len(pids) > 1
-            else []
-        )
-        group = one_run_per_seed(groups.get(pid, tidy_children(runs.iloc[0:0])))
-        has_parent = pid in set(parents["run_id"])
-        raw = load_spec_artifact(pid) if has_parent else None
-        if raw is not None:
-            spec = parse_spec(raw, f"runs:/{pid}/{SPEC_ARTIFACT}", name)
-        else:
-            spec = spec_from_runs(name, group)
-            tagged = (
-                parents.loc[parents["run_id"] == pid, f"tags.{BASELINE_TAG}"]
-                if f"tags.{BASELINE_TAG}" in parents
-                else []
-            )
-            if len(tagged) and isinstance(tagged.iloc[0], str) and tagged.iloc[0]:
-                spec.baseline = tagged.iloc[0]
-            notes.append(f"no {SPEC_ARTIFACT} on the parent run: variants, seeds and baseline read from run tags")
-        row = parents[parents["run_id"] == pid]
-        if (
-            len(row)
-            and not spec.description
-            and f"tags.{DESCRIPTION_TAG}" in row
-            and isinstance(row[f"tags.{DESCRIPTION_TAG}"].iloc[0], str)
-        ):
-            spec.description = row[f"tags.{DESCRIPTION_TAG}"].iloc[0]
-        sweeps.append(
-            Sweep(
-                _complete_spec(spec, group, notes),
-                pid if has_parent else None,
-                group,
-                notes,
-                experiment_id=str(row["experiment_id"].iloc[0])
-                if len(row)
-                else (str(group["experiment_id"].iloc[0]) if len(group) else None),
-                started=row["start_time"].iloc[0] if len(row) else None,
-            )
-        )
-    return sweeps
+
+def _one_sweep(name: str, pids: list[str], parents: pd.DataFrame, children: pd.DataFrame) -> Sweep:
+    """The sweep of the latest parent run of `name` (older ones are noted, not read)."""
+    pid = pids[-1]
+    notes = (
+        [f"{len(pids) - 1} older parent run(s) of sweep {name!r} ignored; the latest is {pid}"] if len(pids) > 1 else []
+    )
+    group = one_run_per_seed(children)
+    row = parents[parents["run_id"] == pid]
+    spec = _read_spec(name, pid, row, group, notes)
+    if (
+        len(row)
+        and not spec.description
+        and f"tags.{DESCRIPTION_TAG}" in row
+        and isinstance(row[f"tags.{DESCRIPTION_TAG}"].iloc[0], str)
+    ):
+        spec.description = row[f"tags.{DESCRIPTION_TAG}"].iloc[0]
+    return Sweep(
+        _complete_spec(spec, group, notes),
+        pid if len(row) else None,
+        group,
+        notes,
+        experiment_id=str(row["experiment_id"].iloc[0])
+        if len(row)
+        else (str(group["experiment_id"].iloc[0]) if len(group) else None),
+        started=row["start_time"].iloc[0] if len(row) else None,
+    )
+
+
+def _read_spec(name: str, pid: str, row: pd.DataFrame, group: pd.DataFrame, notes: list[str]) -> SweepSpec:
+    """The parent's `sweep.yaml`; without one (or one `sweep_file` refuses, noted in one line),
+    the spec is rebuilt from the child runs' tags and the parent's baseline tag."""
+    found, refused = None, ""
+    if len(row):  # the parent run exists
+        try:
+            found = load_spec_artifact(pid)
+        except DataError as err:
+            refused = " ".join(str(err).split())
+    if found is not None:
+        return spec_from_file(found, name)
+    spec = spec_from_runs(name, group)
+    tagged = row[f"tags.{BASELINE_TAG}"] if f"tags.{BASELINE_TAG}" in row else []
+    if len(tagged) and isinstance(tagged.iloc[0], str) and tagged.iloc[0]:
+        spec.baseline = tagged.iloc[0]
+    why = f"{refused}, so" if refused else f"no {SPEC_ARTIFACT} on the parent run:"
+    notes.append(f"{why} variants, seeds and baseline read from run tags")
+    return spec
 
 
 def load_sweeps(selectors: Sequence[str] = (), tracking_uri: str = "") -> tuple[list[Sweep], int]:

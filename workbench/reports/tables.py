@@ -243,27 +243,38 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
             f"<tr class='reference'><td>{REFERENCE_LABEL}</td>{refs}"
             f"{'<td></td>' * len(verdicts)}<td></td>{'<td></td>' * extra}</tr>"
         )
-    for variant in table.variants:
-        cls = " class='baseline'" if variant == table.baseline else ""
-        cells = "".join(html_cell(g.cells[variant][m], _tooltip(g, variant, m)) for m in table.metrics)
-        said = "".join(
-            f"<td class='verdict {html.escape(g.verdicts[variant].verdict)}'>{html.escape(c)}</td>"
-            if i == 0
-            else f"<td>{html.escape(c)}</td>"
-            for i, c in enumerate(verdict_row(g, variant))
-        )
-        row = f"<tr{cls}><td>{html.escape(row_label(g, variant))}</td>{cells}{said}<td>{g.cost[variant]}</td>"
-        if run_link:
-            seeds = table.run_ids.get(variant, {})
-            links = "".join(
-                f"<a href='{html.escape(run_link(run), quote=True)}'>s{seed}</a>" for seed, run in seeds.items()
-            )
-            row += f"<td class='runs'>{links}</td>"
-        if flagged:
-            row += f"<td class='flag'>{html.escape(table.flags.get(variant, ''))}</td>"
-        out.append(row + "</tr>")
+    out += [_html_row(table, g, variant, run_link, flagged) for variant in table.variants]
     out.append("</tbody></table>")
-    out.append(f"<p class='legend'>{html.escape(legend(g))}</p>")
+    return "".join(out + _html_below(table, g)) + "".join(
+        f"<p class='note'>note: {html.escape(note)}</p>" for note in table.notes
+    )
+
+
+def _html_row(table: AblationTable, g: Grid, variant: str, run_link: Callable[[str], str] | None, flagged: bool) -> str:
+    """One variant's row: label, cells, verdict, cost, links to its seeds' runs, flag."""
+    cls = " class='baseline'" if variant == table.baseline else ""
+    cells = "".join(html_cell(g.cells[variant][m], _tooltip(g, variant, m)) for m in table.metrics)
+    said = "".join(
+        f"<td class='verdict {html.escape(g.verdicts[variant].verdict)}'>{html.escape(c)}</td>"
+        if i == 0
+        else f"<td>{html.escape(c)}</td>"
+        for i, c in enumerate(verdict_row(g, variant))
+    )
+    row = f"<tr{cls}><td>{html.escape(row_label(g, variant))}</td>{cells}{said}<td>{g.cost[variant]}</td>"
+    if run_link:
+        seeds = table.run_ids.get(variant, {})
+        links = "".join(
+            f"<a href='{html.escape(run_link(run), quote=True)}'>s{seed}</a>" for seed, run in seeds.items()
+        )
+        row += f"<td class='runs'>{links}</td>"
+    if flagged:
+        row += f"<td class='flag'>{html.escape(table.flags.get(variant, ''))}</td>"
+    return row + "</tr>"
+
+
+def _html_below(table: AblationTable, g: Grid) -> list[str]:
+    """What follows the table: the legend, the aggregate improvement, the details table."""
+    out = [f"<p class='legend'>{html.escape(legend(g))}</p>"]
     aggregate = improvement_lines(table)
     if aggregate:
         out.append(
@@ -271,7 +282,6 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
             + "".join(f"<li>{html.escape(line)}</li>" for line in aggregate[1:])
             + "</ul>"
         )
-    notes = "".join(f"<p class='note'>note: {html.escape(note)}</p>" for note in table.notes)
     details = details_rows(g)
     if len(details) > 1:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in details[1:])
@@ -281,7 +291,7 @@ def html_table(table: AblationTable, run_link: Callable[[str], str] | None = Non
             + "".join(f"<th>{html.escape(h)}</th>" for h in details[0])
             + f"</tr></thead><tbody>{body}</tbody></table></details>"
         )
-    return "".join(out) + notes
+    return out
 
 
 def to_html(table: AblationTable, run_link: Callable[[str], str] | None = None) -> str:

@@ -16,7 +16,7 @@ _EXPORTS = {
     "SweepSpec": "workbench.sweeps.spec",
     "spec_table": "workbench.sweeps.spec",
     "run_sweep": "workbench.sweeps.runner",
-    "SweepOptions": "workbench.sweeps.runner",
+    "SweepOptions": "workbench.sweeps.sweep",
     "SweepResult": "workbench.sweeps.runner",
     "compute_estimate": "workbench.sweeps.runner",
     "plan_slots": "workbench.sweeps.slots",

@@ -28,9 +28,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from workbench import tags, tracking
 from workbench.sequential import BASELINE, MAX_SEEDS_TO_RESOLVE, Comparison, decide, next_round
-from workbench.sweeps.space import SEED_ATTR, VARIANT_ATTR
+from workbench.study_attrs import SEED_ATTR, VARIANT_ATTR, WORKER_ATTR
 from workbench.sweeps.spec import SweepSpec
-from workbench.sweeps.study import HOST, OPEN, WORKER_ATTR, claim_is_stale, grid_key, tally
+from workbench.sweeps.study import HOST, OPEN, claim_is_stale, grid_key, tally
 from workbench.sweeps.sweep import Sweep
 
 ROUND_SUFFIX = ".round-"

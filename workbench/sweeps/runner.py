@@ -23,12 +23,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from workbench.errors import ConfigError, RunError
 from workbench.progress import format_seconds
+from workbench.study_attrs import ERROR_ATTR
 from workbench.sweeps import child, rounds, runs
 from workbench.sweeps.progress import SweepProgress
 from workbench.sweeps.scheduler import Scheduler
 from workbench.sweeps.slots import plan_slots
 from workbench.sweeps.spec import SweepSpec, variant_config
-from workbench.sweeps.study import ERROR_ATTR, enqueue_missing, grid_key, quiet_optuna, reap_orphans
+from workbench.sweeps.study import enqueue_missing, grid_key, quiet_optuna, reap_orphans
 from workbench.sweeps.sweep import Sweep, SweepOptions, open_sweep
 from workbench.sweeps.trial import TrialOutcome
 from workbench.urls import redacted

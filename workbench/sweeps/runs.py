@@ -10,10 +10,9 @@ The sweep logs no metrics itself, so no metric appears twice.
 from __future__ import annotations
 
 import mlflow
-import yaml
 from mlflow.entities import Run
 
-from workbench import tags, tracking
+from workbench import sweep_file, tags, tracking
 from workbench.errors import ConfigError
 from workbench.sweeps.space import TrialPlan
 from workbench.sweeps.spec import SweepSpec
@@ -37,7 +36,7 @@ def create_parent_run(spec: SweepSpec, study_name: str, *, uri: str, experiment:
     }
     run = client.create_run(exp_id, run_name=study_name, tags=parent_tags)
     tracking.opened(run.info.run_id, uri)
-    client.log_text(run.info.run_id, yaml.safe_dump(spec.resolved(), sort_keys=False), "sweep.yaml")
+    client.log_text(run.info.run_id, sweep_file.dump(spec.sweep_file()), sweep_file.ARTIFACT)
     return run.info.run_id
 
 

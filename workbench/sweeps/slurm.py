@@ -45,13 +45,12 @@ from optuna.trial import FrozenTrial, TrialState
 from workbench.errors import ConfigError
 from workbench.launch import slurm as cluster
 from workbench.launch import slurm_env
+from workbench.study_attrs import ERROR_ATTR, JOBS_ATTR, WORKER_ATTR
 from workbench.sweeps import child, rounds, runs
 from workbench.sweeps.progress import SlotView, Snapshot, SweepProgress
 from workbench.sweeps.runner import SweepResult, run_sweep
 from workbench.sweeps.spec import SweepSpec, load_spec, resolve_spec_path
 from workbench.sweeps.study import (
-    ERROR_ATTR,
-    WORKER_ATTR,
     enqueue_missing,
     grid_key,
     open_optuna,
@@ -63,7 +62,6 @@ from workbench.sweeps.study import (
 from workbench.sweeps.sweep import Sweep, SweepOptions, Trainer, open_sweep
 from workbench.urls import redacted
 
-JOBS_ATTR = "workbench.slurm_jobs"  # study: ids of the worker jobs submitted for it, in order
 REAP_EVERY_S = 15.0  # how often a worker looks for trials of vanished jobs
 
 

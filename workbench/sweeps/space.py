@@ -15,17 +15,17 @@ from typing import Any
 
 import optuna
 
+from workbench.study_attrs import SEED_ATTR
 from workbench.sweeps.spec import Range, SweepSpec
-
-SEED_ATTR = "seed"  # a trial's seed: a fixed user attribute (set when queued), not a searched parameter
-VARIANT_ATTR = "variant"  # a grid trial's variant, also as a user attribute (set when queued)
 
 
 @dataclass(frozen=True)
 class TrialPlan:
     variant: str
     seed: int
-    overrides: dict[str, Any]  # the variant's own overrides + train.seed (spec overrides come on top in the child)
+    # the variant's own overrides + train.seed; the sweep process lays them over the spec's common
+    # overrides (a variant's value wins: `sweeps/trial.py`) and hands the merged dict to the child
+    overrides: dict[str, Any]
 
     @property
     def key(self) -> tuple[str, int]:

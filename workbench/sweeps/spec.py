@@ -8,8 +8,8 @@ plus a dict of dotted config overrides. Three shapes, exactly one per file:
 * ``search``   -- TPE over ranges (optionally with a pruner), ``search.trials`` trials.
 
 Everything is checked here, before any trial starts: unknown spec fields and
-config keys ("did you mean"), and every variant's full config is resolved with
-``load_config`` so a bad value fails now, not an hour into the sweep.
+config keys ("did you mean"), and every variant's full config is resolved from the
+base YAML (``sweeps/prechecks.py``) so a bad value fails now, not an hour into the sweep.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from workbench.config import (
 from workbench.errors import ConfigError, did_you_mean
 from workbench.sequential import Design
 from workbench.strict_yaml import brief
+from workbench.sweep_file import DIRECTIONS, OBJECTIVE_FIELDS, SweepFile
 from workbench.sweeps import prechecks
 from workbench.tasks import EVAL_TASKS, RETRIEVALS
 
@@ -61,8 +62,6 @@ SEED_RANGE_FIELDS = ("min", "max")  # `seeds: {min: 3, max: 10}`: adaptive seeds
 SEARCH_FIELDS = ("sampler", "trials", "ranges", "pruner", "seed")
 RANGE_FIELDS = ("low", "high", "log", "step", "choices")
 PRUNER_FIELDS = ("kind", "metric", "direction", "warmup_steps", "startup_trials", "interval_s")
-OBJECTIVE_FIELDS = ("metric", "direction")
-DIRECTIONS = ("maximize", "minimize")
 PRUNERS = ("median", "hyperband", "none")
 SAMPLERS = ("tpe",)
 # Keys the sweep itself sets for every trial; a spec may not vary them.
@@ -185,32 +184,35 @@ class SweepSpec:
 
     def resolved(self) -> dict[str, Any]:
         """The spec as the sweep runs it (variants expanded): the parent run's `sweep.yaml`."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "description": self.description,
-            "base": self.base,
-            "overrides": self.overrides,
-            "baseline": self.baseline,
-            "seeds": list(self.seeds),
-            "metrics": list(self.metrics),
-            "objective": {"metric": self.objective, "direction": self.direction},
-            "retries": self.retries,
-        }
+        return self.sweep_file().to_dict()
+
+    def sweep_file(self) -> SweepFile:
+        """The spec as the sweep runs it, in `sweep.yaml`'s shape (`workbench/sweep_file.py`)."""
+        sequential = {}
         if self.adaptive:  # `seeds` stays the list of every seed it may run: reports read it as before
-            out["sequential"] = {
+            sequential = {
                 "min_seeds": self.min_seeds,
                 "max_seeds": len(self.seeds),
                 "alpha": self.design.alpha,
                 "spending": self.design.spending,
             }
-        if self.delta:
-            out["delta"] = dict(self.delta)
-        if self.is_grid:
-            out["axes"] = self.axes
-            out["variants"] = [{"name": v.name, "overrides": v.overrides} for v in self.variants]
-        else:
-            out["search"] = self.raw.get("search")
-        return out
+        return SweepFile(
+            name=self.name,
+            description=self.description,
+            base=self.base,
+            overrides=self.overrides,
+            baseline=self.baseline,
+            seeds=list(self.seeds),
+            metrics=list(self.metrics),
+            objective=self.objective,
+            direction=self.direction,
+            retries=self.retries,
+            sequential=sequential,
+            delta=dict(self.delta),
+            axes=self.axes,
+            variants={v.name: v.overrides for v in self.variants},
+            search=None if self.is_grid else self.raw.get("search"),
+        )
 
     def fingerprint(self) -> str:
         """Identifies what the trials compute; a study built from another spec must not be resumed."""

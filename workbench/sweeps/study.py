@@ -41,21 +41,23 @@ from optuna.trial import FrozenTrial, TrialState
 from workbench.errors import ConfigError
 from workbench.launch import slurm_env
 from workbench.pids import pid_alive
+from workbench.study_attrs import (
+    ERROR_ATTR,
+    FINGERPRINT_ATTR,
+    PARENT_ATTR,
+    QUEUED_ATTR,
+    SEED_ATTR,
+    SWEEP_ATTR,
+    VARIANT_ATTR,
+    WORKER_ATTR,
+)
 from workbench.sweeps import optuna_internals
 from workbench.sweeps.pruning import build_pruner, build_sampler
 from workbench.sweeps.rdb import open_rdb
-from workbench.sweeps.space import SEED_ATTR, VARIANT_ATTR
 from workbench.sweeps.spec import SweepSpec
 from workbench.urls import redacted
 
 JOURNAL_NAME = "optuna-journal.log"
-WORKER_ATTR = "workbench.worker"  # {"host", "pid", "trial"} of the process running the trial
-ERROR_ATTR = "workbench.error"
-FINGERPRINT_ATTR = "workbench.fingerprint"
-PARENT_ATTR = "workbench.parent_run_id"
-TRACKING_ATTR = "workbench.tracking_uri"
-QUEUED_ATTR = "workbench.queued"  # the coordinator has queued the grid: workers may start
-REPORT_ATTR = "workbench.report"  # where `workbench report ablations` puts the sweep's page (MLflow artifact)
 CLAIM_TIMEOUT = timedelta(seconds=60)  # a RUNNING trial nobody claimed for this long is orphaned
 OPEN = (TrialState.WAITING, TrialState.RUNNING)
 HOST = socket.gethostname()
@@ -140,7 +142,7 @@ def open_study(spec: SweepSpec, storage: BaseStorage, study_name: str, *, create
     found = study.user_attrs.get(FINGERPRINT_ATTR)
     if found is None:
         study.set_user_attr(FINGERPRINT_ATTR, spec.fingerprint())
-        study.set_user_attr("workbench.sweep", spec.name)
+        study.set_user_attr(SWEEP_ATTR, spec.name)
     elif found != spec.fingerprint():
         raise ConfigError(
             f"study {study_name!r} in {redacted(location)} was built from a different version of "

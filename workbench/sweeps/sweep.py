@@ -23,16 +23,13 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 
-from workbench import tracking
+from workbench import report_paths, tracking
 from workbench.errors import ConfigError
 from workbench.strict_yaml import brief
+from workbench.study_attrs import PARENT_ATTR, QUEUED_ATTR, REPORT_ATTR, TRACKING_ATTR
 from workbench.sweeps import runs
 from workbench.sweeps.spec import SweepSpec, variant_config
 from workbench.sweeps.study import (
-    PARENT_ATTR,
-    QUEUED_ATTR,
-    REPORT_ATTR,
-    TRACKING_ATTR,
     claim_parent_run,
     default_journal,
     missing_study,
@@ -146,7 +143,7 @@ def _open_parent_run(
             spec, study.study_name, uri=uri, experiment=experiment, storage=redacted(location)
         )
         study.set_user_attr(TRACKING_ATTR, uri)
-        study.set_user_attr(REPORT_ATTR, f"runs:/{run_id}/reports/report.html")  # `workbench report ablations` logs it
+        study.set_user_attr(REPORT_ATTR, report_paths.page_artifact(run_id))  # `workbench report ablations` logs it
         study.set_user_attr(PARENT_ATTR, run_id)  # last: waiting coordinators and workers read it
         return run_id
 

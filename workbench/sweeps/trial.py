@@ -22,17 +22,14 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from workbench.study_attrs import ERROR_ATTR, LOG_ATTR, PID_ATTR, RUN_ATTR
 from workbench.sweeps import child, optuna_internals, runs
 from workbench.sweeps.pruning import feed_pruner, prunes
 from workbench.sweeps.slots import Slot
 from workbench.sweeps.space import TrialPlan, space
 from workbench.sweeps.spec import SweepSpec
-from workbench.sweeps.study import ERROR_ATTR, fail, lineage_root
+from workbench.sweeps.study import fail, lineage_root
 from workbench.sweeps.sweep import Sweep
-
-RUN_ATTR = "workbench.mlflow_run_id"
-LOG_ATTR = "workbench.log"
-PID_ATTR = "workbench.child_pid"
 
 
 @dataclass

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -89,14 +90,7 @@ def _save(path: Path, part: str, state: dict, metrics: dict[str, float]) -> None
 
 def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True) -> dict[str, float]:
     """Train the `part` warm start from scratch and save its encoder weights to `path`."""
-    # deferred: the encoders import timm and transformers (seconds); finding a cached warm start
-    # (`ensure` in the demo's parent process, `cached_path`, `apply_init`) must not pay for them
-    from workbench.data.transforms import normalization
-    from workbench.models.text import TextEncoder
-    from workbench.models.vision import VisionEncoder
-    from workbench.warmstart.text import train_text
-    from workbench.warmstart.vision import train_vision
-
+    _import_encoders()  # before the clock starts: the time estimate below is of steps, not imports
     ws = cfg.warmstart
     steps = ws.vision_steps if part == "vision" else ws.text_steps
     bar = TrainProgress(total=steps, enabled=progress, description=f"warm start ({part})")
@@ -113,51 +107,79 @@ def make(cfg: RunConfig, tokenizer, part: str, path: Path, progress: bool = True
 
     try:
         if part == "vision":
-            encoder = VisionEncoder(cfg.model.vision, cfg.data.image_size)
-            mean, std = normalization(cfg)
-            metrics = train_vision(
-                encoder,
-                steps=steps,
-                batch_size=ws.batch_size,
-                lr=ws.lr,
-                seed=ws.seed,
-                image_size=cfg.data.image_size,
-                mean=mean,
-                std=std,
-                on_step=on_step,
-            )
-            state = encoder.vit.state_dict()
+            state, metrics = _train_vision_part(cfg, steps, on_step)
         else:
-            encoder = TextEncoder(
-                cfg.model.text,
-                vocab_size=len(tokenizer),
-                pad_token_id=tokenizer.pad_token_id,
-                max_text_len=cfg.data.max_text_len,
-            )
-            entries = read_entries(cfg.data, cfg.data.pretrain_files, "pretrain")
-            captions = [
-                c for e in entries.items for c in ([e["caption"]] if isinstance(e["caption"], str) else e["caption"])
-            ]
-            metrics = train_text(
-                encoder,
-                captions,
-                tokenizer,
-                steps=steps,
-                batch_size=ws.batch_size,
-                lr=ws.lr,
-                seed=ws.seed,
-                mask_prob=ws.mask_prob,
-                max_text_len=cfg.data.max_text_len,
-                special_ids=special_ids_of(tokenizer),
-                on_step=on_step,
-            )
-            state = encoder.bert.state_dict()
+            state, metrics = _train_text_part(cfg, tokenizer, steps, on_step)
     except BaseException as err:  # Ctrl-C, SIGTERM, an error: the line says "stopped", not "done"
         bar.close(err)
         raise
     bar.close()
     _save(path, part, state, metrics)
     return metrics
+
+
+def _import_encoders() -> None:
+    """Deferred: the encoders import timm and transformers (seconds); finding a cached warm start
+    (`ensure` in the demo's parent process, `cached_path`, `apply_init`) must not pay for them.
+    The trainers below import them again, from the module cache."""
+    import workbench.data.transforms  # noqa: F401
+    import workbench.models.text  # noqa: F401
+    import workbench.models.vision  # noqa: F401
+    import workbench.warmstart.text  # noqa: F401
+    import workbench.warmstart.vision  # noqa: F401
+
+
+def _train_vision_part(cfg: RunConfig, steps: int, on_step: Callable[[int, float], None]) -> tuple[dict, dict]:
+    """The vision encoder's warm start: (its ViT's state dict, metrics)."""
+    from workbench.data.transforms import normalization
+    from workbench.models.vision import VisionEncoder
+    from workbench.warmstart.vision import train_vision
+
+    ws = cfg.warmstart
+    encoder = VisionEncoder(cfg.model.vision, cfg.data.image_size)
+    mean, std = normalization(cfg)
+    metrics = train_vision(
+        encoder,
+        steps=steps,
+        batch_size=ws.batch_size,
+        lr=ws.lr,
+        seed=ws.seed,
+        image_size=cfg.data.image_size,
+        mean=mean,
+        std=std,
+        on_step=on_step,
+    )
+    return encoder.vit.state_dict(), metrics
+
+
+def _train_text_part(cfg: RunConfig, tokenizer, steps: int, on_step: Callable[[int, float], None]) -> tuple[dict, dict]:
+    """The text encoder's warm start (MLM on the pre-training captions): (its BERT's state dict, metrics)."""
+    from workbench.models.text import TextEncoder
+    from workbench.warmstart.text import train_text
+
+    ws = cfg.warmstart
+    encoder = TextEncoder(
+        cfg.model.text,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        max_text_len=cfg.data.max_text_len,
+    )
+    entries = read_entries(cfg.data, cfg.data.pretrain_files, "pretrain")
+    captions = [c for e in entries.items for c in ([e["caption"]] if isinstance(e["caption"], str) else e["caption"])]
+    metrics = train_text(
+        encoder,
+        captions,
+        tokenizer,
+        steps=steps,
+        batch_size=ws.batch_size,
+        lr=ws.lr,
+        seed=ws.seed,
+        mask_prob=ws.mask_prob,
+        max_text_len=cfg.data.max_text_len,
+        special_ids=special_ids_of(tokenizer),
+        on_step=on_step,
+    )
+    return encoder.bert.state_dict(), metrics
 
 
 def ensure(cfg: RunConfig, tokenizer, progress: bool = True, announce=print) -> dict[str, Path]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from workbench import checkpoint
 from workbench.config import RunConfig
 from workbench.data import data_hash, read_entries
 from workbench.data.shapes import locked
@@ -234,7 +235,7 @@ def _load(path: Path, part: str) -> dict:
             f"`workbench data warmstart --out`"
         )
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = checkpoint.torch_load(path)
     except Exception as err:  # truncated or foreign file
         raise ConfigError(
             f"{key}: cannot read {str(path)!r} ({type(err).__name__}: truncated or not a torch file); write it again "

@@ -519,7 +519,7 @@ def test_sigterm_to_a_multi_process_run_stops_every_rank_and_ends_the_run_killed
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=180)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    assert client.get_run(run_id).info.status == "KILLED"
+    assert client.get_run(run_id).info.status == "KILLED", stderr[-3000:]
     assert f"resume: workbench run --resume {run_id}" in stderr and "Traceback" not in stderr
     assert stderr.count("interrupted (SIGTERM)") == 1  # rank 0 says it, once
     assert group_gone(process.pid), "a child process outlived the command"

@@ -333,13 +333,13 @@ def _pretrain(
     s: _Session, trainer: nn.Module, stream: Iterator[dict[str, Any]], *, stop_after: int | None, progress: bool
 ) -> None:
     """The pre-training loop with its progress bar, up to `train.steps` (or `stop_after`).
-    Signals wait for a step boundary (one process; DDP ranks stop at once, together);
+    Signals wait for a step boundary (under DDP every rank stops after the same step: they agree on it);
     running out of memory becomes one line naming the step and the settings to lower."""
     end_step = s.cfg.train.steps if stop_after is None else min(s.cfg.train.steps, stop_after)
     bar = TrainProgress(total=s.cfg.train.steps, start=s.step, enabled=progress and s.ranks.is_main)
     try:
         s.parts.pretrainer.train()
-        with contextlib.nullcontext() if s.ranks.active else interrupts.deferring():
+        with interrupts.deferring():
             _train_steps(s, trainer, stream, end_step, bar)
     except BaseException as err:
         bar.close(err)

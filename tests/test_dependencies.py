@@ -51,3 +51,57 @@ def test_every_dependency_has_an_upper_bound():
     for requirement in _requirements():
         operators = {spec.operator for spec in requirement.specifier}
         assert operators & {"<", "<=", "==", "~="}, f"{requirement.name}: no upper bound in pyproject.toml"
+
+
+def _runtime_closure() -> set[str]:
+    """Every distribution `pip install .` brings: project.dependencies and, recursively, what they require."""
+    import importlib.metadata as metadata
+
+    environment = {**default_environment(), "extra": ""}
+    todo = [
+        Requirement(text) for text in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    ]
+    seen: set[str] = set()
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen or (requirement.marker is not None and not requirement.marker.evaluate(environment)):
+            continue
+        seen.add(name)
+        try:
+            todo += [Requirement(text) for text in metadata.requires(requirement.name) or []]
+        except metadata.PackageNotFoundError:
+            pass
+    return seen
+
+
+def test_what_a_run_imports_comes_with_the_runtime_dependencies_alone(shapes_tiny, tmp_path):
+    """`make demo` installs without the dev extras: a module a run imports (ours or a library's,
+    e.g. MLflow's system metrics needing psutil) must come from project.dependencies' closure."""
+    import importlib.metadata as metadata
+    import json
+    import subprocess
+    import sys
+
+    from tiny_config import tiny_run
+
+    overrides = tiny_run(shapes_tiny, f"sqlite:///{tmp_path}/m.db", tmp_path / "out")
+    script = (
+        "import json, sys\n"
+        "from workbench import train\n"
+        "from workbench.config import load_config\n"
+        f"train.run(load_config('base', {[str(o) for o in overrides]!r}), progress=False)\n"
+        "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    owners = metadata.packages_distributions()
+    closure = _runtime_closure() | {"workbench"}
+    missing = {
+        dist: module
+        for module in modules
+        for dist in map(canonicalize_name, owners.get(module, []))
+        if dist not in closure
+    }
+    assert not missing, f"a run imports modules of {sorted(missing)} ({missing}), not in project.dependencies"

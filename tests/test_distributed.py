@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from mlflow.tracking import MlflowClient
-from tiny_config import tiny_run
+from tiny_config import DDP_COMPARABLE, tiny_run
 from typer.testing import CliRunner
 
 from workbench import distributed, recorded_run, train
@@ -225,11 +225,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch_and_resume(
                 tmp_path / "out",
                 "train.log_every=1",
                 f"model.text.hf_name={bert_without_dropout}",
-                "objectives.itm.enabled=false",
-                "objectives.mlm.enabled=false",
-                "objectives.scl.mlsc=false",
-                "objectives.scl.image_mask_ratio=0.0",
-                "objectives.scl.target=clean_pass",
+                *DDP_COMPARABLE,
                 *extra,
                 steps=4,
             ),

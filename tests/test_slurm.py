@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from test_sweeps import journal, tiny_sets, trial_errors, write_spec
-from tiny_config import tiny_run
+from tiny_config import DDP_COMPARABLE, tiny_run
 from typer.testing import CliRunner
 
 from workbench import train
@@ -160,11 +160,7 @@ def test_ddp_run_through_slurm_trains_like_one_process(slurm_cluster, shapes_tin
         tmp_path / "out",
         "train.log_every=1",
         f"model.text.hf_name={bert_without_dropout}",
-        "objectives.itm.enabled=false",
-        "objectives.mlm.enabled=false",
-        "objectives.scl.mlsc=false",
-        "objectives.scl.image_mask_ratio=0.0",
-        "objectives.scl.target=clean_pass",
+        *DDP_COMPARABLE,
         "eval.tasks=[]",
         steps=4,
     )

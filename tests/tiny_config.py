@@ -37,3 +37,15 @@ def tiny_run(data_root, tracking_uri, out_dir, *extra, steps=6):
         "eval.batch_size=16",
         *extra,
     ]
+
+
+# Objectives whose losses one process and several DDP ranks compute alike on the same global batch
+# (no per-rank random draws: no ITM negatives, no MLM/MLSC masks, no image masking); used with a
+# dropout-free text encoder (conftest's bert_without_dropout).
+DDP_COMPARABLE = [
+    "objectives.itm.enabled=false",
+    "objectives.mlm.enabled=false",
+    "objectives.scl.mlsc=false",
+    "objectives.scl.image_mask_ratio=0.0",
+    "objectives.scl.target=clean_pass",
+]
